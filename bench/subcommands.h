@@ -1,0 +1,12 @@
+// kvblockd-bench subcommands. Each lives in its own folder of bench/ and
+// parses its own flags (argv[0] is the subcommand name).
+#pragma once
+
+namespace kvb::bench {
+
+int run_replay(int argc, char** argv);     // bench/replay: trace replay through the block manager
+int run_copy(int argc, char** argv);       // bench/copy: copy engines vs memcpy / cudaMemcpy
+int run_transport(int argc, char** argv);  // bench/transport: UCX transfers and AM round trips
+int run_load(int argc, char** argv);       // bench/load: N engine sessions against kvblockd
+
+}  // namespace kvb::bench

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages kvblockd's build, tests and
+# `make run` need. Idempotent: installs only what is missing and says what.
+#   scripts/install-deps.sh          install what is missing
+#   scripts/install-deps.sh --check  exit 1 (listing them) if any is missing
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git python3
+  libboost1.81-dev          # Asio (C++20 coroutines, channels), Beast
+  libucx-dev ucx-utils      # UCX 1.13 and ucx_perftest / ucx_info
+  libspdlog-dev libfmt-dev
+  libxxhash-dev
+  libcli11-dev libtomlplusplus-dev libexpected-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang-format
+  redis-server redis-tools  # the baseline of the load benchmark
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+if [[ "${1:-}" == "--check" ]]; then
+  echo "missing packages: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done" >&2
