@@ -43,7 +43,8 @@ INSTANTIATE_TEST_SUITE_P(Fields, LayoutSpecInvalid,
                                            BadField{"inner_dim", with([](LayoutSpec& s) { s.inner_dim = 0; })},
                                            BadField{"alignment", with([](LayoutSpec& s) { s.alignment = 48; })},
                                            BadField{"dtype",
-                                                    with([](LayoutSpec& s) { s.dtype = static_cast<DType>(77); })}));
+                                                    with([](LayoutSpec& s) { s.dtype = static_cast<DType>(77); })}),
+                         [](const ::testing::TestParamInfo<BadField>& info) { return std::string(info.param.field); });
 
 TEST(Layout, FullyContiguousOffsets) {
   auto layout = Layout::make(llama8b(), LayoutKind::fully_contiguous, 4);
