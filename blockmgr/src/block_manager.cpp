@@ -391,6 +391,14 @@ std::uint32_t BlockManager::peek(std::span<const SequenceHash> hashes) const {
   return n;
 }
 
+BlockLease BlockManager::find(Tier tier, SequenceHash hash) {
+  TierState* ts = impl_->tier(tier);
+  if (ts == nullptr) return {};
+  const std::uint32_t b = ts->registry.find(hash);
+  if (b == detail::kNil) return {};
+  return impl_->acquire(*ts, BlockId{b});
+}
+
 Result<BlockLeases> BlockManager::allocate(Tier tier, std::uint32_t n) {
   TierState* ts = impl_->tier(tier);
   if (ts == nullptr) return fail(Errc::unavailable, "block manager: tier {} is not configured", to_string(tier));

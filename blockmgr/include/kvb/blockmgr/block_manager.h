@@ -139,6 +139,11 @@ class BlockManager {
   /// leasing or counting anything.
   [[nodiscard]] std::uint32_t peek(std::span<const SequenceHash> hashes) const;
 
+  /// Leases the block registered as `hash` in `tier`; an empty lease when
+  /// there is none (or no such tier). Counts no hit or miss: for "is this
+  /// block already stored?" before writing it. O(1).
+  [[nodiscard]] BlockLease find(Tier tier, SequenceHash hash);
+
   /// `n` fresh blocks of `tier`, each partial with its write lease, evicting
   /// inactive blocks as needed (a registered G1 victim is written back to G2
   /// first when offload_on_evict). All or nothing. Errors: unavailable (no
