@@ -53,7 +53,7 @@ struct BlockManagerConfig {
   /// Copies for offload (G1 -> G2) and onboard (G2 -> G1). Not owned; must
   /// outlive the manager. Required when both tiers exist.
   CopyEngine* engine = nullptr;
-  /// Time for the eviction policies. Not owned. nullptr = SteadyClock.
+  /// Time for the eviction policies. Not owned. nullptr = CoarseClock.
   const Clock* clock = nullptr;
   /// Hands copy completions to the owning thread. Empty = run them inline,
   /// which is only right for engines that complete on the submitting thread
