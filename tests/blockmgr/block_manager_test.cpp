@@ -201,6 +201,25 @@ TEST(BlockManager, LruEvictsASequenceTailBeforeItsHead) {
   }
 }
 
+TEST(BlockManager, TheDocumentedRequestPatternReleasesTheTailFirst) {
+  ManualClock clock;
+  auto bm = make_g2_manager(4, clock, "lru");
+  { auto s = store(*bm, hashes({1, 2})); }
+  {
+    const auto seq = hashes({1, 2, 3, 4});
+    auto match = bm->lookup(seq);
+    ASSERT_EQ(match.matched(), 2U);
+    auto fresh = bm->allocate(Tier::g2, 2);
+    ASSERT_TRUE(fresh.has_value());
+    for (std::uint32_t i = 0; i < 2; ++i) ASSERT_TRUE(bm->commit((*fresh)[i], seq[2 + i]).has_value());
+    match.leases.append(std::move(*fresh));
+    EXPECT_EQ(match.leases.size(), 4U);
+  }
+  auto one = bm->allocate(Tier::g2, 1);
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(bm->peek(hashes({1, 2, 3, 4})), 3U) << "block 4, the tail, goes first";
+}
+
 TEST(BlockManager, LruOrderFollowsTheClockAcrossSequences) {
   ManualClock clock;
   auto bm = make_g2_manager(4, clock, "lru");

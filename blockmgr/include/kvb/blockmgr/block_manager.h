@@ -17,7 +17,10 @@
 //   ... copy data into the fresh blocks ...
 //   bm.commit(fresh.value()[i], hashes[match.matched() + i]);  // complete + register
 //   // on a failed copy: bm.discard(std::move(lease)) (or just drop the lease)
-//   // when the request is done: drop `match` and `fresh` (tail first)
+//   match.leases.append(std::move(*fresh));  // one sequence, prefix order
+//   // when the request is done: drop match.leases; it ends them tail first,
+//   // so that "lru" evicts the sequence's tail before its head. (Dropping
+//   // `match` before `fresh` would release the head first.)
 #pragma once
 
 #include <array>
