@@ -6,8 +6,9 @@
 
 namespace kvb::detail {
 
-/// memcpy with non-temporal 16-byte stores for the aligned body (SSE2; plain
-/// memcpy elsewhere). The caller must call stream_fence() before publishing.
+/// memcpy with non-temporal stores for the cache-line aligned body (x86-64:
+/// AVX-512F, AVX2 or SSE2 picked at start-up; plain memcpy elsewhere). The
+/// caller must call stream_fence() before publishing the bytes.
 void stream_copy(std::byte* dst, const std::byte* src, std::size_t bytes) noexcept;
 /// Orders earlier streaming stores before later stores (sfence).
 void stream_fence() noexcept;
