@@ -35,7 +35,7 @@ struct HostCopyEngineOptions {
   /// `streaming_min_plan_bytes`, use non-temporal (streaming) stores: the
   /// destination of a block move is not read back by this core, and
   /// streaming stores skip the read-for-ownership of every destination line.
-  std::uint64_t streaming_min_copy_bytes = std::uint64_t{4} << 10;
+  std::uint64_t streaming_min_copy_bytes = 512;
   std::uint64_t streaming_min_plan_bytes = std::uint64_t{4} << 20;
 };
 
