@@ -1,5 +1,6 @@
 #include "cuda_copy_engine.h"
 
+#include <algorithm>
 #include <exception>
 #include <vector>
 

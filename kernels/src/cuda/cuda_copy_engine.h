@@ -11,7 +11,8 @@
 // then calls done, so done(ok) means every destination byte is written and
 // visible to the host and to any later stream operation. Launch and API
 // errors call done(error) inline inside submit(); asynchronous errors arrive
-// through the event. No thread per copy.
+// through the event. `done` may submit() again but must not destroy the
+// engine (the destructor joins the thread running it). No thread per copy.
 #pragma once
 
 #include <condition_variable>
