@@ -3,7 +3,7 @@
 //  - kernel: one gather/scatter kernel launch per plan (descriptors copied
 //    to device memory); device <-> device, and device <-> mapped pinned host;
 //  - batch:  one cudaMemcpyBatchAsync per plan (CUDA >= 12.8; DMA engines);
-//  - memcpy: one cudaMemcpyAsync per run (the baseline).
+//  - memcpy: one cudaMemcpyAsync per chunk (the baseline).
 //
 // Complete: after the plan's work an event is recorded on the stream; ONE
 // completion thread per engine waits for the events in order
