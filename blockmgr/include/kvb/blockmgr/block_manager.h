@@ -1,0 +1,189 @@
+// BlockManager: the facade over the tiers (G1 device, G2 host) of one
+// daemon: pools, block lifecycle, the sequence-hash registry and prefix
+// match, leases, eviction and tier moves. docs/architecture.md describes the
+// state machine, leases and eviction, tiers and what "complete" means.
+//
+// THE ONE LOCKING RULE: a BlockManager (with its pools, policies and leases)
+// is not thread-safe and takes no lock. It is owned by one thread (the
+// daemon's event loop) and every call, every lease release and every copy
+// completion runs on that thread. Copy engines may finish on their own
+// threads: their completions reach the manager only through the `post`
+// function given at construction, which must run the closure on the owning
+// thread (e.g. asio::post to the loop).
+//
+// Typical use (one request):
+//   auto match = bm.lookup(hashes);                       // leases the matched prefix
+//   auto fresh = bm.allocate(Tier::g2, n - match.matched());  // write leases, partial
+//   ... copy data into the fresh blocks ...
+//   bm.commit(fresh.value()[i], hashes[match.matched() + i]);  // complete + register
+//   // on a failed copy: bm.discard(std::move(lease)) (or just drop the lease)
+//   // when the request is done: drop `match` and `fresh` (tail first)
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvb/blockmgr/block_lease.h"
+#include "kvb/blockmgr/clock.h"
+#include "kvb/blockmgr/copy_engine.h"
+#include "kvb/blockmgr/eviction_policy.h"
+#include "kvb/blockmgr/pool.h"
+#include "kvb/blockmgr/sequence_hash.h"
+#include "kvb/common/error.h"
+
+namespace kvb {
+
+/// One tier's pool and eviction policy. A null pool means "no such tier".
+struct TierConfig {
+  std::unique_ptr<Pool> pool;
+  std::string policy = "lru";  // make_eviction_policy name
+};
+
+/// Runs a closure on the manager's owning thread (see the locking rule).
+using PostToOwner = std::function<void(std::function<void()>)>;
+
+struct BlockManagerConfig {
+  TierConfig g1;
+  TierConfig g2;  // at least one of g1, g2 must have a pool
+  /// Copies for offload (G1 -> G2) and onboard (G2 -> G1). Not owned; must
+  /// outlive the manager. Required when both tiers exist.
+  CopyEngine* engine = nullptr;
+  /// Time for the eviction policies. Not owned. nullptr = SteadyClock.
+  const Clock* clock = nullptr;
+  /// Hands copy completions to the owning thread. Empty = run them inline,
+  /// which is only right for engines that complete on the submitting thread
+  /// (SyncHostCopyEngine).
+  PostToOwner post;
+  /// Evicting a registered G1 block first writes it back to G2 (when G2 exists).
+  bool offload_on_evict = true;
+};
+
+/// The result of lookup(): the longest registered prefix, block by block in
+/// G1 first, then G2.
+struct PrefixMatch {
+  std::uint32_t g1_blocks = 0;  // matched blocks found in G1
+  std::uint32_t g2_blocks = 0;  // matched blocks found only in G2
+  /// One lease per matched block, in prefix order; leases[i].tier() tells
+  /// where block i lives.
+  BlockLeases leases;
+  [[nodiscard]] std::uint32_t matched() const noexcept { return g1_blocks + g2_blocks; }
+};
+
+/// A snapshot of one tier, for stats and metrics.
+struct TierCounters {
+  bool present = false;
+  std::uint32_t capacity = 0;
+  std::uint32_t free = 0;
+  std::uint32_t partial = 0;      // being written (incl. transfer destinations)
+  std::uint32_t complete = 0;     // written, not yet registered
+  std::uint32_t registered = 0;   // findable by hash (active + inactive)
+  std::uint32_t inactive = 0;     // registered, no lease: evictable
+  std::uint32_t leased = 0;       // blocks with at least one lease
+  std::uint32_t in_transfer = 0;  // blocks pinned by an offload or onboard copy
+  std::uint64_t hits = 0;         // matched blocks served from this tier
+  std::uint64_t evictions = 0;    // registered blocks evicted from this tier
+};
+
+/// A plain snapshot of every counter (counters()).
+struct BlockManagerCounters {
+  std::array<TierCounters, kNumTiers> tiers{};  // index with static_cast<size_t>(Tier)
+  std::uint64_t lookups = 0;
+  std::uint64_t hits = 0;    // matched blocks, any tier
+  std::uint64_t misses = 0;  // looked-up blocks after the matched prefix
+  std::uint64_t evictions = 0;
+  std::uint64_t offloads = 0;          // G1 -> G2 write-backs completed
+  std::uint64_t offload_failures = 0;  // write-backs whose copy failed
+  std::uint64_t offloads_skipped = 0;  // evicted G1 blocks not written back (G2 had it or no room)
+  std::uint64_t onboards = 0;          // blocks copied G2 -> G1
+  std::uint64_t onboard_failures = 0;
+  std::uint64_t discards = 0;            // written blocks dropped unregistered
+  std::uint64_t register_conflicts = 0;  // register_block found the hash taken
+  std::uint32_t transfers_in_flight = 0;
+  [[nodiscard]] const TierCounters& tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)]; }
+};
+
+/// Called on the owning thread when an onboard ends: the G1 leases of the
+/// onboarded blocks (registered, same order as requested), or the error.
+using OnboardDone = std::function<void(Result<BlockLeases>)>;
+
+class BlockManager {
+ public:
+  /// Validates the config (at least one tier; an engine when both exist;
+  /// policy names; distinct pool ids) and builds the tiers.
+  [[nodiscard]] static Result<std::unique_ptr<BlockManager>> make(BlockManagerConfig config);
+
+  BlockManager(const BlockManager&) = delete;
+  BlockManager& operator=(const BlockManager&) = delete;
+  /// Precondition: every lease has ended and no transfer is in flight
+  /// (aborts with a message on live leases; late copy completions are dropped).
+  ~BlockManager();
+
+  [[nodiscard]] bool has_tier(Tier tier) const noexcept;
+  /// The tier's pool. Precondition: has_tier(tier).
+  [[nodiscard]] const Pool& pool(Tier tier) const noexcept;
+  /// The tier's eviction policy. Precondition: has_tier(tier).
+  [[nodiscard]] const EvictionPolicy& policy(Tier tier) const noexcept;
+
+  /// The longest registered prefix of `hashes`: hash i matches when it is
+  /// registered in G1, else in G2; the match stops at the first miss. Leases
+  /// every matched block (a hit takes the block out of its eviction policy)
+  /// and counts hits and misses. Partial, complete or in-transfer
+  /// destination blocks are never matched. O(matched + 1).
+  [[nodiscard]] PrefixMatch lookup(std::span<const SequenceHash> hashes);
+  /// Length of the registered prefix, as lookup() would find it, without
+  /// leasing or counting anything.
+  [[nodiscard]] std::uint32_t peek(std::span<const SequenceHash> hashes) const;
+
+  /// `n` fresh blocks of `tier`, each partial with its write lease, evicting
+  /// inactive blocks as needed (a registered G1 victim is written back to G2
+  /// first when offload_on_evict). All or nothing. Errors: unavailable (no
+  /// such tier), out_of_capacity (names tier, n, free and evictable counts),
+  /// busy (room is only held by write-backs still in flight).
+  [[nodiscard]] Result<BlockLeases> allocate(Tier tier, std::uint32_t n);
+
+  /// partial -> complete: the caller has written every byte of the block.
+  [[nodiscard]] Status mark_complete(const BlockLease& lease);
+  /// complete -> registered as `hash` in the lease's tier: from now on lookup
+  /// finds it. Errors: wrong_state (not complete, e.g. still partial),
+  /// already_exists (the tier already holds `hash`; the block stays complete
+  /// and is discarded when its lease ends), invalid_argument (foreign lease).
+  [[nodiscard]] Status register_block(const BlockLease& lease, SequenceHash hash);
+  /// mark_complete + register_block.
+  [[nodiscard]] Status commit(const BlockLease& lease, SequenceHash hash);
+  /// Ends a write lease and returns its (partial or complete) block to free.
+  /// wrong_state for a registered block (its lease is left untouched).
+  [[nodiscard]] Status discard(BlockLease&& lease);
+  /// The hash a leased registered block is registered under.
+  [[nodiscard]] Result<SequenceHash> hash_of(const BlockLease& lease) const;
+
+  /// Copies the G2 blocks of `g2_blocks` (leases from lookup) into fresh G1
+  /// blocks and registers them in G1 under the same hashes. The G1 blocks
+  /// are partial (never matchable) until the copy completes. `done` runs on
+  /// the owning thread, possibly before onboard() returns (inline engines):
+  /// with the G1 leases, or the copy error (the G1 blocks are then freed).
+  /// A hash that became registered in G1 meanwhile is served from that
+  /// block. Errors (done is then not called): unavailable (a tier is
+  /// missing), invalid_argument (a lease is empty, foreign or not G2),
+  /// allocate()'s errors.
+  [[nodiscard]] Status onboard(std::span<const BlockLease> g2_blocks, OnboardDone done);
+
+  /// A snapshot of the counters. O(1).
+  [[nodiscard]] BlockManagerCounters counters() const;
+  /// Offload and onboard copies submitted and not yet completed.
+  [[nodiscard]] std::uint32_t transfers_in_flight() const noexcept;
+
+ private:
+  friend class BlockLease;
+  struct Impl;
+  explicit BlockManager(std::unique_ptr<Impl> impl);
+  void release(Tier tier, BlockId block) noexcept;
+
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvb

@@ -1,0 +1,47 @@
+// Clock: where eviction policies read the time. Tests use ManualClock and
+// move time themselves, so no test sleeps.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace kvb {
+
+class Clock {
+ public:
+  Clock() = default;
+  Clock(const Clock&) = delete;
+  Clock& operator=(const Clock&) = delete;
+  virtual ~Clock() = default;
+  /// Monotonic nanoseconds since an arbitrary epoch. Never goes backwards.
+  [[nodiscard]] virtual std::uint64_t now_ns() const noexcept = 0;
+};
+
+/// std::chrono::steady_clock.
+class SteadyClock final : public Clock {
+ public:
+  [[nodiscard]] std::uint64_t now_ns() const noexcept override {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+  }
+  /// A process-wide instance.
+  [[nodiscard]] static const SteadyClock& instance() noexcept {
+    static const SteadyClock clock;
+    return clock;
+  }
+};
+
+/// A clock that only moves when told to. Single-threaded, like its users.
+class ManualClock final : public Clock {
+ public:
+  explicit ManualClock(std::uint64_t start_ns = 0) noexcept : now_(start_ns) {}
+  [[nodiscard]] std::uint64_t now_ns() const noexcept override { return now_; }
+  /// Moves time forward by `ns`.
+  void advance(std::uint64_t ns) noexcept { now_ += ns; }
+
+ private:
+  std::uint64_t now_;
+};
+
+}  // namespace kvb

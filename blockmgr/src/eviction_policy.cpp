@@ -1,0 +1,16 @@
+#include "kvb/blockmgr/eviction_policy.h"
+
+#include "eviction_policies.h"
+
+namespace kvb {
+
+std::string_view eviction_policy_names() noexcept { return "lru, s3fifo"; }
+
+Result<std::unique_ptr<EvictionPolicy>> make_eviction_policy(std::string_view name, std::uint32_t capacity,
+                                                             const Clock& clock) {
+  if (name == "lru") return detail::make_lru_policy(capacity, clock);
+  if (name == "s3fifo") return detail::make_s3fifo_policy(capacity, clock);
+  return fail(Errc::invalid_argument, "unknown eviction policy '{}' (valid: {})", name, eviction_policy_names());
+}
+
+}  // namespace kvb

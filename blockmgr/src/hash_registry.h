@@ -1,0 +1,83 @@
+// HashRegistry: SequenceHash -> BlockId for the registered blocks of one tier
+// (one entry per hash). A fixed-size open-addressing table (linear probing,
+// backward-shift deletion) sized for the pool, so it never rehashes and
+// never allocates after construction. Private to blockmgr/src.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <vector>
+
+#include "intrusive_fifo.h"
+#include "kvb/blockmgr/sequence_hash.h"
+
+namespace kvb::detail {
+
+class HashRegistry {
+ public:
+  /// A table for at most `max_entries` entries at load factor <= 1/2.
+  explicit HashRegistry(std::uint32_t max_entries)
+      : mask_(std::bit_ceil(std::max<std::uint64_t>(16, std::uint64_t{max_entries} * 2)) - 1),
+        shift_(64 - std::countr_zero(mask_ + 1)),
+        slots_(mask_ + 1) {}
+
+  [[nodiscard]] std::uint32_t size() const noexcept { return size_; }
+
+  /// The block registered as `hash`, or kNil.
+  [[nodiscard]] std::uint32_t find(SequenceHash hash) const noexcept {
+    for (std::uint64_t i = home(hash);; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.block == kNil) return kNil;
+      if (s.key == hash.value()) return s.block;
+    }
+  }
+  [[nodiscard]] bool contains(SequenceHash hash) const noexcept { return find(hash) != kNil; }
+
+  /// Adds hash -> block. Precondition: `hash` is absent and size() < max_entries.
+  void insert(SequenceHash hash, std::uint32_t block) noexcept {
+    std::uint64_t i = home(hash);
+    while (slots_[i].block != kNil) i = (i + 1) & mask_;
+    slots_[i] = Slot{hash.value(), block};
+    ++size_;
+  }
+
+  /// Removes `hash`; false when it was absent.
+  bool erase(SequenceHash hash) noexcept {
+    std::uint64_t i = home(hash);
+    for (;; i = (i + 1) & mask_) {
+      if (slots_[i].block == kNil) return false;
+      if (slots_[i].key == hash.value()) break;
+    }
+    // Backward shift: pull later entries of the probe run into the hole.
+    std::uint64_t hole = i;
+    for (std::uint64_t j = (i + 1) & mask_; slots_[j].block != kNil; j = (j + 1) & mask_) {
+      const std::uint64_t want = home(SequenceHash{slots_[j].key});
+      // Move j into the hole if its home is not in (hole, j] cyclically.
+      const bool stays = hole <= j ? (want > hole && want <= j) : (want > hole || want <= j);
+      if (!stays) {
+        slots_[hole] = slots_[j];
+        hole = j;
+      }
+    }
+    slots_[hole] = Slot{};
+    --size_;
+    return true;
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t key = 0;
+    std::uint32_t block = kNil;  // kNil = empty
+  };
+  [[nodiscard]] std::uint64_t home(SequenceHash hash) const noexcept {
+    return (hash.value() * 0x9E3779B97F4A7C15ULL) >> shift_;
+  }
+
+  std::uint64_t mask_;
+  int shift_;
+  std::vector<Slot> slots_;
+  std::uint32_t size_ = 0;
+};
+
+}  // namespace kvb::detail

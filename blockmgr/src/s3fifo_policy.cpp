@@ -1,0 +1,153 @@
+// "s3fifo": S3-FIFO (Yang et al., SOSP'23) over the inactive blocks of a tier.
+//
+// New blocks enter the small FIFO (target 10% of held blocks). A block that
+// is hit (leased again) leaves the policy; when it becomes inactive again it
+// returns to the tail of the FIFO it lived in with its frequency raised
+// (capped at 3). Eviction takes from the small FIFO while it is over target:
+// a block with frequency > 0 is promoted to main, one with 0 is evicted and
+// its hash goes to the ghost FIFO. From main, a block with frequency > 0 is
+// reinserted with frequency - 1, one with 0 is evicted. A new block whose
+// hash is in the ghost goes straight to main. Each reinsertion lowers a
+// frequency, so evict() is amortized O(1).
+#include <algorithm>
+#include <unordered_map>
+#include <vector>
+
+#include "eviction_policies.h"
+#include "intrusive_fifo.h"
+
+namespace kvb::detail {
+namespace {
+
+enum class Home : std::uint8_t { none = 0, small = 1, main = 2 };
+
+/// A bounded FIFO of recently evicted hashes with O(1) membership.
+class GhostFifo {
+ public:
+  explicit GhostFifo(std::uint32_t capacity) : ring_(std::max<std::uint32_t>(capacity, 1)) {
+    index_.reserve(ring_.size());
+  }
+
+  void insert(SequenceHash hash) {
+    if (count_ == ring_.size()) {  // forget the oldest
+      const SequenceHash old = ring_[head_];
+      if (auto it = index_.find(old); it != index_.end() && it->second == seq_ - count_) index_.erase(it);
+      head_ = (head_ + 1) % ring_.size();
+      --count_;
+    }
+    ring_[(head_ + count_) % ring_.size()] = hash;
+    index_[hash] = seq_;
+    ++seq_;
+    ++count_;
+  }
+  /// Whether `hash` was in the ghost; forgets it if so.
+  bool take(SequenceHash hash) { return index_.erase(hash) > 0; }
+
+ private:
+  std::vector<SequenceHash> ring_;
+  std::unordered_map<SequenceHash, std::uint64_t> index_;  // hash -> sequence number of its latest insertion
+  std::size_t head_ = 0;
+  std::size_t count_ = 0;
+  std::uint64_t seq_ = 0;  // sequence number of the next insertion
+};
+
+class S3FifoPolicy final : public EvictionPolicy {
+ public:
+  S3FifoPolicy(std::uint32_t capacity, const Clock& clock)
+      : clock_(&clock),
+        links_(capacity),
+        small_(links_),
+        main_(links_),
+        ghost_(capacity),
+        home_(capacity, Home::none),
+        freq_(capacity, 0),
+        since_(capacity, 0),
+        hash_(capacity) {}
+
+  std::string_view name() const noexcept override { return "s3fifo"; }
+
+  void on_inactive(BlockId block, SequenceHash hash) override {
+    const std::uint32_t b = block.value();
+    if (home_[b] == Home::none) {  // a new block
+      hash_[b] = hash;
+      freq_[b] = 0;
+      home_[b] = ghost_.take(hash) ? Home::main : Home::small;
+    } else {  // back after a hit
+      freq_[b] = static_cast<std::uint8_t>(std::min(freq_[b] + 1, 3));
+    }
+    push(b);
+  }
+
+  void on_reactivated(BlockId block) override { fifo(block.value()).unlink(block.value()); }
+
+  void on_removed(BlockId block) override {
+    const std::uint32_t b = block.value();
+    fifo(b).unlink(b);
+    home_[b] = Home::none;
+  }
+
+  std::optional<BlockId> evict() override {
+    for (;;) {
+      const std::uint32_t held = small_.size() + main_.size();
+      if (held == 0) return std::nullopt;
+      const std::uint32_t small_target = std::max<std::uint32_t>(1, held / 10);
+      if (!small_.empty() && (small_.size() >= small_target || main_.empty())) {
+        const std::uint32_t b = small_.pop_front();
+        if (freq_[b] > 0) {  // hit while in small: promote
+          freq_[b] = 0;
+          home_[b] = Home::main;
+          push(b);
+          continue;
+        }
+        ghost_.insert(hash_[b]);
+        home_[b] = Home::none;
+        return BlockId{b};
+      }
+      const std::uint32_t b = main_.pop_front();
+      if (freq_[b] > 0) {  // reinsert with one less
+        --freq_[b];
+        push(b);
+        continue;
+      }
+      home_[b] = Home::none;
+      return BlockId{b};
+    }
+  }
+
+  std::uint32_t size() const noexcept override { return small_.size() + main_.size(); }
+
+  std::optional<std::uint64_t> oldest_inactive_ns() const override {
+    std::optional<std::uint64_t> oldest;
+    for (const IntrusiveFifo* f : {&small_, &main_}) {
+      if (f->empty()) continue;
+      const std::uint64_t t = since_[f->front()];
+      if (!oldest || t < *oldest) oldest = t;
+    }
+    return oldest;
+  }
+
+ private:
+  IntrusiveFifo& fifo(std::uint32_t b) noexcept { return home_[b] == Home::main ? main_ : small_; }
+  void push(std::uint32_t b) {
+    since_[b] = clock_->now_ns();
+    fifo(b).push_back(b);
+  }
+
+  const Clock* clock_;
+  FifoLinks links_;
+  IntrusiveFifo small_;
+  IntrusiveFifo main_;
+  GhostFifo ghost_;
+  std::vector<Home> home_;  // none = not known to the policy
+  std::vector<std::uint8_t> freq_;
+  std::vector<std::uint64_t> since_;
+  std::vector<SequenceHash> hash_;
+};
+
+}  // namespace
+
+std::unique_ptr<EvictionPolicy> make_s3fifo_policy(std::uint32_t capacity, const Clock& clock) {
+  return std::make_unique<S3FifoPolicy>(capacity, clock);
+}
+
+}  // namespace kvb::detail
