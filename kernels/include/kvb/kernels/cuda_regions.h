@@ -1,0 +1,65 @@
+// CUDA memory as MemoryRegions: device memory (cudaMalloc) and pinned host
+// memory (cudaHostAlloc, or cudaHostRegister of memory someone else owns,
+// such as the memfd host pool). Mapped and portable, so the gather kernel
+// reaches pinned memory directly (unified virtual addressing: the device
+// address equals the host pointer).
+//
+// No CUDA types appear here. In a build without CUDA every factory returns
+// Errc::unavailable ("built without CUDA").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "kvb/blockmgr/memory_region.h"
+#include "kvb/common/error.h"
+
+namespace kvb {
+
+class DeviceRegion final : public MemoryRegion {
+ public:
+  /// cudaMalloc of `bytes` on device `ordinal`. unavailable / out_of_capacity
+  /// errors carry the CUDA error text.
+  [[nodiscard]] static Result<std::unique_ptr<DeviceRegion>> allocate(int ordinal, std::uint64_t bytes);
+  /// cudaFree.
+  ~DeviceRegion() override;
+
+  [[nodiscard]] MemoryKind kind() const noexcept override { return MemoryKind::device; }
+  [[nodiscard]] std::byte* data() const noexcept override { return data_; }
+  [[nodiscard]] std::uint64_t size() const noexcept override { return size_; }
+  [[nodiscard]] int device_ordinal() const noexcept override { return ordinal_; }
+
+ private:
+  DeviceRegion(std::byte* data, std::uint64_t size, int ordinal) : data_(data), size_(size), ordinal_(ordinal) {}
+  std::byte* data_;
+  std::uint64_t size_;
+  int ordinal_;
+};
+
+class PinnedHostRegion final : public MemoryRegion {
+ public:
+  /// cudaHostAlloc(portable | mapped) of `bytes`; owned.
+  [[nodiscard]] static Result<std::unique_ptr<PinnedHostRegion>> allocate(std::uint64_t bytes);
+  /// cudaHostRegister(portable | mapped) of [base, base + bytes), which the
+  /// caller owns and keeps alive longer than this object.
+  [[nodiscard]] static Result<std::unique_ptr<PinnedHostRegion>> register_existing(std::byte* base,
+                                                                                   std::uint64_t bytes);
+  /// cudaFreeHost (owned) or cudaHostUnregister (registered).
+  ~PinnedHostRegion() override;
+
+  [[nodiscard]] MemoryKind kind() const noexcept override { return MemoryKind::host_pinned; }
+  [[nodiscard]] std::byte* data() const noexcept override { return data_; }
+  [[nodiscard]] std::uint64_t size() const noexcept override { return size_; }
+
+ private:
+  PinnedHostRegion(std::byte* data, std::uint64_t size, bool owned) : data_(data), size_(size), owned_(owned) {}
+  std::byte* data_;
+  std::uint64_t size_;
+  bool owned_;
+};
+
+/// Synchronous cudaMemcpy(cudaMemcpyDefault) on device `ordinal`: filling and
+/// reading back device memory in tests, and the baseline of kvblockd-bench.
+[[nodiscard]] Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t bytes);
+
+}  // namespace kvb

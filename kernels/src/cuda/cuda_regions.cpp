@@ -1,0 +1,53 @@
+// DeviceRegion, PinnedHostRegion and cuda_copy_sync (CUDA builds).
+#include "kvb/kernels/cuda_regions.h"
+
+#include "cuda_handles.h"
+
+namespace kvb {
+
+Result<std::unique_ptr<DeviceRegion>> DeviceRegion::allocate(int ordinal, std::uint64_t bytes) {
+  if (bytes == 0) return fail(Errc::invalid_argument, "device region: bytes must be > 0 (got 0)");
+  if (auto st = detail::cuda_check(cudaSetDevice(ordinal), fmt::format("cudaSetDevice({})", ordinal)); !st)
+    return tl::unexpected(st.error());
+  void* p = nullptr;
+  if (auto err = cudaMalloc(&p, bytes); err != cudaSuccess)
+    return tl::unexpected(detail::cuda_error(err, fmt::format("cudaMalloc({} bytes) on device {}", bytes, ordinal)));
+  return std::unique_ptr<DeviceRegion>(new DeviceRegion(static_cast<std::byte*>(p), bytes, ordinal));
+}
+
+DeviceRegion::~DeviceRegion() {
+  cudaSetDevice(ordinal_);
+  cudaFree(data_);
+}
+
+Result<std::unique_ptr<PinnedHostRegion>> PinnedHostRegion::allocate(std::uint64_t bytes) {
+  if (bytes == 0) return fail(Errc::invalid_argument, "pinned host region: bytes must be > 0 (got 0)");
+  void* p = nullptr;
+  if (auto err = cudaHostAlloc(&p, bytes, cudaHostAllocPortable | cudaHostAllocMapped); err != cudaSuccess)
+    return tl::unexpected(detail::cuda_error(err, fmt::format("cudaHostAlloc({} bytes)", bytes)));
+  return std::unique_ptr<PinnedHostRegion>(new PinnedHostRegion(static_cast<std::byte*>(p), bytes, true));
+}
+
+Result<std::unique_ptr<PinnedHostRegion>> PinnedHostRegion::register_existing(std::byte* base, std::uint64_t bytes) {
+  if (base == nullptr || bytes == 0)
+    return fail(Errc::invalid_argument, "pinned host region: nothing to register (base {}, {} bytes)",
+                static_cast<void*>(base), bytes);
+  if (auto err = cudaHostRegister(base, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped); err != cudaSuccess)
+    return tl::unexpected(detail::cuda_error(err, fmt::format("cudaHostRegister({} bytes)", bytes)));
+  return std::unique_ptr<PinnedHostRegion>(new PinnedHostRegion(base, bytes, false));
+}
+
+PinnedHostRegion::~PinnedHostRegion() {
+  if (owned_) {
+    cudaFreeHost(data_);
+  } else {
+    cudaHostUnregister(data_);
+  }
+}
+
+Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t bytes) {
+  if (auto st = detail::cuda_check(cudaSetDevice(ordinal), fmt::format("cudaSetDevice({})", ordinal)); !st) return st;
+  return detail::cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), fmt::format("cudaMemcpy({} bytes)", bytes));
+}
+
+}  // namespace kvb
