@@ -1,0 +1,153 @@
+// kvblockctl: the operator's tool for a running kvblockd.
+//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | config | drain
+// Exit codes: 0 ok, 1 the daemon answered an error or is unreachable, 2 usage.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "kvb/client/client.h"
+
+namespace {
+
+using kvb::client::Client;
+
+int report(const kvb::Error& e) {
+  std::fprintf(stderr, "kvblockctl: %s\n", e.to_string().c_str());
+  return 1;
+}
+
+/// Operator sessions say hello with this name and an empty block shape.
+kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt) {
+  kvb::client::HelloParams p;
+  p.client_name = "kvblockctl";
+  p.tenant_salt = salt;
+  p.shape.num_layers = 0;  // no KV cache: an operator session
+  p.shape.page_size = 0;
+  p.shape.inner_dim = 0;
+  return c.hello(p);
+}
+
+/// Prints stats JSON as "key value" lines when asked for the human form:
+/// the JSON stays the contract, this is only a reading aid.
+void print_stats_human(const std::string& json) {
+  std::string out;
+  out.reserve(json.size());
+  int depth = 0;
+  for (char ch : json) {
+    switch (ch) {
+      case '{':
+        ++depth;
+        if (depth > 1) out += ":\n";
+        break;
+      case '}':
+        --depth;
+        out += '\n';
+        break;
+      case ',': out += '\n'; break;
+      case '"': break;
+      case ':': out += ' '; break;
+      default: out += ch;
+    }
+  }
+  std::string clean;
+  bool blank = true;
+  for (char ch : out) {
+    if (ch == '\n' && blank) continue;
+    clean += ch;
+    blank = ch == '\n';
+  }
+  std::fputs(clean.c_str(), stdout);
+  if (!clean.empty() && clean.back() != '\n') std::fputc('\n', stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvblockctl: inspect and operate a running kvblockd"};
+  app.require_subcommand(1);
+  std::string socket = kvb::client::default_socket_path();
+  app.add_option("--socket", socket, "kvblockd's Unix socket")->capture_default_str();
+  std::uint64_t salt = 0;
+  app.add_option("--salt", salt, "tenant salt for lookup (hashes are per tenant)")->capture_default_str();
+  unsigned timeout_ms = 10'000;
+  app.add_option("--timeout-ms", timeout_ms, "how long to wait for each answer")->capture_default_str();
+
+  auto* status_cmd = app.add_subcommand("status", "is the daemon up: version, limits, GPU, session and lease counts");
+  auto* stats_cmd = app.add_subcommand("stats", "the daemon's counters");
+  bool json = false;
+  stats_cmd->add_flag("--json", json, "print the counters JSON exactly as the daemon sends it");
+  auto* lookup_cmd = app.add_subcommand("lookup", "longest prefix of these sequence hashes held, per tier");
+  std::vector<std::string> hash_text;
+  lookup_cmd->add_option("HASH", hash_text, "sequence hashes, in prefix order (decimal or 0x hex)")->required();
+  auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
+  auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::uint64_t> hashes;
+  for (const auto& h : hash_text) {
+    try {
+      std::size_t used = 0;
+      hashes.push_back(std::stoull(h, &used, 0));
+      if (used != h.size()) throw std::invalid_argument(h);
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "kvblockctl: lookup: '%s' is not a hash (decimal or 0x hex u64)\n", h.c_str());
+      return 2;
+    }
+  }
+
+  auto connected = Client::connect(socket);
+  if (!connected) return report(connected.error());
+  Client& c = **connected;
+  c.set_timeout(std::chrono::milliseconds(timeout_ms));
+  auto info = hello(c, salt);
+  if (!info) return report(info.error());
+
+  int rc = 0;
+  if (status_cmd->parsed()) {
+    std::printf("kvblockd %s at %s: up\n", info->server_version.c_str(), socket.c_str());
+    std::printf("protocol version  %u\nmax frame bytes   %u\nmax in flight     %u per session\ngpu present       %s\n",
+                info->version, info->max_frame_bytes, info->max_inflight, info->gpu_present ? "yes" : "no");
+    auto stats = c.stats();
+    if (!stats) {
+      rc = report(stats.error());
+    } else {
+      print_stats_human(*stats);
+    }
+  } else if (stats_cmd->parsed()) {
+    auto stats = c.stats();
+    if (!stats) {
+      rc = report(stats.error());
+    } else if (json) {
+      std::printf("%s\n", stats->c_str());
+    } else {
+      print_stats_human(*stats);
+    }
+  } else if (lookup_cmd->parsed()) {
+    auto r = c.lookup(hashes, false);
+    if (!r) {
+      rc = report(r.error());
+    } else {
+      std::printf("prefix_blocks %u of %zu\n", r->prefix_blocks, hashes.size());
+      for (const auto& t : r->tiers) std::printf("  G%u %u\n", static_cast<unsigned>(t.tier), t.blocks);
+    }
+  } else if (config_cmd->parsed()) {
+    auto toml = c.config();
+    if (!toml) {
+      rc = report(toml.error());
+    } else {
+      std::fputs(toml->c_str(), stdout);
+      if (!toml->empty() && toml->back() != '\n') std::fputc('\n', stdout);
+    }
+  } else if (drain_cmd->parsed()) {
+    if (auto st = c.drain(); !st) {
+      rc = report(st.error());
+    } else {
+      std::printf("kvblockd at %s is draining: new work is refused\n", socket.c_str());
+    }
+  }
+  (void)c.bye();
+  return rc;
+}
