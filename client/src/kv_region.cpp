@@ -113,6 +113,11 @@ KvRegion& KvRegion::operator=(KvRegion&& o) noexcept {
 
 KvRegion::~KvRegion() { reset(); }
 
+void KvRegion::close_fds() noexcept {
+  for (int fd : fds_) ::close(fd);
+  fds_.clear();
+}
+
 void KvRegion::reset() noexcept {
   for (auto* p : maps_) ::munmap(p, region_bytes_);
   for (int fd : fds_) ::close(fd);

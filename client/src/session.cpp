@@ -390,6 +390,11 @@ RequestId Session::async_register_kv(const KvRegion& region, Callback<void> done
   req.region_bytes = region.region_bytes();
   req.fd_count = region.num_regions();
   std::vector<int> fds;
+  if (region.fds().size() != region.num_regions()) {
+    const Error e{Errc::wrong_state, "register_kv: the kv region's fds were closed (close_fds) before registering"};
+    asio::post(impl_->strand, [done = std::move(done), e] { done(tl::unexpected(e)); });
+    return RequestId{0};
+  }
   for (int fd : region.fds()) {
     const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) {

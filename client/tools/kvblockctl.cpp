@@ -19,14 +19,13 @@ int report(const kvb::Error& e) {
   return 1;
 }
 
-/// Operator sessions say hello with this name and an empty block shape.
-kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt) {
+/// Operator sessions say hello with num_layers 0 (no KV cache); lookup says
+/// hello with the tenant's block shape, since the daemon keeps a pool per shape.
+kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const kvb::client::BlockShape& shape) {
   kvb::client::HelloParams p;
   p.client_name = "kvblockctl";
   p.tenant_salt = salt;
-  p.shape.num_layers = 0;  // no KV cache: an operator session
-  p.shape.page_size = 0;
-  p.shape.inner_dim = 0;
+  p.shape = shape;
   return c.hello(p);
 }
 
@@ -82,6 +81,22 @@ int main(int argc, char** argv) {
   auto* lookup_cmd = app.add_subcommand("lookup", "longest prefix of these sequence hashes held, per tier");
   std::vector<std::string> hash_text;
   lookup_cmd->add_option("HASH", hash_text, "sequence hashes, in prefix order (decimal or 0x hex)")->required();
+  // The block shape of the blocks looked up (defaults: examples/engine_sim's).
+  kvb::client::BlockShape shape;
+  shape.num_layers = 4;
+  shape.outer_dim = 2;
+  shape.page_size = 16;
+  shape.inner_dim = 128;
+  shape.dtype = 2;
+  unsigned dtype = shape.dtype;
+  lookup_cmd->add_option("--layers", shape.num_layers, "block shape: layers")->capture_default_str();
+  lookup_cmd->add_option("--outer-dim", shape.outer_dim, "block shape: 2 (K,V) or 1 (MLA)")->capture_default_str();
+  lookup_cmd->add_option("--page-size", shape.page_size, "block shape: tokens per block")->capture_default_str();
+  lookup_cmd->add_option("--inner-dim", shape.inner_dim, "block shape: num_kv_heads x head_dim")->capture_default_str();
+  lookup_cmd->add_option("--dtype", dtype, "block shape: 0 u8, 1 f16, 2 bf16, 3 f32, 4 fp8_e4m3, 5 fp8_e5m2")
+      ->capture_default_str()
+      ->check(CLI::Range(0U, 5U));
+  lookup_cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
   auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
   auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
   CLI11_PARSE(app, argc, argv);
@@ -102,7 +117,10 @@ int main(int argc, char** argv) {
   if (!connected) return report(connected.error());
   Client& c = **connected;
   c.set_timeout(std::chrono::milliseconds(timeout_ms));
-  auto info = hello(c, salt);
+  kvb::client::BlockShape operator_shape;
+  operator_shape.num_layers = 0;  // no KV cache: an operator session
+  if (lookup_cmd->parsed()) shape.dtype = static_cast<std::uint8_t>(dtype);
+  auto info = hello(c, salt, lookup_cmd->parsed() ? shape : operator_shape);
   if (!info) return report(info.error());
 
   int rc = 0;

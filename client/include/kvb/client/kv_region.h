@@ -60,11 +60,14 @@ class KvRegion {
   [[nodiscard]] const BlockShape& shape() const noexcept { return shape_; }
   [[nodiscard]] WireLayoutKind kind() const noexcept { return kind_; }
   [[nodiscard]] std::uint32_t num_blocks() const noexcept { return num_blocks_; }
-  [[nodiscard]] std::uint32_t num_regions() const noexcept { return static_cast<std::uint32_t>(fds_.size()); }
+  [[nodiscard]] std::uint32_t num_regions() const noexcept { return static_cast<std::uint32_t>(maps_.size()); }
   /// Bytes of each region (all regions have the same size).
   [[nodiscard]] std::uint64_t region_bytes() const noexcept { return region_bytes_; }
   /// The memfd of each region, owned by this object (sent with SCM_RIGHTS).
   [[nodiscard]] std::span<const int> fds() const noexcept { return fds_; }
+  /// Closes the fds and keeps the mappings: for a process holding very many
+  /// regions, once register_kv was called (it sends its own copies). Idempotent.
+  void close_fds() noexcept;
   /// Base address of region r (r < num_regions()).
   [[nodiscard]] std::byte* region_data(std::uint32_t r) const noexcept { return maps_[r]; }
 
