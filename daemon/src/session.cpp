@@ -66,13 +66,18 @@ long Session::receive(std::byte* buffer, std::size_t capacity) {
 asio::awaitable<void> Session::read_loop() {
   static thread_local std::vector<std::byte> buffer(kReadBufferBytes);
   int reads_in_a_row = 0;
+  bool wait_first = false;  // a short read drained the socket: wait for readiness, skip the EAGAIN
   while (!stop_reading_ && !closed_) {
-    const long n = receive(buffer.data(), buffer.size());
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (wait_first) {
       boost::system::error_code ec;
       co_await socket_.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) break;
       reads_in_a_row = 0;
+      wait_first = false;
+    }
+    const long n = receive(buffer.data(), buffer.size());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      wait_first = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -83,6 +88,7 @@ asio::awaitable<void> Session::read_loop() {
       break;  // EOF, reset or another error: the session ends
     }
     parser_.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
+    wait_first = static_cast<std::size_t>(n) < buffer.size();
     if (fds_truncated_ || fds_.size() > kMaxQueuedFds) {
       protocol_error(RequestId{0},
                      Error{Errc::protocol_error, fmt::format("too many fds passed ({} queued{})", fds_.size(),
