@@ -175,6 +175,11 @@ int run_load(int argc, char** argv) {
                  "on | off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--register", cfg.register_kv,
+                 "register_kv a small memfd KV region: auto (every session whose mix moves blocks, and session 0) | "
+                 "always")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always"}));
   CLI11_PARSE(app, argc, argv);
   cfg.mix = mix == "lookup"    ? LoadMix::lookup
             : mix == "offload" ? LoadMix::offload
@@ -341,6 +346,17 @@ int run_load(int argc, char** argv) {
       "\"errors\":{},\"setup_errors\":{},\"setup_s\":{:.3f}",
       mix_name(cfg.mix), cfg.sessions, ready, cfg.rate, elapsed, ops, ops_per_s, p50, p99, p999, max_ms, errors,
       counters.setup_errors.load(), setup_s);
+  if (cfg.mix == LoadMix::replay) {
+    const auto blocks = counters.replay_blocks.load();
+    const double hit =
+        blocks ? static_cast<double>(counters.replay_hit_blocks.load()) / static_cast<double>(blocks) : 0;
+    const double passes = static_cast<double>(counters.replay_requests.load()) / static_cast<double>(trace.size());
+    std::printf("  replay: %llu trace requests (%.2f passes over %zu), prefix hit ratio %.3f of %llu blocks\n",
+                static_cast<unsigned long long>(counters.replay_requests.load()), passes, trace.size(), hit,
+                static_cast<unsigned long long>(blocks));
+    json += fmt::format(",\"replay_requests\":{},\"replay_passes\":{:.3f},\"hit_ratio\":{:.4f}",
+                        counters.replay_requests.load(), passes, hit);
+  }
   if (baseline) {
     json += fmt::format(
         ",\"baseline\":\"redis-benchmark GET -c {}\",\"baseline_ops_per_s\":{:.1f},\"baseline_p50_ms\":{:.3f},"

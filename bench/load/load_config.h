@@ -24,9 +24,11 @@ struct LoadConfig {
   std::uint32_t onboard_blocks = 4;    // blocks per onboard op
   std::uint32_t connect_window = 256;  // sessions setting up at once
   std::uint64_t tenant_salt = 0x5EED5A17ULL;
-  client::BlockShape shape{};           // small by default: the load is about IPC, not bytes
-  std::string trace;                    // replay: a Mooncake-style JSONL trace (hash_ids)
-  std::string redis_baseline = "auto";  // auto | off: run redis-benchmark GET at the same concurrency
+  client::BlockShape shape{};  // small by default: the load is about IPC, not bytes
+  std::string trace;           // replay: a Mooncake-style JSONL trace (hash_ids)
+  std::string redis_baseline = "auto";
+  std::string register_kv = "auto";  // auto: only sessions that move blocks (not lookup-only ones) | always  // auto |
+                                     // off: run redis-benchmark GET at the same concurrency
 };
 
 /// Counters a run's sessions add to (relaxed atomics; read by the progress line).
@@ -34,6 +36,9 @@ struct LoadCounters {
   std::atomic<std::uint64_t> ops{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> setup_errors{0};
+  std::atomic<std::uint64_t> replay_blocks{0};      // replay: blocks looked up
+  std::atomic<std::uint64_t> replay_hit_blocks{0};  // replay: of those, matched prefix blocks
+  std::atomic<std::uint64_t> replay_requests{0};    // replay: trace requests issued
   std::atomic<std::uint32_t> ready{0};
   std::atomic<std::uint32_t> setup_done{0};  // ready or failed
   std::atomic<bool> measuring{false};

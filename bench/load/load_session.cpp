@@ -53,6 +53,14 @@ void LoadSession::start(std::function<void(bool)> setup_done) {
     hello.shape = self->ctx_.config->shape;
     self->session_->async_hello(hello, [self](Result<client::HelloInfo> info) {
       if (!info) return self->setup_failed("hello", info.error());
+      // A lookup-only session has no engine blocks to move: it needs no KV
+      // region, which keeps 10,000 sessions within the daemon's fd limit.
+      const LoadConfig& c = *self->ctx_.config;
+      if (c.register_kv == "auto" && c.mix == LoadMix::lookup && self->index_ != 0) {
+        self->region_->close_fds();
+        auto done = std::move(self->setup_done_);
+        return done(true);
+      }
       self->session_->async_register_kv(*self->region_, [self](Status st) {
         if (!st) return self->setup_failed("register_kv", st.error());
         if (self->index_ == 0 && self->ctx_.config->mix != LoadMix::replay) return self->seed();
@@ -163,6 +171,11 @@ void LoadSession::issue() {
       const auto& ids = trace[t_trace_cursor++ % trace.size()];
       session_->async_lookup(ids, false, [self, sent, &ids](Result<client::LookupResult> r) {
         if (!r) return self->completed(sent, tl::unexpected(r.error()), "replay lookup");
+        if (self->ctx_.counters->measuring.load(std::memory_order_relaxed)) {
+          self->ctx_.counters->replay_requests.fetch_add(1, std::memory_order_relaxed);
+          self->ctx_.counters->replay_blocks.fetch_add(ids.size(), std::memory_order_relaxed);
+          self->ctx_.counters->replay_hit_blocks.fetch_add(r->prefix_blocks, std::memory_order_relaxed);
+        }
         std::vector<client::OffloadItem> items;
         const std::uint32_t cap = self->region_->num_blocks();
         for (std::size_t i = r->prefix_blocks; i < ids.size() && items.size() < cap; ++i)

@@ -29,37 +29,54 @@ kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const k
   return c.hello(p);
 }
 
-/// Prints stats JSON as "key value" lines when asked for the human form:
-/// the JSON stays the contract, this is only a reading aid.
+/// Prints the stats JSON as "key value" lines (nested keys joined with '.').
+/// The JSON stays the contract (--json); this is only a reading aid.
 void print_stats_human(const std::string& json) {
-  std::string out;
-  out.reserve(json.size());
-  int depth = 0;
+  std::vector<std::string> prefix;
+  std::string key, value;
+  bool in_string = false, in_key = true;
+  int brackets = 0;
+  auto emit = [&] {
+    if (!key.empty() && !value.empty()) {
+      std::string name;
+      for (const auto& p : prefix) name += p + ".";
+      std::printf("%-28s %s\n", (name + key).c_str(), value.c_str());
+    }
+    key.clear();
+    value.clear();
+    in_key = true;
+  };
   for (char ch : json) {
+    if (ch == '"' && brackets == 0) {
+      in_string = !in_string;
+      continue;
+    }
+    if (in_string || brackets > 0) {
+      (in_key ? key : value) += ch;
+      if (!in_string && ch == ']') --brackets;
+      continue;
+    }
     switch (ch) {
       case '{':
-        ++depth;
-        if (depth > 1) out += ":\n";
+        if (!key.empty()) prefix.push_back(key);
+        key.clear();
+        in_key = true;
         break;
       case '}':
-        --depth;
-        out += '\n';
+        emit();
+        if (!prefix.empty()) prefix.pop_back();
         break;
-      case ',': out += '\n'; break;
-      case '"': break;
-      case ':': out += ' '; break;
-      default: out += ch;
+      case ',': emit(); break;
+      case ':': in_key = false; break;
+      case '[':
+        ++brackets;
+        value += ch;
+        break;
+      case ' ':
+      case '\n': break;
+      default: (in_key ? key : value) += ch;
     }
   }
-  std::string clean;
-  bool blank = true;
-  for (char ch : out) {
-    if (ch == '\n' && blank) continue;
-    clean += ch;
-    blank = ch == '\n';
-  }
-  std::fputs(clean.c_str(), stdout);
-  if (!clean.empty() && clean.back() != '\n') std::fputc('\n', stdout);
 }
 
 }  // namespace
@@ -125,7 +142,7 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   if (status_cmd->parsed()) {
-    std::printf("kvblockd %s at %s: up\n", info->server_version.c_str(), socket.c_str());
+    std::printf("%s at %s: up\n", info->server_version.c_str(), socket.c_str());
     std::printf("protocol version  %u\nmax frame bytes   %u\nmax in flight     %u per session\ngpu present       %s\n",
                 info->version, info->max_frame_bytes, info->max_inflight, info->gpu_present ? "yes" : "no");
     auto stats = c.stats();
