@@ -124,6 +124,7 @@ bool Session::drain_frames() {
 void Session::handle(const proto::Frame& frame) {
   const RequestId id = frame.header.request_id;
   const MsgType type = frame.header.type;
+  handling_started_ = Clock::now();
   auto decoded = proto::decode_request(type, frame.payload);
   if (!decoded) return protocol_error(id, decoded.error());
   if (in_flight(id)) {
@@ -401,12 +402,15 @@ void Session::answer_wait(RequestId wait_id, proto::RequestState state, std::str
 }
 
 void Session::reply(RequestId id, const proto::Reply& reply, std::string_view op) {
-  if (!op.empty() && reply.code == Errc::ok) core_.metrics.record(op, Outcome::ok, 0.0);
+  if (!op.empty() && reply.code == Errc::ok) {
+    core_.metrics.record(op, Outcome::ok, std::chrono::duration<double>(Clock::now() - handling_started_).count());
+  }
   send_message(id, reply);
 }
 
 void Session::refuse(RequestId id, std::string_view op, const Error& error) {
-  core_.metrics.record(op, error.code == Errc::busy ? Outcome::busy : Outcome::error, 0.0);
+  core_.metrics.record(op, error.code == Errc::busy ? Outcome::busy : Outcome::error,
+                       std::chrono::duration<double>(Clock::now() - handling_started_).count());
   spdlog::debug("session {}: {} request {} refused: {}", id_, op, id, error.to_string());
   send_message(id, proto::make_error_reply(error));
 }

@@ -133,6 +133,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<std::uint64_t> finished_order_;
   std::unordered_multimap<std::uint64_t, BlockLease> pins_;  // client hash -> lease
   std::uint64_t next_token_ = 1;
+  Clock::time_point handling_started_;  // receipt of the request being handled (latency of sync replies)
   std::uint32_t inflight_ = 0;
 };
 

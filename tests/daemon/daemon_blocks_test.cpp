@@ -102,6 +102,35 @@ TEST(DaemonBlocks, OffloadLookupOnboardRoundTripIsByteExact) {
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
 }
 
+TEST(DaemonBlocks, RegisterKvFdsSurviveAFrameSplitAcrossManyWrites) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine engine(daemon.socket_path(), 8);
+  ASSERT_TRUE(engine.hello());
+  // A stats frame first, then register_kv whose fds ride on its first 5 bytes
+  // and whose other bytes trickle in one write at a time.
+  auto stats = proto::encode_message(RequestId{70}, proto::StatsRequest{});
+  auto frame = proto::encode_message(RequestId{71}, engine.register_request());
+  ASSERT_TRUE(stats && frame);
+  ASSERT_TRUE(engine.client().send_bytes(*stats));
+  ASSERT_TRUE(engine.client().send_bytes(std::span(frame->data(), 5), engine.fds()));
+  for (std::size_t i = 5; i < frame->size(); ++i) ASSERT_TRUE(engine.client().send_bytes(std::span(&(*frame)[i], 1)));
+  auto registered = engine.client().reply_to(RequestId{71});
+  ASSERT_TRUE(registered);
+  EXPECT_EQ(registered->code, Errc::ok) << registered->message;
+  ASSERT_TRUE(engine.client().reply_to(RequestId{70}));
+  engine.fill(3, 77);
+  ASSERT_TRUE(engine.client().call(RequestId{72}, proto::OffloadRequest{{{BlockId{3}, 33}}}));
+  auto offloaded = engine.client().notification_of(RequestId{72});
+  ASSERT_TRUE(offloaded && offloaded->code == Errc::ok);
+  engine.zero(5);
+  ASSERT_TRUE(engine.client().call(RequestId{73}, proto::OnboardRequest{{{33, BlockId{5}}}}));
+  auto onboarded = engine.client().notification_of(RequestId{73});
+  ASSERT_TRUE(onboarded && onboarded->code == Errc::ok);
+  EXPECT_TRUE(engine.same(3, 5)) << "the daemon mapped the very memfds that were sent";
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
 TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
   DaemonProcess daemon;
   ASSERT_TRUE(daemon.ready()) << daemon.log();

@@ -41,10 +41,27 @@ class TestEngine {
 
   RawClient& client() { return client_; }
 
+  /// hello only; true when accepted.
+  bool hello(const std::string& name = "test-engine") {
+    auto hello = client_.call(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
+    return hello && hello->code == Errc::ok;
+  }
+
+  /// The register_kv request for this engine's memfds (see fds()).
+  proto::RegisterKvRequest register_request() const {
+    proto::RegisterKvRequest reg;
+    reg.memory = proto::MemoryHandle::memfd;
+    reg.layout_kind = 1;  // layer_separate_block_outer
+    reg.num_blocks = num_blocks_;
+    reg.region_bytes = region_bytes_;
+    reg.fd_count = static_cast<std::uint32_t>(fds_.size());
+    return reg;
+  }
+  const std::vector<int>& fds() const { return fds_; }
+
   /// hello + register_kv; true when both were accepted.
   bool attach(const std::string& name = "test-engine") {
-    auto hello = client_.call(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
-    if (!hello || hello->code != Errc::ok) return false;
+    if (!hello(name)) return false;
     proto::RegisterKvRequest reg;
     reg.memory = proto::MemoryHandle::memfd;
     reg.layout_kind = 1;  // layer_separate_block_outer
