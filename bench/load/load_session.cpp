@@ -106,6 +106,10 @@ void LoadSession::run() {
 void LoadSession::schedule_next() {
   if (ctx_.counters->stopping.load(std::memory_order_relaxed)) return;
   if (interval_ == Clock::duration::zero()) return issue();
+  // A session whose answer came late sends at once but does not catch up on
+  // the sends it missed: bursts would only grow the queue it waited in.
+  const auto now = Clock::now();
+  if (next_send_ < now) next_send_ = now;
   timer_.expires_at(next_send_);
   next_send_ += interval_;
   timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {

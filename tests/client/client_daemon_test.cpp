@@ -144,6 +144,13 @@ TEST_P(RoundTrip, OffloadLookupOnboardIsByteExact) {
   EXPECT_EQ(partial->prefix_blocks, 2U);
   ASSERT_TRUE(c->onboard(on));
   for (std::uint32_t b = 0; b < kBlocks; ++b) EXPECT_TRUE(same_block(*region, b, kBlocks + b)) << "block " << b;
+  // A pinned lookup leases the matched blocks until release.
+  auto pinned = c->lookup(hashes, true);
+  ASSERT_TRUE(pinned);
+  EXPECT_EQ(pinned->prefix_blocks, kBlocks);
+  auto released = c->release();
+  ASSERT_TRUE(released) << released.error().to_string();
+  EXPECT_EQ(*released, kBlocks);
   EXPECT_TRUE(c->bye());
 }
 
@@ -170,6 +177,26 @@ TEST_F(ClientDaemonTest, CompletionIsPushedWithoutPolling) {
   auto state = c->status(id);
   ASSERT_TRUE(state) << state.error().to_string();
   EXPECT_EQ(state->state, kvb::client::RequestState::ok);
+}
+
+TEST_F(ClientDaemonTest, WaitResolvesWithTheTargetsOutcome) {
+  auto region = KvRegion::create(small_shape(), WireLayoutKind::fully_contiguous, 4);
+  ASSERT_TRUE(region);
+  auto c = attach(*region);
+  ASSERT_TRUE(c);
+  std::promise<kvb::Status> done;
+  const kvb::client::OnboardItem missing{0xAB5E47ULL, BlockId{1}};
+  const auto id = c->session().async_onboard(std::span(&missing, 1), [&](kvb::Status st) { done.set_value(st); });
+  auto waited = c->wait(id, 10'000);
+  ASSERT_TRUE(waited) << waited.error().to_string();
+  auto fut = done.get_future();
+  ASSERT_EQ(fut.wait_for(20s), std::future_status::ready);
+  const auto st = fut.get();
+  ASSERT_FALSE(st);  // nobody offloaded that hash
+  EXPECT_FALSE(st.error().message.empty());
+  // wait answers the same outcome (err), or unknown when the refusal came in the reply.
+  EXPECT_TRUE(waited->state == kvb::client::RequestState::err || waited->state == kvb::client::RequestState::unknown)
+      << static_cast<int>(waited->state) << " " << waited->message;
 }
 
 TEST_F(ClientDaemonTest, EveryRequestResolvesExactlyOnce) {
