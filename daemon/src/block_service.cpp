@@ -95,7 +95,7 @@ Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& po
   }
   auto kv = std::make_shared<EngineKv>(EngineKv{*layout, {}});
   for (std::size_t i = 0; i < fds.size(); ++i) {
-    auto region = HostRegion::map_fd(fds[i].release(), request.region_bytes);
+    auto region = EngineRegion::map(std::move(fds[i]), request.region_bytes);
     if (!region) return fail(region.error().code, "register_kv: region {}: {}", i, region.error().message);
     kv->regions.push_back(std::move(*region));
   }

@@ -18,6 +18,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "engine_region.h"
 #include "kvb/blockmgr/block_manager.h"
 #include "kvb/blockmgr/host_region.h"
 #include "kvb/blockmgr/layout.h"
@@ -40,7 +41,7 @@ struct LayoutPool {
 /// a session end never unmaps memory under a running copy.
 struct EngineKv {
   Layout layout;
-  std::vector<std::unique_ptr<HostRegion>> regions;
+  std::vector<std::unique_ptr<EngineRegion>> regions;
   [[nodiscard]] BlockSpace space() const;
 };
 

@@ -90,9 +90,12 @@ asio::awaitable<void> Session::read_loop() {
     parser_.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
     wait_first = static_cast<std::size_t>(n) < buffer.size();
     if (fds_truncated_ || fds_.size() > kMaxQueuedFds) {
-      protocol_error(RequestId{0},
-                     Error{Errc::protocol_error, fmt::format("too many fds passed ({} queued{})", fds_.size(),
-                                                             fds_truncated_ ? ", truncated" : "")});
+      protocol_error(
+          RequestId{0},
+          Error{Errc::protocol_error,
+                fds_truncated_ ? std::string("passed fds were dropped (MSG_CTRUNC): the daemon may be out of "
+                                             "file descriptors")
+                               : fmt::format("too many fds passed ({} not claimed by a register_kv)", fds_.size())});
       break;
     }
     if (!drain_frames()) break;

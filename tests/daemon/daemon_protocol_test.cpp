@@ -1,5 +1,7 @@
 // The real kvblockd process: hello, stats, config, status/wait, and every
 // malformed frame closing only its own connection.
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 #include "daemon_process.h"
@@ -74,8 +76,9 @@ struct Malformed {
 
 std::vector<std::byte> with_header(proto::FrameHeader header, std::vector<std::byte> payload) {
   const auto head = proto::encode_header(header);
-  std::vector<std::byte> out(head.begin(), head.end());
-  out.insert(out.end(), payload.begin(), payload.end());
+  std::vector<std::byte> out(proto::kHeaderBytes + payload.size());
+  std::memcpy(out.data(), head.data(), head.size());
+  if (!payload.empty()) std::memcpy(out.data() + head.size(), payload.data(), payload.size());
   return out;
 }
 
