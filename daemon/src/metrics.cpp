@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "daemon_core.h"
@@ -18,12 +20,16 @@ std::string_view to_string(Outcome outcome) noexcept {
 }
 
 void Metrics::record(std::string_view op, Outcome outcome, double seconds) {
-  ++requests_[{std::string(op), outcome}];
-  auto& histogram = latency_[std::string(op)];
-  ++histogram.count;
-  histogram.sum += seconds;
+  auto it = std::find_if(ops_.begin(), ops_.end(), [op](const OpStats& s) { return s.op == op; });
+  if (it == ops_.end()) {
+    ops_.push_back(OpStats{std::string(op)});
+    it = ops_.end() - 1;
+  }
+  ++it->outcomes[static_cast<std::size_t>(outcome)];
+  ++it->count;
+  it->sum += seconds;
   for (std::size_t i = 0; i < kBuckets.size(); ++i) {
-    if (seconds <= kBuckets[i]) ++histogram.buckets[i];
+    if (seconds <= kBuckets[i]) ++it->buckets[i];
   }
 }
 
@@ -32,21 +38,24 @@ std::string Metrics::render(const DaemonCore& core) const {
   auto it = std::back_inserter(out);
   fmt::format_to(it, "# HELP kvblockd_requests_total Requests answered, by operation and outcome.\n");
   fmt::format_to(it, "# TYPE kvblockd_requests_total counter\n");
-  for (const auto& [key, count] : requests_) {
-    fmt::format_to(it, "kvblockd_requests_total{{op=\"{}\",outcome=\"{}\"}} {}\n", key.first, to_string(key.second),
-                   count);
+  for (const auto& stats : ops_) {
+    for (std::size_t o = 0; o < kOutcomes; ++o) {
+      if (stats.outcomes[o] == 0) continue;
+      fmt::format_to(it, "kvblockd_requests_total{{op=\"{}\",outcome=\"{}\"}} {}\n", stats.op,
+                     to_string(static_cast<Outcome>(o)), stats.outcomes[o]);
+    }
   }
   fmt::format_to(
       it, "# HELP kvblockd_request_duration_seconds Time from receipt to answer (async: to the notification).\n");
   fmt::format_to(it, "# TYPE kvblockd_request_duration_seconds histogram\n");
-  for (const auto& [op, h] : latency_) {
+  for (const auto& h : ops_) {
     for (std::size_t i = 0; i < kBuckets.size(); ++i) {
-      fmt::format_to(it, "kvblockd_request_duration_seconds_bucket{{op=\"{}\",le=\"{}\"}} {}\n", op, kBuckets[i],
+      fmt::format_to(it, "kvblockd_request_duration_seconds_bucket{{op=\"{}\",le=\"{}\"}} {}\n", h.op, kBuckets[i],
                      h.buckets[i]);
     }
-    fmt::format_to(it, "kvblockd_request_duration_seconds_bucket{{op=\"{}\",le=\"+Inf\"}} {}\n", op, h.count);
-    fmt::format_to(it, "kvblockd_request_duration_seconds_sum{{op=\"{}\"}} {}\n", op, h.sum);
-    fmt::format_to(it, "kvblockd_request_duration_seconds_count{{op=\"{}\"}} {}\n", op, h.count);
+    fmt::format_to(it, "kvblockd_request_duration_seconds_bucket{{op=\"{}\",le=\"+Inf\"}} {}\n", h.op, h.count);
+    fmt::format_to(it, "kvblockd_request_duration_seconds_sum{{op=\"{}\"}} {}\n", h.op, h.sum);
+    fmt::format_to(it, "kvblockd_request_duration_seconds_count{{op=\"{}\"}} {}\n", h.op, h.count);
   }
   fmt::format_to(it, "# HELP kvblockd_sessions Sessions connected now.\n# TYPE kvblockd_sessions gauge\n");
   fmt::format_to(it, "kvblockd_sessions {}\n", core.sessions.size());

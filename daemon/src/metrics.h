@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kvb::daemon {
 
@@ -32,13 +33,16 @@ class Metrics {
   [[nodiscard]] std::string render(const DaemonCore& core) const;
 
  private:
-  struct Histogram {
+  static constexpr std::size_t kOutcomes = 5;
+  struct OpStats {
+    std::string op;
+    std::array<std::uint64_t, kOutcomes> outcomes{};
     std::array<std::uint64_t, kBuckets.size()> buckets{};
     std::uint64_t count = 0;
     double sum = 0;
   };
-  std::map<std::pair<std::string, Outcome>, std::uint64_t> requests_;
-  std::map<std::string, Histogram> latency_;
+  // A handful of operations: a linear scan beats a map and allocates nothing per request.
+  std::vector<OpStats> ops_;
   std::map<std::string, std::uint64_t> refused_;
   std::uint64_t sessions_total_ = 0;
   std::uint64_t protocol_errors_ = 0;
