@@ -19,7 +19,7 @@ struct DaemonConfig {
   std::uint32_t max_sessions = 16384;
   std::uint32_t max_inflight = 256;  // per session: async requests + waits not yet answered
   std::uint32_t copy_slots = 64;     // copies running at once on the host copy engine
-  std::uint32_t copy_queue = 8192;   // admitted copies waiting for a slot; beyond: busy
+  std::uint32_t copy_queue = 65536;  // admitted copies waiting for a slot; beyond: busy
   std::uint32_t copy_threads = 0;    // host copy engine workers; 0 = one per core
   std::uint32_t request_timeout_ms = 30000;
   std::uint32_t status_history = 1024;           // finished requests per session remembered for status/wait
