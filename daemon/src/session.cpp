@@ -283,11 +283,11 @@ void Session::accept_async(RequestId id, MsgType op, std::function<void(std::sha
     start(control);
   });
   if (!admitted) return refuse(id, name, admitted.error());
-  pending_.emplace(id.value(), Pending{op, token, Clock::now(), control, {}});
+  auto& pending = pending_.emplace(id.value(), Pending{op, token, Clock::now(), control, {}, {}}).first->second;
   ++inflight_;
   ++core_.inflight_requests;
   const auto timeout = std::chrono::milliseconds(core_.config.request_timeout_ms);
-  core_.deadlines.add(Clock::now() + timeout, [self = weak_from_this(), id, token] {
+  pending.deadline = core_.deadlines.add(Clock::now() + timeout, [self = weak_from_this(), id, token] {
     if (auto session = self.lock()) session->expire(id, token);
   });
   proto::Reply accepted = proto::make_accepted_reply();
@@ -301,6 +301,7 @@ void Session::complete(RequestId id, std::uint64_t token, Status result) {
   if (it == pending_.end() || it->second.token != token) return;  // already ended
   Pending pending = std::move(it->second);
   pending_.erase(it);
+  if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
   pending.control->cancelled = true;  // a copy still running drops its result
   --inflight_;
   --core_.inflight_requests;
@@ -328,6 +329,7 @@ void Session::complete(RequestId id, std::uint64_t token, Status result) {
 void Session::expire(RequestId id, std::uint64_t token) {
   auto it = pending_.find(id.value());
   if (it == pending_.end() || it->second.token != token) return;
+  it->second.deadline.reset();  // it has fired: its entry is gone
   complete(id, token, fail(Errc::timeout, "timeout after {} ms", core_.config.request_timeout_ms));
 }
 
@@ -375,18 +377,19 @@ void Session::on_wait(RequestId id, const proto::WaitRequest& request) {
   }
   const std::uint64_t token = next_token_++;
   target->second.waiters.push_back(id);
-  waits_.emplace(id.value(), WaitState{request.target, token, Clock::now()});
+  auto& wait = waits_.emplace(id.value(), WaitState{request.target, token, Clock::now(), {}}).first->second;
   ++inflight_;
   ++core_.inflight_requests;
-  core_.deadlines.add(Clock::now() + std::chrono::milliseconds(request.timeout_ms),
-                      [self = weak_from_this(), id, token] {
-                        if (auto session = self.lock()) session->expire_wait(id, token);
-                      });
+  wait.deadline = core_.deadlines.add(Clock::now() + std::chrono::milliseconds(request.timeout_ms),
+                                      [self = weak_from_this(), id, token] {
+                                        if (auto session = self.lock()) session->expire_wait(id, token);
+                                      });
 }
 
 void Session::expire_wait(RequestId wait_id, std::uint64_t token) {
   auto it = waits_.find(wait_id.value());
   if (it == waits_.end() || it->second.token != token) return;
+  it->second.deadline.reset();  // it has fired: its entry is gone
   if (auto target = pending_.find(it->second.target.value()); target != pending_.end()) {
     std::erase(target->second.waiters, wait_id);
   }
@@ -397,6 +400,7 @@ void Session::answer_wait(RequestId wait_id, proto::RequestState state, std::str
   auto it = waits_.find(wait_id.value());
   if (it == waits_.end()) return;
   const auto started = it->second.started;
+  if (it->second.deadline) core_.deadlines.cancel(*it->second.deadline);
   waits_.erase(it);
   --inflight_;
   --core_.inflight_requests;
@@ -499,7 +503,11 @@ void Session::force_close() {
 void Session::end() {
   if (ended_) return;
   ended_ = true;
+  for (auto& [id, wait] : waits_) {
+    if (wait.deadline) core_.deadlines.cancel(*wait.deadline);
+  }
   for (auto& [id, pending] : pending_) {
+    if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
     pending.control->cancelled = true;
     core_.metrics.record(proto::to_string(pending.op), Outcome::cancelled,
                          std::chrono::duration<double>(Clock::now() - pending.started).count());

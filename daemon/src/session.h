@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,6 +25,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 
 #include "block_service.h"
+#include "deadline_queue.h"
 #include "kvb/common/protocol.h"
 #include "unique_fd.h"
 
@@ -56,12 +58,14 @@ class Session : public std::enable_shared_from_this<Session> {
     std::uint64_t token = 0;
     Clock::time_point started;
     std::shared_ptr<OpControl> control;
-    std::vector<RequestId> waiters;  // wait requests on this one
+    std::vector<RequestId> waiters;                 // wait requests on this one
+    std::optional<DeadlineQueue::Handle> deadline;  // live until it fires or is cancelled
   };
   struct WaitState {
     RequestId target;
     std::uint64_t token = 0;
     Clock::time_point started;
+    std::optional<DeadlineQueue::Handle> deadline;
   };
   struct Finished {
     bool ok = true;

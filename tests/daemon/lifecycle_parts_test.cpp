@@ -25,6 +25,22 @@ TEST(DeadlineQueue, FiresInDeadlineOrderOnOneTimer) {
   EXPECT_EQ(deadlines.size(), 0U);
 }
 
+TEST(DeadlineQueue, CancelledEntriesNeverRunAndLeaveNothingBehind) {
+  boost::asio::io_context io;
+  DeadlineQueue deadlines(io);
+  std::vector<int> fired;
+  const auto now = DeadlineQueue::Clock::now();
+  auto first = deadlines.add(now + 10ms, [&] { fired.push_back(1); });
+  deadlines.add(now + 20ms, [&] { fired.push_back(2); });
+  auto third = deadlines.add(now + 30ms, [&] { fired.push_back(3); });
+  deadlines.cancel(first);
+  deadlines.cancel(third);
+  EXPECT_EQ(deadlines.size(), 1U);
+  io.run_for(5s);
+  EXPECT_EQ(fired, (std::vector<int>{2}));
+  EXPECT_EQ(deadlines.size(), 0U);
+}
+
 TEST(DeadlineQueue, StopDropsEverythingAndLetsTheLoopEnd) {
   boost::asio::io_context io;
   DeadlineQueue deadlines(io);
