@@ -50,8 +50,8 @@ echo "== load: $sessions sessions, mixed (60 % lookup, 20 % onboard, 20 % offloa
   2>"$work/load.err" | tee "$work/load.txt"
 replay_json=""
 if [[ -r "$trace" ]]; then
-  echo "== replay: the shared conversation trace through the daemon (lookup, then offload the misses), $seconds s"
-  "$bench" load --socket "$sock" --sessions 16 --duration "$seconds" --mix replay --trace "$trace" --baseline off \
+  echo "== replay: one pass of the shared conversation trace through the daemon (lookup, then offload the misses)"
+  "$bench" load --socket "$sock" --sessions 16 --duration 30 --passes 1 --mix replay --trace "$trace" --baseline off \
     2>"$work/replay.err" | tee "$work/replay.txt"
   replay_json="$(tail -n 1 "$work/replay.txt")"
 fi
@@ -77,9 +77,9 @@ printf '%-28s %s ops/s, p50 %s ms, p99 %s ms, errors %s\n' "mixed load ($session
   "$(field "$load_json" ops_per_s)" "$(field "$load_json" p50_ms)" "$(field "$load_json" p99_ms)" \
   "$(field "$load_json" errors)"
 if [[ -n "$replay_json" ]]; then
-  printf '%-28s %s requests/s, p50 %s ms, p99 %s ms, errors %s\n' "trace replay (16 sessions)" \
+  printf '%-28s %s requests/s, p50 %s ms, p99 %s ms, prefix hit ratio %s, errors %s\n' "trace replay (16 sessions)" \
     "$(field "$replay_json" ops_per_s)" "$(field "$replay_json" p50_ms)" "$(field "$replay_json" p99_ms)" \
-    "$(field "$replay_json" errors)"
+    "$(field "$replay_json" hit_ratio)" "$(field "$replay_json" errors)"
 fi
 printf '%-28s sessions %s, inflight_requests %s, leased_blocks %s, offloaded %s B, onboarded %s B\n' \
   "daemon counters" "$(field "$stats_json" sessions)" "$(field "$stats_json" inflight_requests)" \

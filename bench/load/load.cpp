@@ -170,6 +170,8 @@ int run_load(int argc, char** argv) {
   app.add_option("--inner-dim", cfg.shape.inner_dim, "block shape: num_kv_heads x head_dim (f16)")
       ->capture_default_str();
   app.add_option("--trace", cfg.trace, "Mooncake-style JSONL trace for --mix replay");
+  app.add_option("--passes", cfg.passes, "replay: stop after this many passes over the trace (0: run --duration)")
+      ->capture_default_str();
   app.add_option("--baseline", cfg.redis_baseline,
                  "redis-benchmark GET baseline at the same concurrency: auto (lookup/mixed, <= 1024 sessions) | "
                  "on | off")
@@ -266,7 +268,9 @@ int run_load(int argc, char** argv) {
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
   std::uint64_t last_ops = 0;
   auto last_tick = t0;
+  const auto replay_target = static_cast<std::uint64_t>(cfg.passes * static_cast<double>(trace.size()) * cfg.threads);
   while (Clock::now() < end) {
+    if (cfg.mix == LoadMix::replay && cfg.passes > 0 && counters.replay_requests.load() >= replay_target) break;
     std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(100), end - Clock::now()));
     if (Clock::now() - last_tick >= std::chrono::seconds(1)) {
       const auto now = Clock::now();

@@ -26,6 +26,7 @@ struct LoadConfig {
   std::uint64_t tenant_salt = 0x5EED5A17ULL;
   client::BlockShape shape{};  // small by default: the load is about IPC, not bytes
   std::string trace;           // replay: a Mooncake-style JSONL trace (hash_ids)
+  double passes = 0;           // replay: stop after this many passes over the trace (per thread); 0 = run --duration
   std::string redis_baseline = "auto";
   std::string register_kv = "auto";  // auto: only sessions that move blocks (not lookup-only ones) | always  // auto |
                                      // off: run redis-benchmark GET at the same concurrency

@@ -172,6 +172,10 @@ void LoadSession::issue() {
       // Engine behaviour on one trace request: look the prefix up, then offload
       // the blocks it missed (as many as the engine region holds).
       const auto& trace = *ctx_.trace;
+      if (cfg.passes > 0 && static_cast<double>(t_trace_cursor) >= cfg.passes * static_cast<double>(trace.size())) {
+        outstanding_ = false;  // this thread's passes are done: the session stops
+        return;
+      }
       const auto& ids = trace[t_trace_cursor++ % trace.size()];
       session_->async_lookup(ids, false, [self, sent, &ids](Result<client::LookupResult> r) {
         if (!r) return self->completed(sent, tl::unexpected(r.error()), "replay lookup");
