@@ -521,6 +521,7 @@ void Session::end() {
   kv_.reset();    // unmapped once no running copy holds it
   fds_.clear();
   core_.sessions.erase(id_.value());
+  spdlog::debug("session {} ended", id_);
 }
 
 void Session::close_socket() {

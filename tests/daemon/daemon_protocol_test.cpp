@@ -16,6 +16,10 @@ using proto::MsgType;
 TEST(DaemonProtocol, HelloStatsConfigAndCleanExit) {
   DaemonProcess daemon;
   ASSERT_TRUE(daemon.ready()) << daemon.log();
+  namespace fs = std::filesystem;
+  EXPECT_EQ(fs::status(daemon.socket_path()).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write)
+      << "socket mode 0600 by default";
   RawClient client(daemon.socket_path());
   ASSERT_TRUE(client.connected());
   auto hello = client.call_body<proto::HelloReply>(RequestId{1}, proto::HelloRequest{1, 1, "t", 7, small_layout()});
