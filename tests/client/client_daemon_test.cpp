@@ -308,6 +308,50 @@ TEST_F(ClientDaemonTest, StatsJsonHasTheCountersAndKvblockctlPrintsIt) {
   EXPECT_NE(status->out.find("up"), std::string::npos) << status->out;
 }
 
+TEST_F(ClientDaemonTest, KvblockctlLookupConfigAndDrain) {
+  // Offload two blocks with engine_sim's default shape under tenant salt 5.
+  BlockShape shape;
+  shape.num_layers = 4;
+  shape.outer_dim = 2;
+  shape.page_size = 16;
+  shape.inner_dim = 128;
+  shape.dtype = 2;
+  auto region = KvRegion::create(shape, WireLayoutKind::layer_separate_block_outer, 4);
+  ASSERT_TRUE(region);
+  auto c = attach(*region, 5);
+  ASSERT_TRUE(c);
+  const kvb::client::OffloadItem items[] = {{BlockId{0}, 0x11}, {BlockId{1}, 0x22}};
+  ASSERT_TRUE(c->offload(items));
+  const std::string sock = daemon_.socket_path();
+
+  auto lookup =
+      kvb::test::run_program({KVBLOCKCTL_BIN, "--socket", sock, "--salt", "5", "lookup", "0x11", "34", "0x99"}, 20s);
+  ASSERT_TRUE(lookup);
+  EXPECT_TRUE(WIFEXITED(lookup->status) && WEXITSTATUS(lookup->status) == 0) << lookup->out;
+  EXPECT_NE(lookup->out.find("prefix_blocks 2 of 3"), std::string::npos) << lookup->out;
+  auto other_tenant = kvb::test::run_program({KVBLOCKCTL_BIN, "--socket", sock, "lookup", "0x11"}, 20s);
+  ASSERT_TRUE(other_tenant);
+  EXPECT_NE(other_tenant->out.find("prefix_blocks 0 of 1"), std::string::npos) << other_tenant->out;
+
+  auto config = kvb::test::run_program({KVBLOCKCTL_BIN, "--socket", sock, "config"}, 20s);
+  ASSERT_TRUE(config);
+  EXPECT_TRUE(WIFEXITED(config->status) && WEXITSTATUS(config->status) == 0) << config->out;
+  EXPECT_NE(config->out.find(sock), std::string::npos) << config->out;
+
+  auto drain = kvb::test::run_program({KVBLOCKCTL_BIN, "--socket", sock, "drain"}, 20s);
+  ASSERT_TRUE(drain);
+  EXPECT_TRUE(WIFEXITED(drain->status) && WEXITSTATUS(drain->status) == 0) << drain->out;
+  // Draining: new offloads are refused, from the reply, once.
+  const kvb::client::OffloadItem more{BlockId{2}, 0x33};
+  auto refused = c->offload(std::span(&more, 1));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::unavailable) << refused.error().to_string();
+
+  auto bad = kvb::test::run_program({KVBLOCKCTL_BIN, "--socket", sock + ".missing", "stats"}, 20s);
+  ASSERT_TRUE(bad);
+  EXPECT_TRUE(WIFEXITED(bad->status) && WEXITSTATUS(bad->status) == 1);
+}
+
 TEST_F(ClientDaemonTest, ManySessionsOnOneThread) {
   IoThread io;
   constexpr int kSessions = 200;
