@@ -318,7 +318,7 @@ Result<std::unique_ptr<BlockManager>> BlockManager::make(BlockManagerConfig conf
   }
   auto impl = std::make_unique<Impl>();
   impl->engine = config.engine;
-  impl->clock = config.clock != nullptr ? config.clock : &SteadyClock::instance();
+  impl->clock = config.clock != nullptr ? config.clock : &CoarseClock::instance();
   impl->post = std::move(config.post);
   impl->offload_on_evict = config.offload_on_evict;
   for (Tier t : {Tier::g1, Tier::g2}) {
@@ -355,6 +355,7 @@ PrefixMatch BlockManager::lookup(std::span<const SequenceHash> hashes) {
   PrefixMatch match;
   TierState* g1 = im.tier(Tier::g1);
   TierState* g2 = im.tier(Tier::g2);
+  match.leases.reserve(hashes.size());
   for (const SequenceHash h : hashes) {
     if (g1 != nullptr) {
       if (const std::uint32_t b = g1->registry.find(h); b != detail::kNil) {
@@ -389,6 +390,14 @@ std::uint32_t BlockManager::peek(std::span<const SequenceHash> hashes) const {
     ++n;
   }
   return n;
+}
+
+BlockLease BlockManager::find(Tier tier, SequenceHash hash) {
+  TierState* ts = impl_->tier(tier);
+  if (ts == nullptr) return {};
+  const std::uint32_t b = ts->registry.find(hash);
+  if (b == detail::kNil) return {};
+  return impl_->acquire(*ts, BlockId{b});
 }
 
 Result<BlockLeases> BlockManager::allocate(Tier tier, std::uint32_t n) {

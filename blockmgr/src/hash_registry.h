@@ -70,8 +70,16 @@ class HashRegistry {
     std::uint64_t key = 0;
     std::uint32_t block = kNil;  // kNil = empty
   };
+  // The murmur3 finalizer, so that structured keys (sequential trace ids,
+  // multiples of a constant) spread as well as random xxh3 values.
   [[nodiscard]] std::uint64_t home(SequenceHash hash) const noexcept {
-    return (hash.value() * 0x9E3779B97F4A7C15ULL) >> shift_;
+    std::uint64_t x = hash.value();
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x >> shift_;
   }
 
   std::uint64_t mask_;

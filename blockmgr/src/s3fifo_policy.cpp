@@ -10,10 +10,10 @@
 // hash is in the ghost goes straight to main. Each reinsertion lowers a
 // frequency, so evict() is amortized O(1).
 #include <algorithm>
-#include <unordered_map>
 #include <vector>
 
 #include "eviction_policies.h"
+#include "hash_registry.h"
 #include "intrusive_fifo.h"
 
 namespace kvb::detail {
@@ -21,34 +21,34 @@ namespace {
 
 enum class Home : std::uint8_t { none = 0, small = 1, main = 2 };
 
-/// A bounded FIFO of recently evicted hashes with O(1) membership.
+/// A bounded FIFO of recently evicted hashes with O(1) membership: a ring of
+/// hashes plus a flat hash -> ring slot index (no allocation after start).
 class GhostFifo {
  public:
-  explicit GhostFifo(std::uint32_t capacity) : ring_(std::max<std::uint32_t>(capacity, 1)) {
-    index_.reserve(ring_.size());
-  }
+  explicit GhostFifo(std::uint32_t capacity)
+      : ring_(std::max<std::uint32_t>(capacity, 1)), index_(static_cast<std::uint32_t>(ring_.size())) {}
 
   void insert(SequenceHash hash) {
-    if (count_ == ring_.size()) {  // forget the oldest
-      const SequenceHash old = ring_[head_];
-      if (auto it = index_.find(old); it != index_.end() && it->second == seq_ - count_) index_.erase(it);
-      head_ = (head_ + 1) % ring_.size();
+    (void)index_.erase(hash);      // evicted again while still remembered: move it to the tail
+    if (count_ == ring_.size()) {  // forget the oldest, unless its slot was already dropped
+      const std::uint32_t slot = head_;
+      if (index_.find(ring_[slot]) == slot) (void)index_.erase(ring_[slot]);
+      head_ = (head_ + 1) % static_cast<std::uint32_t>(ring_.size());
       --count_;
     }
-    ring_[(head_ + count_) % ring_.size()] = hash;
-    index_[hash] = seq_;
-    ++seq_;
+    const std::uint32_t slot = (head_ + count_) % static_cast<std::uint32_t>(ring_.size());
+    ring_[slot] = hash;
+    index_.insert(hash, slot);
     ++count_;
   }
   /// Whether `hash` was in the ghost; forgets it if so.
-  bool take(SequenceHash hash) { return index_.erase(hash) > 0; }
+  bool take(SequenceHash hash) { return index_.erase(hash); }
 
  private:
   std::vector<SequenceHash> ring_;
-  std::unordered_map<SequenceHash, std::uint64_t> index_;  // hash -> sequence number of its latest insertion
-  std::size_t head_ = 0;
-  std::size_t count_ = 0;
-  std::uint64_t seq_ = 0;  // sequence number of the next insertion
+  HashRegistry index_;  // hash -> ring slot of its live entry
+  std::uint32_t head_ = 0;
+  std::uint32_t count_ = 0;
 };
 
 class S3FifoPolicy final : public EvictionPolicy {

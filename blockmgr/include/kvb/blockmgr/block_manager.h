@@ -17,7 +17,10 @@
 //   ... copy data into the fresh blocks ...
 //   bm.commit(fresh.value()[i], hashes[match.matched() + i]);  // complete + register
 //   // on a failed copy: bm.discard(std::move(lease)) (or just drop the lease)
-//   // when the request is done: drop `match` and `fresh` (tail first)
+//   match.leases.append(std::move(*fresh));  // one sequence, prefix order
+//   // when the request is done: drop match.leases; it ends them tail first,
+//   // so that "lru" evicts the sequence's tail before its head. (Dropping
+//   // `match` before `fresh` would release the head first.)
 #pragma once
 
 #include <array>
@@ -53,7 +56,7 @@ struct BlockManagerConfig {
   /// Copies for offload (G1 -> G2) and onboard (G2 -> G1). Not owned; must
   /// outlive the manager. Required when both tiers exist.
   CopyEngine* engine = nullptr;
-  /// Time for the eviction policies. Not owned. nullptr = SteadyClock.
+  /// Time for the eviction policies. Not owned. nullptr = CoarseClock.
   const Clock* clock = nullptr;
   /// Hands copy completions to the owning thread. Empty = run them inline,
   /// which is only right for engines that complete on the submitting thread
@@ -138,6 +141,11 @@ class BlockManager {
   /// Length of the registered prefix, as lookup() would find it, without
   /// leasing or counting anything.
   [[nodiscard]] std::uint32_t peek(std::span<const SequenceHash> hashes) const;
+
+  /// Leases the block registered as `hash` in `tier`; an empty lease when
+  /// there is none (or no such tier). Counts no hit or miss: for "is this
+  /// block already stored?" before writing it. O(1).
+  [[nodiscard]] BlockLease find(Tier tier, SequenceHash hash);
 
   /// `n` fresh blocks of `tier`, each partial with its write lease, evicting
   /// inactive blocks as needed (a registered G1 victim is written back to G2

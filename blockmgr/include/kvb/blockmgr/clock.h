@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 
 namespace kvb {
 
@@ -28,6 +29,23 @@ class SteadyClock final : public Clock {
   /// A process-wide instance.
   [[nodiscard]] static const SteadyClock& instance() noexcept {
     static const SteadyClock clock;
+    return clock;
+  }
+};
+
+/// CLOCK_MONOTONIC_COARSE: a few ms resolution for a few ns a call. The
+/// BlockManager's default: policies read the time on every release, and
+/// their order never depends on the resolution (only the age metric does).
+class CoarseClock final : public Clock {
+ public:
+  [[nodiscard]] std::uint64_t now_ns() const noexcept override {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
+  }
+  /// A process-wide instance.
+  [[nodiscard]] static const CoarseClock& instance() noexcept {
+    static const CoarseClock clock;
     return clock;
   }
 };

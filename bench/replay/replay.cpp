@@ -1,0 +1,173 @@
+#include "replay.h"
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_set>
+
+#include "kvb/blockmgr/block_manager.h"
+#include "kvb/blockmgr/host_region.h"
+
+namespace kvb::bench {
+namespace {
+
+// Distinct blocks and the infinite-capacity hit count (the baseline).
+void scan_unbounded(std::span<const TraceRequest> trace, ReplayResult& r) {
+  std::unordered_set<std::uint64_t> seen;
+  for (const auto& req : trace) {
+    std::size_t m = 0;
+    while (m < req.hash_ids.size() && seen.contains(req.hash_ids[m])) ++m;
+    r.unbounded_hit_blocks += m;
+    seen.insert(req.hash_ids.begin(), req.hash_ids.end());
+  }
+  r.distinct_blocks = seen.size();
+}
+
+Result<std::unique_ptr<Pool>> make_pool(PoolId id, std::uint32_t blocks, std::uint32_t block_tokens) {
+  // One byte per token: the replay measures bookkeeping, not bandwidth, but
+  // the pools and the write-back / onboard copies are real.
+  LayoutSpec spec;
+  spec.num_layers = 1;
+  spec.outer_dim = 1;
+  spec.page_size = block_tokens;
+  spec.inner_dim = 1;
+  spec.dtype = DType::u8;
+  spec.alignment = 64;
+  auto layout = Layout::make(spec, LayoutKind::fully_contiguous, blocks);
+  if (!layout) return tl::unexpected(layout.error());
+  auto region = HostRegion::create(layout->region_bytes(), fmt::format("kvb-replay-pool-{}", id));
+  if (!region) return tl::unexpected(region.error());
+  return Pool::make(id, *layout, std::move(*region));
+}
+
+// Blocks for a capacity in tokens; never more than the trace can fill.
+Result<std::uint32_t> capacity_blocks(std::uint64_t tokens, std::uint32_t block_tokens, std::uint64_t distinct,
+                                      std::string_view flag) {
+  const std::uint64_t want = tokens == 0 ? distinct : tokens / block_tokens;
+  if (want == 0)
+    return fail(Errc::invalid_argument, "{} {} is smaller than one block of {} tokens", flag, tokens, block_tokens);
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>({want, std::max<std::uint64_t>(distinct, 1), 1U << 30}));
+}
+
+}  // namespace
+
+Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const ReplayConfig& config) {
+  if (config.block_tokens == 0)
+    return fail(Errc::invalid_argument, "block-tokens must be > 0 (got {})", config.block_tokens);
+  ReplayResult r;
+  scan_unbounded(trace, r);
+  auto g1_blocks = capacity_blocks(config.capacity_tokens, config.block_tokens, r.distinct_blocks, "capacity-tokens");
+  if (!g1_blocks) return tl::unexpected(g1_blocks.error());
+  r.g1_blocks = *g1_blocks;
+
+  SyncHostCopyEngine engine;
+  BlockManagerConfig bmc;
+  auto g1 = make_pool(PoolId{1}, r.g1_blocks, config.block_tokens);
+  if (!g1) return tl::unexpected(g1.error());
+  bmc.g1 = TierConfig{std::move(*g1), config.policy};
+  if (config.host_capacity_tokens != 0) {
+    auto g2_blocks =
+        capacity_blocks(config.host_capacity_tokens, config.block_tokens, r.distinct_blocks, "host-capacity-tokens");
+    if (!g2_blocks) return tl::unexpected(g2_blocks.error());
+    r.g2_blocks = *g2_blocks;
+    auto g2 = make_pool(PoolId{2}, r.g2_blocks, config.block_tokens);
+    if (!g2) return tl::unexpected(g2.error());
+    bmc.g2 = TierConfig{std::move(*g2), config.policy};
+    bmc.engine = &engine;
+  }
+  auto made = BlockManager::make(std::move(bmc));
+  if (!made) return tl::unexpected(made.error());
+  BlockManager& bm = **made;
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<SequenceHash> hashes;
+  std::vector<BlockLease> by_position;   // the request's leases, indexed by block position
+  std::vector<std::size_t> to_allocate;  // positions that need a fresh block
+  for (const TraceRequest& req : trace) {
+    const std::size_t n = req.hash_ids.size();
+    hashes.clear();
+    for (std::uint64_t id : req.hash_ids) hashes.emplace_back(id);  // ids already chain their prefix
+    by_position.clear();
+    by_position.resize(n);
+
+    PrefixMatch match = bm.lookup(hashes);
+    const std::size_t m = match.matched();
+    r.hit_blocks += m;
+    r.g1_hit_blocks += match.g1_blocks;
+    r.g2_hit_blocks += match.g2_blocks;
+    for (std::size_t i = 0; i < m; ++i) by_position[i] = std::move(match.leases[i]);
+
+    // Bring the G2 part of the prefix into G1 (an explicit onboard request).
+    if (match.g2_blocks > 0) {
+      std::vector<std::size_t> positions;
+      BlockLeases g2_leases;
+      for (std::size_t i = 0; i < m; ++i) {
+        if (by_position[i].tier() == Tier::g2) {
+          positions.push_back(i);
+          g2_leases.push_back(std::move(by_position[i]));
+        }
+      }
+      std::optional<Result<BlockLeases>> onboarded;
+      auto started = bm.onboard(g2_leases.view(), [&](Result<BlockLeases> res) { onboarded = std::move(res); });
+      if (started && onboarded && onboarded->has_value()) {
+        for (std::size_t j = 0; j < positions.size(); ++j) by_position[positions[j]] = std::move((**onboarded)[j]);
+      } else {  // no room in G1 (or a copy error): serve from G2
+        for (std::size_t j = 0; j < positions.size(); ++j) by_position[positions[j]] = std::move(g2_leases[j]);
+      }
+    }
+
+    // The rest: lease what G1 already holds, allocate the others.
+    to_allocate.clear();
+    for (std::size_t i = m; i < n; ++i) {
+      by_position[i] = bm.find(Tier::g1, hashes[i]);
+      if (!by_position[i]) to_allocate.push_back(i);
+    }
+    const std::size_t room = std::size_t{bm.pool(Tier::g1).free_count()} + bm.policy(Tier::g1).size();
+    const std::size_t k = std::min(to_allocate.size(), room);
+    r.uncached_blocks += to_allocate.size() - k;
+    if (k > 0) {
+      auto fresh = bm.allocate(Tier::g1, static_cast<std::uint32_t>(k));
+      if (!fresh)
+        return fail(fresh.error().code, "request {}: allocate {} blocks: {}", r.requests, k, fresh.error().message);
+      for (std::size_t j = 0; j < k; ++j) {
+        const std::size_t pos = to_allocate[j];
+        // (no data to copy: the block is "written" as soon as it is allocated)
+        if (auto s = bm.commit((*fresh)[j], hashes[pos]); s) by_position[pos] = std::move((*fresh)[j]);
+      }
+    }
+    // End the request: tail first, so LRU evicts a sequence's tail first.
+    while (!by_position.empty()) by_position.pop_back();
+
+    ++r.requests;
+    r.blocks += n;
+    if (config.progress && config.progress_every != 0 && r.requests % config.progress_every == 0)
+      config.progress(r.requests, trace.size(), r.hit_ratio());
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto c = bm.counters();
+  r.evictions = c.evictions;
+  r.g1_evictions = c.tier(Tier::g1).evictions;
+  r.offloads = c.offloads;
+  r.onboards = c.onboards;
+  if (config.progress) config.progress(r.requests, trace.size(), r.hit_ratio());
+  return r;
+}
+
+std::string to_json(const ReplayResult& r, const ReplayConfig& config) {
+  const double rate = r.seconds > 0 ? static_cast<double>(r.requests) / r.seconds : 0.0;
+  const double of_max = r.unbounded_hit_blocks == 0
+                            ? 0.0
+                            : static_cast<double>(r.hit_blocks) / static_cast<double>(r.unbounded_hit_blocks);
+  return fmt::format(
+      "{{\"hit_ratio\":{:.6f},\"requests\":{},\"blocks\":{},\"hit_blocks\":{},\"g1_hit_blocks\":{},"
+      "\"g2_hit_blocks\":{},\"evictions\":{},\"g1_evictions\":{},\"offloads\":{},\"onboards\":{},"
+      "\"uncached_blocks\":{},\"policy\":\"{}\",\"block_tokens\":{},\"capacity_tokens\":{},\"g1_blocks\":{},"
+      "\"host_capacity_tokens\":{},\"g2_blocks\":{},\"distinct_blocks\":{},"
+      "\"baseline_unbounded_hit_ratio\":{:.6f},\"ratio_to_baseline\":{:.4f},\"seconds\":{:.3f},"
+      "\"requests_per_second\":{:.0f}}}",
+      r.hit_ratio(), r.requests, r.blocks, r.hit_blocks, r.g1_hit_blocks, r.g2_hit_blocks, r.evictions, r.g1_evictions,
+      r.offloads, r.onboards, r.uncached_blocks, config.policy, config.block_tokens,
+      config.capacity_tokens == 0 ? std::string("\"unbounded\"") : std::to_string(config.capacity_tokens), r.g1_blocks,
+      config.host_capacity_tokens, r.g2_blocks, r.distinct_blocks, r.unbounded_hit_ratio(), of_max, r.seconds, rate);
+}
+
+}  // namespace kvb::bench
