@@ -140,6 +140,11 @@ void HostCopyEngine::run_piece(const Piece& piece) {
   std::size_t idx = static_cast<std::size_t>(
       std::upper_bound(job.run_starts.begin(), job.run_starts.end(), piece.begin) - job.run_starts.begin() - 1);
   std::uint64_t pos = piece.begin;
+  // Streaming copies are handed over in batches so that short runs can be
+  // copied four at a time (stream_copy_segments).
+  constexpr std::size_t kBatch = 64;
+  detail::CopySegment batch[kBatch];
+  std::size_t batched = 0;
   bool streamed = false;
   while (pos < piece.end) {
     const CopyRun& run = runs[idx];
@@ -148,7 +153,11 @@ void HostCopyEngine::run_piece(const Piece& piece) {
     std::byte* dst = job.plan.dst_address(run) + off;
     const std::byte* src = job.plan.src_address(run) + off;
     if (job.streaming && n >= options_.streaming_min_copy_bytes) {
-      detail::stream_copy(dst, src, n);
+      batch[batched++] = {dst, src, static_cast<std::size_t>(n)};
+      if (batched == kBatch) {
+        detail::stream_copy_segments(batch, batched);
+        batched = 0;
+      }
       streamed = true;
     } else {
       std::memcpy(dst, src, n);
@@ -156,6 +165,7 @@ void HostCopyEngine::run_piece(const Piece& piece) {
     pos += n;
     ++idx;
   }
+  if (batched != 0) detail::stream_copy_segments(batch, batched);
   if (streamed) detail::stream_fence();
   pieces_.fetch_add(1, std::memory_order_relaxed);
   bytes_.fetch_add(piece.end - piece.begin, std::memory_order_relaxed);

@@ -90,6 +90,35 @@ TEST(HostCopyEngine, OddChunksAndMlaWithUnalignedTails) {
   }
 }
 
+TEST(HostCopyEngine, StreamingCopiesOfEverySizeAndAlignment) {
+  // One chunk per block, one block: a single run of exactly `n` bytes, so
+  // the streaming head (to a cache line), four-page groups, line body and
+  // tail all get exercised, at every relative alignment.
+  HostCopyEngineOptions o = splitting_options();
+  o.workers = 1;
+  o.min_piece_bytes = std::uint64_t{1} << 30;  // one piece: the whole run
+  HostCopyEngine engine(o);
+  std::mt19937_64 rng(8);
+  for (std::uint32_t n : {1U, 63U, 64U, 65U, 4095U, 16384U, 16447U, 40000U, 70001U}) {
+    for (std::uint32_t src_mis : {0U, 7U, 32U}) {
+      for (std::uint32_t dst_mis : {0U, 3U, 48U}) {
+        const LayoutSpec spec{
+            .num_layers = 1, .outer_dim = 1, .page_size = 1, .inner_dim = n, .dtype = DType::u8, .alignment = 1};
+        test::HostSpace src(spec, LayoutKind::fully_contiguous, 1, src_mis);
+        test::HostSpace dst(spec, LayoutKind::fully_contiguous, 1, dst_mis);
+        src.fill(rng);
+        dst.fill(rng);
+        const std::vector<BlockPair> pairs{{BlockId{0}, BlockId{0}}};
+        const auto want = test::naive_copy(src, dst, pairs);
+        auto plan = TransferPlan::build(src.space, dst.space, pairs);
+        ASSERT_TRUE(plan);
+        ASSERT_TRUE(run_and_wait(engine, std::move(*plan)));
+        ASSERT_EQ(dst.storage, want) << n << " bytes, src+" << src_mis << " dst+" << dst_mis;
+      }
+    }
+  }
+}
+
 TEST(HostCopyEngine, SplitsOneHugeRunAcrossWorkers) {
   HostCopyEngineOptions o;
   o.workers = 4;

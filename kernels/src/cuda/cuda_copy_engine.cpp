@@ -1,5 +1,6 @@
 #include "cuda_copy_engine.h"
 
+#include <algorithm>
 #include <exception>
 #include <vector>
 
@@ -145,12 +146,15 @@ Status CudaCopyEngine::enqueue(InFlight& job) {
 #endif
     }
     case CopyEngineKind::cuda_memcpy: {
+      // The baseline: one call per chunk, as a plain per-layer loop does.
+      // Runs are whole chunks merged, so they split back exactly.
+      const std::uint64_t chunk = plan.src().layout.chunk_bytes();
       for (const auto& run : plan.runs()) {
-        if (auto st = cuda_check(
-                cudaMemcpyAsync(plan.dst_address(run), plan.src_address(run), run.bytes, cudaMemcpyDefault, stream),
-                "cudaMemcpyAsync");
-            !st)
-          return st;
+        for (std::uint64_t off = 0; off < run.bytes; off += chunk) {
+          const auto err = cudaMemcpyAsync(plan.dst_address(run) + off, plan.src_address(run) + off,
+                                           std::min(chunk, run.bytes - off), cudaMemcpyDefault, stream);
+          if (auto st = cuda_check(err, "cudaMemcpyAsync"); !st) return st;
+        }
       }
       break;
     }

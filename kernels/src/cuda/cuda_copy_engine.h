@@ -3,7 +3,7 @@
 //  - kernel: one gather/scatter kernel launch per plan (descriptors copied
 //    to device memory); device <-> device, and device <-> mapped pinned host;
 //  - batch:  one cudaMemcpyBatchAsync per plan (CUDA >= 12.8; DMA engines);
-//  - memcpy: one cudaMemcpyAsync per run (the baseline).
+//  - memcpy: one cudaMemcpyAsync per chunk (the baseline).
 //
 // Complete: after the plan's work an event is recorded on the stream; ONE
 // completion thread per engine waits for the events in order
@@ -11,7 +11,8 @@
 // then calls done, so done(ok) means every destination byte is written and
 // visible to the host and to any later stream operation. Launch and API
 // errors call done(error) inline inside submit(); asynchronous errors arrive
-// through the event. No thread per copy.
+// through the event. `done` may submit() again but must not destroy the
+// engine (the destructor joins the thread running it). No thread per copy.
 #pragma once
 
 #include <condition_variable>

@@ -8,8 +8,9 @@
 // new bytes. done(error) leaves the destination untrustworthy. `done` runs
 // exactly once per submit(): inline inside submit() for a plan that cannot
 // run here (device memory) or is empty, else on the worker that finished the
-// plan's last piece. No thread per copy, no busy spin: idle workers sleep on a
-// condition variable.
+// plan's last piece. `done` may submit() again, but must not destroy the
+// engine (the destructor joins the worker running it). No thread per copy, no
+// busy spin: idle workers sleep on a condition variable.
 #pragma once
 
 #include <atomic>
@@ -35,7 +36,7 @@ struct HostCopyEngineOptions {
   /// `streaming_min_plan_bytes`, use non-temporal (streaming) stores: the
   /// destination of a block move is not read back by this core, and
   /// streaming stores skip the read-for-ownership of every destination line.
-  std::uint64_t streaming_min_copy_bytes = std::uint64_t{4} << 10;
+  std::uint64_t streaming_min_copy_bytes = 512;
   std::uint64_t streaming_min_plan_bytes = std::uint64_t{4} << 20;
 };
 
