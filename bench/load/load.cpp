@@ -1,0 +1,377 @@
+// kvblockd-bench load: N concurrent engine sessions against a running kvblockd.
+//
+//   kvblockd-bench load --socket PATH --sessions N --duration S
+//                       --mix lookup|offload|onboard|mixed|replay [--rate R] [--trace FILE]
+//
+// Progress on stderr; a results table, then (last stdout line) one JSON
+// object with ops_per_s, p50_ms, p99_ms, p999_ms, errors and the baseline
+// (redis-benchmark GET at the same concurrency, same run) with the ratio.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "kvb/client/client.h"
+#include "load_session.h"
+#include "redis_baseline.h"
+#include "subcommands.h"
+
+namespace kvb::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace asio = boost::asio;
+
+/// Raises the soft fd limit to the hard one; returns the new soft limit.
+rlim_t raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &lim);
+    (void)::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  return lim.rlim_cur;
+}
+
+std::uint64_t splitmix(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+const char* mix_name(LoadMix m) {
+  switch (m) {
+    case LoadMix::lookup: return "lookup";
+    case LoadMix::offload: return "offload";
+    case LoadMix::onboard: return "onboard";
+    case LoadMix::mixed: return "mixed";
+    case LoadMix::replay: return "replay";
+  }
+  return "?";
+}
+
+/// One io_context thread and the sessions it drives.
+struct Worker {
+  LoadContext ctx;  // declared before io: handlers destroyed with io may still reach it
+  asio::io_context io{1};
+  std::vector<std::shared_ptr<LoadSession>> sessions;
+  std::size_t next_to_start = 0;
+  std::thread thread;
+
+  // On the io thread: starts the next session's setup, keeping a window open.
+  void start_next() {
+    if (next_to_start >= sessions.size()) return;
+    auto& s = sessions[next_to_start++];
+    s->start([this](bool ok) {
+      if (ok) ctx.counters->ready.fetch_add(1);
+      ctx.counters->setup_done.fetch_add(1);
+      start_next();
+    });
+  }
+};
+
+/// Runs fn on every worker's io thread and waits (bounded) until all ran it.
+template <class Fn>
+bool on_all(std::vector<std::unique_ptr<Worker>>& workers, Fn fn, std::chrono::seconds limit) {
+  std::atomic<std::size_t> done{0};
+  for (auto& w : workers)
+    asio::post(w->io, [&, wp = w.get()] {
+      fn(*wp);
+      done.fetch_add(1);
+    });
+  const auto until = Clock::now() + limit;
+  while (done.load() < workers.size() && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return done.load() == workers.size();
+}
+
+}  // namespace
+
+std::vector<std::vector<std::uint64_t>> load_trace_hash_ids(const std::string& path, std::string& error) {
+  std::vector<std::vector<std::uint64_t>> out;
+  std::ifstream in(path);
+  if (!in) {
+    error = "cannot open trace '" + path + "'";
+    return out;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto key = line.find("\"hash_ids\"");
+    if (key == std::string::npos) continue;
+    const auto open = line.find('[', key);
+    const auto close = line.find(']', open);
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::vector<std::uint64_t> ids;
+    const char* p = line.c_str() + open + 1;
+    const char* end = line.c_str() + close;
+    while (p < end) {
+      char* next = nullptr;
+      const unsigned long long v = std::strtoull(p, &next, 10);
+      if (next == p) {
+        ++p;
+        continue;
+      }
+      ids.push_back(splitmix(v + 0x7124CE));  // trace block ids -> 64-bit sequence hashes
+      p = next;
+    }
+    if (!ids.empty()) out.push_back(std::move(ids));
+  }
+  if (out.empty()) error = "no hash_ids in trace '" + path + "'";
+  return out;
+}
+
+int run_load(int argc, char** argv) {
+  LoadConfig cfg;
+  cfg.socket = client::default_socket_path();
+  cfg.shape.num_layers = 1;
+  cfg.shape.outer_dim = 2;
+  cfg.shape.page_size = 16;
+  cfg.shape.inner_dim = 8;
+  cfg.shape.dtype = 1;  // f16: 256-byte chunks, 512-byte blocks
+  cfg.shape.alignment = 256;
+  std::string mix = "lookup";
+  CLI::App app{"kvblockd-bench load: N concurrent engine sessions against a running kvblockd"};
+  app.add_option("--socket", cfg.socket, "kvblockd's Unix socket")->capture_default_str();
+  app.add_option("--sessions", cfg.sessions, "concurrent sessions (up to 10,000+)")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 100000U));
+  app.add_option("--duration", cfg.duration_s, "seconds of measured load")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--mix", mix, "lookup | offload | onboard | mixed (60/20/20) | replay (needs --trace)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"lookup", "offload", "onboard", "mixed", "replay"}));
+  app.add_option("--rate", cfg.rate, "total requests/s over all sessions (0 = closed loop)")->capture_default_str();
+  app.add_option("--threads", cfg.threads, "client io threads")->capture_default_str()->check(CLI::Range(1U, 64U));
+  app.add_option("--prefix-blocks", cfg.prefix_blocks, "blocks of the shared prefix looked up / onboarded")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 4096U));
+  app.add_option("--onboard-blocks", cfg.onboard_blocks, "blocks per onboard request")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 4096U));
+  app.add_option("--connect-window", cfg.connect_window, "sessions setting up at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 100000U));
+  app.add_option("--layers", cfg.shape.num_layers, "block shape: layers")->capture_default_str();
+  app.add_option("--page-size", cfg.shape.page_size, "block shape: tokens per block")->capture_default_str();
+  app.add_option("--inner-dim", cfg.shape.inner_dim, "block shape: num_kv_heads x head_dim (f16)")
+      ->capture_default_str();
+  app.add_option("--trace", cfg.trace, "Mooncake-style JSONL trace for --mix replay");
+  app.add_option("--passes", cfg.passes, "replay: stop after this many passes over the trace (0: run --duration)")
+      ->capture_default_str();
+  app.add_option("--baseline", cfg.redis_baseline,
+                 "redis-benchmark GET baseline at the same concurrency: auto (lookup/mixed, <= 1024 sessions) | "
+                 "on | off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--register", cfg.register_kv,
+                 "register_kv a small memfd KV region: auto (every session whose mix moves blocks, and session 0) | "
+                 "always")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always"}));
+  CLI11_PARSE(app, argc, argv);
+  cfg.mix = mix == "lookup"    ? LoadMix::lookup
+            : mix == "offload" ? LoadMix::offload
+            : mix == "onboard" ? LoadMix::onboard
+            : mix == "mixed"   ? LoadMix::mixed
+                               : LoadMix::replay;
+
+  std::vector<std::vector<std::uint64_t>> trace;
+  if (cfg.mix == LoadMix::replay) {
+    if (cfg.trace.empty()) cfg.trace = "/work/shared/traces/conversation_trace.jsonl";
+    std::string error;
+    trace = load_trace_hash_ids(cfg.trace, error);
+    if (trace.empty()) {
+      std::fprintf(stderr, "load: %s\n", error.c_str());
+      return 2;
+    }
+    std::uint32_t longest = 0;
+    for (const auto& t : trace) longest = std::max<std::uint32_t>(longest, static_cast<std::uint32_t>(t.size()));
+    cfg.prefix_blocks = std::min<std::uint32_t>(longest, 64);  // engine region size
+  }
+
+  const rlim_t fds = raise_fd_limit();
+  if (fds < cfg.sessions + 64)
+    std::fprintf(stderr, "load: warning: fd limit %llu is low for %u sessions\n", static_cast<unsigned long long>(fds),
+                 cfg.sessions);
+  const auto prefix = shared_prefix(cfg.tenant_salt, cfg.prefix_blocks);
+  LoadCounters counters;
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (std::uint32_t t = 0; t < cfg.threads; ++t) {
+    auto w = std::make_unique<Worker>();
+    w->ctx.config = &cfg;
+    w->ctx.counters = &counters;
+    w->ctx.prefix = &prefix;
+    w->ctx.trace = &trace;
+    workers.push_back(std::move(w));
+  }
+  for (std::uint32_t i = 0; i < cfg.sessions; ++i) {
+    Worker& w = *workers[i % cfg.threads];
+    w.sessions.push_back(std::make_shared<LoadSession>(w.io, w.ctx, i));
+  }
+  for (auto& w : workers) {
+    w->thread = std::thread([wp = w.get()] {
+      auto guard = asio::make_work_guard(wp->io);
+      wp->io.run();
+    });
+  }
+
+  // ---- setup: connect, hello, register_kv; session 0 seeds the prefix first.
+  const auto t_setup = Clock::now();
+  asio::post(workers[0]->io, [w = workers[0].get()] { w->start_next(); });  // session 0 alone (it seeds)
+  const auto setup_limit = std::chrono::seconds(30 + cfg.sessions / 200);
+  while (counters.setup_done.load() < 1 && Clock::now() - t_setup < setup_limit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const std::uint32_t window = std::max<std::uint32_t>(1, cfg.connect_window / cfg.threads);
+  for (auto& w : workers)
+    asio::post(w->io, [wp = w.get(), window] {
+      for (std::uint32_t k = 0; k < window; ++k) wp->start_next();
+    });
+  auto last_progress = Clock::now();
+  while (counters.setup_done.load() < cfg.sessions && Clock::now() - t_setup < setup_limit) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (Clock::now() - last_progress > std::chrono::seconds(1)) {
+      last_progress = Clock::now();
+      std::fprintf(stderr, "load: setup %u/%u sessions ready (%llu failed)\n", counters.ready.load(), cfg.sessions,
+                   static_cast<unsigned long long>(counters.setup_errors.load()));
+    }
+  }
+  const double setup_s = std::chrono::duration<double>(Clock::now() - t_setup).count();
+  const std::uint32_t ready = counters.ready.load();
+  std::fprintf(stderr, "load: %u/%u sessions ready in %.2f s (%llu setup errors); %s mix for %.1f s\n", ready,
+               cfg.sessions, setup_s, static_cast<unsigned long long>(counters.setup_errors.load()), mix.c_str(),
+               cfg.duration_s);
+
+  // ---- measure
+  counters.measuring.store(true);
+  const auto t0 = Clock::now();
+  (void)on_all(
+      workers,
+      [](Worker& w) {
+        for (auto& s : w.sessions) s->run();
+      },
+      std::chrono::seconds(10));
+  const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
+  std::uint64_t last_ops = 0;
+  auto last_tick = t0;
+  const auto replay_target = static_cast<std::uint64_t>(cfg.passes * static_cast<double>(trace.size()) * cfg.threads);
+  while (Clock::now() < end) {
+    if (cfg.mix == LoadMix::replay && cfg.passes > 0 && counters.replay_requests.load() >= replay_target) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(100), end - Clock::now()));
+    if (Clock::now() - last_tick >= std::chrono::seconds(1)) {
+      const auto now = Clock::now();
+      const std::uint64_t ops = counters.ops.load();
+      std::fprintf(stderr, "load: %5.1f s  %9.0f ops/s  errors %llu\n", std::chrono::duration<double>(now - t0).count(),
+                   static_cast<double>(ops - last_ops) / std::chrono::duration<double>(now - last_tick).count(),
+                   static_cast<unsigned long long>(counters.errors.load()));
+      last_ops = ops;
+      last_tick = now;
+    }
+  }
+  counters.measuring.store(false);
+  counters.stopping.store(true);
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // ---- drain: wait (bounded) for answers still in flight, then bye.
+  const auto drain_until = Clock::now() + std::chrono::seconds(10);
+  bool idle = false;
+  while (!idle && Clock::now() < drain_until) {
+    std::atomic<bool> all_idle{true};
+    (void)on_all(
+        workers,
+        [&](Worker& w) {
+          for (auto& s : w.sessions)
+            if (!s->idle()) all_idle = false;
+        },
+        std::chrono::seconds(5));
+    idle = all_idle.load();
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  (void)on_all(
+      workers,
+      [](Worker& w) {
+        for (auto& s : w.sessions) s->finish();
+      },
+      std::chrono::seconds(10));
+  for (auto& w : workers) {
+    asio::post(w->io, [wp = w.get()] { wp->io.stop(); });
+  }
+  // Give byes a moment to go out (bounded), then stop.
+  for (auto& w : workers) w->thread.join();
+
+  LatencyHistogram hist;
+  for (auto& w : workers) hist.merge(w->ctx.histogram);
+  const std::uint64_t ops = hist.count();
+  const double ops_per_s = elapsed > 0 ? static_cast<double>(ops) / elapsed : 0;
+  const double p50 = hist.quantile_ns(0.50) / 1e6, p99 = hist.quantile_ns(0.99) / 1e6,
+               p999 = hist.quantile_ns(0.999) / 1e6, max_ms = static_cast<double>(hist.max_ns()) / 1e6;
+  const std::uint64_t errors = counters.errors.load() + counters.setup_errors.load();
+
+  // ---- baseline, same run: redis-benchmark GET at the same concurrency.
+  const bool want_baseline = cfg.redis_baseline == "on" || (cfg.redis_baseline == "auto" && cfg.sessions <= 1024 &&
+                                                            (cfg.mix == LoadMix::lookup || cfg.mix == LoadMix::mixed));
+  std::optional<RedisBaseline> baseline;
+  std::string why = "not run (--baseline off, or a mix/size it does not compare with)";
+  if (want_baseline) {
+    std::fprintf(stderr, "load: baseline: redis-benchmark GET, %u clients\n", cfg.sessions);
+    baseline = run_redis_baseline(cfg.sessions, 300000, why);
+    if (!baseline) std::fprintf(stderr, "load: baseline not measured: %s\n", why.c_str());
+  }
+
+  std::printf("kvblockd-bench load: %s mix, %u sessions (%u ready), %.1f s, %s\n", mix.c_str(), cfg.sessions, ready,
+              elapsed, cfg.rate > 0 ? fmt::format("rate {:.0f}/s", cfg.rate).c_str() : "closed loop");
+  std::printf("  %-34s %12s %9s %9s %9s %9s %8s\n", "", "ops/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors");
+  std::printf("  %-34s %12.0f %9.3f %9.3f %9.3f %9.3f %8llu\n", "kvblockd", ops_per_s, p50, p99, p999, max_ms,
+              static_cast<unsigned long long>(errors));
+  double ratio = 0;
+  if (baseline) {
+    ratio = baseline->ops_per_s > 0 ? ops_per_s / baseline->ops_per_s : 0;
+    std::printf("  %-34s %12.0f %9.3f %9.3f %9s %9s %8s\n", ("redis GET -c " + std::to_string(cfg.sessions)).c_str(),
+                baseline->ops_per_s, baseline->p50_ms, baseline->p99_ms, "-", "-", "-");
+    std::printf("  ratio kvblockd / redis: %.2f\n", ratio);
+  }
+  std::string json = fmt::format(
+      "{{\"bench\":\"load\",\"mix\":\"{}\",\"sessions\":{},\"ready\":{},\"rate\":{:.0f},\"duration_s\":{:.3f},"
+      "\"ops\":{},\"ops_per_s\":{:.1f},\"p50_ms\":{:.4f},\"p99_ms\":{:.4f},\"p999_ms\":{:.4f},\"max_ms\":{:.4f},"
+      "\"errors\":{},\"setup_errors\":{},\"setup_s\":{:.3f}",
+      mix_name(cfg.mix), cfg.sessions, ready, cfg.rate, elapsed, ops, ops_per_s, p50, p99, p999, max_ms, errors,
+      counters.setup_errors.load(), setup_s);
+  if (cfg.mix == LoadMix::replay) {
+    const auto blocks = counters.replay_blocks.load();
+    const double hit =
+        blocks ? static_cast<double>(counters.replay_hit_blocks.load()) / static_cast<double>(blocks) : 0;
+    const double passes = static_cast<double>(counters.replay_requests.load()) / static_cast<double>(trace.size());
+    std::printf("  replay: %llu trace requests (%.2f passes over %zu), prefix hit ratio %.3f of %llu blocks\n",
+                static_cast<unsigned long long>(counters.replay_requests.load()), passes, trace.size(), hit,
+                static_cast<unsigned long long>(blocks));
+    json += fmt::format(",\"replay_requests\":{},\"replay_passes\":{:.3f},\"hit_ratio\":{:.4f}",
+                        counters.replay_requests.load(), passes, hit);
+  }
+  if (baseline) {
+    json += fmt::format(
+        ",\"baseline\":\"redis-benchmark GET -c {}\",\"baseline_ops_per_s\":{:.1f},\"baseline_p50_ms\":{:.3f},"
+        "\"baseline_p99_ms\":{:.3f},\"ratio\":{:.3f}",
+        cfg.sessions, baseline->ops_per_s, baseline->p50_ms, baseline->p99_ms, ratio);
+  } else {
+    json += fmt::format(",\"baseline\":null,\"baseline_note\":\"{}\"", why);
+  }
+  json += "}";
+  std::printf("%s\n", json.c_str());
+  return errors == 0 && ready == cfg.sessions ? 0 : 1;
+}
+
+}  // namespace kvb::bench

@@ -1,0 +1,72 @@
+// LoadSession: one simulated engine of `kvblockd-bench load`.
+//
+// connect -> hello -> register_kv (a small memfd region) -> [session 0 seeds
+// the shared prefix] -> ready; then one request at a time (closed loop, or
+// paced by a timer to the configured rate) until the run stops; then bye.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "kvb/client/kv_region.h"
+#include "kvb/client/session.h"
+#include "latency_histogram.h"
+#include "load_config.h"
+
+namespace kvb::bench {
+
+/// What a thread's sessions share: config, counters, that thread's histogram.
+struct LoadContext {
+  const LoadConfig* config = nullptr;
+  LoadCounters* counters = nullptr;
+  const std::vector<std::uint64_t>* prefix = nullptr;
+  const std::vector<std::vector<std::uint64_t>>* trace = nullptr;
+  LatencyHistogram histogram;  // only touched by this context's thread
+  std::uint64_t first_error_logged = 0;
+};
+
+class LoadSession : public std::enable_shared_from_this<LoadSession> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  LoadSession(boost::asio::io_context& io, LoadContext& ctx, std::uint32_t index);
+
+  /// Starts the setup; `setup_done(ok)` runs once on the io thread.
+  void start(std::function<void(bool)> setup_done);
+  /// Starts issuing requests (after every session's setup).
+  void run();
+  /// Sends bye and closes (after the run stopped and the last answer came).
+  void finish();
+  [[nodiscard]] bool idle() const noexcept { return !outstanding_; }
+
+ private:
+  void setup_failed(const char* step, const Error& e);
+  void seed();
+  void schedule_next();
+  void issue();
+  void completed(Clock::time_point sent, const Status& result, const char* op);
+
+  boost::asio::io_context& io_;
+  LoadContext& ctx_;
+  std::uint32_t index_;
+  std::shared_ptr<client::Session> session_;
+  std::optional<client::KvRegion> region_;
+  boost::asio::steady_timer timer_;
+  std::function<void(bool)> setup_done_;
+  std::mt19937_64 rng_;
+  Clock::time_point next_send_{};
+  Clock::duration interval_{};
+  std::uint64_t counter_ = 0;
+  bool outstanding_ = false;
+};
+
+}  // namespace kvb::bench

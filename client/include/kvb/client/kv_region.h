@@ -1,0 +1,93 @@
+// KvRegion: the engine's KV cache as the client hands it to kvblockd.
+//
+// On machines without a GPU an engine's "device" KV cache is stood in for by
+// host memory that the daemon can map: one memfd per layout region
+// (memfd_create + ftruncate + mmap), whose fds travel to the daemon with
+// SCM_RIGHTS on the register_kv frame. The index math is the one of
+// docs/architecture.md ("Layouts"); the client library links kvb_common only,
+// so it carries its own copy of those few lines (tests check it against
+// kvb_blockmgr's Layout).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kvb/common/error.h"
+#include "kvb/common/protocol_messages.h"
+
+namespace kvb::client {
+
+/// register_kv's layout_kind (docs/protocol.md).
+enum class WireLayoutKind : std::uint8_t {
+  fully_contiguous = 0,
+  layer_separate_block_outer = 1,
+  layer_separate_outer_block = 2,
+};
+
+/// The model's block shape as hello sends it.
+using BlockShape = proto::WireLayout;
+
+/// Bytes of one element of a wire dtype (0 for an unknown value).
+[[nodiscard]] std::uint32_t wire_dtype_size(std::uint8_t dtype) noexcept;
+/// Bytes of one (block, layer, outer) chunk: page_size x inner_dim x dtype size.
+[[nodiscard]] std::uint64_t chunk_bytes(const BlockShape& shape) noexcept;
+/// Bytes of one block's payload: num_layers x outer_dim chunks.
+[[nodiscard]] std::uint64_t block_bytes(const BlockShape& shape) noexcept;
+
+/// Where one chunk lives inside the region set.
+struct ChunkPlace {
+  std::uint32_t region = 0;
+  std::uint64_t offset = 0;
+};
+
+/// num_blocks blocks of one shape arranged one way, backed by memfd regions.
+/// Move-only; unmaps and closes its fds in the destructor.
+class KvRegion {
+ public:
+  /// Creates the memfd regions (one for fully_contiguous, num_layers for the
+  /// layer separate kinds), sized and mapped read/write. Errors name the bad
+  /// field or the failing syscall and errno.
+  [[nodiscard]] static Result<KvRegion> create(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks);
+
+  KvRegion(KvRegion&& other) noexcept;
+  KvRegion& operator=(KvRegion&& other) noexcept;
+  KvRegion(const KvRegion&) = delete;
+  KvRegion& operator=(const KvRegion&) = delete;
+  ~KvRegion();
+
+  [[nodiscard]] const BlockShape& shape() const noexcept { return shape_; }
+  [[nodiscard]] WireLayoutKind kind() const noexcept { return kind_; }
+  [[nodiscard]] std::uint32_t num_blocks() const noexcept { return num_blocks_; }
+  [[nodiscard]] std::uint32_t num_regions() const noexcept { return static_cast<std::uint32_t>(maps_.size()); }
+  /// Bytes of each region (all regions have the same size).
+  [[nodiscard]] std::uint64_t region_bytes() const noexcept { return region_bytes_; }
+  /// The memfd of each region, owned by this object (sent with SCM_RIGHTS).
+  [[nodiscard]] std::span<const int> fds() const noexcept { return fds_; }
+  /// Closes the fds and keeps the mappings: for a process holding very many
+  /// regions, once register_kv was called (it sends its own copies). Idempotent.
+  void close_fds() noexcept;
+  /// Base address of region r (r < num_regions()).
+  [[nodiscard]] std::byte* region_data(std::uint32_t r) const noexcept { return maps_[r]; }
+
+  /// Location of chunk (block, layer, outer); arguments must be in range.
+  [[nodiscard]] ChunkPlace place(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept;
+  /// The bytes of chunk (block, layer, outer); arguments must be in range.
+  [[nodiscard]] std::span<std::byte> chunk(std::uint32_t block, std::uint32_t layer,
+                                           std::uint32_t outer) const noexcept;
+
+ private:
+  KvRegion() = default;
+  void reset() noexcept;
+
+  BlockShape shape_{};
+  WireLayoutKind kind_ = WireLayoutKind::fully_contiguous;
+  std::uint32_t num_blocks_ = 0;
+  std::uint64_t region_bytes_ = 0;
+  std::uint64_t block_stride_ = 0;
+  std::vector<int> fds_;
+  std::vector<std::byte*> maps_;
+};
+
+}  // namespace kvb::client

@@ -1,0 +1,188 @@
+// kvblockctl: the operator's tool for a running kvblockd.
+//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | config | drain
+// Exit codes: 0 ok, 1 the daemon answered an error or is unreachable, 2 usage.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "kvb/client/client.h"
+
+namespace {
+
+using kvb::client::Client;
+
+int report(const kvb::Error& e) {
+  std::fprintf(stderr, "kvblockctl: %s\n", e.to_string().c_str());
+  return 1;
+}
+
+/// Operator sessions say hello with num_layers 0 (no KV cache); lookup says
+/// hello with the tenant's block shape, since the daemon keeps a pool per shape.
+kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const kvb::client::BlockShape& shape) {
+  kvb::client::HelloParams p;
+  p.client_name = "kvblockctl";
+  p.tenant_salt = salt;
+  p.shape = shape;
+  return c.hello(p);
+}
+
+/// Prints the stats JSON as "key value" lines (nested keys joined with '.').
+/// The JSON stays the contract (--json); this is only a reading aid.
+void print_stats_human(const std::string& json) {
+  std::vector<std::string> prefix;
+  std::string key, value;
+  bool in_string = false, in_key = true;
+  int brackets = 0;
+  auto emit = [&] {
+    if (!key.empty() && !value.empty()) {
+      std::string name;
+      for (const auto& p : prefix) name += p + ".";
+      std::printf("%-28s %s\n", (name + key).c_str(), value.c_str());
+    }
+    key.clear();
+    value.clear();
+    in_key = true;
+  };
+  for (char ch : json) {
+    if (ch == '"' && brackets == 0) {
+      in_string = !in_string;
+      continue;
+    }
+    if (in_string || brackets > 0) {
+      (in_key ? key : value) += ch;
+      if (!in_string && ch == ']') --brackets;
+      continue;
+    }
+    switch (ch) {
+      case '{':
+        if (!key.empty()) prefix.push_back(key);
+        key.clear();
+        in_key = true;
+        break;
+      case '}':
+        emit();
+        if (!prefix.empty()) prefix.pop_back();
+        break;
+      case ',': emit(); break;
+      case ':': in_key = false; break;
+      case '[':
+        ++brackets;
+        value += ch;
+        break;
+      case ' ':
+      case '\n': break;
+      default: (in_key ? key : value) += ch;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvblockctl: inspect and operate a running kvblockd"};
+  app.require_subcommand(1);
+  std::string socket = kvb::client::default_socket_path();
+  app.add_option("--socket", socket, "kvblockd's Unix socket")->capture_default_str();
+  std::uint64_t salt = 0;
+  app.add_option("--salt", salt, "tenant salt for lookup (hashes are per tenant)")->capture_default_str();
+  unsigned timeout_ms = 10'000;
+  app.add_option("--timeout-ms", timeout_ms, "how long to wait for each answer")->capture_default_str();
+
+  auto* status_cmd = app.add_subcommand("status", "is the daemon up: version, limits, GPU, session and lease counts");
+  auto* stats_cmd = app.add_subcommand("stats", "the daemon's counters");
+  bool json = false;
+  stats_cmd->add_flag("--json", json, "print the counters JSON exactly as the daemon sends it");
+  auto* lookup_cmd = app.add_subcommand("lookup", "longest prefix of these sequence hashes held, per tier");
+  std::vector<std::string> hash_text;
+  lookup_cmd->add_option("HASH", hash_text, "sequence hashes, in prefix order (decimal or 0x hex)")->required();
+  // The block shape of the blocks looked up (defaults: examples/engine_sim's).
+  kvb::client::BlockShape shape;
+  shape.num_layers = 4;
+  shape.outer_dim = 2;
+  shape.page_size = 16;
+  shape.inner_dim = 128;
+  shape.dtype = 2;
+  unsigned dtype = shape.dtype;
+  lookup_cmd->add_option("--layers", shape.num_layers, "block shape: layers")->capture_default_str();
+  lookup_cmd->add_option("--outer-dim", shape.outer_dim, "block shape: 2 (K,V) or 1 (MLA)")->capture_default_str();
+  lookup_cmd->add_option("--page-size", shape.page_size, "block shape: tokens per block")->capture_default_str();
+  lookup_cmd->add_option("--inner-dim", shape.inner_dim, "block shape: num_kv_heads x head_dim")->capture_default_str();
+  lookup_cmd->add_option("--dtype", dtype, "block shape: 0 u8, 1 f16, 2 bf16, 3 f32, 4 fp8_e4m3, 5 fp8_e5m2")
+      ->capture_default_str()
+      ->check(CLI::Range(0U, 5U));
+  lookup_cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
+  auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
+  auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::uint64_t> hashes;
+  for (const auto& h : hash_text) {
+    try {
+      std::size_t used = 0;
+      hashes.push_back(std::stoull(h, &used, 0));
+      if (used != h.size()) throw std::invalid_argument(h);
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "kvblockctl: lookup: '%s' is not a hash (decimal or 0x hex u64)\n", h.c_str());
+      return 2;
+    }
+  }
+
+  auto connected = Client::connect(socket);
+  if (!connected) return report(connected.error());
+  Client& c = **connected;
+  c.set_timeout(std::chrono::milliseconds(timeout_ms));
+  kvb::client::BlockShape operator_shape;
+  operator_shape.num_layers = 0;  // no KV cache: an operator session
+  if (lookup_cmd->parsed()) shape.dtype = static_cast<std::uint8_t>(dtype);
+  auto info = hello(c, salt, lookup_cmd->parsed() ? shape : operator_shape);
+  if (!info) return report(info.error());
+
+  int rc = 0;
+  if (status_cmd->parsed()) {
+    std::printf("%s at %s: up\n", info->server_version.c_str(), socket.c_str());
+    std::printf("protocol version  %u\nmax frame bytes   %u\nmax in flight     %u per session\ngpu present       %s\n",
+                info->version, info->max_frame_bytes, info->max_inflight, info->gpu_present ? "yes" : "no");
+    auto stats = c.stats();
+    if (!stats) {
+      rc = report(stats.error());
+    } else {
+      print_stats_human(*stats);
+    }
+  } else if (stats_cmd->parsed()) {
+    auto stats = c.stats();
+    if (!stats) {
+      rc = report(stats.error());
+    } else if (json) {
+      std::printf("%s\n", stats->c_str());
+    } else {
+      print_stats_human(*stats);
+    }
+  } else if (lookup_cmd->parsed()) {
+    auto r = c.lookup(hashes, false);
+    if (!r) {
+      rc = report(r.error());
+    } else {
+      std::printf("prefix_blocks %u of %zu\n", r->prefix_blocks, hashes.size());
+      for (const auto& t : r->tiers) std::printf("  G%u %u\n", static_cast<unsigned>(t.tier), t.blocks);
+    }
+  } else if (config_cmd->parsed()) {
+    auto toml = c.config();
+    if (!toml) {
+      rc = report(toml.error());
+    } else {
+      std::fputs(toml->c_str(), stdout);
+      if (!toml->empty() && toml->back() != '\n') std::fputc('\n', stdout);
+    }
+  } else if (drain_cmd->parsed()) {
+    if (auto st = c.drain(); !st) {
+      rc = report(st.error());
+    } else {
+      std::printf("kvblockd at %s is draining: new work is refused\n", socket.c_str());
+    }
+  }
+  (void)c.bye();
+  return rc;
+}

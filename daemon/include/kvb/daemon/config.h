@@ -1,0 +1,59 @@
+// kvblockd configuration: built-in defaults < TOML config file < command-line
+// flags. Every key has a flag (docs/configuration.md lists them all).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvb/common/error.h"
+
+namespace kvb::daemon {
+
+struct DaemonConfig {
+  std::string socket;                // default: $XDG_RUNTIME_DIR/kvblockd.sock, else /tmp/kvblockd-<uid>.sock
+  std::uint32_t socket_mode = 0600;  // permission bits of the socket file
+  std::string log_level = "info";
+  std::uint32_t max_frame_bytes = 16U << 20;
+  std::uint32_t max_sessions = 16384;
+  std::uint32_t max_inflight = 256;  // per session: async requests + waits not yet answered
+  std::uint32_t copy_slots = 64;     // copies running at once on the host copy engine
+  std::uint32_t copy_queue = 65536;  // admitted copies waiting for a slot; beyond: busy
+  std::uint32_t copy_threads = 0;    // host copy engine workers; 0 = one per core
+  std::uint32_t request_timeout_ms = 30000;
+  std::uint32_t status_history = 1024;           // finished requests per session remembered for status/wait
+  std::uint16_t metrics_port = 0;                // 0 = no metrics endpoint
+  std::uint64_t host_pool_bytes = 256ULL << 20;  // per distinct block layout
+  std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
+  std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only
+
+  /// invalid_argument naming the bad key and value, else ok.
+  [[nodiscard]] Status validate() const;
+  /// The effective configuration as TOML (every key, parseable by load).
+  [[nodiscard]] std::string to_toml() const;
+};
+
+/// The default socket path: $XDG_RUNTIME_DIR/kvblockd.sock when that
+/// variable names a directory, else /tmp/kvblockd-<uid>.sock.
+[[nodiscard]] std::string default_socket_path();
+
+/// Applies the keys of a TOML document to `config`. Unknown keys and values
+/// of the wrong type or range are invalid_argument naming the key.
+[[nodiscard]] Status apply_toml(DaemonConfig& config, std::string_view toml_text, std::string_view source_name);
+
+/// What the command line asks for.
+struct CommandLine {
+  DaemonConfig config;
+  bool print_config = false;
+  /// Set when the process should exit at once (--help, --version, a parse
+  /// error): the text to print and the exit code.
+  std::optional<int> exit_code;
+  std::string exit_text;
+};
+
+/// Parses flags, loads --config FILE if given, applies flags over the file,
+/// validates. Never throws.
+[[nodiscard]] CommandLine parse_command_line(int argc, const char* const* argv);
+
+}  // namespace kvb::daemon

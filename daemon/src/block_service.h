@@ -1,0 +1,126 @@
+// BlockService: the daemon's block operations over blockmgr's BlockManager
+// and a CopyEngine: one host (G2) pool per distinct block layout, engine KV
+// caches mapped from memfds, lookup / offload / onboard.
+//
+// Event-loop thread only (BlockManager's one locking rule). Copies run on the
+// engine's threads; their completions come back through asio::post, so the
+// loop never blocks on a copy. Tenants: every client hash is mixed with the
+// session's tenant salt before it reaches the registry, so tenants only match
+// each other's blocks when they share a salt.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "engine_region.h"
+#include "kvb/blockmgr/block_manager.h"
+#include "kvb/blockmgr/host_region.h"
+#include "kvb/blockmgr/layout.h"
+#include "kvb/common/protocol.h"
+#include "unique_fd.h"
+
+namespace kvb::daemon {
+
+/// The salted registry key of a client hash.
+[[nodiscard]] SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_salt) noexcept;
+
+/// One distinct block layout: its host pool's BlockManager.
+struct LayoutPool {
+  LayoutSpec spec;
+  std::unique_ptr<BlockManager> manager;
+};
+
+/// An engine's KV cache, mapped into the daemon (memfd regions standing in
+/// for device memory). Shared by the copies that use it, so an unregister or
+/// a session end never unmaps memory under a running copy.
+struct EngineKv {
+  Layout layout;
+  std::vector<std::unique_ptr<EngineRegion>> regions;
+  [[nodiscard]] BlockSpace space() const;
+};
+
+/// Cancellation flag of one request, shared with its copy.
+struct OpControl {
+  bool cancelled = false;   // the request ended (answered, timed out, session gone)
+  std::uint64_t token = 0;  // the session's token of the request
+};
+
+struct LookupResult {
+  std::uint32_t matched = 0;
+  std::uint32_t g1_blocks = 0;
+  std::uint32_t g2_blocks = 0;
+  BlockLeases leases;  // one per matched block, prefix order
+};
+
+/// Bytes moved, for metrics. Monotonic.
+struct MovedBytes {
+  std::uint64_t offload = 0;  // engine -> G2
+  std::uint64_t onboard = 0;  // G2 -> engine
+};
+
+class BlockService {
+ public:
+  using Done = std::function<void(Status)>;
+
+  BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
+               std::uint32_t max_layouts);
+  ~BlockService();
+
+  /// The pool of `layout`'s block shape, created on first use (a
+  /// host_pool_bytes memfd). Errors: invalid layout (names the field),
+  /// out_of_capacity (max_layouts distinct shapes), io_error (memfd).
+  [[nodiscard]] Result<LayoutPool*> attach_layout(const proto::WireLayout& layout);
+
+  /// Maps the engine's memfd regions. Errors: fd count or sizes do not match
+  /// the layout (invalid_argument naming the field), mmap (io_error),
+  /// cuda_ipc without a GPU (unavailable).
+  [[nodiscard]] Result<std::shared_ptr<EngineKv>> register_kv(const LayoutPool& pool,
+                                                              const proto::RegisterKvRequest& request,
+                                                              std::vector<UniqueFd> fds);
+
+  /// Longest registered prefix of the salted hashes; leases every matched block.
+  [[nodiscard]] LookupResult lookup(LayoutPool& pool, std::uint64_t salt, std::span<const std::uint64_t> hashes);
+
+  /// Checks an offload/onboard's block ids and hashes before it is accepted
+  /// (invalid_argument naming the bad item).
+  [[nodiscard]] Status check_items(const EngineKv& kv, std::span<const proto::OffloadItem> items) const;
+  [[nodiscard]] Status check_items(const EngineKv& kv, std::span<const proto::OnboardItem> items) const;
+
+  /// Starts an offload now: copies the engine blocks into fresh G2 blocks,
+  /// then commits each under its salted hash (already present hashes are
+  /// skipped). `done` runs once on the loop. When `control` is cancelled by
+  /// then, nothing is registered and the written blocks are discarded.
+  void start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+                     std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, Done done);
+  /// Starts an onboard now: leases the G2 blocks of the salted hashes
+  /// (not_found names a missing hash) and copies them into the engine blocks.
+  void start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+                     std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, Done done);
+
+  /// Every layout's pool, for stats and metrics.
+  [[nodiscard]] const std::vector<std::unique_ptr<LayoutPool>>& pools() const noexcept { return pools_; }
+  /// Sum of the G2 tier counters over every pool.
+  [[nodiscard]] TierCounters g2_counters() const;
+  [[nodiscard]] const MovedBytes& moved() const noexcept { return moved_; }
+  [[nodiscard]] std::uint32_t copies_in_flight() const noexcept { return copies_in_flight_; }
+  [[nodiscard]] std::string_view engine_name() const noexcept { return engine_.name(); }
+
+ private:
+  void submit(TransferPlan plan, std::function<void(Status)> on_loop);
+
+  boost::asio::io_context& io_;
+  CopyEngine& engine_;
+  std::uint64_t host_pool_bytes_;
+  std::uint32_t max_layouts_;
+  std::vector<std::unique_ptr<LayoutPool>> pools_;
+  MovedBytes moved_;
+  std::uint32_t copies_in_flight_ = 0;
+};
+
+}  // namespace kvb::daemon

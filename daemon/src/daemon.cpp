@@ -1,0 +1,251 @@
+// run_daemon: builds the daemon's parts, listens, and shuts down gracefully.
+#include "kvb/daemon/daemon.h"
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "daemon_core.h"
+#include "kvb/common/logging.h"
+#include "kvb/kernels/copy_engines.h"
+#include "metrics_server.h"
+#include "session.h"
+
+namespace kvb::daemon {
+
+namespace asio = boost::asio;
+using Local = asio::local::stream_protocol;
+
+std::uint64_t raise_fd_limit() noexcept {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return limit.rlim_cur;
+}
+
+namespace {
+
+/// How long shutdown waits for sessions to take their last answers before
+/// closing them regardless.
+constexpr auto kShutdownGrace = std::chrono::seconds(5);
+
+/// ok when nothing listens on `path` (a stale socket file is removed);
+/// unavailable when another daemon answers there.
+Status claim_socket_path(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return kvb::ok();
+  if (!S_ISSOCK(st.st_mode)) return fail(Errc::already_exists, "socket path '{}' exists and is not a socket", path);
+  const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  const bool alive = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  if (probe >= 0) ::close(probe);
+  if (alive) return fail(Errc::unavailable, "another kvblockd is already listening on '{}'", path);
+  ::unlink(path.c_str());
+  return kvb::ok();
+}
+
+/// Writes one error frame without waiting (a fresh socket has room) and closes.
+void refuse_connection(Local::socket& socket, Errc code, const std::string& message) {
+  auto frame = proto::encode_message(RequestId{0}, proto::ErrorFrame{code, message});
+  if (frame) (void)::send(socket.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  boost::system::error_code ec;
+  socket.close(ec);
+}
+
+class Daemon {
+ public:
+  Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines)
+      : io_(io),
+        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts),
+        admission_(std::string(engines.host->name()), config.copy_slots, config.copy_queue),
+        deadlines_(io),
+        core_{config, io, blocks_, admission_, deadlines_, metrics_},
+        acceptor_(io),
+        signals_(io, SIGTERM, SIGINT),
+        grace_(io),
+        metrics_server_(io, [this] { return metrics_.render(core_); }) {
+    core_.gpu_present = engines.has_cuda();
+    allowed_uids_ = config.allowed_uids;
+    if (allowed_uids_.empty()) allowed_uids_.push_back(::getuid());
+  }
+
+  Status start() {
+    const auto& path = core_.config.socket;
+    if (auto claimed = claim_socket_path(path); !claimed) return claimed;
+    boost::system::error_code ec;
+    acceptor_.open(Local(), ec);
+    if (!ec) acceptor_.bind(Local::endpoint(path), ec);
+    if (!ec) acceptor_.listen(4096, ec);
+    if (ec) return fail(Errc::io_error, "cannot listen on '{}': {}", path, ec.message());
+    if (::chmod(path.c_str(), core_.config.socket_mode) != 0) {
+      return fail(Errc::io_error, "chmod {:o} '{}': {}", core_.config.socket_mode, path, std::strerror(errno));
+    }
+    if (core_.config.metrics_port != 0) {
+      if (auto started = metrics_server_.start(core_.config.metrics_port); !started) {
+        ::unlink(path.c_str());
+        return started;
+      }
+    }
+    signals_.async_wait([this](const boost::system::error_code& error, int signal) {
+      if (error) return;
+      spdlog::info("signal {} received: shutting down", signal);
+      begin_shutdown();
+    });
+    asio::co_spawn(io_, accept_loop(), asio::detached);
+    spdlog::info("kvblockd {} listening on {} (mode {:04o}, copy engine {}, metrics {})", KVB_VERSION, path,
+                 core_.config.socket_mode, admission_.engine_name(),
+                 core_.config.metrics_port != 0 ? fmt::format("http://127.0.0.1:{}/metrics", core_.config.metrics_port)
+                                                : std::string("off"));
+    return kvb::ok();
+  }
+
+  /// After io.run() returned: every lease has ended.
+  void finish() {
+    ::unlink(core_.config.socket.c_str());
+    spdlog::info("kvblockd stopped");
+  }
+
+ private:
+  asio::awaitable<void> accept_loop() {
+    asio::steady_timer backoff(io_);
+    while (acceptor_.is_open()) {
+      boost::system::error_code ec;
+      Local::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (!acceptor_.is_open()) co_return;
+      if (ec) {
+        spdlog::warn("accept failed: {} (retrying in 50 ms)", ec.message());
+        backoff.expires_after(std::chrono::milliseconds(50));
+        co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
+      }
+      admit(std::move(socket));
+    }
+  }
+
+  void admit(Local::socket socket) {
+    ucred cred{};
+    socklen_t length = sizeof(cred);
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
+      metrics_.connection_refused("no_credentials");
+      return refuse_connection(socket, Errc::permission_denied, "cannot read the peer's credentials");
+    }
+    if (std::find(allowed_uids_.begin(), allowed_uids_.end(), cred.uid) == allowed_uids_.end()) {
+      spdlog::warn("refused a connection from uid {} pid {}: uid not allowed", cred.uid, cred.pid);
+      metrics_.connection_refused("uid");
+      return refuse_connection(socket, Errc::permission_denied,
+                               fmt::format("uid {} is not allowed to attach (allowed_uids)", cred.uid));
+    }
+    if (core_.sessions.size() >= core_.config.max_sessions) {
+      metrics_.connection_refused("max_sessions");
+      return refuse_connection(socket, Errc::out_of_capacity,
+                               fmt::format("{} sessions are attached (max_sessions)", core_.sessions.size()));
+    }
+    auto session = std::make_shared<Session>(core_, SessionId{core_.next_session_id++}, std::move(socket));
+    session->start();
+  }
+
+  void begin_shutdown() {
+    if (core_.shutting_down) return;
+    core_.shutting_down = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    ::unlink(core_.config.socket.c_str());
+    metrics_server_.stop();
+    std::vector<std::shared_ptr<Session>> live;
+    for (auto& [id, weak] : core_.sessions) {
+      if (auto session = weak.lock()) live.push_back(std::move(session));
+    }
+    spdlog::info("shutting down: {} sessions, {} requests in flight, {} copies running", live.size(),
+                 core_.inflight_requests, blocks_.copies_in_flight());
+    for (auto& session : live) session->shutdown();
+    deadlines_.stop();
+    // Sessions that do not take their last answers in time are closed.
+    grace_.expires_after(kShutdownGrace);
+    grace_.async_wait(
+        [live = std::vector<std::weak_ptr<Session>>(live.begin(), live.end())](const boost::system::error_code& error) {
+          if (error) return;
+          for (const auto& weak : live) {
+            if (auto session = weak.lock()) session->force_close();
+          }
+        });
+    watch_idle();
+  }
+
+  /// Cancels the grace timer once every session is gone (checked when the
+  /// loop has nothing else to do, so io.run() returns as soon as it can).
+  void watch_idle() {
+    asio::post(io_, [this] {
+      if (core_.sessions.empty() && live_sockets() == 0) {
+        grace_.cancel();
+        return;
+      }
+      idle_check_.emplace(io_);
+      idle_check_->expires_after(std::chrono::milliseconds(10));
+      idle_check_->async_wait([this](const boost::system::error_code& error) {
+        if (!error) watch_idle();
+      });
+    });
+  }
+  [[nodiscard]] std::size_t live_sockets() const { return core_.sessions.size(); }
+
+  asio::io_context& io_;
+  BlockService blocks_;
+  CopyAdmission admission_;
+  DeadlineQueue deadlines_;
+  Metrics metrics_;
+  DaemonCore core_;
+  Local::acceptor acceptor_;
+  asio::signal_set signals_;
+  asio::steady_timer grace_;
+  std::optional<asio::steady_timer> idle_check_;
+  MetricsServer metrics_server_;
+  std::vector<std::uint32_t> allowed_uids_;
+};
+
+}  // namespace
+
+int run_daemon(const DaemonConfig& config) {
+  if (auto logging = setup_logging(config.log_level); !logging) {
+    std::fprintf(stderr, "kvblockd: %s\n", logging.error().message.c_str());
+    return 1;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  const auto fd_limit = raise_fd_limit();
+  spdlog::info("open file limit: {}", fd_limit);
+  CopyEngineOptions engine_options;
+  engine_options.host.workers = config.copy_threads;
+  CopyEngines engines = make_copy_engines(engine_options);
+  asio::io_context io(1);
+  {
+    Daemon daemon(config, io, engines);
+    if (auto started = daemon.start(); !started) {
+      spdlog::critical("kvblockd cannot start: {}", started.error().to_string());
+      return 1;
+    }
+    io.run();
+    daemon.finish();
+  }
+  return 0;
+}
+
+}  // namespace kvb::daemon

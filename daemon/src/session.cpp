@@ -1,0 +1,534 @@
+#include "session.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "daemon_core.h"
+
+namespace kvb::daemon {
+namespace {
+
+namespace asio = boost::asio;
+using proto::MsgType;
+
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+constexpr std::size_t kMaxQueuedFds = 1024;
+/// A client that stops reading its answers is cut off past this backlog.
+constexpr std::size_t kMaxOutputBacklog = 64U << 20;
+
+}  // namespace
+
+Session::Session(DaemonCore& core, SessionId id, Socket socket)
+    : core_(core), id_(id), socket_(std::move(socket)), parser_(core.config.max_frame_bytes) {}
+
+Session::~Session() = default;
+
+void Session::start() {
+  core_.sessions.emplace(id_.value(), weak_from_this());
+  core_.metrics.session_opened();
+  asio::co_spawn(
+      socket_.get_executor(), [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
+}
+
+long Session::receive(std::byte* buffer, std::size_t capacity) {
+  iovec iov{buffer, capacity};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFdsPerFrame)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t n = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds_.emplace_back(fd);
+    }
+  }
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) fds_truncated_ = true;
+  return static_cast<long>(n);
+}
+
+asio::awaitable<void> Session::read_loop() {
+  static thread_local std::vector<std::byte> buffer(kReadBufferBytes);
+  int reads_in_a_row = 0;
+  bool wait_first = false;  // a short read drained the socket: wait for readiness, skip the EAGAIN
+  while (!stop_reading_ && !closed_) {
+    if (wait_first) {
+      boost::system::error_code ec;
+      co_await socket_.async_wait(Socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      reads_in_a_row = 0;
+      wait_first = false;
+    }
+    const long n = receive(buffer.data(), buffer.size());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      wait_first = true;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (parser_.mid_frame() && n == 0) {
+        spdlog::debug("session {}: peer closed mid-frame ({} bytes buffered)", id_, parser_.buffered());
+      }
+      break;  // EOF, reset or another error: the session ends
+    }
+    parser_.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
+    wait_first = static_cast<std::size_t>(n) < buffer.size();
+    if (fds_truncated_ || fds_.size() > kMaxQueuedFds) {
+      protocol_error(
+          RequestId{0},
+          Error{Errc::protocol_error,
+                fds_truncated_ ? std::string("passed fds were dropped (MSG_CTRUNC): the daemon may be out of "
+                                             "file descriptors")
+                               : fmt::format("too many fds passed ({} not claimed by a register_kv)", fds_.size())});
+      break;
+    }
+    if (!drain_frames()) break;
+    if (++reads_in_a_row >= 8) {  // let other connections run
+      reads_in_a_row = 0;
+      co_await asio::post(socket_.get_executor(), asio::use_awaitable);
+    }
+  }
+  end();
+  if (!writing_ && out_.empty())
+    close_socket();
+  else
+    close_after_flush_ = true;
+}
+
+bool Session::drain_frames() {
+  while (!stop_reading_) {
+    auto next = parser_.next();
+    if (!next) {
+      protocol_error(parser_.failed_request_id(), next.error());
+      return false;
+    }
+    if (!next->has_value()) return true;
+    handle(**next);
+  }
+  return false;
+}
+
+void Session::handle(const proto::Frame& frame) {
+  const RequestId id = frame.header.request_id;
+  const MsgType type = frame.header.type;
+  handling_started_ = Clock::now();
+  auto decoded = proto::decode_request(type, frame.payload);
+  if (!decoded) return protocol_error(id, decoded.error());
+  if (in_flight(id)) {
+    return refuse(id, proto::to_string(type),
+                  Error{Errc::already_exists, fmt::format("request id {} is already in flight in this session", id)});
+  }
+  auto& request = *decoded;
+  switch (type) {
+    case MsgType::hello: return on_hello(id, std::get<proto::HelloRequest>(request));
+    case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request));
+    case MsgType::lookup: return on_lookup(id, std::get<proto::LookupRequest>(request));
+    case MsgType::offload: return on_offload(id, std::move(std::get<proto::OffloadRequest>(request)));
+    case MsgType::onboard: return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request)));
+    case MsgType::release: return on_release(id, std::get<proto::ReleaseRequest>(request));
+    case MsgType::status: return on_status(id, std::get<proto::StatusRequest>(request));
+    case MsgType::wait: return on_wait(id, std::get<proto::WaitRequest>(request));
+    case MsgType::stats: return reply(id, proto::make_reply(proto::StatsReply{core_.stats_json()}), "stats");
+    case MsgType::config: return reply(id, proto::make_reply(proto::ConfigReply{core_.config.to_toml()}), "config");
+    case MsgType::drain:
+      if (!core_.draining) spdlog::info("drain requested by session {}: no new offload/onboard accepted", id_);
+      core_.draining = true;
+      return reply(id, proto::make_empty_reply(), "drain");
+    case MsgType::bye:
+      reply(id, proto::make_empty_reply(), "bye");
+      stop_reading_ = true;
+      return;
+    default: return protocol_error(id, Error{Errc::protocol_error, "not a request"});
+  }
+}
+
+void Session::on_hello(RequestId id, const proto::HelloRequest& request) {
+  if (hello_done_) return refuse(id, "hello", Error{Errc::wrong_state, "hello was already done in this session"});
+  if (request.min_version > proto::kVersion || request.max_version < proto::kVersion) {
+    return refuse(id, "hello",
+                  Error{Errc::unsupported, fmt::format("client speaks versions {}..{}, the daemon speaks {}",
+                                                       request.min_version, request.max_version, proto::kVersion)});
+  }
+  if (request.layout.num_layers != 0) {  // num_layers 0: no layout (an operator session, e.g. kvblockctl)
+    auto pool = core_.blocks.attach_layout(request.layout);
+    if (!pool) return refuse(id, "hello", pool.error());
+    pool_ = *pool;
+  }
+  hello_done_ = true;
+  salt_ = request.tenant_salt;
+  spdlog::debug("session {}: hello from '{}' (salt {:#x}, layout {})", id_, request.client_name, salt_,
+                pool_ != nullptr ? "yes" : "none");
+  proto::HelloReply body;
+  body.session_id = id_;
+  body.version = proto::kVersion;
+  body.max_frame_bytes = core_.config.max_frame_bytes;
+  body.max_inflight = core_.config.max_inflight;
+  body.gpu_present = core_.gpu_present;
+  body.server_version = "kvblockd " KVB_VERSION;
+  reply(id, proto::make_reply(body), "hello");
+}
+
+void Session::on_register_kv(RequestId id, const proto::RegisterKvRequest& request) {
+  // Claim the frame's fds first, so the fd queue stays aligned even on refusal.
+  if (fds_.size() < request.fd_count) {
+    return protocol_error(
+        id, Error{Errc::protocol_error,
+                  fmt::format("register_kv declares {} fds but {} arrived with it", request.fd_count, fds_.size())});
+  }
+  std::vector<UniqueFd> fds;
+  for (std::uint32_t i = 0; i < request.fd_count; ++i) {
+    fds.push_back(std::move(fds_.front()));
+    fds_.pop_front();
+  }
+  if (pool_ == nullptr) {
+    return refuse(id, "register_kv", Error{Errc::wrong_state, "register_kv needs a hello with a layout first"});
+  }
+  auto kv = core_.blocks.register_kv(*pool_, request, std::move(fds));
+  if (!kv) return refuse(id, "register_kv", kv.error());
+  kv_ = std::move(*kv);
+  reply(id, proto::make_empty_reply(), "register_kv");
+}
+
+void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
+  if (pool_ == nullptr) {
+    return refuse(id, "lookup", Error{Errc::wrong_state, "lookup needs a hello with a layout first"});
+  }
+  auto result = core_.blocks.lookup(*pool_, salt_, request.hashes);
+  if (request.pin) {
+    for (std::uint32_t i = 0; i < result.matched; ++i) {
+      pins_.emplace(request.hashes[i], std::move(result.leases[i]));
+      ++core_.pinned_blocks;
+    }
+  }
+  proto::LookupReply body;
+  body.prefix_blocks = result.matched;
+  body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks});
+  if (result.g1_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g1, result.g1_blocks});
+  reply(id, proto::make_reply(body), "lookup");
+}
+
+void Session::on_offload(RequestId id, proto::OffloadRequest request) {
+  if (pool_ == nullptr || !kv_) {
+    return refuse(id, "offload", Error{Errc::wrong_state, "offload needs hello with a layout and register_kv first"});
+  }
+  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, "offload", valid.error());
+  accept_async(id, MsgType::offload,
+               [this, pool = pool_, kv = kv_, items = std::move(request.items), id,
+                self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
+                 core_.blocks.start_offload(*pool, std::move(kv), salt_, std::move(items), control,
+                                            [&core = core_, self, id, control](Status result) {
+                                              core.admission.release();
+                                              auto session = self.lock();
+                                              if (session && !control->cancelled) {
+                                                session->complete(id, control->token, std::move(result));
+                                              }
+                                            });
+               });
+}
+
+void Session::on_onboard(RequestId id, proto::OnboardRequest request) {
+  if (pool_ == nullptr || !kv_) {
+    return refuse(id, "onboard", Error{Errc::wrong_state, "onboard needs hello with a layout and register_kv first"});
+  }
+  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, "onboard", valid.error());
+  accept_async(id, MsgType::onboard,
+               [this, pool = pool_, kv = kv_, items = std::move(request.items), id,
+                self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
+                 core_.blocks.start_onboard(*pool, std::move(kv), salt_, std::move(items), control,
+                                            [&core = core_, self, id, control](Status result) {
+                                              core.admission.release();
+                                              auto session = self.lock();
+                                              if (session && !control->cancelled) {
+                                                session->complete(id, control->token, std::move(result));
+                                              }
+                                            });
+               });
+}
+
+void Session::accept_async(RequestId id, MsgType op, std::function<void(std::shared_ptr<OpControl>)> start) {
+  const auto name = proto::to_string(op);
+  if (core_.shutting_down) return refuse(id, name, Error{Errc::shutting_down, "shutting down"});
+  if (core_.draining) return refuse(id, name, Error{Errc::unavailable, "the daemon is draining: no new work"});
+  if (inflight_ >= core_.config.max_inflight) {
+    return refuse(id, name,
+                  Error{Errc::busy, fmt::format("session has {} requests in flight (max_inflight {})", inflight_,
+                                                core_.config.max_inflight)});
+  }
+  auto control = std::make_shared<OpControl>();
+  const std::uint64_t token = next_token_++;
+  control->token = token;
+  // The start runs now or when a copy slot frees up; a request that ended
+  // meanwhile (timeout, session gone) gives its slot straight back.
+  auto admitted = core_.admission.admit([&core = core_, control, start = std::move(start)] {
+    if (control->cancelled) {
+      core.admission.release();
+      return;
+    }
+    start(control);
+  });
+  if (!admitted) return refuse(id, name, admitted.error());
+  auto& pending = pending_.emplace(id.value(), Pending{op, token, Clock::now(), control, {}, {}}).first->second;
+  ++inflight_;
+  ++core_.inflight_requests;
+  const auto timeout = std::chrono::milliseconds(core_.config.request_timeout_ms);
+  pending.deadline = core_.deadlines.add(Clock::now() + timeout, [self = weak_from_this(), id, token] {
+    if (auto session = self.lock()) session->expire(id, token);
+  });
+  proto::Reply accepted = proto::make_accepted_reply();
+  send_message(id, accepted);
+}
+
+bool Session::in_flight(RequestId id) const { return pending_.contains(id.value()) || waits_.contains(id.value()); }
+
+void Session::complete(RequestId id, std::uint64_t token, Status result) {
+  auto it = pending_.find(id.value());
+  if (it == pending_.end() || it->second.token != token) return;  // already ended
+  Pending pending = std::move(it->second);
+  pending_.erase(it);
+  if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
+  pending.control->cancelled = true;  // a copy still running drops its result
+  --inflight_;
+  --core_.inflight_requests;
+  const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
+  Outcome outcome = Outcome::ok;
+  if (!result) {
+    outcome = result.error().code == Errc::timeout     ? Outcome::timeout
+              : result.error().code == Errc::cancelled ? Outcome::cancelled
+                                                       : Outcome::error;
+  }
+  core_.metrics.record(proto::to_string(pending.op), outcome, seconds);
+  const std::string message = result ? std::string() : result.error().message;
+  finished_[id.value()] = Finished{static_cast<bool>(result), message};
+  finished_order_.push_back(id.value());
+  while (finished_order_.size() > core_.config.status_history) {
+    finished_.erase(finished_order_.front());
+    finished_order_.pop_front();
+  }
+  for (const RequestId wait_id : pending.waiters) {
+    answer_wait(wait_id, result ? proto::RequestState::ok : proto::RequestState::err, message);
+  }
+  send_notification(id, result);
+}
+
+void Session::expire(RequestId id, std::uint64_t token) {
+  auto it = pending_.find(id.value());
+  if (it == pending_.end() || it->second.token != token) return;
+  it->second.deadline.reset();  // it has fired: its entry is gone
+  complete(id, token, fail(Errc::timeout, "timeout after {} ms", core_.config.request_timeout_ms));
+}
+
+void Session::on_release(RequestId id, const proto::ReleaseRequest& request) {
+  std::uint32_t released = 0;
+  if (request.hashes.empty()) {
+    released = static_cast<std::uint32_t>(pins_.size());
+    pins_.clear();
+  } else {
+    for (const auto hash : request.hashes) released += static_cast<std::uint32_t>(pins_.erase(hash));
+  }
+  core_.pinned_blocks -= released;
+  reply(id, proto::make_reply(proto::ReleaseReply{released}), "release");
+}
+
+void Session::on_status(RequestId id, const proto::StatusRequest& request) {
+  proto::RequestStateReply body;
+  if (pending_.contains(request.target.value()) || waits_.contains(request.target.value())) {
+    body.state = proto::RequestState::pending;
+  } else if (auto it = finished_.find(request.target.value()); it != finished_.end()) {
+    body.state = it->second.ok ? proto::RequestState::ok : proto::RequestState::err;
+    body.message = it->second.message;
+  } else {
+    body.state = proto::RequestState::unknown;
+  }
+  reply(id, proto::make_reply(body), "status");
+}
+
+void Session::on_wait(RequestId id, const proto::WaitRequest& request) {
+  auto target = pending_.find(request.target.value());
+  if (target == pending_.end()) {
+    proto::RequestStateReply body;
+    if (auto it = finished_.find(request.target.value()); it != finished_.end()) {
+      body.state = it->second.ok ? proto::RequestState::ok : proto::RequestState::err;
+      body.message = it->second.message;
+    } else {
+      body.state = proto::RequestState::unknown;
+    }
+    return reply(id, proto::make_reply(body), "wait");
+  }
+  if (inflight_ >= core_.config.max_inflight) {
+    return refuse(id, "wait",
+                  Error{Errc::busy, fmt::format("session has {} requests in flight (max_inflight {})", inflight_,
+                                                core_.config.max_inflight)});
+  }
+  const std::uint64_t token = next_token_++;
+  target->second.waiters.push_back(id);
+  auto& wait = waits_.emplace(id.value(), WaitState{request.target, token, Clock::now(), {}}).first->second;
+  ++inflight_;
+  ++core_.inflight_requests;
+  wait.deadline = core_.deadlines.add(Clock::now() + std::chrono::milliseconds(request.timeout_ms),
+                                      [self = weak_from_this(), id, token] {
+                                        if (auto session = self.lock()) session->expire_wait(id, token);
+                                      });
+}
+
+void Session::expire_wait(RequestId wait_id, std::uint64_t token) {
+  auto it = waits_.find(wait_id.value());
+  if (it == waits_.end() || it->second.token != token) return;
+  it->second.deadline.reset();  // it has fired: its entry is gone
+  if (auto target = pending_.find(it->second.target.value()); target != pending_.end()) {
+    std::erase(target->second.waiters, wait_id);
+  }
+  answer_wait(wait_id, proto::RequestState::pending, "");
+}
+
+void Session::answer_wait(RequestId wait_id, proto::RequestState state, std::string message) {
+  auto it = waits_.find(wait_id.value());
+  if (it == waits_.end()) return;
+  const auto started = it->second.started;
+  if (it->second.deadline) core_.deadlines.cancel(*it->second.deadline);
+  waits_.erase(it);
+  --inflight_;
+  --core_.inflight_requests;
+  core_.metrics.record("wait", Outcome::ok, std::chrono::duration<double>(Clock::now() - started).count());
+  reply(wait_id, proto::make_reply(proto::RequestStateReply{state, std::move(message)}), "");
+}
+
+void Session::reply(RequestId id, const proto::Reply& reply, std::string_view op) {
+  if (!op.empty() && reply.code == Errc::ok) {
+    core_.metrics.record(op, Outcome::ok, std::chrono::duration<double>(Clock::now() - handling_started_).count());
+  }
+  send_message(id, reply);
+}
+
+void Session::refuse(RequestId id, std::string_view op, const Error& error) {
+  core_.metrics.record(op, error.code == Errc::busy ? Outcome::busy : Outcome::error,
+                       std::chrono::duration<double>(Clock::now() - handling_started_).count());
+  spdlog::debug("session {}: {} request {} refused: {}", id_, op, id, error.to_string());
+  send_message(id, proto::make_error_reply(error));
+}
+
+void Session::send_notification(RequestId id, const Status& result) {
+  send_message(id, proto::make_notification(id, result));
+}
+
+template <class M>
+void Session::send_message(RequestId id, const M& message) {
+  auto frame = proto::encode_message(id, message);
+  if (!frame) {
+    spdlog::error("session {}: cannot encode {} for request {}: {}", id_, proto::to_string(M::kType), id,
+                  frame.error().to_string());
+    return;
+  }
+  send_bytes(*frame);
+}
+
+void Session::send_bytes(std::span<const std::byte> frame) {
+  if (closed_) return;
+  out_.insert(out_.end(), frame.begin(), frame.end());
+  if (out_.size() > kMaxOutputBacklog) {
+    spdlog::warn("session {}: client is not reading its answers ({} bytes queued): closing", id_, out_.size());
+    end();
+    close_socket();
+    return;
+  }
+  if (!writing_) write_next();
+}
+
+void Session::write_next() {
+  if (out_.empty() || closed_) return;
+  writing_ = true;
+  wbuf_.clear();
+  std::swap(wbuf_, out_);
+  asio::async_write(socket_, asio::buffer(wbuf_),
+                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                      self->writing_ = false;
+                      if (ec) {
+                        self->end();
+                        self->close_socket();
+                        return;
+                      }
+                      if (!self->out_.empty()) return self->write_next();
+                      if (self->close_after_flush_) self->close_socket();
+                    });
+}
+
+void Session::protocol_error(RequestId echo, const Error& error) {
+  core_.metrics.protocol_error();
+  spdlog::info("session {}: protocol error, closing: {}", id_, error.message);
+  send_message(echo, proto::ErrorFrame{Errc::protocol_error, error.message});
+  stop_reading_ = true;
+  close_after_flush_ = true;
+  end();
+}
+
+void Session::shutdown() {
+  if (ended_) return;
+  // End every pending request with err(shutting down); copies still running
+  // drop their results when they finish.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ids;
+  ids.reserve(pending_.size());
+  for (const auto& [id, pending] : pending_) ids.emplace_back(id, pending.token);
+  for (const auto& [id, token] : ids) complete(RequestId{id}, token, fail(Errc::shutting_down, "shutting down"));
+  for (auto& [id, wait] : std::unordered_map<std::uint64_t, WaitState>(waits_)) {
+    answer_wait(RequestId{id}, proto::RequestState::err, "shutting down");
+  }
+  stop_reading_ = true;
+  close_after_flush_ = true;
+  boost::system::error_code ec;
+  socket_.shutdown(Socket::shutdown_receive, ec);  // wakes the reader with EOF
+  end();
+  if (!writing_ && out_.empty()) close_socket();
+}
+
+void Session::force_close() {
+  end();
+  close_socket();
+}
+
+void Session::end() {
+  if (ended_) return;
+  ended_ = true;
+  for (auto& [id, wait] : waits_) {
+    if (wait.deadline) core_.deadlines.cancel(*wait.deadline);
+  }
+  for (auto& [id, pending] : pending_) {
+    if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
+    pending.control->cancelled = true;
+    core_.metrics.record(proto::to_string(pending.op), Outcome::cancelled,
+                         std::chrono::duration<double>(Clock::now() - pending.started).count());
+  }
+  core_.inflight_requests -= inflight_;
+  inflight_ = 0;
+  pending_.clear();
+  waits_.clear();
+  core_.pinned_blocks -= pins_.size();
+  pins_.clear();  // leases end: pinned blocks become evictable again
+  kv_.reset();    // unmapped once no running copy holds it
+  fds_.clear();
+  core_.sessions.erase(id_.value());
+  spdlog::debug("session {} ended", id_);
+}
+
+void Session::close_socket() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  socket_.close(ec);
+}
+
+}  // namespace kvb::daemon

@@ -1,0 +1,144 @@
+// Session: one attached client connection and everything it holds.
+//
+// One reader coroutine per connection (recvmsg on the native handle, so that
+// SCM_RIGHTS fds arrive with their bytes) and one writer path (a byte queue
+// flushed by one async_write at a time). No task, timer or thread per pending
+// request: async work completes through callbacks posted to the loop, and
+// deadlines live in the daemon's one DeadlineQueue.
+//
+// When the session ends (bye, disconnect, SIGKILLed client, protocol error,
+// shutdown) its pending requests are cancelled (their copies finish, their
+// results are dropped and their written blocks discarded), its pins end and
+// its engine KV is unmapped once no copy uses it. Event-loop thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include "block_service.h"
+#include "deadline_queue.h"
+#include "kvb/common/protocol.h"
+#include "unique_fd.h"
+
+namespace kvb::daemon {
+
+struct DaemonCore;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Socket = boost::asio::local::stream_protocol::socket;
+
+  Session(DaemonCore& core, SessionId id, Socket socket);
+  ~Session();
+
+  /// Registers the session and starts its reader coroutine.
+  void start();
+  /// The daemon is stopping: pending requests end with err(shutting down),
+  /// the answers are flushed, then the connection closes. Idempotent.
+  void shutdown();
+  /// Closes the socket at once (shutdown grace period over). Idempotent.
+  void force_close();
+
+  [[nodiscard]] SessionId id() const noexcept { return id_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  struct Pending {
+    proto::MsgType op;
+    std::uint64_t token = 0;
+    Clock::time_point started;
+    std::shared_ptr<OpControl> control;
+    std::vector<RequestId> waiters;                 // wait requests on this one
+    std::optional<DeadlineQueue::Handle> deadline;  // live until it fires or is cancelled
+  };
+  struct WaitState {
+    RequestId target;
+    std::uint64_t token = 0;
+    Clock::time_point started;
+    std::optional<DeadlineQueue::Handle> deadline;
+  };
+  struct Finished {
+    bool ok = true;
+    std::string message;
+  };
+
+  boost::asio::awaitable<void> read_loop();
+  /// recvmsg into `buffer`, queueing received fds; -1 with errno on error.
+  long receive(std::byte* buffer, std::size_t capacity);
+  /// Decodes and handles every complete frame; false when the connection must stop reading.
+  bool drain_frames();
+  void handle(const proto::Frame& frame);
+
+  void on_hello(RequestId id, const proto::HelloRequest& request);
+  void on_register_kv(RequestId id, const proto::RegisterKvRequest& request);
+  void on_lookup(RequestId id, const proto::LookupRequest& request);
+  void on_offload(RequestId id, proto::OffloadRequest request);
+  void on_onboard(RequestId id, proto::OnboardRequest request);
+  void on_release(RequestId id, const proto::ReleaseRequest& request);
+  void on_status(RequestId id, const proto::StatusRequest& request);
+  void on_wait(RequestId id, const proto::WaitRequest& request);
+
+  /// Admission and bookkeeping common to offload and onboard; `start` runs
+  /// when a copy slot is free and must end with finish_copy().
+  void accept_async(RequestId id, proto::MsgType op, std::function<void(std::shared_ptr<OpControl>)> start);
+  /// An async request ended: history, waiters, notification, metrics.
+  void complete(RequestId id, std::uint64_t token, Status result);
+  void expire(RequestId id, std::uint64_t token);
+  void expire_wait(RequestId wait_id, std::uint64_t token);
+  void answer_wait(RequestId wait_id, proto::RequestState state, std::string message);
+  [[nodiscard]] bool in_flight(RequestId id) const;
+
+  void reply(RequestId id, const proto::Reply& reply, std::string_view op);
+  void refuse(RequestId id, std::string_view op, const Error& error);
+  void send_notification(RequestId id, const Status& result);
+  template <class M>
+  void send_message(RequestId id, const M& message);
+  void send_bytes(std::span<const std::byte> frame);
+  void write_next();
+  /// Sends an error frame and closes this connection after it.
+  void protocol_error(RequestId echo, const Error& error);
+  /// Ends the session (idempotent); see the header comment.
+  void end();
+  void close_socket();
+
+  DaemonCore& core_;
+  SessionId id_;
+  Socket socket_;
+  proto::FrameParser parser_;
+  std::deque<UniqueFd> fds_;  // received, not yet claimed by a register_kv
+  bool fds_truncated_ = false;
+
+  std::vector<std::byte> out_;   // frames waiting for the writer
+  std::vector<std::byte> wbuf_;  // the frames being written
+  bool writing_ = false;
+  bool stop_reading_ = false;
+  bool close_after_flush_ = false;
+  bool ended_ = false;
+  bool closed_ = false;
+
+  bool hello_done_ = false;
+  std::uint64_t salt_ = 0;
+  LayoutPool* pool_ = nullptr;
+  std::shared_ptr<EngineKv> kv_;
+
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::unordered_map<std::uint64_t, WaitState> waits_;
+  std::unordered_map<std::uint64_t, Finished> finished_;
+  std::deque<std::uint64_t> finished_order_;
+  std::unordered_multimap<std::uint64_t, BlockLease> pins_;  // client hash -> lease
+  std::uint64_t next_token_ = 1;
+  Clock::time_point handling_started_;  // receipt of the request being handled (latency of sync replies)
+  std::uint32_t inflight_ = 0;
+};
+
+}  // namespace kvb::daemon

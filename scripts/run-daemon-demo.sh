@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The daemon demo (`make run` once it is wired): start kvblockd on its
+# defaults with a temp socket, run the engine simulator, a short mixed load
+# and a trace replay through the daemon, print a results table and the
+# daemon's counters, then stop it with SIGTERM and check it exited 0.
+# usage: scripts/run-daemon-demo.sh [BUILD_DIR]   (default build/release)
+set -euo pipefail
+build="${1:-build/release}"
+kvblockd="$build/daemon/kvblockd"
+ctl="$build/client/kvblockctl"
+sim="$build/examples/engine_sim"
+bench="$build/bench/kvblockd-bench"
+trace="${KVB_TRACE:-/work/shared/traces/conversation_trace.jsonl}"
+sessions="${KVB_DEMO_SESSIONS:-64}"
+seconds="${KVB_DEMO_SECONDS:-5}"
+for bin in "$kvblockd" "$ctl" "$sim" "$bench"; do
+  [[ -x "$bin" ]] || { echo "run-daemon-demo: $bin is not built (cmake --build $build)" >&2; exit 2; }
+done
+
+work="$(mktemp -d /tmp/kvb-demo-XXXXXX)"
+sock="$work/kvblockd.sock"
+daemon_pid=""
+cleanup() {
+  if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting kvblockd (defaults, socket $sock)"
+"$kvblockd" --socket "$sock" 2>"$work/kvblockd.log" &
+daemon_pid=$!
+# Bounded readiness wait: kvblockctl status answers once the daemon listens.
+ready=0
+for _ in $(seq 1 100); do
+  if "$ctl" --socket "$sock" --timeout-ms 1000 status >/dev/null 2>&1; then ready=1; break; fi
+  kill -0 "$daemon_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ $ready -ne 1 ]]; then
+  echo "run-daemon-demo: kvblockd did not become ready within 10 s; its log:" >&2
+  cat "$work/kvblockd.log" >&2
+  exit 1
+fi
+
+echo "== engine_sim: attach, register a memfd KV cache, offload / lookup / onboard, verify bytes"
+"$sim" --socket "$sock" --blocks 64 | tee "$work/sim.txt"
+
+echo "== load: $sessions sessions, mixed (60 % lookup, 20 % onboard, 20 % offload), $seconds s"
+"$bench" load --socket "$sock" --sessions "$sessions" --duration "$seconds" --mix mixed --baseline off \
+  2>"$work/load.err" | tee "$work/load.txt"
+replay_json=""
+if [[ -r "$trace" ]]; then
+  echo "== replay: one pass of the shared conversation trace through the daemon (lookup, then offload the misses)"
+  "$bench" load --socket "$sock" --sessions 16 --duration 30 --passes 1 --mix replay --trace "$trace" --baseline off \
+    2>"$work/replay.err" | tee "$work/replay.txt"
+  replay_json="$(tail -n 1 "$work/replay.txt")"
+fi
+
+echo "== kvblockctl stats --json"
+"$ctl" --socket "$sock" stats --json | tee "$work/stats.json"
+
+echo "== stopping kvblockd (SIGTERM)"
+kill -TERM "$daemon_pid"
+rc=0
+wait "$daemon_pid" || rc=$?
+daemon_pid=""
+
+field() {  # field JSON KEY: a number or string value of a flat JSON object
+  sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"
+}
+load_json="$(tail -n 1 "$work/load.txt")"
+stats_json="$(cat "$work/stats.json")"
+echo
+echo "== results"
+printf '%-28s %s\n' "engine_sim verify" "$(grep -o 'byte-exact\|MISMATCH' "$work/sim.txt")"
+printf '%-28s %s ops/s, p50 %s ms, p99 %s ms, errors %s\n' "mixed load ($sessions sessions)" \
+  "$(field "$load_json" ops_per_s)" "$(field "$load_json" p50_ms)" "$(field "$load_json" p99_ms)" \
+  "$(field "$load_json" errors)"
+if [[ -n "$replay_json" ]]; then
+  printf '%-28s %s requests/s, p50 %s ms, p99 %s ms, prefix hit ratio %s, errors %s\n' "trace replay (16 sessions)" \
+    "$(field "$replay_json" ops_per_s)" "$(field "$replay_json" p50_ms)" "$(field "$replay_json" p99_ms)" \
+    "$(field "$replay_json" hit_ratio)" "$(field "$replay_json" errors)"
+fi
+printf '%-28s sessions %s, inflight_requests %s, leased_blocks %s, offloaded %s B, onboarded %s B\n' \
+  "daemon counters" "$(field "$stats_json" sessions)" "$(field "$stats_json" inflight_requests)" \
+  "$(field "$stats_json" leased_blocks)" "$(field "$stats_json" bytes_offloaded)" "$(field "$stats_json" bytes_onboarded)"
+printf '%-28s %s\n' "kvblockd exit status" "$rc"
+if [[ $rc -ne 0 ]]; then
+  echo "run-daemon-demo: kvblockd exited $rc; its log:" >&2
+  tail -n 20 "$work/kvblockd.log" >&2
+  exit 1
+fi

@@ -1,0 +1,151 @@
+// BlockService over a real BlockManager, HostCopyEngine and memfd engine
+// regions: tenants, dedupe, cancellation (a cancelled offload registers
+// nothing and frees its blocks), onboard of a missing hash.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "block_service.h"
+#include "kvb/kernels/host_copy_engine.h"
+
+namespace kvb::daemon {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr proto::WireLayout kLayout{2, 2, 4, 32, 0, 256};  // 128-byte chunks, 512-byte blocks
+constexpr std::uint32_t kEngineBlocks = 16;
+
+class BlockServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pool = service_.attach_layout(kLayout);
+    ASSERT_TRUE(pool) << pool.error().to_string();
+    pool_ = *pool;
+    proto::RegisterKvRequest reg;
+    reg.layout_kind = 1;
+    reg.num_blocks = kEngineBlocks;
+    reg.region_bytes = 128ULL * 2 * kEngineBlocks;
+    reg.fd_count = 2;
+    std::vector<UniqueFd> fds;
+    for (int l = 0; l < 2; ++l) {
+      UniqueFd fd(::memfd_create("kv", MFD_CLOEXEC));
+      ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(reg.region_bytes)), 0);
+      fds.push_back(std::move(fd));
+    }
+    auto kv = service_.register_kv(*pool_, reg, std::move(fds));
+    ASSERT_TRUE(kv) << kv.error().to_string();
+    kv_ = *kv;
+    for (std::uint32_t l = 0; l < 2; ++l) {
+      std::memset(kv_->regions[l]->data(), static_cast<int>(l + 1), kv_->regions[l]->size());
+    }
+  }
+
+  // Copies still in flight hold leases: let them end before the manager does.
+  void TearDown() override {
+    io_.restart();
+    io_.run_for(5s);
+  }
+
+  /// Runs the loop until `done` has a value (bounded).
+  Status run_until(std::optional<Status>& done) {
+    io_.restart();  // a previous run may have run out of work
+    for (int i = 0; i < 10000 && !done; ++i) io_.run_one_for(10ms);
+    return done ? *done : fail(Errc::timeout, "no completion");
+  }
+
+  Status offload(std::uint64_t salt, std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control) {
+    std::optional<Status> done;
+    service_.start_offload(*pool_, kv_, salt, std::move(items), std::move(control),
+                           [&](Status s) { done = std::move(s); });
+    return run_until(done);
+  }
+
+  boost::asio::io_context io_;
+  HostCopyEngine engine_{HostCopyEngineOptions{.workers = 2}};
+  BlockService service_{io_, engine_, 1ULL << 20, 2};
+  LayoutPool* pool_ = nullptr;
+  std::shared_ptr<EngineKv> kv_;
+};
+
+TEST_F(BlockServiceTest, OffloadRegistersUnderTheSaltedHashOnly) {
+  ASSERT_TRUE(offload(7, {{BlockId{0}, 100}, {BlockId{1}, 101}}, std::make_shared<OpControl>()));
+  const std::uint64_t hashes[] = {100, 101};
+  EXPECT_EQ(service_.lookup(*pool_, 7, hashes).matched, 2U);
+  EXPECT_EQ(service_.lookup(*pool_, 8, hashes).matched, 0U);
+  EXPECT_EQ(service_.g2_counters().registered, 2U);
+  EXPECT_EQ(service_.moved().offload, 2U * 512U);
+  // Offloading the same hashes again copies nothing.
+  auto again = offload(7, {{BlockId{0}, 100}, {BlockId{0}, 100}}, std::make_shared<OpControl>());
+  ASSERT_TRUE(again) << again.error().to_string();
+  EXPECT_EQ(service_.moved().offload, 2U * 512U);
+  EXPECT_EQ(service_.g2_counters().leased, 0U);
+}
+
+TEST_F(BlockServiceTest, ACancelledOffloadRegistersNothingAndFreesItsBlocks) {
+  auto control = std::make_shared<OpControl>();
+  std::optional<Status> done;
+  service_.start_offload(*pool_, kv_, 1, {{BlockId{2}, 200}, {BlockId{3}, 201}}, control,
+                         [&](Status s) { done = std::move(s); });
+  control->cancelled = true;  // the request ended (timeout) while its copy runs
+  auto status = run_until(done);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code, Errc::cancelled);
+  const std::uint64_t hashes[] = {200};
+  EXPECT_EQ(service_.lookup(*pool_, 1, hashes).matched, 0U);
+  const auto g2 = service_.g2_counters();
+  EXPECT_EQ(g2.registered, 0U);
+  EXPECT_EQ(g2.partial, 0U);
+  EXPECT_EQ(g2.complete, 0U);
+  EXPECT_EQ(g2.free, g2.capacity);
+}
+
+TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
+  ASSERT_TRUE(offload(3, {{BlockId{4}, 300}}, std::make_shared<OpControl>()));
+  for (auto& region : kv_->regions) std::memset(region->data() + 128 * 2 * 9, 0, 256);  // engine block 9
+  std::optional<Status> done;
+  service_.start_onboard(*pool_, kv_, 3, {{300, BlockId{9}}}, std::make_shared<OpControl>(),
+                         [&](Status s) { done = std::move(s); });
+  auto onboarded = run_until(done);
+  ASSERT_TRUE(onboarded) << onboarded.error().to_string();
+  for (std::uint32_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(std::memcmp(kv_->regions[l]->data() + 256 * 9, kv_->regions[l]->data() + 256 * 4, 256), 0);
+  }
+  std::optional<Status> missing;
+  service_.start_onboard(*pool_, kv_, 3, {{999, BlockId{10}}}, std::make_shared<OpControl>(),
+                         [&](Status s) { missing = std::move(s); });
+  auto status = run_until(missing);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code, Errc::not_found);
+  EXPECT_NE(status.error().message.find("0x00000000000003e7"), std::string::npos) << status.error().message;
+  EXPECT_EQ(service_.g2_counters().leased, 0U);
+}
+
+TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
+  proto::RegisterKvRequest reg;
+  reg.layout_kind = 1;
+  reg.num_blocks = 4;
+  reg.region_bytes = 1024;
+  reg.fd_count = 1;  // layer separate needs one fd per layer: 2
+  std::vector<UniqueFd> one;
+  one.emplace_back(::memfd_create("kv", MFD_CLOEXEC));
+  auto wrong = service_.register_kv(*pool_, reg, std::move(one));
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, Errc::invalid_argument);
+  reg.fd_count = 2;
+  std::vector<UniqueFd> small;
+  for (int i = 0; i < 2; ++i) small.emplace_back(::memfd_create("kv", MFD_CLOEXEC));  // 0 bytes long
+  auto tiny = service_.register_kv(*pool_, reg, std::move(small));
+  ASSERT_FALSE(tiny);
+  EXPECT_NE(tiny.error().message.find("fewer than region_bytes"), std::string::npos) << tiny.error().message;
+  EXPECT_EQ(service_.attach_layout(proto::WireLayout{1, 1, 1, 1, 0, 256}).has_value(), true);
+  auto third = service_.attach_layout(proto::WireLayout{3, 1, 1, 1, 0, 256});  // max_layouts 2
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, Errc::out_of_capacity);
+}
+
+}  // namespace
+}  // namespace kvb::daemon

@@ -1,0 +1,279 @@
+// The real kvblockd process moving real bytes: offload / lookup / onboard
+// round trip, tenants, request timeouts, a SIGKILLed client, and shutdown
+// with work in flight.
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include "daemon_process.h"
+#include "test_engine.h"
+
+namespace kvb::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string stats_of(RawClient& client, std::uint64_t id) {
+  auto stats = client.call_body<proto::StatsReply>(RequestId{id}, proto::StatsRequest{});
+  return stats ? stats->json : std::string();
+}
+
+/// Polls stats (bounded) until `key` equals `want`; the last JSON seen.
+std::string poll_stat(RawClient& client, const std::string& key, long long want, std::chrono::milliseconds timeout,
+                      bool& reached) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::uint64_t id = 1'000'000;
+  std::string json;
+  reached = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    json = stats_of(client, ++id);
+    if (stat_of(json, key) == want) {
+      reached = true;
+      return json;
+    }
+  }
+  return json;
+}
+
+TEST(DaemonBlocks, OffloadLookupOnboardRoundTripIsByteExact) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine engine(daemon.socket_path(), 64, /*salt=*/42);
+  ASSERT_TRUE(engine.attach()) << daemon.log();
+
+  proto::OffloadRequest offload;
+  for (std::uint32_t b = 0; b < 8; ++b) {
+    engine.fill(b, b + 1);
+    offload.items.push_back({BlockId{b}, 1000 + b});
+  }
+  auto& client = engine.client();
+  auto accepted = client.call(RequestId{100}, offload);
+  ASSERT_TRUE(accepted);
+  ASSERT_EQ(accepted->code, Errc::ok) << accepted->message;
+  EXPECT_TRUE(accepted->accepted);
+  auto done = client.notification_of(RequestId{100});
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->text, "100:ok");
+  EXPECT_EQ(done->code, Errc::ok);
+  auto status = client.call_body<proto::RequestStateReply>(RequestId{101}, proto::StatusRequest{RequestId{100}});
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->state, proto::RequestState::ok);
+
+  // The prefix matches up to the first unknown hash.
+  auto lookup = client.call_body<proto::LookupReply>(
+      RequestId{102}, proto::LookupRequest{false, {1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 5555, 1000}});
+  ASSERT_TRUE(lookup) << lookup.error().to_string();
+  EXPECT_EQ(lookup->prefix_blocks, 8U);
+  ASSERT_FALSE(lookup->tiers.empty());
+  EXPECT_EQ(lookup->tiers[0].tier, proto::WireTier::g2);
+  EXPECT_EQ(lookup->tiers[0].blocks, 8U);
+
+  proto::OnboardRequest onboard;
+  for (std::uint32_t b = 0; b < 8; ++b) {
+    engine.zero(20 + b);
+    onboard.items.push_back({1000 + b, BlockId{20 + b}});
+  }
+  auto onboard_accepted = client.call(RequestId{103}, onboard);
+  ASSERT_TRUE(onboard_accepted);
+  ASSERT_EQ(onboard_accepted->code, Errc::ok) << onboard_accepted->message;
+  auto onboarded = client.notification_of(RequestId{103});
+  ASSERT_TRUE(onboarded);
+  EXPECT_EQ(onboarded->text, "103:ok");
+  for (std::uint32_t b = 0; b < 8; ++b) EXPECT_TRUE(engine.same(b, 20 + b)) << "block " << b;
+
+  // Onboarding a hash the daemon does not hold ends with err(not_found).
+  auto missing = client.call(RequestId{104}, proto::OnboardRequest{{{424242, BlockId{30}}}});
+  ASSERT_TRUE(missing && missing->accepted);
+  auto missing_done = client.notification_of(RequestId{104});
+  ASSERT_TRUE(missing_done);
+  EXPECT_EQ(missing_done->code, Errc::not_found);
+  EXPECT_TRUE(missing_done->text.starts_with("104:err(")) << missing_done->text;
+
+  // Wait on a finished request answers at once.
+  auto waited = client.call_body<proto::RequestStateReply>(RequestId{105}, proto::WaitRequest{RequestId{103}, 1000});
+  ASSERT_TRUE(waited);
+  EXPECT_EQ(waited->state, proto::RequestState::ok);
+
+  const auto json = stats_of(client, 106);
+  EXPECT_EQ(stat_of(json, "registered"), 8) << json;
+  EXPECT_EQ(stat_of(json, "bytes_offloaded"), 8 * 8192) << json;
+  EXPECT_EQ(stat_of(json, "bytes_onboarded"), 8 * 8192) << json;
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+TEST(DaemonBlocks, RegisterKvFdsSurviveAFrameSplitAcrossManyWrites) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine engine(daemon.socket_path(), 8);
+  ASSERT_TRUE(engine.hello());
+  // A stats frame first, then register_kv whose fds ride on its first 5 bytes
+  // and whose other bytes trickle in one write at a time.
+  auto stats = proto::encode_message(RequestId{70}, proto::StatsRequest{});
+  auto frame = proto::encode_message(RequestId{71}, engine.register_request());
+  ASSERT_TRUE(stats && frame);
+  ASSERT_TRUE(engine.client().send_bytes(*stats));
+  ASSERT_TRUE(engine.client().send_bytes(std::span(frame->data(), 5), engine.fds()));
+  for (std::size_t i = 5; i < frame->size(); ++i) ASSERT_TRUE(engine.client().send_bytes(std::span(&(*frame)[i], 1)));
+  auto registered = engine.client().reply_to(RequestId{71});
+  ASSERT_TRUE(registered);
+  EXPECT_EQ(registered->code, Errc::ok) << registered->message;
+  ASSERT_TRUE(engine.client().reply_to(RequestId{70}));
+  engine.fill(3, 77);
+  ASSERT_TRUE(engine.client().call(RequestId{72}, proto::OffloadRequest{{{BlockId{3}, 33}}}));
+  auto offloaded = engine.client().notification_of(RequestId{72});
+  ASSERT_TRUE(offloaded && offloaded->code == Errc::ok);
+  engine.zero(5);
+  ASSERT_TRUE(engine.client().call(RequestId{73}, proto::OnboardRequest{{{33, BlockId{5}}}}));
+  auto onboarded = engine.client().notification_of(RequestId{73});
+  ASSERT_TRUE(onboarded && onboarded->code == Errc::ok);
+  EXPECT_TRUE(engine.same(3, 5)) << "the daemon mapped the very memfds that were sent";
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine a(daemon.socket_path(), 16, /*salt=*/1);
+  TestEngine b(daemon.socket_path(), 16, /*salt=*/2);
+  TestEngine a2(daemon.socket_path(), 16, /*salt=*/1);
+  ASSERT_TRUE(a.attach() && b.attach() && a2.attach());
+  a.fill(0, 9);
+  a.fill(1, 10);
+  ASSERT_TRUE(a.client().call(RequestId{50}, proto::OffloadRequest{{{BlockId{0}, 7}, {BlockId{1}, 8}}}));
+  auto done = a.client().notification_of(RequestId{50});
+  ASSERT_TRUE(done && done->code == Errc::ok);
+
+  auto other = b.client().call_body<proto::LookupReply>(RequestId{51}, proto::LookupRequest{false, {7, 8}});
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->prefix_blocks, 0U) << "another tenant's salt never matches";
+  auto same = a2.client().call_body<proto::LookupReply>(RequestId{52}, proto::LookupRequest{true, {7, 8}});
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->prefix_blocks, 2U) << "the same salt shares";
+
+  auto json = stats_of(a.client(), 53);
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 2) << json;
+  EXPECT_EQ(stat_of(json, "pinned_blocks"), 2) << json;
+  auto released = a2.client().call_body<proto::ReleaseReply>(RequestId{54}, proto::ReleaseRequest{{7}});
+  ASSERT_TRUE(released);
+  EXPECT_EQ(released->released, 1U);
+  released = a2.client().call_body<proto::ReleaseReply>(RequestId{55}, proto::ReleaseRequest{});
+  ASSERT_TRUE(released);
+  EXPECT_EQ(released->released, 1U);
+  json = stats_of(a.client(), 56);
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
+}
+
+TEST(DaemonBlocks, RequestTimeoutEndsWithErrTimeoutAndRegistersNothing) {
+  // 1 ms deadline against a 64 MiB offload (>= 5 ms of DRAM bandwidth here).
+  DaemonProcess daemon({"--request-timeout-ms", "1"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  constexpr std::uint32_t kBlocks = 8192;  // 8 KiB each: 64 MiB
+  TestEngine engine(daemon.socket_path(), kBlocks);
+  ASSERT_TRUE(engine.attach());
+  proto::OffloadRequest offload;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) offload.items.push_back({BlockId{b}, 50'000 + std::uint64_t{b}});
+  auto accepted = engine.client().call(RequestId{9}, offload);
+  ASSERT_TRUE(accepted && accepted->accepted) << (accepted ? accepted->message : "no reply");
+  auto done = engine.client().notification_of(RequestId{9});
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->code, Errc::timeout);
+  EXPECT_TRUE(done->text.starts_with("9:err(timeout")) << done->text;
+  auto status = engine.client().call_body<proto::RequestStateReply>(RequestId{10}, proto::StatusRequest{RequestId{9}});
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->state, proto::RequestState::err);
+  // Once the copy has finished its partial blocks are discarded, never registered.
+  bool reached = false;
+  auto json = poll_stat(engine.client(), "partial", 0, 10s, reached);
+  EXPECT_TRUE(reached) << json;
+  EXPECT_EQ(stat_of(json, "registered"), 0) << json;
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(stat_of(json, "inflight_requests"), 0) << json;
+  auto lookup = engine.client().call_body<proto::LookupReply>(RequestId{11}, proto::LookupRequest{false, {50'000}});
+  ASSERT_TRUE(lookup);
+  EXPECT_EQ(lookup->prefix_blocks, 0U);
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
+}
+
+TEST(DaemonBlocks, SigkilledClientLosesItsLeasesWithinOneSecond) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  constexpr std::uint32_t kBlocks = 4096;  // 32 MiB: an onboard still copying when the client dies
+  {
+    TestEngine seeder(daemon.socket_path(), kBlocks, 3);
+    ASSERT_TRUE(seeder.attach());
+    proto::OffloadRequest offload;
+    for (std::uint32_t b = 0; b < kBlocks; ++b) offload.items.push_back({BlockId{b}, 9'000 + std::uint64_t{b}});
+    ASSERT_TRUE(seeder.client().call(RequestId{1}, offload));
+    auto done = seeder.client().notification_of(RequestId{1}, 60s);
+    ASSERT_TRUE(done && done->code == Errc::ok);
+  }
+  int ready_pipe[2];
+  ASSERT_EQ(::pipe(ready_pipe), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The client: pins the prefix, starts an onboard, says so, then waits to die.
+    ::close(ready_pipe[0]);
+    TestEngine engine(daemon.socket_path(), kBlocks, 3);
+    if (!engine.attach()) ::_exit(2);
+    proto::LookupRequest pin{true, {}};
+    proto::OnboardRequest onboard;
+    for (std::uint32_t b = 0; b < kBlocks; ++b) {
+      pin.hashes.push_back(9'000 + std::uint64_t{b});
+      onboard.items.push_back({9'000 + std::uint64_t{b}, BlockId{b}});
+    }
+    auto pinned = engine.client().call_body<proto::LookupReply>(RequestId{2}, pin);
+    if (!pinned || pinned->prefix_blocks != kBlocks) ::_exit(3);
+    if (!engine.client().send(RequestId{3}, onboard)) ::_exit(4);
+    const char ok = 'k';
+    (void)::write(ready_pipe[1], &ok, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready_pipe[1]);
+  char ready = 0;
+  ASSERT_EQ(::read(ready_pipe[0], &ready, 1), 1) << "the client did not get going";
+  ::close(ready_pipe[0]);
+
+  RawClient observer(daemon.socket_path());
+  auto before = stats_of(observer, 1);
+  EXPECT_GE(stat_of(before, "leased_blocks"), kBlocks) << before;
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  const auto killed_at = std::chrono::steady_clock::now();
+  bool reached = false;
+  auto json = poll_stat(observer, "leased_blocks", 0, 1s, reached);
+  EXPECT_TRUE(reached) << "leases still held 1 s after SIGKILL: " << json;
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 1500ms);
+  EXPECT_EQ(stat_of(json, "sessions"), 1) << json;
+  EXPECT_EQ(stat_of(json, "pinned_blocks"), 0) << json;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+TEST(DaemonBlocks, SigtermWithWorkInFlightAnswersEveryRequestAndExitsZero) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  constexpr std::uint32_t kBlocks = 8192;
+  TestEngine engine(daemon.socket_path(), kBlocks);
+  ASSERT_TRUE(engine.attach());
+  proto::OffloadRequest offload;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) offload.items.push_back({BlockId{b}, 70'000 + std::uint64_t{b}});
+  auto accepted = engine.client().call(RequestId{5}, offload);
+  ASSERT_TRUE(accepted && accepted->accepted);
+  ASSERT_EQ(::kill(daemon.pid(), SIGTERM), 0);
+  auto done = engine.client().notification_of(RequestId{5});
+  ASSERT_TRUE(done) << "every accepted request is answered before the daemon exits";
+  EXPECT_TRUE(done->code == Errc::ok || done->code == Errc::shutting_down) << done->text;
+  if (done->code != Errc::ok) {
+    EXPECT_EQ(done->text, "5:err(shutting down)");
+  }
+  EXPECT_TRUE(engine.client().wait_closed());
+  EXPECT_EQ(daemon.wait_exit(20s), 0) << daemon.log();
+  EXPECT_FALSE(std::filesystem::exists(daemon.socket_path())) << "the socket file is removed";
+}
+
+}  // namespace
+}  // namespace kvb::test

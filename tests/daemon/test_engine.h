@@ -1,0 +1,127 @@
+// TestEngine: an engine-like test peer: a RawClient plus a KV cache in memfds
+// (layer separate, vLLM style) that it registers with the daemon.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "raw_client.h"
+
+namespace kvb::test {
+
+/// 4 layers x (K,V) x 16 tokens x 64 u8: 1 KiB chunks, 8 KiB blocks.
+inline proto::WireLayout small_layout() { return proto::WireLayout{4, 2, 16, 64, 0, 256}; }
+
+class TestEngine {
+ public:
+  TestEngine(const std::string& socket, std::uint32_t num_blocks, std::uint64_t salt = 0,
+             proto::WireLayout layout = small_layout())
+      : client_(socket), layout_(layout), num_blocks_(num_blocks), salt_(salt) {
+    chunk_ = std::uint64_t{layout.page_size} * layout.inner_dim;  // dtype u8
+    region_bytes_ = chunk_ * layout.outer_dim * num_blocks;
+    for (std::uint32_t l = 0; l < layout.num_layers; ++l) {
+      const int fd = ::memfd_create("test-engine-kv", MFD_CLOEXEC);
+      if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(region_bytes_)) != 0) return;
+      void* base = ::mmap(nullptr, region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (base == MAP_FAILED) return;
+      fds_.push_back(fd);
+      bases_.push_back(static_cast<std::byte*>(base));
+    }
+  }
+  ~TestEngine() {
+    for (auto* base : bases_) ::munmap(base, region_bytes_);
+    for (int fd : fds_) ::close(fd);
+  }
+
+  RawClient& client() { return client_; }
+
+  /// hello only; true when accepted.
+  bool hello(const std::string& name = "test-engine") {
+    auto hello = client_.call(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
+    return hello && hello->code == Errc::ok;
+  }
+
+  /// The register_kv request for this engine's memfds (see fds()).
+  proto::RegisterKvRequest register_request() const {
+    proto::RegisterKvRequest reg;
+    reg.memory = proto::MemoryHandle::memfd;
+    reg.layout_kind = 1;  // layer_separate_block_outer
+    reg.num_blocks = num_blocks_;
+    reg.region_bytes = region_bytes_;
+    reg.fd_count = static_cast<std::uint32_t>(fds_.size());
+    return reg;
+  }
+  const std::vector<int>& fds() const { return fds_; }
+
+  /// hello + register_kv; true when both were accepted.
+  bool attach(const std::string& name = "test-engine") {
+    if (!hello(name)) return false;
+    proto::RegisterKvRequest reg;
+    reg.memory = proto::MemoryHandle::memfd;
+    reg.layout_kind = 1;  // layer_separate_block_outer
+    reg.num_blocks = num_blocks_;
+    reg.region_bytes = region_bytes_;
+    reg.fd_count = static_cast<std::uint32_t>(fds_.size());
+    auto registered = client_.call(RequestId{next_id()}, reg, fds_);
+    return registered && registered->code == Errc::ok;
+  }
+
+  /// Bytes of chunk (block, layer, outer) in the engine's KV.
+  std::byte* chunk(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) {
+    return bases_[layer] + (std::uint64_t{block} * layout_.outer_dim + outer) * chunk_;
+  }
+
+  /// Fills every chunk of `block` with a pattern derived from `seed`.
+  void fill(std::uint32_t block, std::uint32_t seed) {
+    for (std::uint32_t l = 0; l < layout_.num_layers; ++l) {
+      for (std::uint32_t o = 0; o < layout_.outer_dim; ++o) {
+        auto* p = chunk(block, l, o);
+        for (std::uint64_t i = 0; i < chunk_; ++i) {
+          p[i] = static_cast<std::byte>((seed * 131 + l * 31 + o * 7 + i) & 0xFF);
+        }
+      }
+    }
+  }
+  void zero(std::uint32_t block) {
+    for (std::uint32_t l = 0; l < layout_.num_layers; ++l) {
+      for (std::uint32_t o = 0; o < layout_.outer_dim; ++o) std::memset(chunk(block, l, o), 0, chunk_);
+    }
+  }
+  /// Whether blocks a and b hold the same bytes in every chunk.
+  bool same(std::uint32_t a, std::uint32_t b) {
+    for (std::uint32_t l = 0; l < layout_.num_layers; ++l) {
+      for (std::uint32_t o = 0; o < layout_.outer_dim; ++o) {
+        if (std::memcmp(chunk(a, l, o), chunk(b, l, o), chunk_) != 0) return false;
+      }
+    }
+    return true;
+  }
+
+  std::uint64_t next_id() { return ++last_id_; }
+
+ private:
+  RawClient client_;
+  proto::WireLayout layout_;
+  std::uint32_t num_blocks_;
+  std::uint64_t salt_;
+  std::uint64_t chunk_ = 0;
+  std::uint64_t region_bytes_ = 0;
+  std::vector<int> fds_;
+  std::vector<std::byte*> bases_;
+  std::uint64_t last_id_ = 0;
+};
+
+/// A counter from the stats JSON ("key":number), or -1.
+inline long long stat_of(const std::string& json, const std::string& key) {
+  const auto at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return -1;
+  return std::stoll(json.substr(at + key.size() + 3));
+}
+
+}  // namespace kvb::test
