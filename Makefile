@@ -2,7 +2,7 @@
 PRESET ?= release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan run format-check clean
+.PHONY: all deps build test test-asan run replay format-check clean
 
 all: build
 
@@ -19,8 +19,14 @@ test: build
 test-asan:
 	$(MAKE) test PRESET=asan
 
+# Starts kvblockd on its defaults (temp socket), drives engine_sim, a mixed
+# load and a trace replay through it, prints a results table, stops it.
 run: build
-	scripts/run-demo.sh build/$(PRESET)
+	scripts/run-daemon-demo.sh build/$(PRESET)
+
+# Hit-ratio table of the shared trace through the block manager alone.
+replay: build
+	scripts/replay-table.sh build/$(PRESET)
 
 format-check:
 	scripts/check-format.sh $(BASE)

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The daemon demo (`make run` once it is wired): start kvblockd on its
+# The daemon demo (`make run`): start kvblockd on its
 # defaults with a temp socket, run the engine simulator, a short mixed load
 # and a trace replay through the daemon, print a results table and the
 # daemon's counters, then stop it with SIGTERM and check it exited 0.
 # usage: scripts/run-daemon-demo.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-build/release}"
 kvblockd="$build/daemon/kvblockd"
 ctl="$build/client/kvblockctl"
 sim="$build/examples/engine_sim"
 bench="$build/bench/kvblockd-bench"
-trace="${KVB_TRACE:-/work/shared/traces/conversation_trace.jsonl}"
+trace="${KVB_TRACE:-$root/../shared/traces/conversation_trace.jsonl}"
 sessions="${KVB_DEMO_SESSIONS:-64}"
 seconds="${KVB_DEMO_SECONDS:-5}"
 for bin in "$kvblockd" "$ctl" "$sim" "$bench"; do

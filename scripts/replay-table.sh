@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: until the daemon exists, replay the shared conversation trace
+# `make replay`: replay the shared conversation trace
 # (Mooncake FAST'25) through the real block manager at a few capacities and
 # policies, plus one run with a G2 host tier, and print a hit-ratio table.
-#   scripts/run-demo.sh [BUILD_DIR]      (KVB_TRACE=FILE to use another trace)
+#   scripts/replay-table.sh [BUILD_DIR]      (KVB_TRACE=FILE to use another trace)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-build/release}"
@@ -10,11 +10,11 @@ bench="$build/bench/kvblockd-bench"
 trace="${KVB_TRACE:-$root/../shared/traces/conversation_trace.jsonl}"
 
 if [[ ! -x "$bench" ]]; then
-  echo "run-demo: $bench not found; build first (make build)" >&2
+  echo "replay-table: $bench not found; build first (make build)" >&2
   exit 1
 fi
 if [[ ! -r "$trace" ]]; then
-  echo "run-demo: no trace at $trace; set KVB_TRACE to a Mooncake-format JSONL trace" >&2
+  echo "replay-table: no trace at $trace; set KVB_TRACE to a Mooncake-format JSONL trace" >&2
   exit 1
 fi
 
