@@ -16,12 +16,6 @@ T get(const Bytes& b, std::size_t at) {
   return v;
 }
 
-void put_u64(Bytes& b, std::uint64_t v) {
-  const auto at = b.size();
-  b.resize(at + 8);
-  std::memcpy(b.data() + at, &v, 8);
-}
-
 }  // namespace
 
 std::string to_hex(std::span<const std::byte> bytes) {
@@ -75,9 +69,11 @@ PeerService::PeerService(Context& context, ActiveMessageManager& manager)
     if (!reg) co_return tl::unexpected(reg.error());
     registration_ = std::move(*reg);
     manager_.expose(*registration_);
-    Bytes reply;
-    put_u64(reply, reinterpret_cast<std::uint64_t>(buffer_.data()));
-    reply.insert(reply.end(), registration_->packed_rkey().begin(), registration_->packed_rkey().end());
+    const auto& rkey = registration_->packed_rkey();
+    const auto address = reinterpret_cast<std::uint64_t>(buffer_.data());
+    Bytes reply(8 + rkey.size());
+    std::memcpy(reply.data(), &address, 8);
+    std::memcpy(reply.data() + 8, rkey.data(), rkey.size());
     co_return reply;
   }));
   check(manager.register_handler("read", [this](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {

@@ -41,7 +41,9 @@ TEST(SelfTransport, AmRoundTripAndPutGetOnOneWorker) {
       [&]() -> asio::awaitable<void> {
         auto reply = co_await manager.send_request(self, "echo", Bytes(100, std::byte{5}), 5s);
         EXPECT_TRUE(reply.has_value());
-        if (reply) EXPECT_EQ(*reply, Bytes(100, std::byte{5}));
+        if (reply) {
+          EXPECT_EQ(*reply, Bytes(100, std::byte{5}));
+        }
         auto ep = manager.endpoint(self);
         EXPECT_TRUE(ep.has_value());
         if (!ep) co_return;

@@ -27,6 +27,10 @@ struct TransportParam {
   PeerMode mode;
 };
 
+inline void PrintTo(const TransportParam& p, std::ostream* os) {
+  *os << "UCX_TLS=" << p.tls << (p.mode == PeerMode::in_process ? ", peer in process" : ", peer process");
+}
+
 std::string param_name(const testing::TestParamInfo<TransportParam>& info);
 
 /// The peer's control side (what a test does to the peer outside UCX).
