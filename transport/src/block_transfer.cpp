@@ -29,7 +29,7 @@ Result<std::vector<RmaChunk>> chunks_of_plan(const TransferPlan& plan,
 namespace {
 
 asio::awaitable<Status> rma_chunks(Endpoint& endpoint, const RemoteKey& rkey, std::span<const RmaChunk> chunks,
-                                   std::chrono::milliseconds timeout, bool put) {
+                                   std::chrono::milliseconds timeout, bool put, const MemoryRegistration* local) {
   if (endpoint.failed()) co_return tl::unexpected(endpoint.failure());
   for (const auto& c : chunks) {
     ucp_request_param_t params{};
@@ -59,13 +59,13 @@ asio::awaitable<Status> rma_chunks(Endpoint& endpoint, const RemoteKey& rkey, st
 }  // namespace
 
 asio::awaitable<Status> put_chunks(Endpoint& endpoint, const RemoteKey& rkey, std::span<const RmaChunk> chunks,
-                                   std::chrono::milliseconds timeout) {
-  co_return co_await rma_chunks(endpoint, rkey, chunks, timeout, true);
+                                   std::chrono::milliseconds timeout, const MemoryRegistration* local) {
+  co_return co_await rma_chunks(endpoint, rkey, chunks, timeout, true, local);
 }
 
 asio::awaitable<Status> get_chunks(Endpoint& endpoint, const RemoteKey& rkey, std::span<const RmaChunk> chunks,
-                                   std::chrono::milliseconds timeout) {
-  co_return co_await rma_chunks(endpoint, rkey, chunks, timeout, false);
+                                   std::chrono::milliseconds timeout, const MemoryRegistration* local) {
+  co_return co_await rma_chunks(endpoint, rkey, chunks, timeout, false, local);
 }
 
 asio::awaitable<Result<Bytes>> write_then_notify(ActiveMessageManager& manager, PeerId peer, BulkProtocol protocol,

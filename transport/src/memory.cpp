@@ -18,11 +18,44 @@ MemoryRegistration::MemoryRegistration(Context& context, void* address, std::siz
   params.length = length;
   ucs_status_t st = ucp_mem_map(context.handle(), &params, &memh_);
   if (st != UCS_OK) detail::throw_ucx(fmt::format("ucp_mem_map of {} bytes", length), st);
-  void* packed = nullptr;
-  std::size_t packed_size = 0;
-  st = ucp_rkey_pack(context.handle(), memh_, &packed, &packed_size);
+  pack_rkey();
+}
+
+MemoryRegistration::MemoryRegistration(Context& context, std::size_t length)
+    : context_(context), address_(nullptr), length_(length) {
+  if (length == 0) throw TransportError(Error{Errc::invalid_argument, "allocation length must be > 0"});
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  params.address = nullptr;
+  params.length = length;
+  params.flags = UCP_MEM_MAP_ALLOCATE;
+  ucs_status_t st = ucp_mem_map(context.handle(), &params, &memh_);
+  if (st != UCS_OK) detail::throw_ucx(fmt::format("ucp_mem_map (allocate) of {} bytes", length), st);
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  st = ucp_mem_query(memh_, &attr);
   if (st != UCS_OK) {
     ucp_mem_unmap(context.handle(), memh_);
+    detail::throw_ucx("ucp_mem_query", st);
+  }
+  address_ = static_cast<std::byte*>(attr.address);
+  pack_rkey();
+}
+
+Result<std::unique_ptr<MemoryRegistration>> MemoryRegistration::allocate(Context& context, std::size_t length) {
+  try {
+    return std::make_unique<MemoryRegistration>(context, length);
+  } catch (const TransportError& e) {
+    return tl::unexpected(e.error());
+  }
+}
+
+void MemoryRegistration::pack_rkey() {
+  void* packed = nullptr;
+  std::size_t packed_size = 0;
+  const ucs_status_t st = ucp_rkey_pack(context_.handle(), memh_, &packed, &packed_size);
+  if (st != UCS_OK) {
+    ucp_mem_unmap(context_.handle(), memh_);
     detail::throw_ucx("ucp_rkey_pack", st);
   }
   packed_rkey_.resize(packed_size);

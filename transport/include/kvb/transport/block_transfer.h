@@ -38,12 +38,13 @@ enum class BulkProtocol { rma_put, am_rendezvous };
                                                            std::span<const std::uint64_t> remote_region_bases);
 
 /// One-sided put of every chunk, then a flush: complete = remote-visible.
-/// The local memory must stay valid until this returns.
+/// The local memory must stay valid until this returns; `local`, when given,
+/// is the registration covering every chunk's local bytes (zero-copy paths).
 boost::asio::awaitable<Status> put_chunks(Endpoint& endpoint, const RemoteKey& rkey, std::span<const RmaChunk> chunks,
-                                          std::chrono::milliseconds timeout);
+                                          std::chrono::milliseconds timeout, const MemoryRegistration* local = nullptr);
 /// One-sided get of every chunk (remote -> local), then a flush.
 boost::asio::awaitable<Status> get_chunks(Endpoint& endpoint, const RemoteKey& rkey, std::span<const RmaChunk> chunks,
-                                          std::chrono::milliseconds timeout);
+                                          std::chrono::milliseconds timeout, const MemoryRegistration* local = nullptr);
 
 /// Moves `chunks` to `peer` with `protocol` (rma_put needs `rkey`), and only
 /// once all of them completed sends the request `type`/`payload` and waits

@@ -19,12 +19,19 @@ class MemoryRegistration {
  public:
   /// Registers [address, address + length) for RMA. Throws TransportError.
   MemoryRegistration(Context& context, void* address, std::size_t length);
+  /// Allocates through UCX (see allocate()). Throws TransportError.
+  MemoryRegistration(Context& context, std::size_t length);
   MemoryRegistration(const MemoryRegistration&) = delete;
   MemoryRegistration& operator=(const MemoryRegistration&) = delete;
   ~MemoryRegistration();
 
   [[nodiscard]] static Result<std::unique_ptr<MemoryRegistration>> create(Context& context, void* address,
                                                                           std::size_t length);
+  /// Lets UCX allocate `length` bytes (UCP_MEM_MAP_ALLOCATE) and registers
+  /// them; freed with the registration. On sm, UCX allocates shareable
+  /// memory a peer maps directly, so a put is a plain memcpy (see
+  /// docs/transport.md); malloc'd memory falls back to slower paths.
+  [[nodiscard]] static Result<std::unique_ptr<MemoryRegistration>> allocate(Context& context, std::size_t length);
 
   [[nodiscard]] std::byte* address() const noexcept { return address_; }
   [[nodiscard]] std::size_t length() const noexcept { return length_; }
@@ -35,6 +42,7 @@ class MemoryRegistration {
   [[nodiscard]] bool contains(std::uint64_t address, std::uint64_t length) const noexcept;
 
  private:
+  void pack_rkey();
   Context& context_;
   std::byte* address_;
   std::size_t length_;
