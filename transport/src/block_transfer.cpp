@@ -33,6 +33,10 @@ asio::awaitable<Status> rma_chunks(Endpoint& endpoint, const RemoteKey& rkey, st
   if (endpoint.failed()) co_return tl::unexpected(endpoint.failure());
   for (const auto& c : chunks) {
     ucp_request_param_t params{};
+    if (local != nullptr) {
+      params.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+      params.memh = local->handle();
+    }
     ucs_status_ptr_t req =
         put ? ucp_put_nbx(endpoint.handle(), c.local, c.length, c.remote_address, rkey.handle(), &params)
             : ucp_get_nbx(endpoint.handle(), c.local, c.length, c.remote_address, rkey.handle(), &params);
