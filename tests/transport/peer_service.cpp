@@ -38,10 +38,7 @@ std::vector<std::byte> from_hex(std::string_view hex) {
 }
 
 PeerService::PeerService(Context& context, ActiveMessageManager& manager)
-    : context_(context),
-      manager_(manager),
-      gate_(manager.worker().executor()),
-      parked_changed_(manager.worker().executor()) {
+    : context_(context), manager_(manager), park_(std::make_shared<Park>(manager.worker().executor())) {
   auto check = [](Status st) {
     if (!st) throw std::runtime_error(st.error().to_string());
   };
@@ -51,11 +48,11 @@ PeerService::PeerService(Context& context, ActiveMessageManager& manager)
     throw std::runtime_error("handler failed on purpose");
     co_return Bytes{};
   }));
-  check(manager.register_handler("park", [this](IncomingMessage) -> asio::awaitable<Result<Bytes>> {
-    ++parked_;
-    parked_changed_.set();
-    co_await gate_.wait();
-    --parked_;
+  check(manager.register_handler("park", [park = park_](IncomingMessage) -> asio::awaitable<Result<Bytes>> {
+    ++park->parked;
+    park->changed.set();
+    co_await park->gate.wait();
+    --park->parked;
     co_return Bytes{};
   }));
   check(manager.register_handler("alloc", [this](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
@@ -108,13 +105,14 @@ PeerService::~PeerService() {
 }
 
 asio::awaitable<void> PeerService::wait_parked(std::size_t n) {
-  while (parked_ < n) {
-    parked_changed_.reset();
-    co_await parked_changed_.wait();
+  auto park = park_;
+  while (park->parked < n) {
+    park->changed.reset();
+    co_await park->changed.wait();
   }
 }
 
-void PeerService::release() { gate_.set(); }
+void PeerService::release() { park_->gate.set(); }
 
 std::string PeerService::stats_line() const {
   const auto s = manager_.stats();

@@ -42,14 +42,20 @@ class PeerService {
   void release();
   /// "running=R peak=P queued=Q handled=H ff_failures=F busy=B"
   [[nodiscard]] std::string stats_line() const;
-  [[nodiscard]] std::size_t parked() const noexcept { return parked_; }
+  [[nodiscard]] std::size_t parked() const noexcept { return park_->parked; }
 
  private:
+  // Shared with the park handlers: a handler still parked when the service
+  // is destroyed (the in-process "kill") keeps it alive.
+  struct Park {
+    explicit Park(asio::any_io_executor ex) : gate(ex), changed(ex) {}
+    AsyncEvent gate;
+    AsyncEvent changed;
+    std::size_t parked = 0;
+  };
   Context& context_;
   ActiveMessageManager& manager_;
-  AsyncEvent gate_;
-  AsyncEvent parked_changed_;
-  std::size_t parked_ = 0;
+  std::shared_ptr<Park> park_;
   std::vector<std::byte> buffer_;
   std::unique_ptr<MemoryRegistration> registration_;
 };

@@ -126,6 +126,50 @@ TEST_P(TransportTest, PutGetRandomChunkListsWithNotification) {
       std::chrono::seconds(40));
 }
 
+// A TransferPlan (vLLM-style layer-separate source -> fully contiguous
+// destination in the peer's registered memory) moved run by run.
+TEST_P(TransportTest, TransferPlanRunsReachThePeer) {
+  run([&]() -> asio::awaitable<void> {
+    const LayoutSpec spec{
+        .num_layers = 4, .outer_dim = 2, .page_size = 16, .inner_dim = 64, .dtype = DType::bf16, .alignment = 256};
+    auto src_layout = Layout::make(spec, LayoutKind::layer_separate_block_outer, 8);
+    auto dst_layout = Layout::make(spec, LayoutKind::fully_contiguous, 8);
+    CO_ASSERT_TRUE(src_layout.has_value() && dst_layout.has_value());
+    std::vector<std::vector<std::byte>> src_storage;
+    BlockSpace src{*src_layout, {}};
+    for (std::uint32_t r = 0; r < src_layout->num_regions(); ++r) {
+      src_storage.emplace_back(src_layout->region_bytes());
+      for (std::size_t i = 0; i < src_storage.back().size(); ++i) src_storage.back()[i] = pattern_byte(i, 50 + r);
+      src.regions.push_back({src_storage.back().data(), src_storage.back().size(), MemoryKind::host});
+    }
+    // A local mirror of what the peer's destination must hold afterwards.
+    std::vector<std::byte> mirror(dst_layout->region_bytes());
+    for (std::size_t i = 0; i < mirror.size(); ++i) mirror[i] = pattern_byte(i, 7);
+    BlockSpace dst{*dst_layout, {{mirror.data(), mirror.size(), MemoryKind::host}}};
+    const std::vector<BlockPair> pairs{{BlockId{0}, BlockId{3}}, {BlockId{1}, BlockId{4}}, {BlockId{6}, BlockId{0}}};
+    auto plan = TransferPlan::build(src, dst, pairs);
+    CO_ASSERT_TRUE(plan.has_value());
+    for (const CopyRun& r : plan->runs()) std::memcpy(plan->dst_address(r), plan->src_address(r), r.bytes);
+
+    auto remote = co_await alloc_remote(*client_, mirror.size());
+    CO_ASSERT_TRUE(remote.has_value());
+    const std::uint64_t bases[] = {remote->address};
+    auto chunks = chunks_of_plan(*plan, bases);
+    CO_ASSERT_TRUE(chunks.has_value());
+    EXPECT_EQ(chunks->size(), plan->runs().size());
+    auto done = co_await write_then_notify(*client_, kPeer, protocol_for_tls(GetParam().tls), remote->rkey.get(),
+                                           *chunks, "echo", {}, 20s);
+    CO_ASSERT_TRUE(done.has_value());
+    Bytes read_request = u64s({0, mirror.size()});
+    auto back = co_await client_->send_request(kPeer, "read", std::move(read_request), 20s);
+    CO_ASSERT_TRUE(back.has_value());
+    CO_ASSERT_TRUE(back->size() == mirror.size());
+    EXPECT_EQ(0, std::memcmp(back->data(), mirror.data(), mirror.size()));
+    const std::uint64_t too_few[] = {0};
+    EXPECT_FALSE(chunks_of_plan(*plan, std::span(too_few, 0)).has_value());
+  });
+}
+
 TEST_P(TransportTest, ActiveMessageDispatchAndNotifications) {
   run([&]() -> asio::awaitable<void> {
     for (std::size_t size : {std::size_t{0}, std::size_t{100}, std::size_t{64} << 10, std::size_t{2} << 20}) {
