@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -44,7 +45,7 @@ struct Flags {
   std::size_t size = 1 << 20;
   std::size_t iters = 200;
   std::size_t am_iters = 20000;
-  std::size_t window = 16;
+  std::size_t window = 0;  // 0: enough blocks for >= 16 MiB per batch (16..1024)
   int spin_us = 50;
   bool baseline = true;
   bool pin = true;
@@ -325,7 +326,7 @@ int run_transport(int argc, char** argv) {
   app.add_option("--size", f.size, "bytes per block transfer")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_option("--iters", f.iters, "blocks to transfer")->check(CLI::PositiveNumber);
   app.add_option("--am-iters", f.am_iters, "sequential AM round trips")->check(CLI::PositiveNumber);
-  app.add_option("--window", f.window, "blocks in flight per batch")->check(CLI::PositiveNumber);
+  app.add_option("--window", f.window, "blocks per batch (each batch completes before the next; 0 = auto)");
   app.add_option("--spin-us", f.spin_us, "worker spin before sleeping on its event fd (0 = pure event-driven)");
   app.add_flag("!--no-baseline", f.baseline, "skip the ucx_perftest baseline");
   app.add_flag("!--no-pin", f.pin, "do not pin server/client to cores 0/1");
@@ -335,6 +336,7 @@ int run_transport(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (f.window == 0) f.window = std::clamp<std::size_t>((std::size_t{16} << 20) / f.size, 16, 1024);
   if (auto st = kvb::setup_logging("warn"); !st) return 2;
   try {
     return f.role == "server" ? run_server(f) : run_client(f);
