@@ -14,8 +14,8 @@ namespace {
 void on_conn_request(ucp_conn_request_h request, void* arg) {
   auto* state = static_cast<Listener::State*>(arg);
   // Create the endpoint outside ucp_worker_progress.
-  asio::post(state->executor, [state, request] {
-    if (state->alive && state->on_accept) state->on_accept(request);
+  asio::post(state->executor, [state = state->self.lock(), request] {
+    if (state && state->alive && state->on_accept) state->on_accept(request);
   });
 }
 
@@ -25,6 +25,7 @@ Listener::Listener(Worker& worker, const std::string& host, std::uint16_t port, 
     : worker_(worker), state_(std::make_shared<State>()) {
   state_->on_accept = std::move(on_accept);
   state_->executor = worker.executor();
+  state_->self = state_;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);

@@ -34,6 +34,7 @@ class Listener {
     AcceptHandler on_accept;
     boost::asio::any_io_executor executor;
     bool alive = true;
+    std::weak_ptr<State> self;  // lets deferred accepts outlive the Listener safely
   };
 
  private:
