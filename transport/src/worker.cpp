@@ -6,6 +6,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "ucx_request.h"
@@ -71,6 +72,8 @@ bool Worker::progress_once() { return ucp_worker_progress(worker_) != 0; }
 asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
   using clock = std::chrono::steady_clock;
   auto last_work = clock::now();
+  constexpr int kMaxIdleBusy = 1000;
+  int idle_busy = 0;
   while (*alive) {
     // Progress until idle, but yield to the io_context every kMaxPasses so a
     // worker that always has work cannot starve the coroutines it serves.
@@ -90,9 +93,21 @@ asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
     if (st == UCS_ERR_BUSY) {
       // Events arrived between the last progress and arm: progress again,
       // but let other coroutines run first.
-      co_await asio::post(executor_, asio::use_awaitable);
+      idle_busy = passes == 0 ? idle_busy + 1 : 0;
+      if (idle_busy < kMaxIdleBusy) {
+        co_await asio::post(executor_, asio::use_awaitable);
+      } else {
+        // UCX keeps refusing to arm although progress finds nothing (seen
+        // after a shared-memory peer died): poll at 1 kHz, don't spin.
+        ++degraded_polls_;
+        asio::steady_timer pause(executor_, std::chrono::milliseconds(1));
+        boost::system::error_code ec;
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (!*alive) co_return;
+      }
       continue;
     }
+    idle_busy = 0;
     waiting_ = true;
     boost::system::error_code ec;
     co_await efd_->async_wait(asio::posix::stream_descriptor::wait_read, asio::redirect_error(asio::use_awaitable, ec));

@@ -57,6 +57,9 @@ class Worker {
   [[nodiscard]] std::shared_ptr<const bool> exists() const noexcept { return exists_; }
   /// Number of times the loop slept on the event fd and woke (diagnostics).
   [[nodiscard]] std::uint64_t wakeups() const noexcept { return wakeups_; }
+  /// 1 ms pauses taken because UCX kept answering ucp_worker_arm with BUSY
+  /// while progress found nothing (diagnostics).
+  [[nodiscard]] std::uint64_t degraded_polls() const noexcept { return degraded_polls_; }
 
  private:
   boost::asio::awaitable<void> run_loop(std::shared_ptr<bool> alive);
@@ -73,6 +76,7 @@ class Worker {
   bool started_ = false;
   bool waiting_ = false;
   std::uint64_t wakeups_ = 0;
+  std::uint64_t degraded_polls_ = 0;
 };
 
 }  // namespace kvb::transport
