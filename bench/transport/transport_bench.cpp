@@ -1,0 +1,349 @@
+// kvblockd-bench transport: block-transfer GB/s and active-message round
+// trips per second between two processes over loopback, beside ucx_perftest
+// measured in the same run.
+//   kvblockd-bench transport --tls tcp|sm --size BYTES --iters N
+// The parent re-executes itself with the hidden `--role server`; the server
+// allocates and registers a destination, the client moves `iters` blocks of
+// `size` bytes into it (batches of --window, complete = in the peer's memory,
+// then one notification), then times --am-iters sequential 64-byte requests.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "kvb/common/logging.h"
+#include "kvb/transport/block_transfer.h"
+#include "subcommands.h"
+#include "transport/perftest_baseline.h"
+
+namespace kvb::bench {
+namespace {
+
+namespace asio = boost::asio;
+using namespace kvb::transport;
+using clock_type = std::chrono::steady_clock;
+
+struct Flags {
+  std::string tls = "tcp";
+  std::size_t size = 1 << 20;
+  std::size_t iters = 200;
+  std::size_t am_iters = 20000;
+  std::size_t window = 0;  // 0: enough blocks for >= 16 MiB per batch (16..1024)
+  int spin_us = 50;
+  bool baseline = true;
+  bool pin = true;
+  std::string role = "client";
+};
+
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  (void)::sched_setaffinity(0, sizeof(set), &set);
+}
+
+std::string hex(std::span<const std::byte> bytes) {
+  std::string out;
+  for (auto b : bytes) out += fmt::format("{:02x}", std::to_integer<unsigned>(b));
+  return out;
+}
+
+std::vector<std::byte> unhex(std::string_view s) {
+  std::vector<std::byte> out(s.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i] = static_cast<std::byte>(std::stoul(std::string(s.substr(2 * i, 2)), nullptr, 16));
+  }
+  return out;
+}
+
+// ---- server ---------------------------------------------------------------
+
+int run_server(const Flags& f) {
+  asio::io_context io;
+  Context context(ContextOptions{.tls = f.tls});
+  Worker worker(context, io.get_executor(), WorkerOptions{.spin = std::chrono::microseconds(f.spin_us)});
+  worker.start();
+  ActiveMessageManager manager(worker, AmOptions{.max_concurrent = 64, .max_queued = 4096});
+  std::unique_ptr<MemoryRegistration> reg;
+  auto check = [](Status st) {
+    if (!st) throw TransportError(st.error());
+  };
+  check(manager.register_handler("alloc", [&](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
+    std::uint64_t size = 0;
+    if (m.payload.size() == 8) std::memcpy(&size, m.payload.data(), 8);
+    if (reg) manager.unexpose(*reg);
+    reg.reset();
+    auto r = MemoryRegistration::allocate(context, size);
+    if (!r) co_return tl::unexpected(r.error());
+    reg = std::move(*r);
+    std::memset(reg->address(), 0, size);
+    manager.expose(*reg);
+    const auto address = reinterpret_cast<std::uint64_t>(reg->address());
+    Bytes reply(8 + reg->packed_rkey().size());
+    std::memcpy(reply.data(), &address, 8);
+    std::memcpy(reply.data() + 8, reg->packed_rkey().data(), reg->packed_rkey().size());
+    co_return reply;
+  }));
+  check(manager.register_handler(
+      "ping", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> { co_return std::move(m.payload); }));
+  check(manager.register_handler("done", [](IncomingMessage) -> asio::awaitable<Result<Bytes>> { co_return Bytes{}; }));
+  auto port = manager.listen("127.0.0.1", 0);
+  if (!port) throw TransportError(port.error());
+  std::printf("port %u\naddress %s\n", *port, hex(worker.address()).c_str());
+  std::fflush(stdout);
+  // Runs until the client closes our stdin.
+  asio::posix::stream_descriptor in(io, ::dup(STDIN_FILENO));
+  std::array<char, 64> sink;
+  std::function<void(boost::system::error_code, std::size_t)> on_read = [&](boost::system::error_code ec, std::size_t) {
+    if (ec) return io.stop();
+    in.async_read_some(asio::buffer(sink), on_read);
+  };
+  in.async_read_some(asio::buffer(sink), on_read);
+  io.run();
+  if (reg) manager.unexpose(*reg);
+  return 0;
+}
+
+// ---- client ---------------------------------------------------------------
+
+struct ServerProcess {
+  pid_t pid = -1;
+  int to_child = -1;
+  int from_child = -1;
+  ~ServerProcess() {
+    if (to_child >= 0) ::close(to_child);  // EOF: the server exits
+    if (from_child >= 0) ::close(from_child);
+    if (pid > 0) {
+      int status = 0;
+      for (int i = 0; i < 50 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) ::poll(nullptr, 0, 100);
+      if (::waitpid(pid, &status, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+      }
+    }
+  }
+};
+
+std::string read_line(int fd, int timeout_ms) {
+  std::string line;
+  const auto deadline = clock_type::now() + std::chrono::milliseconds(timeout_ms);
+  while (clock_type::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    char c;
+    if (::read(fd, &c, 1) != 1) break;
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+  return line;
+}
+
+void start_server(const Flags& f, ServerProcess& server) {
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  const std::string spin = std::to_string(f.spin_us);
+  server.pid = ::fork();
+  if (server.pid < 0) throw std::runtime_error("fork failed");
+  if (server.pid == 0) {
+    ::dup2(in[0], STDIN_FILENO);
+    ::dup2(out[1], STDOUT_FILENO);
+    if (f.pin) pin_to(0);
+    const char* argv[] = {"kvblockd-bench", "transport", "--role",     "server", "--tls",
+                          f.tls.c_str(),    "--spin-us", spin.c_str(), nullptr};
+    ::execv("/proc/self/exe", const_cast<char* const*>(argv));
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  server.to_child = in[1];
+  server.from_child = out[0];
+}
+
+struct Figures {
+  double gbps = 0;
+  double am_roundtrips_per_s = 0;
+  std::string protocol;
+};
+
+asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& client, Context& context) {
+  const PeerId peer{1};
+  Bytes request(8);
+  const std::uint64_t size = f.size;
+  std::memcpy(request.data(), &size, 8);
+  auto reply = co_await client.send_request(peer, "alloc", std::move(request), std::chrono::seconds(30));
+  if (!reply) co_return tl::unexpected(reply.error());
+  std::uint64_t remote = 0;
+  std::memcpy(&remote, reply->data(), 8);
+  auto ep = client.endpoint(peer);
+  if (!ep) co_return tl::unexpected(ep.error());
+  auto rkey = RemoteKey::unpack(**ep, std::span<const std::byte>(*reply).subspan(8));
+  if (!rkey) co_return tl::unexpected(rkey.error());
+  auto reg = MemoryRegistration::allocate(context, f.size);
+  if (!reg) co_return tl::unexpected(reg.error());
+  std::memset((*reg)->address(), 0x5a, f.size);
+
+  const BulkProtocol protocol = protocol_for_tls(f.tls);
+  std::vector<RmaChunk> batch(std::max<std::size_t>(1, std::min(f.window, f.iters)),
+                              RmaChunk{(*reg)->address(), remote, f.size});
+  const auto timeout = std::chrono::milliseconds(120000);
+  // Warm-up: one batch.
+  auto warm = co_await write_then_notify(client, peer, protocol, rkey->get(), batch, "done", {}, timeout);
+  if (!warm) co_return tl::unexpected(warm.error());
+
+  const auto t0 = clock_type::now();
+  std::size_t sent = 0;
+  while (sent < f.iters) {
+    const std::size_t n = std::min(batch.size(), f.iters - sent);
+    std::span<const RmaChunk> chunks(batch.data(), n);
+    Status st = protocol == BulkProtocol::rma_put ? co_await put_chunks(**ep, **rkey, chunks, timeout, reg->get())
+                                                  : co_await client.write_chunks_am(peer, chunks, timeout);
+    if (!st) co_return tl::unexpected(st.error());
+    sent += n;
+  }
+  auto notified = co_await client.send_request(peer, "done", {}, timeout);
+  if (!notified) co_return tl::unexpected(notified.error());
+  const double transfer_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+
+  Bytes ping(64, std::byte{1});
+  for (int i = 0; i < 1000; ++i) (void)co_await client.send_request(peer, "ping", ping, timeout);
+  const auto t1 = clock_type::now();
+  for (std::size_t i = 0; i < f.am_iters; ++i) {
+    auto r = co_await client.send_request(peer, "ping", ping, timeout);
+    if (!r) co_return tl::unexpected(r.error());
+  }
+  const double am_s = std::chrono::duration<double>(clock_type::now() - t1).count();
+  co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
+                    static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol))};
+}
+
+int run_client(const Flags& f) {
+  ServerProcess server;
+  start_server(f, server);
+  if (f.pin) pin_to(1);
+  const std::string port_line = read_line(server.from_child, 20000);
+  const std::string address_line = read_line(server.from_child, 5000);
+  if (!port_line.starts_with("port ") || !address_line.starts_with("address ")) {
+    std::fprintf(stderr, "transport: the server did not start ('%s')\n", port_line.c_str());
+    return 1;
+  }
+  asio::io_context io;
+  Context context(ContextOptions{.tls = f.tls});
+  Worker worker(context, io.get_executor(), WorkerOptions{.spin = std::chrono::microseconds(f.spin_us)});
+  worker.start();
+  std::optional<Result<Figures>> result;
+  {
+    ActiveMessageManager client(worker);
+    // sm: UCX 1.13's sockaddr connect needs a network transport; use the address.
+    Status st = f.tls == "sm" ? client.connect_address(PeerId{1}, unhex(address_line.substr(8)))
+                              : client.connect(PeerId{1}, "127.0.0.1",
+                                               static_cast<std::uint16_t>(std::stoul(port_line.substr(5))));
+    if (!st) {
+      std::fprintf(stderr, "transport: connect: %s\n", st.error().to_string().c_str());
+      return 1;
+    }
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { result = co_await measure(f, client, context); }, asio::detached);
+    const auto deadline = clock_type::now() + std::chrono::seconds(300);
+    while (!result && clock_type::now() < deadline) io.run_one_for(std::chrono::milliseconds(100));
+  }
+  if (!result || !*result) {
+    std::fprintf(stderr, "transport: %s\n", result ? (*result).error().to_string().c_str() : "timed out after 300 s");
+    return 1;
+  }
+  const Figures& fig = **result;
+  std::fprintf(stderr,
+               "kvblockd transport %s: %zu x %zu B via %s: %.3f GB/s; AM round trips (64 B, 1 in flight): %.0f/s\n",
+               f.tls.c_str(), f.iters, f.size, fig.protocol.c_str(), fig.gbps, fig.am_roundtrips_per_s);
+
+  // Baseline: ucx_perftest in the same run, same transport and size.
+  std::string baseline_json = "null";
+  double best_gbps = 0;
+  std::string best_test;
+  double am_lat_us = 0;
+  if (f.baseline) {
+    int port = 20000 + static_cast<int>(::getpid() % 20000);
+    std::string parts;
+    for (const char* test : {"ucp_put_bw", "ucp_am_bw", "tag_bw"}) {
+      auto r = run_perftest(f.tls, test, f.size, std::max<std::size_t>(f.iters, 20), port++);
+      if (!r) {
+        std::fprintf(stderr, "baseline ucx_perftest %s: no result\n", test);
+        continue;
+      }
+      const double gbps = r->mb_per_s * 1048576.0 / 1e9;
+      std::fprintf(stderr, "baseline ucx_perftest %s %s %zu B: %.3f GB/s\n", f.tls.c_str(), test, f.size, gbps);
+      parts += fmt::format("\"{}_gbps\":{:.4f},", test, gbps);
+      if (gbps > best_gbps) best_gbps = gbps, best_test = test;
+    }
+    if (auto r = run_perftest(f.tls, "ucp_am_lat", 64, std::max<std::size_t>(f.am_iters, 1000), port++)) {
+      am_lat_us = r->latency_us;
+      std::fprintf(stderr, "baseline ucx_perftest %s ucp_am_lat 64 B: %.3f us one way (%.0f round trips/s)\n",
+                   f.tls.c_str(), am_lat_us, 1e6 / (2 * am_lat_us));
+      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},", am_lat_us);
+    }
+    if (!parts.empty()) parts.pop_back();
+    baseline_json = "{" + parts + "}";
+  }
+  const double bw_ratio = best_gbps > 0 ? fig.gbps / best_gbps : 0;
+  const double am_implied = am_lat_us > 0 ? 1e6 / (2 * am_lat_us) : 0;
+  const double am_ratio = am_implied > 0 ? fig.am_roundtrips_per_s / am_implied : 0;
+  if (best_gbps > 0) {
+    std::fprintf(stderr,
+                 "ratio: %.2fx of the best perftest bandwidth (%s); AM %.2fx of the rate implied by ucp_am_lat\n",
+                 bw_ratio, best_test.c_str(), am_ratio);
+  }
+  std::printf(
+      "{\"tls\":\"%s\",\"size\":%zu,\"iters\":%zu,\"window\":%zu,\"protocol\":\"%s\",\"spin_us\":%d,"
+      "\"gbps\":%.4f,\"am_roundtrips_per_s\":%.1f,\"baseline\":%s,\"best_baseline\":\"%s\","
+      "\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,\"am_ratio\":%.3f}\n",
+      f.tls.c_str(), f.size, f.iters, f.window, fig.protocol.c_str(), f.spin_us, fig.gbps, fig.am_roundtrips_per_s,
+      baseline_json.c_str(), best_test.c_str(), bw_ratio, am_implied, am_ratio);
+  return 0;
+}
+
+}  // namespace
+
+int run_transport(int argc, char** argv) {
+  Flags f;
+  CLI::App app{"UCX block transfer GB/s and active-message round trips, beside ucx_perftest"};
+  app.add_option("--tls", f.tls, "UCX_TLS for both processes")->check(CLI::IsMember({"tcp", "sm"}));
+  app.add_option("--size", f.size, "bytes per block transfer")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_option("--iters", f.iters, "blocks to transfer")->check(CLI::PositiveNumber);
+  app.add_option("--am-iters", f.am_iters, "sequential AM round trips")->check(CLI::PositiveNumber);
+  app.add_option("--window", f.window, "blocks per batch (each batch completes before the next; 0 = auto)");
+  app.add_option("--spin-us", f.spin_us, "worker spin before sleeping on its event fd (0 = pure event-driven)");
+  app.add_flag("!--no-baseline", f.baseline, "skip the ucx_perftest baseline");
+  app.add_flag("!--no-pin", f.pin, "do not pin server/client to cores 0/1");
+  app.add_option("--role", f.role)->group("");  // hidden: server
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (f.window == 0) f.window = std::clamp<std::size_t>((std::size_t{16} << 20) / f.size, 16, 1024);
+  if (auto st = kvb::setup_logging("warn"); !st) return 2;
+  try {
+    return f.role == "server" ? run_server(f) : run_client(f);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvblockd-bench transport: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace kvb::bench

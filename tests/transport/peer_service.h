@@ -1,0 +1,63 @@
+// PeerService: the handlers a test peer serves (in this process or in the
+// transport_test_peer helper process), so that one test body runs against
+// either.
+//   echo   -> the payload back
+//   fail   -> throws std::runtime_error("handler failed on purpose")
+//   park   -> parks on a gate until release(); counts parked handlers
+//   alloc  -> u64 size: allocates, registers and exposes a buffer filled with
+//             pattern(seed 7); replies u64 address + packed rkey
+//   read   -> u64 offset, u64 length: the buffer's bytes
+//   verify -> u64 offset, u64 length, u64 seed: ok iff the bytes equal pattern(seed)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvb/transport/am_manager.h"
+
+namespace kvb::transport::test {
+
+/// Deterministic byte pattern: byte i of a region filled with `seed`.
+inline std::byte pattern_byte(std::uint64_t i, std::uint64_t seed) {
+  return static_cast<std::byte>((i * 131 + seed * 7 + (i >> 11)) & 0xff);
+}
+
+/// Hex encoding of a worker address (the helper process prints it).
+std::string to_hex(std::span<const std::byte> bytes);
+std::vector<std::byte> from_hex(std::string_view hex);
+
+class PeerService {
+ public:
+  PeerService(Context& context, ActiveMessageManager& manager);
+  ~PeerService();
+
+  /// Resumes once at least `n` park handlers are parked at the same time.
+  asio::awaitable<void> wait_parked(std::size_t n);
+  /// Opens the gate: every parked handler finishes.
+  void release();
+  /// "running=R peak=P queued=Q handled=H ff_failures=F busy=B"
+  [[nodiscard]] std::string stats_line() const;
+  [[nodiscard]] std::size_t parked() const noexcept { return park_->parked; }
+
+ private:
+  // Shared with the park handlers: a handler still parked when the service
+  // is destroyed (the in-process "kill") keeps it alive.
+  struct Park {
+    explicit Park(asio::any_io_executor ex) : gate(ex), changed(ex) {}
+    AsyncEvent gate;
+    AsyncEvent changed;
+    std::size_t parked = 0;
+  };
+  Context& context_;
+  ActiveMessageManager& manager_;
+  std::shared_ptr<Park> park_;
+  std::vector<std::byte> buffer_;
+  std::unique_ptr<MemoryRegistration> registration_;
+};
+
+}  // namespace kvb::transport::test

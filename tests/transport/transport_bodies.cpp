@@ -1,0 +1,384 @@
+// The transport test bodies, shared by the in-process (unit) and the
+// two-process (integration) instantiations.
+#include <cstring>
+#include <random>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "kvb/transport/block_transfer.h"
+#include "transport_fixture.h"
+
+namespace kvb::transport::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+Bytes u64s(std::initializer_list<std::uint64_t> values) {
+  Bytes b(values.size() * 8);
+  std::size_t at = 0;
+  for (auto v : values) {
+    std::memcpy(b.data() + at, &v, 8);
+    at += 8;
+  }
+  return b;
+}
+
+Bytes text(std::string_view s) {
+  Bytes b(s.size());
+  std::memcpy(b.data(), s.data(), s.size());
+  return b;
+}
+
+/// The peer's registered buffer: its address and our unpacked key for it.
+struct RemoteBuffer {
+  std::uint64_t address = 0;
+  std::unique_ptr<RemoteKey> rkey;
+};
+
+asio::awaitable<Result<RemoteBuffer>> alloc_remote(ActiveMessageManager& client, std::uint64_t size) {
+  Bytes request = u64s({size});  // (GCC 12: no initializer_list inside co_await)
+  auto reply = co_await client.send_request(kPeer, "alloc", std::move(request), 10s);
+  if (!reply) co_return tl::unexpected(reply.error());
+  if (reply->size() <= 8) co_return fail(Errc::protocol_error, "alloc reply of {} bytes", reply->size());
+  RemoteBuffer buffer;
+  std::memcpy(&buffer.address, reply->data(), 8);
+  auto ep = client.endpoint(kPeer);
+  if (!ep) co_return tl::unexpected(ep.error());
+  auto rkey = RemoteKey::unpack(**ep, std::span<const std::byte>(*reply).subspan(8));
+  if (!rkey) co_return tl::unexpected(rkey.error());
+  buffer.rkey = std::move(*rkey);
+  co_return buffer;
+}
+
+TEST_P(TransportTest, RegistrationAndRkeyExchange) {
+  run([&]() -> asio::awaitable<void> {
+    auto remote = co_await alloc_remote(*client_, 1 << 20);
+    CO_ASSERT_TRUE(remote.has_value());
+    std::vector<std::byte> local(64 << 10);
+    auto reg = MemoryRegistration::create(*context_, local.data(), local.size());
+    CO_ASSERT_TRUE(reg.has_value());
+    EXPECT_FALSE((*reg)->packed_rkey().empty());
+    EXPECT_TRUE((*reg)->contains(reinterpret_cast<std::uint64_t>(local.data()) + 10, 100));
+    EXPECT_FALSE((*reg)->contains(reinterpret_cast<std::uint64_t>(local.data()) + 10, local.size()));
+    auto ep = client_->endpoint(kPeer);
+    CO_ASSERT_TRUE(ep.has_value());
+    const RmaChunk chunk{local.data(), remote->address + 4096, local.size()};
+    auto st = co_await get_chunks(**ep, *remote->rkey, std::span(&chunk, 1), 10s);
+    CO_ASSERT_TRUE(st.has_value());
+    for (std::size_t i = 0; i < local.size(); ++i) {
+      if (local[i] != pattern_byte(4096 + i, 7)) {
+        ADD_FAILURE() << "byte " << i << " differs after get";
+        break;
+      }
+    }
+    auto bad = RemoteKey::unpack(**ep, std::span<const std::byte>());
+    EXPECT_FALSE(bad.has_value());
+  });
+}
+
+TEST_P(TransportTest, PutGetRandomChunkListsWithNotification) {
+  run(
+      [&]() -> asio::awaitable<void> {
+        constexpr std::uint64_t kRemoteSize = 8 << 20;
+        auto remote = co_await alloc_remote(*client_, kRemoteSize);
+        CO_ASSERT_TRUE(remote.has_value());
+        std::mt19937_64 rng(42);
+        for (auto protocol : {BulkProtocol::rma_put, BulkProtocol::am_rendezvous}) {
+          for (int round = 0; round < 3; ++round) {
+            // Non-overlapping chunks at random offsets with random lengths.
+            std::vector<std::uint64_t> offsets;
+            std::vector<RmaChunk> chunks;
+            Bytes verify;
+            std::vector<std::byte> local(kRemoteSize);
+            std::uint64_t at = rng() % 4096;
+            std::uint64_t seed = 100 * round + (protocol == BulkProtocol::rma_put ? 1 : 2);
+            while (chunks.size() < 40) {
+              const std::uint64_t len = 1 + rng() % (rng() % 4 == 0 ? (1 << 20) : (16 << 10));
+              if (at + len > kRemoteSize) break;
+              for (std::uint64_t i = 0; i < len; ++i) local[at + i] = pattern_byte(i, seed + chunks.size());
+              chunks.push_back({local.data() + at, remote->address + at, len});
+              const Bytes v = u64s({at, len, seed + chunks.size() - 1});
+              verify.insert(verify.end(), v.begin(), v.end());
+              at += len + rng() % 8192;
+            }
+            std::shuffle(chunks.begin(), chunks.end(), rng);
+            auto notified = co_await write_then_notify(*client_, kPeer, protocol, remote->rkey.get(), chunks, "verify",
+                                                       verify, 20s);
+            EXPECT_TRUE(notified.has_value())
+                << to_string(protocol) << " round " << round << ": " << (notified ? "" : notified.error().to_string());
+            // Read every chunk back with get and compare with what was sent.
+            std::vector<std::byte> back(kRemoteSize);
+            std::vector<RmaChunk> gets;
+            for (const auto& c : chunks)
+              gets.push_back({back.data() + (c.local - local.data()), c.remote_address, c.length});
+            auto ep = client_->endpoint(kPeer);
+            CO_ASSERT_TRUE(ep.has_value());
+            auto st = co_await get_chunks(**ep, *remote->rkey, gets, 20s);
+            CO_ASSERT_TRUE(st.has_value());
+            for (const auto& c : chunks) {
+              const auto off = static_cast<std::size_t>(c.local - local.data());
+              EXPECT_EQ(0, std::memcmp(back.data() + off, local.data() + off, c.length)) << "chunk at " << off;
+            }
+          }
+        }
+      },
+      std::chrono::seconds(40));
+}
+
+// A TransferPlan (vLLM-style layer-separate source -> fully contiguous
+// destination in the peer's registered memory) moved run by run.
+TEST_P(TransportTest, TransferPlanRunsReachThePeer) {
+  run([&]() -> asio::awaitable<void> {
+    const LayoutSpec spec{
+        .num_layers = 4, .outer_dim = 2, .page_size = 16, .inner_dim = 64, .dtype = DType::bf16, .alignment = 256};
+    auto src_layout = Layout::make(spec, LayoutKind::layer_separate_block_outer, 8);
+    auto dst_layout = Layout::make(spec, LayoutKind::fully_contiguous, 8);
+    CO_ASSERT_TRUE(src_layout.has_value() && dst_layout.has_value());
+    std::vector<std::vector<std::byte>> src_storage;
+    BlockSpace src{*src_layout, {}};
+    for (std::uint32_t r = 0; r < src_layout->num_regions(); ++r) {
+      src_storage.emplace_back(src_layout->region_bytes());
+      for (std::size_t i = 0; i < src_storage.back().size(); ++i) src_storage.back()[i] = pattern_byte(i, 50 + r);
+      src.regions.push_back({src_storage.back().data(), src_storage.back().size(), MemoryKind::host});
+    }
+    // A local mirror of what the peer's destination must hold afterwards.
+    std::vector<std::byte> mirror(dst_layout->region_bytes());
+    for (std::size_t i = 0; i < mirror.size(); ++i) mirror[i] = pattern_byte(i, 7);
+    BlockSpace dst{*dst_layout, {{mirror.data(), mirror.size(), MemoryKind::host}}};
+    const std::vector<BlockPair> pairs{{BlockId{0}, BlockId{3}}, {BlockId{1}, BlockId{4}}, {BlockId{6}, BlockId{0}}};
+    auto plan = TransferPlan::build(src, dst, pairs);
+    CO_ASSERT_TRUE(plan.has_value());
+    for (const CopyRun& r : plan->runs()) std::memcpy(plan->dst_address(r), plan->src_address(r), r.bytes);
+
+    auto remote = co_await alloc_remote(*client_, mirror.size());
+    CO_ASSERT_TRUE(remote.has_value());
+    const std::uint64_t bases[] = {remote->address};
+    auto chunks = chunks_of_plan(*plan, bases);
+    CO_ASSERT_TRUE(chunks.has_value());
+    EXPECT_EQ(chunks->size(), plan->runs().size());
+    auto done = co_await write_then_notify(*client_, kPeer, protocol_for_tls(GetParam().tls), remote->rkey.get(),
+                                           *chunks, "echo", {}, 20s);
+    CO_ASSERT_TRUE(done.has_value());
+    Bytes read_request = u64s({0, mirror.size()});
+    auto back = co_await client_->send_request(kPeer, "read", std::move(read_request), 20s);
+    CO_ASSERT_TRUE(back.has_value());
+    CO_ASSERT_TRUE(back->size() == mirror.size());
+    EXPECT_EQ(0, std::memcmp(back->data(), mirror.data(), mirror.size()));
+    const std::uint64_t too_few[] = {0};
+    EXPECT_FALSE(chunks_of_plan(*plan, std::span(too_few, 0)).has_value());
+  });
+}
+
+TEST_P(TransportTest, ActiveMessageDispatchAndNotifications) {
+  run([&]() -> asio::awaitable<void> {
+    for (std::size_t size : {std::size_t{0}, std::size_t{100}, std::size_t{64} << 10, std::size_t{2} << 20}) {
+      Bytes payload(size);
+      for (std::size_t i = 0; i < size; ++i) payload[i] = pattern_byte(i, size);
+      auto reply = co_await client_->send_request(kPeer, "echo", payload, 10s);
+      CO_ASSERT_TRUE(reply.has_value());
+      EXPECT_EQ(*reply, payload) << "echo of " << size << " bytes";
+    }
+    // Many requests in flight at once: each gets its own answer.
+    constexpr int kN = 24;
+    std::vector<std::optional<Result<Bytes>>> replies(kN);
+    AsyncEvent all(worker_->executor());
+    int left = kN;
+    for (int i = 0; i < kN; ++i) {
+      asio::co_spawn(
+          io_,
+          [&, i]() -> asio::awaitable<void> {
+            replies[i] = co_await client_->send_request(kPeer, "echo", text(fmt::format("message {}", i)), 10s);
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    }
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    for (int i = 0; i < kN; ++i) {
+      CO_ASSERT_TRUE(replies[i] && replies[i]->has_value());
+      EXPECT_EQ(**replies[i], text(fmt::format("message {}", i)));
+    }
+    // Fire-and-forget reaches the handler.
+    auto st = co_await client_->send(kPeer, "echo", text("ff"));
+    EXPECT_TRUE(st.has_value());
+    auto ping = co_await client_->send_request(kPeer, "echo", {}, 10s);
+    EXPECT_TRUE(ping.has_value());
+    const auto stats = co_await remote_->stats();
+    EXPECT_NE(stats.find("handled=" + std::to_string(4 + kN + 2)), std::string::npos) << stats;
+  });
+}
+
+TEST_P(TransportTest, ConcurrencyLimitIsNeverExceeded) {
+  run([&]() -> asio::awaitable<void> {
+    constexpr std::size_t kSent = kPeerMaxConcurrent + 5;
+    std::vector<std::optional<Result<Bytes>>> replies(kSent);
+    AsyncEvent all(worker_->executor());
+    std::size_t left = kSent;
+    for (std::size_t i = 0; i < kSent; ++i) {
+      asio::co_spawn(
+          io_,
+          [&, i]() -> asio::awaitable<void> {
+            replies[i] = co_await client_->send_request(kPeer, "park", {}, 15s);
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    }
+    co_await remote_->wait_parked(kPeerMaxConcurrent);
+    // Wait until every message reached the peer: the rest are queued.
+    std::string stats;
+    for (int i = 0; i < 2000; ++i) {
+      stats = co_await remote_->stats();
+      if (stats.find(fmt::format("queued={}", kSent - kPeerMaxConcurrent)) != std::string::npos) break;
+    }
+    EXPECT_NE(stats.find(fmt::format("running={} peak={} queued={}", kPeerMaxConcurrent, kPeerMaxConcurrent,
+                                     kSent - kPeerMaxConcurrent)),
+              std::string::npos)
+        << stats;
+    co_await remote_->release();
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    for (auto& r : replies) EXPECT_TRUE(r && r->has_value());
+    stats = co_await remote_->stats();
+    EXPECT_NE(stats.find(fmt::format("running=0 peak={} queued=0 handled={}", kPeerMaxConcurrent, kSent)),
+              std::string::npos)
+        << stats;
+  });
+}
+
+TEST_P(TransportTest, FullQueueAnswersBusy) {
+  run([&]() -> asio::awaitable<void> {
+    constexpr std::size_t kAccepted = kPeerMaxConcurrent + kPeerMaxQueued;
+    constexpr std::size_t kSent = kAccepted + 4;
+    std::vector<std::optional<Result<Bytes>>> replies(kSent);
+    AsyncEvent refused(worker_->executor());
+    AsyncEvent all(worker_->executor());
+    std::size_t busy = 0;
+    std::size_t left = kSent;
+    for (std::size_t i = 0; i < kSent; ++i) {
+      asio::co_spawn(
+          io_,
+          [&, i]() -> asio::awaitable<void> {
+            replies[i] = co_await client_->send_request(kPeer, "park", {}, 15s);
+            if (!*replies[i] && replies[i]->error().code == Errc::busy && ++busy == kSent - kAccepted) refused.set();
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    }
+    CO_ASSERT_TRUE(co_await refused.wait_for(15s));
+    const auto stats = co_await remote_->stats();
+    EXPECT_NE(
+        stats.find(fmt::format("running={} peak={} queued={}", kPeerMaxConcurrent, kPeerMaxConcurrent, kPeerMaxQueued)),
+        std::string::npos)
+        << stats;
+    co_await remote_->release();
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    std::size_t ok_count = 0;
+    for (auto& r : replies) {
+      CO_ASSERT_TRUE(r.has_value());
+      if (r->has_value()) {
+        ++ok_count;
+      } else {
+        EXPECT_TRUE(r->error().message.starts_with("busy: ")) << r->error().message;
+      }
+    }
+    EXPECT_EQ(ok_count, kAccepted);
+  });
+}
+
+TEST_P(TransportTest, UnknownTypeAndHandlerException) {
+  run([&]() -> asio::awaitable<void> {
+    auto unknown = co_await client_->send_request(kPeer, "no_such_type", {}, 10s);
+    CO_ASSERT_TRUE(!unknown.has_value());
+    EXPECT_EQ(unknown.error().message, "unknown message type: no_such_type");
+    EXPECT_EQ(unknown.error().code, Errc::not_found);
+    auto thrown = co_await client_->send_request(kPeer, "fail", {}, 10s);
+    CO_ASSERT_TRUE(!thrown.has_value());
+    EXPECT_EQ(thrown.error().message, "handler failed on purpose");
+    // A failing fire-and-forget handler is counted (and logged) on the peer.
+    auto st = co_await client_->send(kPeer, "fail", {});
+    EXPECT_TRUE(st.has_value());
+    auto ping = co_await client_->send_request(kPeer, "echo", {}, 10s);
+    EXPECT_TRUE(ping.has_value());
+    const auto stats = co_await remote_->stats();
+    EXPECT_NE(stats.find("ff_failures=1"), std::string::npos) << stats;
+  });
+}
+
+TEST_P(TransportTest, OversizeHeaderAndPayloadRefusedBeforeUcx) {
+  run([&]() -> asio::awaitable<void> {
+    const std::string huge(worker_->max_am_header() + 1, 'x');
+    auto refused = co_await client_->send_request(kPeer, huge, {}, 10s);
+    CO_ASSERT_TRUE(!refused.has_value());
+    EXPECT_EQ(refused.error().code, Errc::invalid_argument);
+    EXPECT_NE(refused.error().message.find("max_am_header"), std::string::npos) << refused.error().message;
+    auto ff = co_await client_->send(kPeer, std::string(64 << 10, 'y'), {});
+    EXPECT_FALSE(ff.has_value());
+    auto reg =
+        client_->register_handler(huge, [](IncomingMessage) -> asio::awaitable<Result<Bytes>> { co_return Bytes{}; });
+    EXPECT_FALSE(reg.has_value());
+    auto big = co_await client_->send_request(kPeer, "echo", Bytes(client_->options().max_payload + 1), 10s);
+    CO_ASSERT_TRUE(!big.has_value());
+    EXPECT_NE(big.error().message.find("max_payload"), std::string::npos) << big.error().message;
+    // The process and the connection are still fine.
+    auto ping = co_await client_->send_request(kPeer, "echo", text("still here"), 10s);
+    CO_ASSERT_TRUE(ping.has_value());
+    EXPECT_EQ(*ping, text("still here"));
+  });
+}
+
+TEST_P(TransportTest, PeerKilledMidTransferFailsEverythingWithinTimeout) {
+  run(
+      [&]() -> asio::awaitable<void> {
+        constexpr std::uint64_t kSize = 32 << 20;
+        auto remote = co_await alloc_remote(*client_, kSize);
+        CO_ASSERT_TRUE(remote.has_value());
+        // A request that will still be waiting when the peer dies.
+        std::optional<Result<Bytes>> parked;
+        AsyncEvent parked_done(worker_->executor());
+        asio::co_spawn(
+            io_,
+            [&]() -> asio::awaitable<void> {
+              parked = co_await client_->send_request(kPeer, "park", {}, 15s);
+              parked_done.set();
+            },
+            asio::detached);
+        co_await remote_->wait_parked(1);
+        std::vector<std::byte> local(kSize, std::byte{1});
+        std::vector<RmaChunk> chunks;
+        for (std::uint64_t at = 0; at < kSize; at += 4 << 20)
+          chunks.push_back({local.data() + at, remote->address + at, 4 << 20});
+        const auto protocol = protocol_for_tls(GetParam().tls);
+        auto first = co_await write_then_notify(*client_, kPeer, protocol, remote->rkey.get(), chunks, "echo", {}, 15s);
+        CO_ASSERT_TRUE(first.has_value());
+        // Start a transfer, kill the peer while it runs, keep transferring.
+        std::optional<Result<Bytes>> inflight;
+        AsyncEvent inflight_done(worker_->executor());
+        asio::co_spawn(
+            io_,
+            [&]() -> asio::awaitable<void> {
+              inflight =
+                  co_await write_then_notify(*client_, kPeer, protocol, remote->rkey.get(), chunks, "echo", {}, 15s);
+              inflight_done.set();
+            },
+            asio::detached);
+        remote_->kill();
+        CO_ASSERT_TRUE(co_await parked_done.wait_for(16s));
+        CO_ASSERT_TRUE(parked.has_value() && !parked->has_value());
+        EXPECT_EQ(parked->error().code, Errc::peer_lost) << parked->error().to_string();
+        EXPECT_EQ(parked->error().message, "peer lost: 1");
+        CO_ASSERT_TRUE(co_await inflight_done.wait_for(16s));
+        // The in-flight transfer may have finished before the kill; any later one fails.
+        Result<Bytes> after = Bytes{};
+        for (int i = 0; i < 3 && after.has_value(); ++i) {
+          after = co_await write_then_notify(*client_, kPeer, protocol, remote->rkey.get(), chunks, "echo", {}, 15s);
+        }
+        CO_ASSERT_TRUE(!after.has_value());
+        EXPECT_EQ(after.error().code, Errc::peer_lost) << after.error().to_string();
+        auto later = co_await client_->send_request(kPeer, "echo", {}, 5s);
+        CO_ASSERT_TRUE(!later.has_value());
+        EXPECT_EQ(later.error().code, Errc::peer_lost);
+      },
+      std::chrono::seconds(50));
+}
+
+}  // namespace
+}  // namespace kvb::transport::test

@@ -1,0 +1,172 @@
+// ActiveMessageManager: named message types -> coroutine handlers, run under
+// a bounded semaphore with a bounded queue; requests with a notification id
+// get `<id>:ok` / `<id>:err(<message>)` back on a response channel the sender
+// co_awaits. One manager per Worker (it owns the worker's AM ids).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "kvb/common/error.h"
+#include "kvb/common/ids.h"
+#include "kvb/transport/async_sync.h"
+#include "kvb/transport/endpoint.h"
+#include "kvb/transport/listener.h"
+#include "kvb/transport/memory.h"
+#include "kvb/transport/worker.h"
+
+namespace kvb::transport {
+
+using Bytes = std::vector<std::byte>;
+
+struct IncomingMessage {
+  PeerId peer;  // PeerId{0} when the sender is not a known peer
+  std::string type;
+  Bytes payload;
+  std::optional<std::uint64_t> notification_id;
+};
+
+/// A handler returns the reply payload (may be empty) or an error; a thrown
+/// exception is reported as err(<what>). It may capture shared resources.
+using AmHandler = std::function<asio::awaitable<Result<Bytes>>(IncomingMessage message)>;
+
+struct AmOptions {
+  /// Handlers running at once; never exceeded.
+  std::size_t max_concurrent = 8;
+  /// Accepted messages waiting for a permit; beyond it new requests get
+  /// err(busy: ...) and new fire-and-forget messages are dropped and counted.
+  std::size_t max_queued = 256;
+  /// Largest payload accepted for sending (refused before reaching UCX).
+  std::size_t max_payload = std::size_t{1} << 30;
+};
+
+struct AmStats {
+  std::size_t running = 0;
+  std::size_t peak_running = 0;
+  std::size_t queued = 0;
+  std::size_t peak_queued = 0;
+  std::uint64_t handled = 0;
+  std::uint64_t handler_failures = 0;          // all failed handlers
+  std::uint64_t fire_and_forget_failures = 0;  // failed handlers nobody hears about (logged)
+  std::uint64_t busy_refusals = 0;             // requests answered err(busy: ...)
+  std::uint64_t dropped = 0;                   // fire-and-forget refused with the queue full
+  std::uint64_t rejected_writes = 0;           // bulk writes outside every exposed region
+};
+
+/// One bulk chunk: local bytes -> remote address (in the peer's registered
+/// memory, rkey from the peer's MemoryRegistration).
+struct RmaChunk {
+  std::byte* local = nullptr;
+  std::uint64_t remote_address = 0;
+  std::uint64_t length = 0;
+};
+
+class ActiveMessageManager {
+ public:
+  /// Installs the AM receive handlers on `worker`. Throws TransportError.
+  ActiveMessageManager(Worker& worker, AmOptions options = {});
+  ActiveMessageManager(const ActiveMessageManager&) = delete;
+  ActiveMessageManager& operator=(const ActiveMessageManager&) = delete;
+  /// Says goodbye to every peer (they fail their requests to us with
+  /// peer_lost), fails our pending requests (cancelled), drops peers.
+  ~ActiveMessageManager();
+
+  /// Registers `type`. Errors: already_exists, invalid_argument (empty or too
+  /// long for an AM header).
+  [[nodiscard]] Status register_handler(const std::string& type, AmHandler handler);
+
+  /// Listens on host:port; accepted peers get ids from 1'000'000 up. Returns
+  /// the bound port.
+  [[nodiscard]] Result<std::uint16_t> listen(const std::string& host, std::uint16_t port);
+  /// Connects to a listening manager and adopts the endpoint as `peer`.
+  [[nodiscard]] Status connect(PeerId peer, const std::string& host, std::uint16_t port);
+  /// Connects to a worker address (sm, or this worker's own with self; the
+  /// address travels out of band). A hello carrying our address lets the
+  /// peer open its own endpoint back to us (ids from 1'000'000 up, as for
+  /// listen()).
+  [[nodiscard]] Status connect_address(PeerId peer, std::span<const std::byte> worker_address);
+  /// The endpoint of a live peer, or not_found / peer_lost.
+  [[nodiscard]] Result<std::shared_ptr<Endpoint>> endpoint(PeerId peer) const;
+  /// Called (on the executor) when a peer is lost, after its requests failed.
+  void on_peer_lost(std::function<void(PeerId, const Error&)> callback) { on_peer_lost_ = std::move(callback); }
+
+  /// Fire-and-forget: completes when UCX has sent the message.
+  asio::awaitable<Status> send(PeerId peer, std::string type, Bytes payload);
+  /// Sends with a notification id and waits for `<id>:ok` (-> reply payload)
+  /// or `<id>:err(<message>)`, peer loss, or `timeout`.
+  asio::awaitable<Result<Bytes>> send_request(PeerId peer, std::string type, Bytes payload,
+                                              std::chrono::milliseconds timeout);
+
+  /// Allows peers to write into `registration` with bulk AM writes.
+  void expose(const MemoryRegistration& registration);
+  void unexpose(const MemoryRegistration& registration);
+  /// Sends each chunk as an AM rendezvous straight into the peer's exposed
+  /// memory; completes when every chunk is in the peer's memory.
+  asio::awaitable<Status> write_chunks_am(PeerId peer, std::span<const RmaChunk> chunks,
+                                          std::chrono::milliseconds timeout);
+
+  [[nodiscard]] AmStats stats() const noexcept { return stats_; }
+  [[nodiscard]] Worker& worker() const noexcept { return worker_; }
+  [[nodiscard]] const AmOptions& options() const noexcept { return options_; }
+  /// Bytes of the fixed part of a message header (type name excluded).
+  static constexpr std::size_t kFixedHeader = 16;
+
+  // Internal: called from the UCX receive callbacks.
+  struct Impl;
+
+ private:
+  struct Pending {
+    explicit Pending(asio::any_io_executor ex) : done(ex) {}
+    PeerId peer;
+    std::optional<Result<Bytes>> result;
+    AsyncEvent done;
+  };
+  void adopt(std::shared_ptr<Endpoint> ep);
+  void peer_lost(PeerId peer, const Error& error);
+  void accept_message(IncomingMessage message, ucp_ep* reply_ep);
+  struct Hello;
+  void accept_hello(const Hello& hello, const Bytes& address);
+  void watch_process(PeerId peer, std::uint32_t pid);
+  void say_goodbye();
+  void accept_response(std::string_view header, Bytes payload);
+  asio::awaitable<void> run_message(IncomingMessage message, ucp_ep* reply_ep, std::shared_ptr<bool> alive);
+  asio::awaitable<void> reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, const Result<Bytes>& result);
+  asio::awaitable<Status> send_am(std::shared_ptr<Endpoint> ep, unsigned am_id, Bytes header, Bytes payload,
+                                  std::span<const std::byte> borrowed, unsigned flags,
+                                  std::chrono::milliseconds timeout);
+  [[nodiscard]] Status check_sizes(std::size_t header, std::size_t payload, std::string_view type) const;
+
+  Worker& worker_;
+  AmOptions options_;
+  AsyncSemaphore permits_;
+  std::shared_ptr<bool> alive_;
+  std::unordered_map<std::string, AmHandler> handlers_;
+  std::map<PeerId, std::shared_ptr<Endpoint>> peers_;
+  std::unordered_map<ucp_ep*, PeerId> peer_of_ep_;
+  std::unordered_map<std::uint32_t, PeerId> peer_of_token_;  // hello'd senders
+  std::uint32_t token_ = 0;                                  // identifies this manager in its message headers
+  // Peers whose endpoints cannot report failure (shared memory): their
+  // process is watched through a pidfd on the executor.
+  std::map<PeerId, std::shared_ptr<asio::posix::stream_descriptor>> watched_;
+  std::unique_ptr<Listener> listener_;
+  std::uint32_t next_accepted_peer_ = 1'000'000;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Pending>> pending_;
+  std::uint64_t next_request_id_ = 1;
+  std::vector<const MemoryRegistration*> exposed_;
+  std::function<void(PeerId, const Error&)> on_peer_lost_;
+  AmStats stats_;
+};
+
+}  // namespace kvb::transport

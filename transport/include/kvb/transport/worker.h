@@ -1,0 +1,82 @@
+// Worker: owns a ucp_worker (with wakeup) and drives it from an Asio
+// executor: progress until idle, ucp_worker_arm, then wait on the worker's
+// event fd through the io_context (UCS_ERR_BUSY: progress again). No busy
+// polling unless WorkerOptions::spin asks for a bounded spin.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "kvb/common/error.h"
+#include "kvb/transport/context.h"
+#include "kvb/transport/ucx_fwd.h"
+
+namespace kvb::transport {
+
+struct WorkerOptions {
+  /// After the last progress that did work, keep progressing (yielding to
+  /// the io_context between passes) for this long before sleeping on the
+  /// event fd. 0 (default) = never spin: sleep as soon as the worker is idle.
+  std::chrono::microseconds spin{0};
+};
+
+class Worker {
+ public:
+  /// Creates the worker. Throws TransportError. Call start() to drive it.
+  Worker(Context& context, boost::asio::any_io_executor executor, WorkerOptions options = {});
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  /// Stops the progress loop; the worker must have no endpoints left.
+  ~Worker();
+
+  /// Starts the progress coroutine on the executor. Idempotent.
+  void start();
+  /// Stops the progress coroutine (it exits at its next wake). Idempotent.
+  void stop();
+  /// Makes the progress loop run a pass soon (call after posting UCX work).
+  void kick();
+  /// One synchronous progress pass; returns whether it did work. Never call
+  /// from inside a UCX callback.
+  bool progress_once();
+
+  [[nodiscard]] ucp_worker* handle() const noexcept { return worker_; }
+  [[nodiscard]] Context& context() const noexcept { return context_; }
+  [[nodiscard]] const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
+  /// This worker's UCX address (for connect-by-address).
+  [[nodiscard]] const std::vector<std::byte>& address() const noexcept { return address_; }
+  /// Largest AM header UCX accepts on this worker (ucp_worker_query).
+  [[nodiscard]] std::size_t max_am_header() const noexcept { return max_am_header_; }
+  /// Shared flag that turns false when the worker is destroyed (objects that
+  /// may outlive it, e.g. endpoints held by coroutine frames, check it).
+  [[nodiscard]] std::shared_ptr<const bool> exists() const noexcept { return exists_; }
+  /// Number of times the loop slept on the event fd and woke (diagnostics).
+  [[nodiscard]] std::uint64_t wakeups() const noexcept { return wakeups_; }
+  /// 1 ms pauses taken because UCX kept answering ucp_worker_arm with BUSY
+  /// while progress found nothing (diagnostics).
+  [[nodiscard]] std::uint64_t degraded_polls() const noexcept { return degraded_polls_; }
+
+ private:
+  boost::asio::awaitable<void> run_loop(std::shared_ptr<bool> alive);
+
+  Context& context_;
+  boost::asio::any_io_executor executor_;
+  WorkerOptions options_;
+  ucp_worker* worker_ = nullptr;
+  std::vector<std::byte> address_;
+  std::size_t max_am_header_ = 0;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> efd_;
+  std::shared_ptr<bool> alive_;
+  std::shared_ptr<bool> exists_ = std::make_shared<bool>(true);
+  bool started_ = false;
+  bool waiting_ = false;
+  std::uint64_t wakeups_ = 0;
+  std::uint64_t degraded_polls_ = 0;
+};
+
+}  // namespace kvb::transport

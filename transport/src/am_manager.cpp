@@ -1,0 +1,320 @@
+#include <charconv>
+#include <random>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+#include "am_wire.h"
+
+namespace kvb::transport {
+
+using namespace wire;
+
+ActiveMessageManager::ActiveMessageManager(Worker& worker, AmOptions options)
+    : worker_(worker),
+      options_(options),
+      permits_(worker.executor(), options.max_concurrent),
+      alive_(std::make_shared<bool>(true)) {
+  token_ = static_cast<std::uint32_t>(std::random_device{}());
+  if (options.max_concurrent == 0) throw TransportError(Error{Errc::invalid_argument, "max_concurrent must be > 0"});
+  const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {{kAmMessage, Impl::on_message},
+                                                                  {kAmResponse, Impl::on_response},
+                                                                  {kAmWrite, Impl::on_write},
+                                                                  {kAmHello, Impl::on_hello},
+                                                                  {kAmBye, Impl::on_bye}};
+  for (auto [id, cb] : handlers) {
+    ucp_am_handler_param_t p{};
+    p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    p.id = id;
+    p.cb = cb;
+    p.arg = this;
+    const ucs_status_t st = ucp_worker_set_am_recv_handler(worker.handle(), &p);
+    if (st != UCS_OK) detail::throw_ucx("ucp_worker_set_am_recv_handler", st);
+  }
+}
+
+ActiveMessageManager::~ActiveMessageManager() {
+  say_goodbye();
+  *alive_ = false;
+  for (auto& [peer, fd] : watched_) fd->cancel();
+  watched_.clear();
+  for (auto& [id, p] : pending_) {
+    p->result = fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+    p->done.set();
+  }
+  for (unsigned id : {kAmMessage, kAmResponse, kAmWrite, kAmHello, kAmBye}) {
+    ucp_am_handler_param_t p{};
+    p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    p.id = id;
+    p.cb = nullptr;
+    p.arg = nullptr;
+    (void)ucp_worker_set_am_recv_handler(worker_.handle(), &p);
+  }
+  listener_.reset();
+  peers_.clear();
+}
+
+Status ActiveMessageManager::register_handler(const std::string& type, AmHandler handler) {
+  if (type.empty()) return fail(Errc::invalid_argument, "message type must not be empty");
+  if (auto st = check_sizes(kFixedHeader + type.size(), 0, type); !st) return st;
+  if (!handlers_.emplace(type, std::move(handler)).second) {
+    return fail(Errc::already_exists, "message type '{}' already has a handler", type);
+  }
+  return ok();
+}
+
+Status ActiveMessageManager::check_sizes(std::size_t header, std::size_t payload, std::string_view type) const {
+  if (header > worker_.max_am_header()) {
+    return fail(Errc::invalid_argument, "message type '{:.40}' makes a {}-byte AM header, over UCX's max_am_header {}",
+                type, header, worker_.max_am_header());
+  }
+  if (payload > options_.max_payload) {
+    return fail(Errc::invalid_argument, "payload of {} bytes for '{:.40}' exceeds max_payload {}", payload, type,
+                options_.max_payload);
+  }
+  return ok();
+}
+
+asio::awaitable<Status> ActiveMessageManager::send_am(std::shared_ptr<Endpoint> ep, unsigned am_id, Bytes header,
+                                                      Bytes payload, std::span<const std::byte> borrowed,
+                                                      unsigned flags, std::chrono::milliseconds timeout) {
+  if (ep->failed()) co_return tl::unexpected(ep->failure());
+  auto state = std::make_shared<detail::RequestState>(worker_.executor());
+  auto owned = std::make_shared<std::pair<Bytes, Bytes>>(std::move(header), std::move(payload));
+  state->keep = owned;
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+  params.flags = flags | UCP_AM_SEND_FLAG_REPLY;
+  params.datatype = ucp_dt_make_contig(1);
+  detail::bind_send_callback(params, state);
+  const void* data = borrowed.empty() ? owned->second.data() : borrowed.data();
+  const std::size_t size = borrowed.empty() ? owned->second.size() : borrowed.size();
+  ucs_status_ptr_t req =
+      ucp_am_send_nbx(ep->handle(), am_id, owned->first.data(), owned->first.size(), data, size, &params);
+  auto st = co_await detail::await_request(worker_, req, params, state, fmt::format("am send to peer {}", ep->peer()),
+                                           timeout, ep.get());
+  if (!st && ep->failed()) co_return tl::unexpected(ep->failure());
+  co_return st;
+}
+
+asio::awaitable<Status> ActiveMessageManager::send(PeerId peer, std::string type, Bytes payload) {
+  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st) co_return st;
+  auto ep = endpoint(peer);
+  if (!ep) co_return tl::unexpected(ep.error());
+  co_return co_await send_am(*ep, kAmMessage, message_header(type, std::nullopt, token_), std::move(payload), {}, 0,
+                             kSendTimeout);
+}
+
+asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, std::string type, Bytes payload,
+                                                                  std::chrono::milliseconds timeout) {
+  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st)
+    co_return tl::unexpected(st.error());
+  auto ep = endpoint(peer);
+  if (!ep) co_return tl::unexpected(ep.error());
+  const std::uint64_t id = next_request_id_++;
+  auto pending = std::make_shared<Pending>(worker_.executor());
+  pending->peer = peer;
+  pending_[id] = pending;
+  auto alive = alive_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto sent = co_await send_am(*ep, kAmMessage, message_header(type, id, token_), std::move(payload), {}, 0, timeout);
+  if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+  if (!sent && !pending->result) pending->result = tl::unexpected(sent.error());
+  if (!pending->result) {
+    (void)co_await pending->done.wait_for(deadline - std::chrono::steady_clock::now());
+    if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+  }
+  pending_.erase(id);
+  if (!pending->result) {
+    co_return fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id, type,
+                   peer, timeout.count());
+  }
+  co_return std::move(*pending->result);
+}
+
+void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply_ep) {
+  auto handler = handlers_.find(message.type);
+  if (handler == handlers_.end()) {
+    const std::string text = fmt::format("unknown message type: {}", message.type);
+    if (message.notification_id) {
+      asio::co_spawn(worker_.executor(),
+                     reply(message.peer, reply_ep, *message.notification_id, fail(Errc::not_found, "{}", text)),
+                     asio::detached);
+    } else {
+      ++stats_.fire_and_forget_failures;
+      spdlog::warn("transport: fire-and-forget from peer {}: {}", message.peer, text);
+    }
+    return;
+  }
+  if (stats_.queued >= options_.max_queued) {
+    if (message.notification_id) {
+      ++stats_.busy_refusals;
+      asio::co_spawn(worker_.executor(),
+                     reply(message.peer, reply_ep, *message.notification_id,
+                           fail(Errc::busy, "busy: {} messages already queued (max_queued {})", stats_.queued,
+                                options_.max_queued)),
+                     asio::detached);
+    } else {
+      ++stats_.dropped;
+      spdlog::warn("transport: dropped fire-and-forget '{}' from peer {}: queue full ({})", message.type, message.peer,
+                   stats_.queued);
+    }
+    return;
+  }
+  ++stats_.queued;
+  stats_.peak_queued = std::max(stats_.peak_queued, stats_.queued);
+  asio::co_spawn(worker_.executor(), run_message(std::move(message), reply_ep, alive_), asio::detached);
+}
+
+asio::awaitable<void> ActiveMessageManager::run_message(IncomingMessage message, ucp_ep* reply_ep,
+                                                        std::shared_ptr<bool> alive) {
+  co_await permits_.acquire();
+  if (!*alive) co_return;
+  --stats_.queued;
+  ++stats_.running;
+  stats_.peak_running = std::max(stats_.peak_running, stats_.running);
+  const auto handler = handlers_.at(message.type);  // a copy: captured resources stay alive
+  const PeerId peer = message.peer;
+  const auto id = message.notification_id;
+  const std::string type = message.type;
+  Result<Bytes> result = Bytes{};
+  try {
+    result = co_await handler(std::move(message));
+  } catch (const std::exception& e) {
+    result = fail(Errc::internal, "{}", e.what());
+  } catch (...) {
+    result = fail(Errc::internal, "unknown exception");
+  }
+  if (!*alive) co_return;
+  // The permit is held until the handler is done, reply excluded.
+  --stats_.running;
+  ++stats_.handled;
+  permits_.release();
+  if (!result) {
+    ++stats_.handler_failures;
+    if (!id) {
+      ++stats_.fire_and_forget_failures;
+      spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", type, peer, result.error().message);
+    }
+  }
+  if (id) co_await reply(peer, reply_ep, *id, result);
+}
+
+asio::awaitable<void> ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id,
+                                                  const Result<Bytes>& result) {
+  std::string text = result ? fmt::format("{}:ok", id) : fmt::format("{}:err({})", id, result.error().message);
+  const std::size_t limit = worker_.max_am_header();
+  if (text.size() > limit) text = text.substr(0, limit - 4) + "...)";
+  Bytes header(text.size());
+  std::memcpy(header.data(), text.data(), text.size());
+  Bytes payload = result ? *result : Bytes{};
+  std::shared_ptr<Endpoint> ep;
+  if (peer != PeerId{0}) {
+    auto known = endpoint(peer);
+    if (!known) {
+      spdlog::warn("transport: reply {} to peer {} dropped: {}", text, peer, known.error().message);
+      co_return;
+    }
+    ep = *known;
+  }
+  if (ep) {
+    auto st = co_await send_am(ep, kAmResponse, std::move(header), std::move(payload), {}, 0, kSendTimeout);
+    if (!st) spdlog::warn("transport: reply {} to peer {} failed: {}", text, peer, st.error().message);
+    co_return;
+  }
+  if (reply_ep == nullptr) {
+    spdlog::warn("transport: reply {} dropped: the sender gave no reply endpoint", text);
+    co_return;
+  }
+  // A sender we have no Endpoint for (connect-by-address): answer on UCX's reply ep.
+  auto state = std::make_shared<detail::RequestState>(worker_.executor());
+  auto owned = std::make_shared<std::pair<Bytes, Bytes>>(std::move(header), std::move(payload));
+  state->keep = owned;
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+  params.datatype = ucp_dt_make_contig(1);
+  detail::bind_send_callback(params, state);
+  ucs_status_ptr_t req = ucp_am_send_nbx(reply_ep, kAmResponse, owned->first.data(), owned->first.size(),
+                                         owned->second.data(), owned->second.size(), &params);
+  (void)co_await detail::await_request(worker_, req, params, state, "reply", kSendTimeout);
+}
+
+void ActiveMessageManager::accept_response(std::string_view text, Bytes payload) {
+  const auto colon = text.find(':');
+  std::uint64_t id = 0;
+  if (colon == std::string_view::npos || std::from_chars(text.data(), text.data() + colon, id).ec != std::errc{}) {
+    spdlog::error("transport: malformed response '{:.80}'", text);
+    return;
+  }
+  auto it = pending_.find(id);
+  if (it == pending_.end() || it->second->result) return;  // timed out earlier
+  const std::string_view status = text.substr(colon + 1);
+  if (status == "ok") {
+    it->second->result = std::move(payload);
+  } else if (status.starts_with("err(") && status.ends_with(")")) {
+    const std::string_view message = status.substr(4, status.size() - 5);
+    it->second->result = make_error(errc_of_text(message), std::string(message));
+  } else {
+    it->second->result = fail(Errc::protocol_error, "malformed response status '{:.80}'", status);
+  }
+  it->second->done.set();
+}
+
+void ActiveMessageManager::expose(const MemoryRegistration& registration) { exposed_.push_back(&registration); }
+
+void ActiveMessageManager::unexpose(const MemoryRegistration& registration) { std::erase(exposed_, &registration); }
+
+asio::awaitable<Status> ActiveMessageManager::write_chunks_am(PeerId peer, std::span<const RmaChunk> chunks,
+                                                              std::chrono::milliseconds timeout) {
+  auto ep = endpoint(peer);
+  if (!ep) co_return tl::unexpected(ep.error());
+  // Issue every chunk, then await them all: UCX pipelines the rendezvous.
+  struct Inflight {
+    std::shared_ptr<detail::RequestState> state;
+    ucs_status_ptr_t req;
+  };
+  std::vector<Inflight> inflight;
+  inflight.reserve(chunks.size());
+  Status first_error = ok();
+  auto headers = std::make_shared<std::vector<std::array<std::uint64_t, 2>>>(chunks.size());
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const auto& c = chunks[i];
+    (*headers)[i] = {c.remote_address, c.length};
+    auto state = std::make_shared<detail::RequestState>(worker_.executor());
+    state->keep = headers;
+    ucp_request_param_t params{};
+    params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+    params.flags = UCP_AM_SEND_FLAG_RNDV;
+    params.datatype = ucp_dt_make_contig(1);
+    detail::bind_send_callback(params, state);
+    ucs_status_ptr_t req =
+        ucp_am_send_nbx((*ep)->handle(), kAmWrite, (*headers)[i].data(), 16, c.local, c.length, &params);
+    if (req == nullptr) {
+      detail::unbind_callback(params);
+    } else if (UCS_PTR_IS_ERR(req)) {
+      detail::unbind_callback(params);
+      first_error = tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", peer), UCS_PTR_STATUS(req)));
+      break;
+    } else {
+      inflight.push_back({state, req});
+    }
+  }
+  worker_.kick();
+  for (auto& f : inflight) (*ep)->track(f.state);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (auto& f : inflight) {
+    const bool done = co_await f.state->done.wait_for(deadline - std::chrono::steady_clock::now());
+    if (f.state->aborted) co_return tl::unexpected((*ep)->failure());
+    if (!done) co_return fail(Errc::timeout, "bulk write to peer {}: not complete after {} ms", peer, timeout.count());
+    ucp_request_free(f.req);
+    if (f.state->status != UCS_OK && first_error) {
+      first_error = tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", peer), f.state->status));
+    }
+  }
+  if (!first_error && (*ep)->failed()) co_return tl::unexpected((*ep)->failure());
+  co_return first_error;
+}
+
+}  // namespace kvb::transport

@@ -1,0 +1,85 @@
+// Private to transport/src: the ActiveMessageManager's wire format (AM ids,
+// headers) and its UCX receive callbacks (ActiveMessageManager::Impl).
+#pragma once
+
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string_view>
+
+#include "kvb/transport/am_manager.h"
+#include "ucx_request.h"
+
+namespace kvb::transport {
+
+namespace wire {
+
+// UCX AM ids owned by the manager.
+constexpr unsigned kAmMessage = 11;   // header: fixed 16 bytes + type; data: payload
+constexpr unsigned kAmResponse = 12;  // header: "<id>:ok" | "<id>:err(<message>)"; data: reply payload
+constexpr unsigned kAmWrite = 13;     // header: remote address, length; data: bulk bytes (rendezvous)
+constexpr unsigned kAmHello = 14;     // header: Hello; data: sender's worker address (empty in an ack)
+constexpr unsigned kAmBye = 15;       // header: u32 sender token
+constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kFlagNotify = 1;
+constexpr auto kSendTimeout = std::chrono::milliseconds(30000);
+
+template <class T>
+inline T load(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+inline Bytes message_header(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token) {
+  Bytes h(ActiveMessageManager::kFixedHeader + type.size());
+  h[0] = std::byte{kVersion};
+  h[1] = std::byte{id ? kFlagNotify : std::uint8_t{0}};
+  const auto len = static_cast<std::uint16_t>(type.size());
+  std::memcpy(h.data() + 2, &len, 2);
+  std::memcpy(h.data() + 4, &token, 4);
+  const std::uint64_t nid = id.value_or(0);
+  std::memcpy(h.data() + 8, &nid, 8);
+  std::memcpy(h.data() + ActiveMessageManager::kFixedHeader, type.data(), type.size());
+  return h;
+}
+
+/// Error code for an `err(<message>)` text received from a peer.
+inline Errc errc_of_text(std::string_view message) {
+  if (message.starts_with("busy")) return Errc::busy;
+  if (message.starts_with("unknown message type")) return Errc::not_found;
+  if (message.starts_with("peer lost")) return Errc::peer_lost;
+  if (message.starts_with("timeout")) return Errc::timeout;
+  return Errc::internal;
+}
+
+}  // namespace wire
+
+struct ActiveMessageManager::Hello {
+  std::uint32_t token = 0;        // the sender manager's token
+  std::uint32_t pid = 0;          // the sender's process id
+  std::uint32_t sender_peer = 0;  // the PeerId the connecting side uses
+  std::uint32_t ack = 0;          // 1 in the answer to a hello
+};
+
+/// Receive path shared by the AM ids: copy eager data inside the callback;
+/// for rendezvous, start ucp_am_recv_data_nbx and finish on the executor.
+struct ActiveMessageManager::Impl {
+  using Done = std::function<void(Result<Bytes>)>;
+  static void receive(ActiveMessageManager& self, void* data, size_t length, const ucp_am_recv_param_t* param,
+                      Done done);
+  static void receive_into(ActiveMessageManager& self, void* data, std::byte* dest, size_t length,
+                           std::function<void(Status)> done);
+  static ucs_status_t on_message(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                                 const ucp_am_recv_param_t* param);
+  static ucs_status_t on_response(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                                  const ucp_am_recv_param_t* param);
+  static ucs_status_t on_hello(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                               const ucp_am_recv_param_t* param);
+  static ucs_status_t on_bye(void* arg, const void* header, size_t header_length, void*, size_t,
+                             const ucp_am_recv_param_t* param);
+  static ucs_status_t on_write(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                               const ucp_am_recv_param_t* param);
+};
+
+}  // namespace kvb::transport
