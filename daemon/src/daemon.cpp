@@ -235,7 +235,10 @@ int run_daemon(const DaemonConfig& config) {
   CopyEngineOptions engine_options;
   engine_options.host.workers = config.copy_threads;
   CopyEngines engines = make_copy_engines(engine_options);
-  asio::io_context io(1);
+  // One thread runs the loop and starts every socket/timer operation; copy
+  // engine threads only post() completions. So the reactor's per-descriptor
+  // locks can go (the scheduler keeps its lock for those posts).
+  asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   {
     Daemon daemon(config, io, engines);
     if (auto started = daemon.start(); !started) {
