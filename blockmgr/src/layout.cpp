@@ -1,6 +1,7 @@
 #include "kvb/blockmgr/layout.h"
 
 #include <bit>
+#include <initializer_list>
 #include <limits>
 
 namespace kvb {
@@ -61,7 +62,16 @@ Result<LayoutKind> parse_layout_kind(std::string_view name) {
 
 namespace {
 constexpr std::uint64_t kMaxRegionBytes = std::uint64_t{1} << 46;  // 64 TiB: far beyond any real pool
+
+// The product of `factors` is at most `limit` (false on 64-bit overflow too).
+bool product_at_most(std::initializer_list<std::uint64_t> factors, std::uint64_t limit) {
+  std::uint64_t acc = 1;
+  for (const auto f : factors) {
+    if (__builtin_mul_overflow(acc, f, &acc)) return false;
+  }
+  return acc <= limit;
 }
+}  // namespace
 
 Status LayoutSpec::validate() const {
   if (num_layers == 0) return fail(Errc::invalid_argument, "layout: num_layers must be > 0 (got {})", num_layers);
@@ -74,8 +84,7 @@ Status LayoutSpec::validate() const {
     return fail(Errc::invalid_argument, "layout: dtype {} is not a known dtype", static_cast<int>(dtype));
   if (alignment == 0 || !std::has_single_bit(alignment) || alignment > (2U << 20))
     return fail(Errc::invalid_argument, "layout: alignment must be a power of two in [1, 2 MiB] (got {})", alignment);
-  const auto chunk = static_cast<unsigned __int128>(page_size) * inner_dim * dtype_size(dtype);
-  if (chunk * num_layers * outer_dim > kMaxRegionBytes)
+  if (!product_at_most({page_size, inner_dim, dtype_size(dtype), num_layers, outer_dim}, kMaxRegionBytes))
     return fail(Errc::invalid_argument, "layout: one block would be larger than 64 TiB (page_size {} x inner_dim {})",
                 page_size, inner_dim);
   return ok();
@@ -108,9 +117,9 @@ Result<Layout> Layout::make(const LayoutSpec& spec, LayoutKind kind, std::uint32
   const std::uint64_t align = spec.alignment;
   g.block_stride =
       kind == LayoutKind::fully_contiguous ? (spec.block_bytes() + align - 1) / align * align : spec.block_bytes();
-  const auto total = static_cast<unsigned __int128>(num_blocks) *
-                     (kind == LayoutKind::fully_contiguous ? g.block_stride : g.outer_dim * g.chunk_bytes);
-  if (total > kMaxRegionBytes)
+  const std::uint64_t per_block =
+      kind == LayoutKind::fully_contiguous ? g.block_stride : std::uint64_t{g.outer_dim} * g.chunk_bytes;
+  if (!product_at_most({num_blocks, per_block}, kMaxRegionBytes))
     return fail(Errc::invalid_argument, "layout: {} blocks of {} bytes exceed 64 TiB per region", num_blocks,
                 spec.block_bytes());
   return Layout(spec, g);

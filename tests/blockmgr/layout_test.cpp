@@ -84,6 +84,14 @@ TEST(Layout, RejectsZeroBlocksAndHugeTotals) {
   EXPECT_NE(huge.error().message.find("64 TiB"), std::string::npos);
 }
 
+TEST(LayoutSpec, RejectsBlocksWhoseSizeOverflows64Bits) {
+  LayoutSpec spec{
+      .num_layers = 4096, .outer_dim = 2, .page_size = 0x80000000U, .inner_dim = 0x80000000U, .dtype = DType::f32};
+  auto r = spec.validate();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("64 TiB"), std::string::npos) << r.error().message;
+}
+
 TEST(Layout, ParsesNames) {
   EXPECT_EQ(*parse_dtype("bf16"), DType::bf16);
   EXPECT_EQ(*parse_dtype("fp16"), DType::f16);
