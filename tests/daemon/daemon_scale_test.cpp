@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon_process.h"
+#include "support/daemon_process.h"
 #include "test_engine.h"
 
 namespace kvb::test {
@@ -16,7 +16,7 @@ TEST(DaemonScale, ThousandConcurrentClientsAreAllServed) {
   ::setrlimit(RLIMIT_NOFILE, &limit);
   if (limit.rlim_cur < 1100) GTEST_SKIP() << "open file limit " << limit.rlim_cur << " is under 1100";
 
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr int kClients = 1000;
   std::vector<RawClient> clients;
