@@ -27,7 +27,8 @@ TEST(DaemonScale, ThousandConcurrentClientsAreAllServed) {
   }
   // Every client sends before any reads: all 1,000 are in the daemon at once.
   for (int i = 0; i < kClients; ++i) {
-    ASSERT_TRUE(clients[i].send(RequestId{1}, proto::HelloRequest{1, 1, "c" + std::to_string(i), 5, small_layout()}));
+    ASSERT_TRUE(clients[i].send(
+        RequestId{1}, proto::HelloRequest{1, 1, std::string("c").append(std::to_string(i)), 5, small_layout()}));
     ASSERT_TRUE(clients[i].send(RequestId{2}, proto::LookupRequest{false, {1, 2, 3}}));
   }
   for (int i = 0; i < kClients; ++i) {
