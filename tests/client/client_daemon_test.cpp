@@ -16,9 +16,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
-#include "daemon_process.h"
 #include "kvb/client/awaitable.h"
 #include "kvb/client/client.h"
+#include "support/daemon_process.h"
 
 namespace {
 

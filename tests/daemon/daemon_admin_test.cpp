@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon_process.h"
+#include "support/daemon_process.h"
 #include "test_engine.h"
 
 namespace kvb::test {
@@ -52,7 +52,7 @@ std::string http_get(std::uint16_t port, const std::string& target) {
 
 TEST(DaemonAdmin, MetricsEndpointServesPrometheusText) {
   const auto port = free_port();
-  DaemonProcess daemon({"--metrics-port", std::to_string(port)});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--metrics-port", std::to_string(port)});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   TestEngine engine(daemon.socket_path(), 16);
   ASSERT_TRUE(engine.attach());
@@ -76,7 +76,7 @@ TEST(DaemonAdmin, MetricsEndpointServesPrometheusText) {
 
 TEST(DaemonAdmin, UidsNotAllowedAreRefused) {
   const auto me = ::getuid();
-  DaemonProcess daemon({"--allowed-uid", std::to_string(me + 12345)});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--allowed-uid", std::to_string(me + 12345)});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   RawClient client(daemon.socket_path());
   auto frame = client.read_frame();
@@ -91,7 +91,7 @@ TEST(DaemonAdmin, UidsNotAllowedAreRefused) {
 }
 
 TEST(DaemonAdmin, SessionsOverTheLimitAreRefused) {
-  DaemonProcess daemon({"--max-sessions", "2"});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--max-sessions", "2"});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   RawClient a(daemon.socket_path());
   RawClient b(daemon.socket_path());
@@ -112,7 +112,7 @@ TEST(DaemonAdmin, SessionsOverTheLimitAreRefused) {
 TEST(DaemonAdmin, InflightLimitAndDrainRefuseClearly) {
   // One copy slot, no queue: a second copy while the first runs is busy;
   // max_inflight 1: a second request of the same session is busy.
-  DaemonProcess daemon({"--max-inflight", "1", "--copy-slots", "1", "--copy-queue", "0"});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--max-inflight", "1", "--copy-slots", "1", "--copy-queue", "0"});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr std::uint32_t kBlocks = 4096;
   TestEngine engine(daemon.socket_path(), kBlocks);

@@ -1,11 +1,14 @@
 // The real kvblockd process moving real bytes: offload / lookup / onboard
 // round trip, tenants, request timeouts, a SIGKILLed client, and shutdown
 // with work in flight.
+#include <signal.h>
 #include <sys/wait.h>
+
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
-#include "daemon_process.h"
+#include "support/daemon_process.h"
 #include "test_engine.h"
 
 namespace kvb::test {
@@ -36,7 +39,7 @@ std::string poll_stat(RawClient& client, const std::string& key, long long want,
 }
 
 TEST(DaemonBlocks, OffloadLookupOnboardRoundTripIsByteExact) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   TestEngine engine(daemon.socket_path(), 64, /*salt=*/42);
   ASSERT_TRUE(engine.attach()) << daemon.log();
@@ -103,7 +106,7 @@ TEST(DaemonBlocks, OffloadLookupOnboardRoundTripIsByteExact) {
 }
 
 TEST(DaemonBlocks, RegisterKvFdsSurviveAFrameSplitAcrossManyWrites) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   TestEngine engine(daemon.socket_path(), 8);
   ASSERT_TRUE(engine.hello());
@@ -132,7 +135,7 @@ TEST(DaemonBlocks, RegisterKvFdsSurviveAFrameSplitAcrossManyWrites) {
 }
 
 TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   TestEngine a(daemon.socket_path(), 16, /*salt=*/1);
   TestEngine b(daemon.socket_path(), 16, /*salt=*/2);
@@ -167,7 +170,7 @@ TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
 
 TEST(DaemonBlocks, RequestTimeoutEndsWithErrTimeoutAndRegistersNothing) {
   // 1 ms deadline against a 64 MiB offload (>= 5 ms of DRAM bandwidth here).
-  DaemonProcess daemon({"--request-timeout-ms", "1"});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--request-timeout-ms", "1"});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr std::uint32_t kBlocks = 8192;  // 8 KiB each: 64 MiB
   TestEngine engine(daemon.socket_path(), kBlocks);
@@ -197,7 +200,7 @@ TEST(DaemonBlocks, RequestTimeoutEndsWithErrTimeoutAndRegistersNothing) {
 }
 
 TEST(DaemonBlocks, SigkilledClientLosesItsLeasesWithinOneSecond) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr std::uint32_t kBlocks = 4096;  // 32 MiB: an onboard still copying when the client dies
   {
@@ -254,7 +257,7 @@ TEST(DaemonBlocks, SigkilledClientLosesItsLeasesWithinOneSecond) {
 }
 
 TEST(DaemonBlocks, SigtermWithWorkInFlightAnswersEveryRequestAndExitsZero) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr std::uint32_t kBlocks = 8192;
   TestEngine engine(daemon.socket_path(), kBlocks);

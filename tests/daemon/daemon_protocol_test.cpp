@@ -1,11 +1,12 @@
 // The real kvblockd process: hello, stats, config, status/wait, and every
 // malformed frame closing only its own connection.
 #include <cstring>
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
-#include "daemon_process.h"
 #include "raw_client.h"
+#include "support/daemon_process.h"
 #include "test_engine.h"
 
 namespace kvb::test {
@@ -14,7 +15,7 @@ namespace {
 using proto::MsgType;
 
 TEST(DaemonProtocol, HelloStatsConfigAndCleanExit) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   namespace fs = std::filesystem;
   EXPECT_EQ(fs::status(daemon.socket_path()).permissions() & fs::perms::all,
@@ -54,7 +55,7 @@ TEST(DaemonProtocol, HelloStatsConfigAndCleanExit) {
 }
 
 TEST(DaemonProtocol, VersionAndLayoutRefusalsAreReplies) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   RawClient client(daemon.socket_path());
   auto old = client.call(RequestId{1}, proto::HelloRequest{2, 3, "future", 0, small_layout()});
@@ -87,7 +88,7 @@ std::vector<std::byte> with_header(proto::FrameHeader header, std::vector<std::b
 }
 
 TEST(DaemonProtocol, MalformedFramesCloseOnlyTheirConnection) {
-  DaemonProcess daemon({"--max-frame-bytes", "4096"});
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--max-frame-bytes", "4096"});
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   RawClient bystander(daemon.socket_path());
   ASSERT_TRUE(bystander.call_body<proto::HelloReply>(RequestId{1}, proto::HelloRequest{1, 1, "b", 0, small_layout()}));
@@ -179,9 +180,9 @@ TEST(DaemonProtocol, MalformedFramesCloseOnlyTheirConnection) {
 }
 
 TEST(DaemonProtocol, SecondDaemonOnTheSameSocketRefusesToStart) {
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready());
-  DaemonProcess second({"--socket", daemon.socket_path()});
+  DaemonProcess second(KVBLOCKD_PATH, {"--socket", daemon.socket_path()});
   EXPECT_EQ(second.wait_exit(std::chrono::seconds(20)), 1) << second.log();
   EXPECT_NE(second.log().find("already listening"), std::string::npos) << second.log();
   RawClient client(daemon.socket_path());

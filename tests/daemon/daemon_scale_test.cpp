@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon_process.h"
+#include "support/daemon_process.h"
 #include "test_engine.h"
 
 namespace kvb::test {
@@ -16,7 +16,7 @@ TEST(DaemonScale, ThousandConcurrentClientsAreAllServed) {
   ::setrlimit(RLIMIT_NOFILE, &limit);
   if (limit.rlim_cur < 1100) GTEST_SKIP() << "open file limit " << limit.rlim_cur << " is under 1100";
 
-  DaemonProcess daemon;
+  DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();
   constexpr int kClients = 1000;
   std::vector<RawClient> clients;
@@ -27,7 +27,8 @@ TEST(DaemonScale, ThousandConcurrentClientsAreAllServed) {
   }
   // Every client sends before any reads: all 1,000 are in the daemon at once.
   for (int i = 0; i < kClients; ++i) {
-    ASSERT_TRUE(clients[i].send(RequestId{1}, proto::HelloRequest{1, 1, "c" + std::to_string(i), 5, small_layout()}));
+    ASSERT_TRUE(clients[i].send(
+        RequestId{1}, proto::HelloRequest{1, 1, std::string("c").append(std::to_string(i)), 5, small_layout()}));
     ASSERT_TRUE(clients[i].send(RequestId{2}, proto::LookupRequest{false, {1, 2, 3}}));
   }
   for (int i = 0; i < kClients; ++i) {

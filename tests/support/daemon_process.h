@@ -1,0 +1,84 @@
+// DaemonProcess: a real kvblockd process for integration tests.
+//
+// Spawns the given kvblockd binary on a socket in a fresh temp dir (or the
+// one a `--socket` in the extra args names), waits bounded on its "listening
+// on" log line (read through a pipe with poll(), no sleeping), keeps draining
+// its stdout+stderr into log(), and awaits its exit through a pidfd with a
+// bounded poll(). The destructor stops it (SIGTERM, then SIGKILL) if a test
+// did not. Exit codes are the process's exit status, or 128 + signal number
+// when a signal ended it.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kvb::test {
+
+class DaemonProcess {
+ public:
+  /// Starts `binary` with --socket <tmp>/kvblockd.sock (unless `extra_args`
+  /// has its own --socket) plus `extra_args`; waits up to `ready_timeout` for
+  /// it to listen. Check ready() (and log() on failure). Needs the default
+  /// log level (info or lower): readiness is its "listening on" line.
+  explicit DaemonProcess(std::string binary, std::vector<std::string> extra_args = {},
+                         std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+  ~DaemonProcess();
+
+  /// Whether the daemon logged that it listens (it accepts connections).
+  [[nodiscard]] bool ready() const noexcept { return ready_; }
+  [[nodiscard]] const std::string& socket_path() const noexcept { return socket_; }
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// Everything the daemon wrote to stdout/stderr so far (capped at 4 MiB).
+  [[nodiscard]] std::string log() const;
+  /// Whether the process is still running (not exited, not reaped).
+  [[nodiscard]] bool alive() const;
+
+  /// Sends `signal` (SIGSTOP, SIGCONT, ...) without waiting. No-op once reaped.
+  void signal(int signal) const;
+  /// SIGCONT (in case a test stopped it), then `signal`, then waits up to
+  /// `timeout` for the exit; its exit code, or nullopt when it did not exit
+  /// in time (it is then SIGKILLed and reaped). Idempotent: once reaped,
+  /// returns the recorded exit code.
+  std::optional<int> stop(int signal = SIGTERM, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  /// Waits up to `timeout` for the process to exit on its own; its exit code,
+  /// or nullopt on timeout (it keeps running).
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  /// SIGKILL and reap (bounded). Idempotent.
+  void kill();
+
+ private:
+  void finish_log();
+
+  std::string dir_;
+  std::string socket_;
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  bool ready_ = false;
+  std::optional<int> exit_code_;  // set once reaped
+  int output_fd_ = -1;
+  std::thread drain_;
+  mutable std::mutex log_mutex_;
+  std::string log_;
+};
+
+/// A finished child program: `status` in waitpid form (use WIFEXITED /
+/// WEXITSTATUS), `out` its whole stdout.
+struct ProgramResult {
+  int status = -1;
+  std::string out;
+};
+/// Runs `argv` (argv[0] a path) to completion with a bounded timeout; its
+/// result, or nullopt on timeout or spawn failure (it is then SIGKILLed).
+[[nodiscard]] std::optional<ProgramResult> run_program(const std::vector<std::string>& argv,
+                                                       std::chrono::milliseconds timeout);
+
+}  // namespace kvb::test
