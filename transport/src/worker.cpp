@@ -75,7 +75,7 @@ asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
   constexpr int kMaxIdleBusy = 1000;
   int idle_busy = 0;
   int yields_since_work = 0;
-  constexpr int kPlainYields = 8;
+  constexpr int kPlainYields = 2;
   constexpr auto kSpinSlice = std::chrono::microseconds(20);
   while (*alive) {
     // Progress until idle, but yield to the io_context every kMaxPasses so a
