@@ -284,6 +284,45 @@ TEST_P(TransportTest, FullQueueAnswersBusy) {
   });
 }
 
+TEST_P(TransportTest, RequestsTimeOutInDeadlineOrderAndLateRepliesAreIgnored) {
+  run([&]() -> asio::awaitable<void> {
+    // The 10 s request is sent first, so the manager's deadline timer must be
+    // moved earlier for the 300 ms one and again for the 100 ms one.
+    std::optional<Result<Bytes>> slow, mid, fast;
+    AsyncEvent short_ones(worker_->executor());
+    AsyncEvent all(worker_->executor());
+    int left = 3;
+    int short_left = 2;
+    auto spawn = [&](std::optional<Result<Bytes>>& out, std::chrono::milliseconds timeout) {
+      asio::co_spawn(
+          io_,
+          [&, timeout]() -> asio::awaitable<void> {
+            out = co_await client_->send_request(kPeer, "park", {}, timeout);
+            if (timeout < 10s && --short_left == 0) short_ones.set();
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    };
+    spawn(slow, 10s);
+    spawn(mid, 300ms);
+    spawn(fast, 100ms);
+    CO_ASSERT_TRUE(co_await short_ones.wait_for(15s));
+    for (auto* r : {&mid, &fast}) {
+      CO_ASSERT_TRUE(r->has_value() && !r->value().has_value());
+      EXPECT_EQ(r->value().error().code, Errc::timeout);
+      EXPECT_TRUE(r->value().error().message.starts_with("timeout: no answer to request"))
+          << r->value().error().message;
+    }
+    EXPECT_FALSE(slow.has_value());
+    co_await remote_->release();  // the late replies to the timed-out requests arrive and are dropped
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    CO_ASSERT_TRUE(slow.has_value());
+    EXPECT_TRUE(slow->has_value());
+    auto ping = co_await client_->send_request(kPeer, "echo", {}, 10s);
+    EXPECT_TRUE(ping.has_value());
+  });
+}
+
 TEST_P(TransportTest, UnknownTypeAndHandlerException) {
   run([&]() -> asio::awaitable<void> {
     auto unknown = co_await client_->send_request(kPeer, "no_such_type", {}, 10s);

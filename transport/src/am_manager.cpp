@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "am_wire.h"
 
@@ -16,7 +17,8 @@ ActiveMessageManager::ActiveMessageManager(Worker& worker, AmOptions options)
     : worker_(worker),
       options_(options),
       permits_(worker.executor(), options.max_concurrent),
-      alive_(std::make_shared<bool>(true)) {
+      alive_(std::make_shared<bool>(true)),
+      deadline_timer_(worker.executor()) {
   token_ = static_cast<std::uint32_t>(std::random_device{}());
   if (options.max_concurrent == 0) throw TransportError(Error{Errc::invalid_argument, "max_concurrent must be > 0"});
   const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {{kAmMessage, Impl::on_message},
@@ -81,6 +83,34 @@ asio::awaitable<Status> ActiveMessageManager::send_am(std::shared_ptr<Endpoint> 
                                                       Bytes payload, std::span<const std::byte> borrowed,
                                                       unsigned flags, std::chrono::milliseconds timeout) {
   if (ep->failed()) co_return tl::unexpected(ep->failure());
+  if ((flags & UCP_AM_SEND_FLAG_RNDV) == 0) {
+    // Fast path: most small eager sends complete inside ucp_am_send_nbx;
+    // ask UCX to finish now or refuse (NO_RESOURCE), so they need no
+    // request state, callback or buffer handover.
+    const void* data = borrowed.empty() ? payload.data() : borrowed.data();
+    const std::size_t size = borrowed.empty() ? payload.size() : borrowed.size();
+    ucp_request_param_t imm{};
+    imm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+    imm.flags = flags | UCP_AM_SEND_FLAG_REPLY;
+    imm.datatype = ucp_dt_make_contig(1);
+    ucs_status_ptr_t req = ucp_am_send_nbx(ep->handle(), am_id, header.data(), header.size(), data, size, &imm);
+    if (req == nullptr) co_return ok();
+    if (UCS_PTR_IS_ERR(req)) {
+      if (UCS_PTR_STATUS(req) != UCS_ERR_NO_RESOURCE) {
+        co_return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", ep->peer()), UCS_PTR_STATUS(req)));
+      }
+      // Not completable at once: take the tracked path below.
+    } else {
+      // Not expected with FORCE_IMM_CMPL; keep the buffers alive until done.
+      worker_.kick();
+      while (ucp_request_check_status(req) == UCS_INPROGRESS)
+        co_await asio::post(worker_.executor(), asio::use_awaitable);
+      const ucs_status_t st = ucp_request_check_status(req);
+      ucp_request_free(req);
+      if (st != UCS_OK) co_return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", ep->peer()), st));
+      co_return ok();
+    }
+  }
   auto state = std::make_shared<detail::RequestState>(worker_.executor());
   auto owned = std::make_shared<std::pair<Bytes, Bytes>>(std::move(header), std::move(payload));
   state->keep = owned;
@@ -116,22 +146,50 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
   const std::uint64_t id = next_request_id_++;
   auto pending = std::make_shared<Pending>(worker_.executor());
   pending->peer = peer;
+  pending->deadline = std::chrono::steady_clock::now() + timeout;
+  pending->timeout = timeout;
+  pending->type = type;
   pending_[id] = pending;
+  arm_deadline(pending->deadline);
   auto alive = alive_;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto sent = co_await send_am(*ep, kAmMessage, message_header(type, id, token_), std::move(payload), {}, 0, timeout);
   if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   if (!sent && !pending->result) pending->result = tl::unexpected(sent.error());
+  // Ends with the reply, a peer loss, the manager's shutdown, or
+  // expire_requests() at the deadline.
   if (!pending->result) {
-    (void)co_await pending->done.wait_for(deadline - std::chrono::steady_clock::now());
+    co_await pending->done.wait();
     if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   }
   pending_.erase(id);
-  if (!pending->result) {
-    co_return fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id, type,
-                   peer, timeout.count());
-  }
   co_return std::move(*pending->result);
+}
+
+void ActiveMessageManager::arm_deadline(std::chrono::steady_clock::time_point deadline) {
+  if (armed_deadline_ && *armed_deadline_ <= deadline) return;  // an earlier wake will re-arm
+  armed_deadline_ = deadline;
+  deadline_timer_.expires_at(deadline);  // cancels the later wait, if any
+  deadline_timer_.async_wait([this, alive = alive_, deadline](const boost::system::error_code& ec) {
+    if (!*alive || ec == asio::error::operation_aborted || armed_deadline_ != deadline) return;
+    armed_deadline_.reset();
+    expire_requests();
+  });
+}
+
+void ActiveMessageManager::expire_requests() {
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (auto& [id, p] : pending_) {
+    if (p->result) continue;
+    if (p->deadline <= now) {
+      p->result = fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id,
+                       p->type, p->peer, p->timeout.count());
+      p->done.set();
+    } else if (!next || p->deadline < *next) {
+      next = p->deadline;
+    }
+  }
+  if (next) arm_deadline(*next);
 }
 
 void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply_ep) {

@@ -95,6 +95,15 @@ ucs_status_t ActiveMessageManager::Impl::on_message(void* arg, const void* heade
 ucs_status_t ActiveMessageManager::Impl::on_response(void* arg, const void* header, size_t header_length, void* data,
                                                      size_t length, const ucp_am_recv_param_t* param) {
   auto& self = *static_cast<ActiveMessageManager*>(arg);
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0 && self.worker_.in_loop_progress()) {
+    // Fast path: the worker's own loop is progressing on the executor, and
+    // accept_response only records the result and wakes the waiter (its
+    // resumption is posted), so no user code runs inside progress.
+    Bytes payload(length);
+    if (length > 0) std::memcpy(payload.data(), data, length);
+    self.accept_response(std::string_view(static_cast<const char*>(header), header_length), std::move(payload));
+    return UCS_OK;
+  }
   std::string text(static_cast<const char*>(header), header_length);
   auto alive = self.alive_;
   receive(self, data, length, param, [&self, alive, text = std::move(text)](Result<Bytes> r) {

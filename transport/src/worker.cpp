@@ -74,18 +74,46 @@ asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
   auto last_work = clock::now();
   constexpr int kMaxIdleBusy = 1000;
   int idle_busy = 0;
+  int yields_since_work = 0;
+  constexpr int kPlainYields = 2;
+  constexpr auto kSpinSlice = std::chrono::microseconds(20);
   while (*alive) {
     // Progress until idle, but yield to the io_context every kMaxPasses so a
     // worker that always has work cannot starve the coroutines it serves.
     constexpr int kMaxPasses = 64;
     int passes = 0;
+    in_loop_progress_ = true;
     while (passes < kMaxPasses && ucp_worker_progress(worker_) != 0) ++passes;
-    if (passes > 0) last_work = clock::now();
+    in_loop_progress_ = false;
+    auto now = clock::now();
+    if (passes > 0) {
+      last_work = now;
+      yields_since_work = 0;
+    }
     if (passes == kMaxPasses) {
       co_await asio::post(executor_, asio::use_awaitable);
       continue;
     }
-    if (options_.spin.count() > 0 && clock::now() - last_work < options_.spin) {
+    if (options_.spin.count() > 0 && now - last_work < options_.spin) {
+      // Spin. The first kPlainYields passes after work yield at once, so the
+      // handlers that work posted (and the ones they post) run promptly; after
+      // that nothing of ours is queued, so progress inline for a short slice
+      // (until UCX has work) and only then yield: each yield costs the
+      // io_context a reactor poll (a syscall).
+      if (++yields_since_work > kPlainYields) {
+        const auto slice_end = std::min(now + kSpinSlice, last_work + options_.spin);
+        in_loop_progress_ = true;
+        int spins = 0;
+        bool worked = false;
+        while (!(worked = ucp_worker_progress(worker_) != 0)) {
+          if ((++spins & 15) == 0 && clock::now() >= slice_end) break;
+        }
+        in_loop_progress_ = false;
+        if (worked) {
+          last_work = clock::now();
+          yields_since_work = 0;
+        }
+      }
       co_await asio::post(executor_, asio::use_awaitable);
       continue;
     }

@@ -18,6 +18,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "kvb/common/error.h"
 #include "kvb/common/ids.h"
@@ -132,7 +133,14 @@ class ActiveMessageManager {
     PeerId peer;
     std::optional<Result<Bytes>> result;
     AsyncEvent done;
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::milliseconds timeout{0};
+    std::string type;
   };
+  // Request timeouts: one manager timer armed at the earliest deadline it
+  // knows (no timer per request: each would reprogram the reactor's timerfd).
+  void arm_deadline(std::chrono::steady_clock::time_point deadline);
+  void expire_requests();
   void adopt(std::shared_ptr<Endpoint> ep);
   void peer_lost(PeerId peer, const Error& error);
   void accept_message(IncomingMessage message, ucp_ep* reply_ep);
@@ -164,6 +172,8 @@ class ActiveMessageManager {
   std::uint32_t next_accepted_peer_ = 1'000'000;
   std::unordered_map<std::uint64_t, std::shared_ptr<Pending>> pending_;
   std::uint64_t next_request_id_ = 1;
+  asio::steady_timer deadline_timer_;
+  std::optional<std::chrono::steady_clock::time_point> armed_deadline_;
   std::vector<const MemoryRegistration*> exposed_;
   std::function<void(PeerId, const Error&)> on_peer_lost_;
   AmStats stats_;

@@ -55,6 +55,9 @@ class Worker {
   /// Shared flag that turns false when the worker is destroyed (objects that
   /// may outlive it, e.g. endpoints held by coroutine frames, check it).
   [[nodiscard]] std::shared_ptr<const bool> exists() const noexcept { return exists_; }
+  /// True while the progress loop itself is inside ucp_worker_progress (UCX
+  /// callbacks then run on the executor, outside any other user code).
+  [[nodiscard]] bool in_loop_progress() const noexcept { return in_loop_progress_; }
   /// Number of times the loop slept on the event fd and woke (diagnostics).
   [[nodiscard]] std::uint64_t wakeups() const noexcept { return wakeups_; }
   /// 1 ms pauses taken because UCX kept answering ucp_worker_arm with BUSY
@@ -75,6 +78,7 @@ class Worker {
   std::shared_ptr<bool> exists_ = std::make_shared<bool>(true);
   bool started_ = false;
   bool waiting_ = false;
+  bool in_loop_progress_ = false;
   std::uint64_t wakeups_ = 0;
   std::uint64_t degraded_polls_ = 0;
 };
