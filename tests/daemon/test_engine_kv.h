@@ -1,0 +1,41 @@
+// register_test_engine_kv: an engine KV cache for BlockService tests — the
+// test layout (2 layers, K,V, 128-byte chunks) laid out layer separate over
+// `blocks` blocks, backed by fresh memfds, registered with the service.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "block_service.h"
+
+namespace kvb::daemon::test {
+
+/// 2 layers, outer 2, page 4, inner 32, u8: 128-byte chunks, 512-byte blocks.
+inline constexpr proto::WireLayout kTestLayout{2, 2, 4, 32, 0, 256};
+
+/// Attaches kTestLayout's pool (returned through `pool`) and registers an
+/// engine KV cache of `blocks` blocks in two memfd regions.
+[[nodiscard]] inline Result<std::shared_ptr<EngineKv>> register_test_engine_kv(BlockService& service, LayoutPool*& pool,
+                                                                               std::uint32_t blocks) {
+  auto attached = service.attach_layout(kTestLayout);
+  if (!attached) return tl::unexpected(attached.error());
+  pool = *attached;
+  proto::RegisterKvRequest reg;
+  reg.layout_kind = 1;
+  reg.num_blocks = blocks;
+  reg.region_bytes = 128ULL * 2 * blocks;
+  reg.fd_count = 2;
+  std::vector<UniqueFd> fds;
+  for (int l = 0; l < 2; ++l) {
+    UniqueFd fd(::memfd_create("kv", MFD_CLOEXEC));
+    if (fd.get() < 0 || ::ftruncate(fd.get(), static_cast<off_t>(reg.region_bytes)) != 0)
+      return fail(Errc::io_error, "memfd for the test engine KV cache failed");
+    fds.push_back(std::move(fd));
+  }
+  return service.register_kv(*pool, reg, std::move(fds));
+}
+
+}  // namespace kvb::daemon::test
