@@ -10,33 +10,19 @@
 
 #include "block_service.h"
 #include "kvb/kernels/host_copy_engine.h"
+#include "test_engine_kv.h"
 
 namespace kvb::daemon {
 namespace {
 
 using namespace std::chrono_literals;
 
-constexpr proto::WireLayout kLayout{2, 2, 4, 32, 0, 256};  // 128-byte chunks, 512-byte blocks
 constexpr std::uint32_t kEngineBlocks = 16;
 
 class BlockServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto pool = service_.attach_layout(kLayout);
-    ASSERT_TRUE(pool) << pool.error().to_string();
-    pool_ = *pool;
-    proto::RegisterKvRequest reg;
-    reg.layout_kind = 1;
-    reg.num_blocks = kEngineBlocks;
-    reg.region_bytes = 128ULL * 2 * kEngineBlocks;
-    reg.fd_count = 2;
-    std::vector<UniqueFd> fds;
-    for (int l = 0; l < 2; ++l) {
-      UniqueFd fd(::memfd_create("kv", MFD_CLOEXEC));
-      ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(reg.region_bytes)), 0);
-      fds.push_back(std::move(fd));
-    }
-    auto kv = service_.register_kv(*pool_, reg, std::move(fds));
+    auto kv = test::register_test_engine_kv(service_, pool_, kEngineBlocks);
     ASSERT_TRUE(kv) << kv.error().to_string();
     kv_ = *kv;
     for (std::uint32_t l = 0; l < 2; ++l) {
