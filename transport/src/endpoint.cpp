@@ -72,8 +72,10 @@ void Endpoint::finish_create(const void* raw_params) {
   worker_.kick();
 }
 
-Endpoint::Endpoint(Worker& worker, const std::string& host, std::uint16_t port, PeerId peer,
-                   EndpointErrorHandler on_error)
+// Shared by the public constructors: the state every endpoint has before its
+// ucp_ep is created (a throw after this still runs ~Endpoint, which skips a
+// null ep_).
+Endpoint::Endpoint(Worker& worker, PeerId peer, EndpointErrorHandler on_error)
     : worker_(worker),
       peer_(peer),
       state_(std::make_shared<State>()),
@@ -82,6 +84,11 @@ Endpoint::Endpoint(Worker& worker, const std::string& host, std::uint16_t port, 
   state_->peer = peer;
   state_->on_error = std::move(on_error);
   state_->executor = worker.executor();
+}
+
+Endpoint::Endpoint(Worker& worker, const std::string& host, std::uint16_t port, PeerId peer,
+                   EndpointErrorHandler on_error)
+    : Endpoint(worker, peer, std::move(on_error)) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
@@ -97,14 +104,7 @@ Endpoint::Endpoint(Worker& worker, const std::string& host, std::uint16_t port, 
 }
 
 Endpoint::Endpoint(Worker& worker, ucp_conn_request* request, PeerId peer, EndpointErrorHandler on_error)
-    : worker_(worker),
-      peer_(peer),
-      state_(std::make_shared<State>()),
-      detects_failure_(worker.context().peer_failure_detection()),
-      worker_exists_(worker.exists()) {
-  state_->peer = peer;
-  state_->on_error = std::move(on_error);
-  state_->executor = worker.executor();
+    : Endpoint(worker, peer, std::move(on_error)) {
   ucp_ep_params_t params{};
   params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
   params.conn_request = request;
@@ -113,14 +113,7 @@ Endpoint::Endpoint(Worker& worker, ucp_conn_request* request, PeerId peer, Endpo
 
 Endpoint::Endpoint(Worker& worker, std::span<const std::byte> worker_address, PeerId peer,
                    EndpointErrorHandler on_error)
-    : worker_(worker),
-      peer_(peer),
-      state_(std::make_shared<State>()),
-      detects_failure_(worker.context().peer_failure_detection()),
-      worker_exists_(worker.exists()) {
-  state_->peer = peer;
-  state_->on_error = std::move(on_error);
-  state_->executor = worker.executor();
+    : Endpoint(worker, peer, std::move(on_error)) {
   ucp_ep_params_t params{};
   params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
   params.address = reinterpret_cast<const ucp_address_t*>(worker_address.data());

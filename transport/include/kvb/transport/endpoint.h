@@ -78,6 +78,7 @@ class Endpoint {
   };
 
  private:
+  Endpoint(Worker& worker, PeerId peer, EndpointErrorHandler on_error);
   void finish_create(const void* params);
   Worker& worker_;
   PeerId peer_;
