@@ -93,34 +93,28 @@ class RawClient {
 
   /// Reads until the reply to `id` (other frames are stashed).
   std::optional<proto::Reply> reply_to(RequestId id, ms timeout = ms(10000)) {
-    for (auto it = stash_.begin(); it != stash_.end(); ++it) {
-      if (it->header.type == proto::MsgType::reply && it->header.request_id == id) {
-        auto reply = proto::decode_payload<proto::Reply>(it->payload);
-        stash_.erase(it);
-        return reply ? std::optional(*reply) : std::nullopt;
-      }
-    }
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (true) {
-      const auto left = std::chrono::duration_cast<ms>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      auto frame = read_wire(left);
-      if (!frame) return std::nullopt;
-      if (frame->header.type == proto::MsgType::reply && frame->header.request_id == id) {
-        auto reply = proto::decode_payload<proto::Reply>(frame->payload);
-        return reply ? std::optional(*reply) : std::nullopt;
-      }
-      stash_.push_back(std::move(*frame));
-    }
+    return next_of<proto::Reply>(proto::MsgType::reply, id, timeout);
   }
 
   /// Reads until the notification of `id` (other frames are stashed).
   std::optional<proto::Notification> notification_of(RequestId id, ms timeout = ms(10000)) {
+    return next_of<proto::Notification>(proto::MsgType::notification, id, timeout);
+  }
+
+  /// The first frame of `type` for `id`, from the stash or the wire (other
+  /// frames are stashed), decoded as Msg; nullopt on timeout or a bad payload.
+  template <class Msg>
+  std::optional<Msg> next_of(proto::MsgType type, RequestId id, ms timeout) {
+    const auto matches = [&](const auto& frame) { return frame.header.type == type && frame.header.request_id == id; };
+    const auto decode = [](const auto& frame) -> std::optional<Msg> {
+      auto msg = proto::decode_payload<Msg>(frame.payload);
+      return msg ? std::optional(*msg) : std::nullopt;
+    };
     for (auto it = stash_.begin(); it != stash_.end(); ++it) {
-      if (it->header.type == proto::MsgType::notification && it->header.request_id == id) {
-        auto note = proto::decode_payload<proto::Notification>(it->payload);
+      if (matches(*it)) {
+        auto msg = decode(*it);
         stash_.erase(it);
-        return note ? std::optional(*note) : std::nullopt;
+        return msg;
       }
     }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -129,10 +123,7 @@ class RawClient {
       if (left.count() <= 0) return std::nullopt;
       auto frame = read_wire(left);
       if (!frame) return std::nullopt;
-      if (frame->header.type == proto::MsgType::notification && frame->header.request_id == id) {
-        auto note = proto::decode_payload<proto::Notification>(frame->payload);
-        return note ? std::optional(*note) : std::nullopt;
-      }
+      if (matches(*frame)) return decode(*frame);
       stash_.push_back(std::move(*frame));
     }
   }
