@@ -27,6 +27,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "kvb/common/logging.h"
 #include "kvb/transport/block_transfer.h"
@@ -258,10 +259,21 @@ int run_client(const Flags& f) {
       std::fprintf(stderr, "transport: connect: %s\n", st.error().to_string().c_str());
       return 1;
     }
+    // io.run() until the measurement ends or a 300 s watchdog fires (no
+    // run_one_for loop: it reads the clock around every handler).
+    asio::steady_timer watchdog(io, std::chrono::seconds(300));
+    watchdog.async_wait([&](boost::system::error_code ec) {
+      if (!ec) io.stop();
+    });
     asio::co_spawn(
-        io, [&]() -> asio::awaitable<void> { result = co_await measure(f, client, context); }, asio::detached);
-    const auto deadline = clock_type::now() + std::chrono::seconds(300);
-    while (!result && clock_type::now() < deadline) io.run_one_for(std::chrono::milliseconds(100));
+        io,
+        [&]() -> asio::awaitable<void> {
+          result = co_await measure(f, client, context);
+          watchdog.cancel();
+          io.stop();
+        },
+        asio::detached);
+    io.run();
   }
   if (!result || !*result) {
     std::fprintf(stderr, "transport: %s\n", result ? (*result).error().to_string().c_str() : "timed out after 300 s");

@@ -2,6 +2,7 @@
 #include <random>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -16,7 +17,6 @@ using namespace wire;
 ActiveMessageManager::ActiveMessageManager(Worker& worker, AmOptions options)
     : worker_(worker),
       options_(options),
-      permits_(worker.executor(), options.max_concurrent),
       alive_(std::make_shared<bool>(true)),
       deadline_timer_(worker.executor()) {
   token_ = static_cast<std::uint32_t>(std::random_device{}());
@@ -42,10 +42,10 @@ ActiveMessageManager::~ActiveMessageManager() {
   *alive_ = false;
   for (auto& [peer, fd] : watched_) fd->cancel();
   watched_.clear();
-  for (auto& [id, p] : pending_) {
-    p->result = fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
-    p->done.set();
-  }
+  for (auto& [id, p] : pending_) finish(*p, fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id));
+  // Idle runners resume (posted), see the manager gone and end.
+  for (auto& h : idle_runners_) asio::post(worker_.executor(), std::move(h));
+  idle_runners_.clear();
   for (unsigned id : {kAmMessage, kAmResponse, kAmWrite, kAmHello, kAmBye}) {
     ucp_am_handler_param_t p{};
     p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
@@ -61,7 +61,7 @@ ActiveMessageManager::~ActiveMessageManager() {
 Status ActiveMessageManager::register_handler(const std::string& type, AmHandler handler) {
   if (type.empty()) return fail(Errc::invalid_argument, "message type must not be empty");
   if (auto st = check_sizes(kFixedHeader + type.size(), 0, type); !st) return st;
-  if (!handlers_.emplace(type, std::move(handler)).second) {
+  if (!handlers_.emplace(type, std::make_shared<const AmHandler>(std::move(handler))).second) {
     return fail(Errc::already_exists, "message type '{}' already has a handler", type);
   }
   return ok();
@@ -137,32 +137,131 @@ asio::awaitable<Status> ActiveMessageManager::send(PeerId peer, std::string type
                              kSendTimeout);
 }
 
+namespace {
+
+// Parks a coroutine until the stored handler is completed.
+template <class Token>
+auto park(std::optional<asio::any_completion_handler<void()>>& slot, Token&& token) {
+  return asio::async_initiate<Token, void()>([&slot](auto handler) { slot.emplace(std::move(handler)); }, token);
+}
+
+// A small AM header on the stack (heap only for very long type names).
+class HeaderBuffer {
+ public:
+  HeaderBuffer(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token) {
+    const std::size_t size = ActiveMessageManager::kFixedHeader + type.size();
+    if (size > inline_.size()) heap_.resize(size);
+    std::byte* h = heap_.empty() ? inline_.data() : heap_.data();
+    h[0] = std::byte{kVersion};
+    h[1] = std::byte{id ? kFlagNotify : std::uint8_t{0}};
+    const auto len = static_cast<std::uint16_t>(type.size());
+    std::memcpy(h + 2, &len, 2);
+    std::memcpy(h + 4, &token, 4);
+    const std::uint64_t nid = id.value_or(0);
+    std::memcpy(h + 8, &nid, 8);
+    std::memcpy(h + ActiveMessageManager::kFixedHeader, type.data(), type.size());
+    view_ = {h, size};
+  }
+  HeaderBuffer(const HeaderBuffer&) = delete;
+  HeaderBuffer& operator=(const HeaderBuffer&) = delete;
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return view_; }
+
+ private:
+  std::array<std::byte, 128> inline_;
+  Bytes heap_;
+  std::span<const std::byte> view_;
+};
+
+}  // namespace
+
+std::optional<Status> ActiveMessageManager::send_now(ucp_ep* ep, PeerId peer, unsigned am_id,
+                                                     std::span<const std::byte> header,
+                                                     std::span<const std::byte> payload) {
+  // Most small eager sends complete inside ucp_am_send_nbx; ask UCX to
+  // finish now or refuse (NO_RESOURCE): no request state, callback or
+  // buffer handover.
+  ucp_request_param_t imm{};
+  imm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+  imm.flags = UCP_AM_SEND_FLAG_REPLY;
+  imm.datatype = ucp_dt_make_contig(1);
+  ucs_status_ptr_t req =
+      ucp_am_send_nbx(ep, am_id, header.data(), header.size(), payload.data(), payload.size(), &imm);
+  if (req == nullptr) return ok();
+  if (UCS_PTR_IS_ERR(req)) {
+    if (UCS_PTR_STATUS(req) == UCS_ERR_NO_RESOURCE) return std::nullopt;
+    return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", peer), UCS_PTR_STATUS(req)));
+  }
+  // Not expected with FORCE_IMM_CMPL: UCX took a request; it owns nothing of
+  // ours after completion, so wait for it here (bounded by progress).
+  while (ucp_request_check_status(req) == UCS_INPROGRESS) worker_.progress_once();
+  const ucs_status_t st = ucp_request_check_status(req);
+  ucp_request_free(req);
+  if (st != UCS_OK) return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", peer), st));
+  return ok();
+}
+
+Endpoint* ActiveMessageManager::live_endpoint(PeerId peer) const {
+  auto it = peers_.find(peer);
+  return it == peers_.end() || it->second->failed() ? nullptr : it->second.get();
+}
+
 asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, std::string type, Bytes payload,
                                                                   std::chrono::milliseconds timeout) {
   if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st)
     co_return tl::unexpected(st.error());
-  auto ep = endpoint(peer);
-  if (!ep) co_return tl::unexpected(ep.error());
+  Endpoint* ep = live_endpoint(peer);
+  if (ep == nullptr) co_return tl::unexpected(endpoint(peer).error());
   const std::uint64_t id = next_request_id_++;
-  auto pending = std::make_shared<Pending>(worker_.executor());
-  pending->peer = peer;
-  pending->deadline = std::chrono::steady_clock::now() + timeout;
-  pending->timeout = timeout;
-  pending->type = type;
-  pending_[id] = pending;
-  arm_deadline(pending->deadline);
-  auto alive = alive_;
-  auto sent = co_await send_am(*ep, kAmMessage, message_header(type, id, token_), std::move(payload), {}, 0, timeout);
-  if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
-  if (!sent && !pending->result) pending->result = tl::unexpected(sent.error());
-  // Ends with the reply, a peer loss, the manager's shutdown, or
-  // expire_requests() at the deadline.
-  if (!pending->result) {
-    co_await pending->done.wait();
-    if (!*alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+  Pending pending;
+  pending.peer = peer;
+  pending.deadline = std::chrono::steady_clock::now() + timeout;
+  pending.timeout = timeout;
+  pending.type = type;
+  // Unlisted however the frame ends (also if it is destroyed unresumed).
+  struct Listed {
+    ActiveMessageManager* self;
+    std::shared_ptr<bool> alive;
+    std::uint64_t id;
+    ~Listed() {
+      if (*alive) self->pending_.erase(id);
+    }
+  } listed{this, alive_, id};
+  pending_.emplace(id, &pending);
+  arm_deadline(pending.deadline);
+  Status sent = ok();
+  {
+    const HeaderBuffer header(type, id, token_);
+    if (auto now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload)) {
+      sent = std::move(*now);
+    } else {
+      auto shared = endpoint(peer);
+      if (!shared) {
+        sent = tl::unexpected(shared.error());
+      } else {
+        Bytes owned(header.bytes().begin(), header.bytes().end());
+        sent = co_await send_am(*shared, kAmMessage, std::move(owned), std::move(payload), {}, 0, timeout);
+        if (!*listed.alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+      }
+    }
   }
-  pending_.erase(id);
-  co_return std::move(*pending->result);
+  if (!sent && !pending.result) pending.result = tl::unexpected(sent.error());
+  // Ends with the reply, a peer loss, the manager's shutdown, or
+  // expire_requests() at the deadline; each completes the waiter.
+  while (!pending.result) {
+    co_await park(pending.waiter, asio::use_awaitable);
+    if (!*listed.alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+  }
+  co_return std::move(*pending.result);
+}
+
+void ActiveMessageManager::finish(Pending& pending, Result<Bytes> result) {
+  if (pending.result) return;
+  pending.result = std::move(result);
+  if (pending.waiter) {
+    auto handler = std::move(*pending.waiter);
+    pending.waiter.reset();
+    worker_.complete_soon(std::move(handler));
+  }
 }
 
 void ActiveMessageManager::arm_deadline(std::chrono::steady_clock::time_point deadline) {
@@ -182,9 +281,8 @@ void ActiveMessageManager::expire_requests() {
   for (auto& [id, p] : pending_) {
     if (p->result) continue;
     if (p->deadline <= now) {
-      p->result = fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id,
-                       p->type, p->peer, p->timeout.count());
-      p->done.set();
+      finish(*p, fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id,
+                      p->type, p->peer, p->timeout.count()));
     } else if (!next || p->deadline < *next) {
       next = p->deadline;
     }
@@ -197,23 +295,21 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
   if (handler == handlers_.end()) {
     const std::string text = fmt::format("unknown message type: {}", message.type);
     if (message.notification_id) {
-      asio::co_spawn(worker_.executor(),
-                     reply(message.peer, reply_ep, *message.notification_id, fail(Errc::not_found, "{}", text)),
-                     asio::detached);
+      reply(message.peer, reply_ep, *message.notification_id, fail(Errc::not_found, "{}", text));
     } else {
       ++stats_.fire_and_forget_failures;
       spdlog::warn("transport: fire-and-forget from peer {}: {}", message.peer, text);
     }
     return;
   }
-  if (stats_.queued >= options_.max_queued) {
+  // A message takes an idle runner, or starts a new one (up to
+  // max_concurrent), or waits in the queue (stats_.queued, bounded).
+  const bool runner_free = !idle_runners_.empty() || runners_ < options_.max_concurrent;
+  if (!runner_free && stats_.queued >= options_.max_queued) {
     if (message.notification_id) {
       ++stats_.busy_refusals;
-      asio::co_spawn(worker_.executor(),
-                     reply(message.peer, reply_ep, *message.notification_id,
-                           fail(Errc::busy, "busy: {} messages already queued (max_queued {})", stats_.queued,
-                                options_.max_queued)),
-                     asio::detached);
+      reply(message.peer, reply_ep, *message.notification_id,
+            fail(Errc::busy, "busy: {} messages already queued (max_queued {})", stats_.queued, options_.max_queued));
     } else {
       ++stats_.dropped;
       spdlog::warn("transport: dropped fire-and-forget '{}' from peer {}: queue full ({})", message.type, message.peer,
@@ -221,69 +317,135 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
     }
     return;
   }
-  ++stats_.queued;
-  stats_.peak_queued = std::max(stats_.peak_queued, stats_.queued);
-  asio::co_spawn(worker_.executor(), run_message(std::move(message), reply_ep, alive_), asio::detached);
+  incoming_.push_back(Queued{std::move(message), reply_ep, handler->second});
+  if (runner_free) {
+    ++woken_;
+    wake_runner();
+  } else {
+    ++stats_.queued;
+    stats_.peak_queued = std::max(stats_.peak_queued, stats_.queued);
+  }
 }
 
-asio::awaitable<void> ActiveMessageManager::run_message(IncomingMessage message, ucp_ep* reply_ep,
-                                                        std::shared_ptr<bool> alive) {
-  co_await permits_.acquire();
-  if (!*alive) co_return;
-  --stats_.queued;
-  ++stats_.running;
-  stats_.peak_running = std::max(stats_.peak_running, stats_.running);
-  const auto handler = handlers_.at(message.type);  // a copy: captured resources stay alive
-  const PeerId peer = message.peer;
-  const auto id = message.notification_id;
-  const std::string type = message.type;
-  Result<Bytes> result = Bytes{};
-  try {
-    result = co_await handler(std::move(message));
-  } catch (const std::exception& e) {
-    result = fail(Errc::internal, "{}", e.what());
-  } catch (...) {
-    result = fail(Errc::internal, "unknown exception");
+void ActiveMessageManager::wake_runner() {
+  if (!idle_runners_.empty()) {
+    auto h = std::move(idle_runners_.back());
+    idle_runners_.pop_back();
+    worker_.complete_soon(std::move(h));
+    return;
   }
-  if (!*alive) co_return;
-  // The permit is held until the handler is done, reply excluded.
-  --stats_.running;
-  ++stats_.handled;
-  permits_.release();
-  if (!result) {
-    ++stats_.handler_failures;
-    if (!id) {
-      ++stats_.fire_and_forget_failures;
-      spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", type, peer, result.error().message);
+  ++runners_;
+  // Started by the worker after the current progress pass (never inside a
+  // UCX callback): co_spawn then runs it inline up to its first wait.
+  worker_.complete_soon(asio::bind_executor(worker_.executor(), [this, alive = alive_] {
+    if (*alive) asio::co_spawn(worker_.executor(), runner(alive), asio::detached);
+  }));
+}
+
+asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive) {
+  // Each queued message is either assigned to a woken runner (woken_) or
+  // waiting (stats_.queued); incoming_.size() == woken_ + stats_.queued.
+  bool woken = true;  // spawned for a message
+  for (;;) {
+    if (woken) {
+      --woken_;
+      woken = false;
+    } else if (stats_.queued > 0) {
+      --stats_.queued;
+    } else {
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+          [this](auto handler) { idle_runners_.emplace_back(std::move(handler)); }, asio::use_awaitable);
+      if (!*alive) co_return;
+      woken = true;
+      continue;
     }
+    Queued q = std::move(incoming_.front());
+    incoming_.pop_front();
+    ++stats_.running;
+    stats_.peak_running = std::max(stats_.peak_running, stats_.running);
+    const PeerId peer = q.message.peer;
+    const auto id = q.message.notification_id;
+    Result<Bytes> result = Bytes{};
+    try {
+      // q.handler (a shared copy) keeps the handler's captures alive while
+      // its coroutine runs.
+      result = co_await (*q.handler)(std::move(q.message));
+    } catch (const std::exception& e) {
+      result = fail(Errc::internal, "{}", e.what());
+    } catch (...) {
+      result = fail(Errc::internal, "unknown exception");
+    }
+    if (!*alive) co_return;
+    --stats_.running;
+    ++stats_.handled;
+    if (!result) {
+      ++stats_.handler_failures;
+      if (!id) {
+        ++stats_.fire_and_forget_failures;
+        spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", q.message.type, peer,
+                     result.error().message);
+      }
+    }
+    // The reply never blocks this runner (a slow send finishes elsewhere).
+    if (id) reply(peer, q.reply_ep, *id, std::move(result));
   }
-  if (id) co_await reply(peer, reply_ep, *id, result);
 }
 
-asio::awaitable<void> ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id,
-                                                  const Result<Bytes>& result) {
-  std::string text = result ? fmt::format("{}:ok", id) : fmt::format("{}:err({})", id, result.error().message);
-  const std::size_t limit = worker_.max_am_header();
-  if (text.size() > limit) text = text.substr(0, limit - 4) + "...)";
-  Bytes header(text.size());
-  std::memcpy(header.data(), text.data(), text.size());
-  Bytes payload = result ? *result : Bytes{};
-  std::shared_ptr<Endpoint> ep;
+void ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, Result<Bytes> result) {
+  if (worker_.in_loop_progress()) {
+    // From a UCX callback (unknown type, busy): send after the progress pass.
+    worker_.complete_soon(asio::bind_executor(
+        worker_.executor(), [this, alive = alive_, peer, reply_ep, id, result = std::move(result)]() mutable {
+          if (*alive) reply(peer, reply_ep, id, std::move(result));
+        }));
+    return;
+  }
+  std::array<char, 64> ok_text;
+  std::string err_text;
+  std::string_view text;
+  if (result) {
+    const auto end = fmt::format_to_n(ok_text.data(), ok_text.size(), "{}:ok", id).out;
+    text = std::string_view(ok_text.data(), static_cast<std::size_t>(end - ok_text.data()));
+  } else {
+    err_text = fmt::format("{}:err({})", id, result.error().message);
+    const std::size_t limit = worker_.max_am_header();
+    if (err_text.size() > limit) err_text = err_text.substr(0, limit - 4) + "...)";
+    text = err_text;
+  }
+  const std::span<const std::byte> header(reinterpret_cast<const std::byte*>(text.data()), text.size());
+  const std::span<const std::byte> payload = result ? std::span<const std::byte>(*result) : std::span<const std::byte>{};
+  Endpoint* ep = nullptr;
   if (peer != PeerId{0}) {
-    auto known = endpoint(peer);
-    if (!known) {
-      spdlog::warn("transport: reply {} to peer {} dropped: {}", text, peer, known.error().message);
+    ep = live_endpoint(peer);
+    if (ep == nullptr) {
+      spdlog::warn("transport: reply {} to peer {} dropped: {}", text, peer, endpoint(peer).error().message);
+      return;
+    }
+  } else if (reply_ep == nullptr) {
+    spdlog::warn("transport: reply {} dropped: the sender gave no reply endpoint", text);
+    return;
+  }
+  if (auto now = send_now(ep != nullptr ? ep->handle() : reply_ep, peer, kAmResponse, header, payload)) {
+    if (!*now) spdlog::warn("transport: reply {} to peer {} failed: {}", text, peer, now->error().message);
+    return;
+  }
+  Bytes owned_payload = result ? std::move(*result) : Bytes{};
+  asio::co_spawn(worker_.executor(),
+                 reply_slow(peer, ep != nullptr ? nullptr : reply_ep, Bytes(header.begin(), header.end()),
+                            std::move(owned_payload)),
+                 asio::detached);
+}
+
+asio::awaitable<void> ActiveMessageManager::reply_slow(PeerId peer, ucp_ep* reply_ep, Bytes header, Bytes payload) {
+  const std::string text(reinterpret_cast<const char*>(header.data()), header.size());
+  if (reply_ep == nullptr) {
+    auto ep = endpoint(peer);
+    if (!ep) {
+      spdlog::warn("transport: reply {} to peer {} dropped: {}", text, peer, ep.error().message);
       co_return;
     }
-    ep = *known;
-  }
-  if (ep) {
-    auto st = co_await send_am(ep, kAmResponse, std::move(header), std::move(payload), {}, 0, kSendTimeout);
+    auto st = co_await send_am(*ep, kAmResponse, std::move(header), std::move(payload), {}, 0, kSendTimeout);
     if (!st) spdlog::warn("transport: reply {} to peer {} failed: {}", text, peer, st.error().message);
-    co_return;
-  }
-  if (reply_ep == nullptr) {
-    spdlog::warn("transport: reply {} dropped: the sender gave no reply endpoint", text);
     co_return;
   }
   // A sender we have no Endpoint for (connect-by-address): answer on UCX's reply ep.
@@ -310,14 +472,13 @@ void ActiveMessageManager::accept_response(std::string_view text, Bytes payload)
   if (it == pending_.end() || it->second->result) return;  // timed out earlier
   const std::string_view status = text.substr(colon + 1);
   if (status == "ok") {
-    it->second->result = std::move(payload);
+    finish(*it->second, std::move(payload));
   } else if (status.starts_with("err(") && status.ends_with(")")) {
     const std::string_view message = status.substr(4, status.size() - 5);
-    it->second->result = make_error(errc_of_text(message), std::string(message));
+    finish(*it->second, make_error(errc_of_text(message), std::string(message)));
   } else {
-    it->second->result = fail(Errc::protocol_error, "malformed response status '{:.80}'", status);
+    finish(*it->second, fail(Errc::protocol_error, "malformed response status '{:.80}'", status));
   }
-  it->second->done.set();
 }
 
 void ActiveMessageManager::expose(const MemoryRegistration& registration) { exposed_.push_back(&registration); }

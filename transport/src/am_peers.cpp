@@ -175,10 +175,7 @@ Result<std::shared_ptr<Endpoint>> ActiveMessageManager::endpoint(PeerId peer) co
 void ActiveMessageManager::peer_lost(PeerId peer, const Error& error) {
   spdlog::warn("transport: {}", error.message);
   for (auto& [id, p] : pending_) {
-    if (p->peer == peer && !p->result) {
-      p->result = fail(Errc::peer_lost, "peer lost: {}", peer);
-      p->done.set();
-    }
+    if (p->peer == peer) finish(*p, fail(Errc::peer_lost, "peer lost: {}", peer));
   }
   if (auto it = peers_.find(peer); it != peers_.end()) {
     it->second->mark_failed(Error{Errc::peer_lost, fmt::format("peer lost: {}", peer)});

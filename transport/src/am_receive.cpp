@@ -79,6 +79,13 @@ ucs_status_t ActiveMessageManager::Impl::on_message(void* arg, const void* heade
   if (auto it = self.peer_of_token_.find(load<std::uint32_t>(h + 4)); it != self.peer_of_token_.end()) {
     msg.peer = it->second;
   }
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0 && self.worker_.in_loop_progress()) {
+    // Fast path: accept_message only queues the message and wakes a runner
+    // through the worker (after this progress pass); no user code runs here.
+    msg.payload.assign(static_cast<const std::byte*>(data), static_cast<const std::byte*>(data) + length);
+    self.accept_message(std::move(msg), reply_ep);
+    return UCS_OK;
+  }
   auto alive = self.alive_;
   receive(self, data, length, param, [&self, alive, msg = std::move(msg), reply_ep](Result<Bytes> r) mutable {
     if (!*alive) return;

@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -47,6 +48,8 @@ Worker::Worker(Context& context, asio::any_io_executor executor, WorkerOptions o
 Worker::~Worker() {
   *exists_ = false;
   stop();
+  // Handlers queued for the loop still run (posted), never silently dropped.
+  for (auto& h : ready_) asio::post(executor_, std::move(h));
   if (efd_) (void)efd_->release();  // the fd belongs to UCX
   ucp_worker_destroy(worker_);
 }
@@ -69,51 +72,80 @@ void Worker::kick() {
 
 bool Worker::progress_once() { return ucp_worker_progress(worker_) != 0; }
 
+void Worker::complete_soon(asio::any_completion_handler<void()> handler) {
+  if (in_loop_progress_ || running_ready_) {
+    ready_.push_back(std::move(handler));
+    return;
+  }
+  asio::post(executor_, std::move(handler));
+}
+
+bool Worker::run_ready(const std::shared_ptr<bool>& alive) {
+  // Handlers may queue more (e.g. a reply completing another waiter in this
+  // process): a few rounds, the rest after the next progress pass.
+  const auto executor = executor_;
+  running_ready_ = true;
+  for (int round = 0; round < 4 && !ready_.empty(); ++round) {
+    std::vector<asio::any_completion_handler<void()>> batch;
+    batch.swap(ready_);
+    ready_.swap(spare_);  // keep the capacity of both vectors
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      // Inline when the handler belongs to this executor (the rule for
+      // every user of a Worker); posted to its own executor otherwise.
+      asio::dispatch(std::move(batch[i]));
+      if (!*alive) {  // a handler destroyed the worker: `this` is gone
+        for (std::size_t j = i + 1; j < batch.size(); ++j) asio::post(executor, std::move(batch[j]));
+        return false;
+      }
+    }
+    batch.clear();
+    spare_.swap(batch);
+  }
+  running_ready_ = false;
+  return true;
+}
+
+bool Worker::progress_pass() {
+  in_loop_progress_ = true;
+  const bool worked = ucp_worker_progress(worker_) != 0;
+  in_loop_progress_ = false;
+  return worked;
+}
+
 asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
   using clock = std::chrono::steady_clock;
   auto last_work = clock::now();
   constexpr int kMaxIdleBusy = 1000;
   int idle_busy = 0;
-  int yields_since_work = 0;
-  constexpr int kPlainYields = 2;
+  // While spinning, yield to the io_context once per slice (each yield costs
+  // it a reactor poll, a syscall); handlers completed by UCX callbacks do not
+  // wait for the yield: they run between progress passes (complete_soon).
   constexpr auto kSpinSlice = std::chrono::microseconds(20);
   while (*alive) {
     // Progress until idle, but yield to the io_context every kMaxPasses so a
     // worker that always has work cannot starve the coroutines it serves.
     constexpr int kMaxPasses = 64;
     int passes = 0;
-    in_loop_progress_ = true;
-    while (passes < kMaxPasses && ucp_worker_progress(worker_) != 0) ++passes;
-    in_loop_progress_ = false;
-    auto now = clock::now();
-    if (passes > 0) {
-      last_work = now;
-      yields_since_work = 0;
+    for (;;) {
+      const bool worked = progress_pass();
+      if (!ready_.empty() && !run_ready(alive)) co_return;
+      if (!worked || ++passes == kMaxPasses) break;
     }
+    auto now = clock::now();
+    if (passes > 0) last_work = now;
     if (passes == kMaxPasses) {
       co_await asio::post(executor_, asio::use_awaitable);
       continue;
     }
     if (options_.spin.count() > 0 && now - last_work < options_.spin) {
-      // Spin. The first kPlainYields passes after work yield at once, so the
-      // handlers that work posted (and the ones they post) run promptly; after
-      // that nothing of ours is queued, so progress inline for a short slice
-      // (until UCX has work) and only then yield: each yield costs the
-      // io_context a reactor poll (a syscall).
-      if (++yields_since_work > kPlainYields) {
-        const auto slice_end = std::min(now + kSpinSlice, last_work + options_.spin);
-        in_loop_progress_ = true;
-        int spins = 0;
-        bool worked = false;
-        while (!(worked = ucp_worker_progress(worker_) != 0)) {
-          if ((++spins & 15) == 0 && clock::now() >= slice_end) break;
-        }
-        in_loop_progress_ = false;
-        if (worked) {
-          last_work = clock::now();
-          yields_since_work = 0;
-        }
+      const auto slice_end = now + kSpinSlice;
+      bool worked_in_slice = false;
+      for (int spins = 1;; ++spins) {
+        worked_in_slice = progress_pass() || worked_in_slice;
+        if (!ready_.empty() && !run_ready(alive)) co_return;
+        if ((spins & 15) == 0 && clock::now() >= slice_end) break;
       }
+      if (worked_in_slice) last_work = clock::now();
       co_await asio::post(executor_, asio::use_awaitable);
       continue;
     }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -16,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -128,39 +130,65 @@ class ActiveMessageManager {
   struct Impl;
 
  private:
+  // A request waiting for its answer. Lives in send_request's coroutine
+  // frame; pending_ points at it until the frame resumes.
   struct Pending {
-    explicit Pending(asio::any_io_executor ex) : done(ex) {}
     PeerId peer;
     std::optional<Result<Bytes>> result;
-    AsyncEvent done;
+    std::optional<asio::any_completion_handler<void()>> waiter;
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds timeout{0};
     std::string type;
   };
+  // An accepted message waiting for a runner.
+  struct Queued {
+    IncomingMessage message;
+    ucp_ep* reply_ep = nullptr;
+    std::shared_ptr<const AmHandler> handler;
+  };
+  // Sets the result (once) and wakes the waiter through the worker.
+  void finish(Pending& pending, Result<Bytes> result);
   // Request timeouts: one manager timer armed at the earliest deadline it
   // knows (no timer per request: each would reprogram the reactor's timerfd).
   void arm_deadline(std::chrono::steady_clock::time_point deadline);
   void expire_requests();
   void adopt(std::shared_ptr<Endpoint> ep);
   void peer_lost(PeerId peer, const Error& error);
+  // Queues `message` for a runner, or answers unknown type / busy. Runs no
+  // user code (callable from a UCX callback inside the worker's loop).
   void accept_message(IncomingMessage message, ucp_ep* reply_ep);
   struct Hello;
   void accept_hello(const Hello& hello, const Bytes& address);
   void watch_process(PeerId peer, std::uint32_t pid);
   void say_goodbye();
   void accept_response(std::string_view header, Bytes payload);
-  asio::awaitable<void> run_message(IncomingMessage message, ucp_ep* reply_ep, std::shared_ptr<bool> alive);
-  asio::awaitable<void> reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, const Result<Bytes>& result);
+  // Runners: at most max_concurrent coroutines, each taking queued messages
+  // one at a time, so the number of handlers running never exceeds it.
+  asio::awaitable<void> runner(std::shared_ptr<bool> alive);
+  void wake_runner();
+  // Sends `<id>:ok` + payload or `<id>:err(<message>)`; completes at once
+  // when UCX can, else finishes on a spawned coroutine. Runs no user code.
+  void reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, Result<Bytes> result);
+  asio::awaitable<void> reply_slow(PeerId peer, ucp_ep* reply_ep, Bytes header, Bytes payload);
+  // An eager send UCX completes inside the call (nothing to await): ok, an
+  // error, or nullopt when UCX cannot send at once (use send_am).
+  std::optional<Status> send_now(ucp_ep* ep, PeerId peer, unsigned am_id, std::span<const std::byte> header,
+                                 std::span<const std::byte> payload);
   asio::awaitable<Status> send_am(std::shared_ptr<Endpoint> ep, unsigned am_id, Bytes header, Bytes payload,
                                   std::span<const std::byte> borrowed, unsigned flags,
                                   std::chrono::milliseconds timeout);
   [[nodiscard]] Status check_sizes(std::size_t header, std::size_t payload, std::string_view type) const;
+  // The live endpoint of `peer` without a shared_ptr copy, or nullptr.
+  [[nodiscard]] Endpoint* live_endpoint(PeerId peer) const;
 
   Worker& worker_;
   AmOptions options_;
-  AsyncSemaphore permits_;
   std::shared_ptr<bool> alive_;
-  std::unordered_map<std::string, AmHandler> handlers_;
+  std::unordered_map<std::string, std::shared_ptr<const AmHandler>> handlers_;
+  std::deque<Queued> incoming_;
+  std::vector<asio::any_completion_handler<void()>> idle_runners_;
+  std::size_t runners_ = 0;
+  std::size_t woken_ = 0;  // queued messages assigned to a runner not yet resumed
   std::map<PeerId, std::shared_ptr<Endpoint>> peers_;
   std::unordered_map<ucp_ep*, PeerId> peer_of_ep_;
   std::unordered_map<std::uint32_t, PeerId> peer_of_token_;  // hello'd senders
@@ -170,7 +198,7 @@ class ActiveMessageManager {
   std::map<PeerId, std::shared_ptr<asio::posix::stream_descriptor>> watched_;
   std::unique_ptr<Listener> listener_;
   std::uint32_t next_accepted_peer_ = 1'000'000;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Pending>> pending_;
+  std::unordered_map<std::uint64_t, Pending*> pending_;
   std::uint64_t next_request_id_ = 1;
   asio::steady_timer deadline_timer_;
   std::optional<std::chrono::steady_clock::time_point> armed_deadline_;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -44,6 +45,13 @@ class Worker {
   /// One synchronous progress pass; returns whether it did work. Never call
   /// from inside a UCX callback.
   bool progress_once();
+  /// Completes `handler` on the executor. From a UCX callback that runs
+  /// inside the worker's own loop (in_loop_progress()), or from a handler the
+  /// loop is completing, it is queued and invoked (dispatched) by the loop
+  /// right after the current progress pass: no scheduler round trip between
+  /// a message arriving and the coroutine waiting for it. Anywhere else it is
+  /// posted.
+  void complete_soon(boost::asio::any_completion_handler<void()> handler);
 
   [[nodiscard]] ucp_worker* handle() const noexcept { return worker_; }
   [[nodiscard]] Context& context() const noexcept { return context_; }
@@ -66,6 +74,11 @@ class Worker {
 
  private:
   boost::asio::awaitable<void> run_loop(std::shared_ptr<bool> alive);
+  // Runs the handlers complete_soon() queued; false when one of them
+  // destroyed the worker (the rest were posted).
+  bool run_ready(const std::shared_ptr<bool>& alive);
+  // One ucp_worker_progress with in_loop_progress() set.
+  bool progress_pass();
 
   Context& context_;
   boost::asio::any_io_executor executor_;
@@ -79,6 +92,9 @@ class Worker {
   bool started_ = false;
   bool waiting_ = false;
   bool in_loop_progress_ = false;
+  bool running_ready_ = false;
+  std::vector<boost::asio::any_completion_handler<void()>> ready_;
+  std::vector<boost::asio::any_completion_handler<void()>> spare_;
   std::uint64_t wakeups_ = 0;
   std::uint64_t degraded_polls_ = 0;
 };
