@@ -1,7 +1,7 @@
 // kvblockd-bench transport: block-transfer GB/s and active-message round
 // trips per second between two processes over loopback, beside ucx_perftest
 // measured in the same run.
-//   kvblockd-bench transport --tls tcp|sm --size BYTES --iters N
+//   kvblockd-bench transport --tls tcp|sm --size BYTES --iters N [--repeat R]
 // The parent re-executes itself with the hidden `--role server`; the server
 // allocates and registers a destination, the client moves `iters` blocks of
 // `size` bytes into it (batches of --window, complete = in the peer's memory,
@@ -50,6 +50,7 @@ struct Flags {
   int spin_us = 50;
   bool baseline = true;
   bool pin = true;
+  int repeat = 1;
   std::string role = "client";
 };
 
@@ -226,23 +227,31 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   for (int i = 0; i < 1000; ++i) (void)co_await client.send_request(peer, "ping", ping, timeout);
   const auto t1 = clock_type::now();
   for (std::size_t i = 0; i < f.am_iters; ++i) {
-    auto r = co_await client.send_request(peer, "ping", ping, timeout);
+    // The echo comes back as the next request's payload (no copy per call);
+    // each carries its sequence number, checked on return.
+    const std::uint64_t seq = i;
+    std::memcpy(ping.data(), &seq, sizeof(seq));
+    auto r = co_await client.send_request(peer, "ping", std::move(ping), timeout);
     if (!r) co_return tl::unexpected(r.error());
+    std::uint64_t echoed = ~seq;
+    if (r->size() == 64) std::memcpy(&echoed, r->data(), sizeof(echoed));
+    if (echoed != seq) co_return fail(Errc::protocol_error, "ping {}: wrong echo ({} bytes)", seq, r->size());
+    ping = std::move(*r);
   }
   const double am_s = std::chrono::duration<double>(clock_type::now() - t1).count();
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
                     static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol))};
 }
 
-int run_client(const Flags& f) {
+// One client/server pair: block transfer, then AM round trips.
+Result<Figures> measure_once(const Flags& f) {
   ServerProcess server;
   start_server(f, server);
   if (f.pin) pin_to(1);
   const std::string port_line = read_line(server.from_child, 20000);
   const std::string address_line = read_line(server.from_child, 5000);
   if (!port_line.starts_with("port ") || !address_line.starts_with("address ")) {
-    std::fprintf(stderr, "transport: the server did not start ('%s')\n", port_line.c_str());
-    return 1;
+    return fail(Errc::unavailable, "the server did not start ('{}')", port_line);
   }
   asio::io_context io;
   Context context(ContextOptions{.tls = f.tls});
@@ -255,10 +264,7 @@ int run_client(const Flags& f) {
     Status st = f.tls == "sm" ? client.connect_address(PeerId{1}, unhex(address_line.substr(8)))
                               : client.connect(PeerId{1}, "127.0.0.1",
                                                static_cast<std::uint16_t>(std::stoul(port_line.substr(5))));
-    if (!st) {
-      std::fprintf(stderr, "transport: connect: %s\n", st.error().to_string().c_str());
-      return 1;
-    }
+    if (!st) return fail(st.error().code, "connect: {}", st.error().message);
     // io.run() until the measurement ends or a 300 s watchdog fires (no
     // run_one_for loop: it reads the clock around every handler).
     asio::steady_timer watchdog(io, std::chrono::seconds(300));
@@ -275,57 +281,101 @@ int run_client(const Flags& f) {
         asio::detached);
     io.run();
   }
-  if (!result || !*result) {
-    std::fprintf(stderr, "transport: %s\n", result ? (*result).error().to_string().c_str() : "timed out after 300 s");
-    return 1;
-  }
-  const Figures& fig = **result;
-  std::fprintf(stderr,
-               "kvblockd transport %s: %zu x %zu B via %s: %.3f GB/s; AM round trips (64 B, 1 in flight): %.0f/s\n",
-               f.tls.c_str(), f.iters, f.size, fig.protocol.c_str(), fig.gbps, fig.am_roundtrips_per_s);
+  if (!result) return fail(Errc::timeout, "timed out after 300 s");
+  return std::move(*result);
+}
 
-  // Baseline: ucx_perftest in the same run, same transport and size.
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+std::string json_array(const std::vector<double>& v) {
+  std::string out = "[";
+  for (double x : v) out += fmt::format("{}{:.4f}", out.size() > 1 ? "," : "", x);
+  return out + "]";
+}
+
+int run_client(const Flags& f) {
+  // Each repetition: our figures, then ucx_perftest at the same transport
+  // and size, so a machine that gets busier or quieter moves both; the
+  // ratios are of the medians.
+  const char* bw_tests[] = {"ucp_put_bw", "ucp_am_bw", "tag_bw"};
+  std::vector<double> gbps, am_rate, am_lat;
+  std::vector<std::vector<double>> bw_base(std::size(bw_tests));
+  std::string protocol;
+  int port = 20000 + static_cast<int>(::getpid() % 20000);
+  for (int rep = 0; rep < f.repeat; ++rep) {
+    auto fig = measure_once(f);
+    if (!fig) {
+      std::fprintf(stderr, "transport: %s\n", fig.error().to_string().c_str());
+      return 1;
+    }
+    protocol = fig->protocol;
+    gbps.push_back(fig->gbps);
+    am_rate.push_back(fig->am_roundtrips_per_s);
+    std::fprintf(stderr,
+                 "run %d: kvblockd transport %s: %zu x %zu B via %s: %.3f GB/s; AM round trips (64 B, 1 in flight): "
+                 "%.0f/s\n",
+                 rep + 1, f.tls.c_str(), f.iters, f.size, fig->protocol.c_str(), fig->gbps, fig->am_roundtrips_per_s);
+    if (!f.baseline) continue;
+    for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
+      auto r = run_perftest(f.tls, bw_tests[t], f.size, std::max<std::size_t>(f.iters, 20), port++);
+      if (!r) {
+        std::fprintf(stderr, "run %d: baseline ucx_perftest %s: no result\n", rep + 1, bw_tests[t]);
+        continue;
+      }
+      bw_base[t].push_back(r->mb_per_s * 1048576.0 / 1e9);
+      std::fprintf(stderr, "run %d: baseline ucx_perftest %s %s %zu B: %.3f GB/s\n", rep + 1, f.tls.c_str(),
+                   bw_tests[t], f.size, bw_base[t].back());
+    }
+    if (auto r = run_perftest(f.tls, "ucp_am_lat", 64, std::max<std::size_t>(f.am_iters, 1000), port++)) {
+      am_lat.push_back(r->latency_us);
+      std::fprintf(stderr, "run %d: baseline ucx_perftest %s ucp_am_lat 64 B: %.3f us one way (%.0f round trips/s)\n",
+                   rep + 1, f.tls.c_str(), r->latency_us, 1e6 / (2 * r->latency_us));
+    }
+  }
+  const double our_gbps = median(gbps);
+  const double our_am = median(am_rate);
   std::string baseline_json = "null";
   double best_gbps = 0;
   std::string best_test;
-  double am_lat_us = 0;
   if (f.baseline) {
-    int port = 20000 + static_cast<int>(::getpid() % 20000);
     std::string parts;
-    for (const char* test : {"ucp_put_bw", "ucp_am_bw", "tag_bw"}) {
-      auto r = run_perftest(f.tls, test, f.size, std::max<std::size_t>(f.iters, 20), port++);
-      if (!r) {
-        std::fprintf(stderr, "baseline ucx_perftest %s: no result\n", test);
-        continue;
-      }
-      const double gbps = r->mb_per_s * 1048576.0 / 1e9;
-      std::fprintf(stderr, "baseline ucx_perftest %s %s %zu B: %.3f GB/s\n", f.tls.c_str(), test, f.size, gbps);
-      parts += fmt::format("\"{}_gbps\":{:.4f},", test, gbps);
-      if (gbps > best_gbps) best_gbps = gbps, best_test = test;
+    for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
+      if (bw_base[t].empty()) continue;
+      const double m = median(bw_base[t]);
+      parts += fmt::format("\"{}_gbps\":{:.4f},\"{}_gbps_runs\":{},", bw_tests[t], m, bw_tests[t],
+                           json_array(bw_base[t]));
+      if (m > best_gbps) best_gbps = m, best_test = bw_tests[t];
     }
-    if (auto r = run_perftest(f.tls, "ucp_am_lat", 64, std::max<std::size_t>(f.am_iters, 1000), port++)) {
-      am_lat_us = r->latency_us;
-      std::fprintf(stderr, "baseline ucx_perftest %s ucp_am_lat 64 B: %.3f us one way (%.0f round trips/s)\n",
-                   f.tls.c_str(), am_lat_us, 1e6 / (2 * am_lat_us));
-      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},", am_lat_us);
+    if (!am_lat.empty()) {
+      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},\"ucp_am_lat_us_runs\":{},", median(am_lat),
+                           json_array(am_lat));
     }
     if (!parts.empty()) parts.pop_back();
     baseline_json = "{" + parts + "}";
   }
-  const double bw_ratio = best_gbps > 0 ? fig.gbps / best_gbps : 0;
+  const double am_lat_us = median(am_lat);
+  const double bw_ratio = best_gbps > 0 ? our_gbps / best_gbps : 0;
   const double am_implied = am_lat_us > 0 ? 1e6 / (2 * am_lat_us) : 0;
-  const double am_ratio = am_implied > 0 ? fig.am_roundtrips_per_s / am_implied : 0;
+  const double am_ratio = am_implied > 0 ? our_am / am_implied : 0;
+  std::fprintf(stderr, "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s\n", f.repeat, our_gbps, our_am);
   if (best_gbps > 0) {
     std::fprintf(stderr,
-                 "ratio: %.2fx of the best perftest bandwidth (%s); AM %.2fx of the rate implied by ucp_am_lat\n",
-                 bw_ratio, best_test.c_str(), am_ratio);
+                 "ratio: %.2fx of the best perftest bandwidth (%s, %.3f GB/s); AM %.2fx of the rate implied by "
+                 "ucp_am_lat (%.0f/s)\n",
+                 bw_ratio, best_test.c_str(), best_gbps, am_ratio, am_implied);
   }
   std::printf(
       "{\"tls\":\"%s\",\"size\":%zu,\"iters\":%zu,\"window\":%zu,\"protocol\":\"%s\",\"spin_us\":%d,"
-      "\"gbps\":%.4f,\"am_roundtrips_per_s\":%.1f,\"baseline\":%s,\"best_baseline\":\"%s\","
-      "\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,\"am_ratio\":%.3f}\n",
-      f.tls.c_str(), f.size, f.iters, f.window, fig.protocol.c_str(), f.spin_us, fig.gbps, fig.am_roundtrips_per_s,
-      baseline_json.c_str(), best_test.c_str(), bw_ratio, am_implied, am_ratio);
+      "\"repeat\":%d,\"gbps\":%.4f,\"gbps_runs\":%s,\"am_roundtrips_per_s\":%.1f,\"am_roundtrips_per_s_runs\":%s,"
+      "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
+      "\"am_ratio\":%.3f}\n",
+      f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
+      json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(),
+      bw_ratio, am_implied, am_ratio);
   return 0;
 }
 
@@ -340,6 +390,8 @@ int run_transport(int argc, char** argv) {
   app.add_option("--am-iters", f.am_iters, "sequential AM round trips")->check(CLI::PositiveNumber);
   app.add_option("--window", f.window, "blocks per batch (each batch completes before the next; 0 = auto)");
   app.add_option("--spin-us", f.spin_us, "worker spin before sleeping on its event fd (0 = pure event-driven)");
+  app.add_option("--repeat", f.repeat, "repetitions (ours, then perftest, each time); figures are medians")
+      ->check(CLI::Range(1, 99));
   app.add_flag("!--no-baseline", f.baseline, "skip the ucx_perftest baseline");
   app.add_flag("!--no-pin", f.pin, "do not pin server/client to cores 0/1");
   app.add_option("--role", f.role)->group("");  // hidden: server

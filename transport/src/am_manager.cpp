@@ -42,7 +42,9 @@ ActiveMessageManager::~ActiveMessageManager() {
   *alive_ = false;
   for (auto& [peer, fd] : watched_) fd->cancel();
   watched_.clear();
-  for (auto& [id, p] : pending_) finish(*p, fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id));
+  pending_.for_each([this](std::uint64_t id, Pending& p) {
+    finish(p, fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id));
+  });
   // Idle runners resume (posted), see the manager gone and end.
   for (auto& h : idle_runners_) asio::post(worker_.executor(), std::move(h));
   idle_runners_.clear();
@@ -139,10 +141,21 @@ asio::awaitable<Status> ActiveMessageManager::send(PeerId peer, std::string type
 
 namespace {
 
-// Parks a coroutine until the stored handler is completed.
+// Parks a coroutine until the stored handler is completed. The worker may
+// invoke the handler inline, so a caller on another executor gets a post.
 template <class Token>
-auto park(std::optional<asio::any_completion_handler<void()>>& slot, Token&& token) {
-  return asio::async_initiate<Token, void()>([&slot](auto handler) { slot.emplace(std::move(handler)); }, token);
+auto park(std::optional<asio::any_completion_handler<void()>>& slot, const asio::any_io_executor& worker_executor,
+          Token&& token) {
+  return asio::async_initiate<Token, void()>(
+      [&slot, &worker_executor](auto handler) {
+        if (asio::get_associated_executor(handler) == worker_executor) {
+          slot.emplace(std::move(handler));
+        } else {
+          slot.emplace(asio::bind_executor(worker_executor,
+                                           [h = std::move(handler)]() mutable { asio::post(std::move(h)); }));
+        }
+      },
+      token);
 }
 
 // A small AM header on the stack (heap only for very long type names).
@@ -182,7 +195,9 @@ std::optional<Status> ActiveMessageManager::send_now(ucp_ep* ep, PeerId peer, un
   // buffer handover.
   ucp_request_param_t imm{};
   imm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
-  imm.flags = UCP_AM_SEND_FLAG_REPLY;
+  // Messages carry the reply endpoint (it names senders without a hello);
+  // responses need none.
+  imm.flags = am_id == kAmResponse ? 0U : unsigned{UCP_AM_SEND_FLAG_REPLY};
   imm.datatype = ucp_dt_make_contig(1);
   ucs_status_ptr_t req =
       ucp_am_send_nbx(ep, am_id, header.data(), header.size(), payload.data(), payload.size(), &imm);
@@ -211,7 +226,6 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
     co_return tl::unexpected(st.error());
   Endpoint* ep = live_endpoint(peer);
   if (ep == nullptr) co_return tl::unexpected(endpoint(peer).error());
-  const std::uint64_t id = next_request_id_++;
   Pending pending;
   pending.peer = peer;
   pending.deadline = std::chrono::steady_clock::now() + timeout;
@@ -225,8 +239,9 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
     ~Listed() {
       if (*alive) self->pending_.erase(id);
     }
-  } listed{this, alive_, id};
-  pending_.emplace(id, &pending);
+  } listed{this, alive_, pending_.insert(&pending)};
+  const std::uint64_t id = listed.id;
+  if (id == 0) co_return fail(Errc::out_of_capacity, "{} requests already wait for answers", PendingTable::kMaxSlots);
   arm_deadline(pending.deadline);
   Status sent = ok();
   {
@@ -248,7 +263,7 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
   // Ends with the reply, a peer loss, the manager's shutdown, or
   // expire_requests() at the deadline; each completes the waiter.
   while (!pending.result) {
-    co_await park(pending.waiter, asio::use_awaitable);
+    co_await park(pending.waiter, worker_.executor(), asio::use_awaitable);
     if (!*listed.alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   }
   co_return std::move(*pending.result);
@@ -278,15 +293,15 @@ void ActiveMessageManager::arm_deadline(std::chrono::steady_clock::time_point de
 void ActiveMessageManager::expire_requests() {
   const auto now = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> next;
-  for (auto& [id, p] : pending_) {
-    if (p->result) continue;
-    if (p->deadline <= now) {
-      finish(*p, fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id,
-                      p->type, p->peer, p->timeout.count()));
-    } else if (!next || p->deadline < *next) {
-      next = p->deadline;
+  pending_.for_each([&](std::uint64_t id, Pending& p) {
+    if (p.result) return;
+    if (p.deadline <= now) {
+      finish(p, fail(Errc::timeout, "timeout: no answer to request {} ('{:.40}') from peer {} within {} ms", id, p.type,
+                     p.peer, p.timeout.count()));
+    } else if (!next || p.deadline < *next) {
+      next = p.deadline;
     }
-  }
+  });
   if (next) arm_deadline(*next);
 }
 
@@ -404,8 +419,9 @@ void ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id
   std::string err_text;
   std::string_view text;
   if (result) {
-    const auto end = fmt::format_to_n(ok_text.data(), ok_text.size(), "{}:ok", id).out;
-    text = std::string_view(ok_text.data(), static_cast<std::size_t>(end - ok_text.data()));
+    char* end = std::to_chars(ok_text.data(), ok_text.data() + ok_text.size() - 3, id).ptr;
+    std::memcpy(end, ":ok", 3);
+    text = std::string_view(ok_text.data(), static_cast<std::size_t>(end + 3 - ok_text.data()));
   } else {
     err_text = fmt::format("{}:err({})", id, result.error().message);
     const std::size_t limit = worker_.max_am_header();
@@ -468,16 +484,16 @@ void ActiveMessageManager::accept_response(std::string_view text, Bytes payload)
     spdlog::error("transport: malformed response '{:.80}'", text);
     return;
   }
-  auto it = pending_.find(id);
-  if (it == pending_.end() || it->second->result) return;  // timed out earlier
+  Pending* pending = pending_.find(id);
+  if (pending == nullptr || pending->result) return;  // timed out earlier
   const std::string_view status = text.substr(colon + 1);
   if (status == "ok") {
-    finish(*it->second, std::move(payload));
+    finish(*pending, std::move(payload));
   } else if (status.starts_with("err(") && status.ends_with(")")) {
     const std::string_view message = status.substr(4, status.size() - 5);
-    finish(*it->second, make_error(errc_of_text(message), std::string(message)));
+    finish(*pending, make_error(errc_of_text(message), std::string(message)));
   } else {
-    finish(*it->second, fail(Errc::protocol_error, "malformed response status '{:.80}'", status));
+    finish(*pending, fail(Errc::protocol_error, "malformed response status '{:.80}'", status));
   }
 }
 

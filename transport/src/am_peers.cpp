@@ -174,9 +174,9 @@ Result<std::shared_ptr<Endpoint>> ActiveMessageManager::endpoint(PeerId peer) co
 
 void ActiveMessageManager::peer_lost(PeerId peer, const Error& error) {
   spdlog::warn("transport: {}", error.message);
-  for (auto& [id, p] : pending_) {
-    if (p->peer == peer) finish(*p, fail(Errc::peer_lost, "peer lost: {}", peer));
-  }
+  pending_.for_each([&](std::uint64_t, Pending& p) {
+    if (p.peer == peer) finish(p, fail(Errc::peer_lost, "peer lost: {}", peer));
+  });
   if (auto it = peers_.find(peer); it != peers_.end()) {
     it->second->mark_failed(Error{Errc::peer_lost, fmt::format("peer lost: {}", peer)});
     peer_of_ep_.erase(it->second->handle());

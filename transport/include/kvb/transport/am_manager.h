@@ -140,6 +140,49 @@ class ActiveMessageManager {
     std::chrono::milliseconds timeout{0};
     std::string type;
   };
+  // Requests waiting for answers, by id. An id is (serial << 24 | slot): no
+  // hashing or allocation per request, and a stale or forged id never
+  // matches a later request in the same slot.
+  class PendingTable {
+   public:
+    static constexpr std::size_t kMaxSlots = std::size_t{1} << 24;
+    /// The new request's id, or 0 when kMaxSlots requests are in flight.
+    std::uint64_t insert(Pending* pending) {
+      std::uint32_t slot;
+      if (!free_.empty()) {
+        slot = free_.back();
+        free_.pop_back();
+      } else if (slots_.size() < kMaxSlots) {
+        slot = static_cast<std::uint32_t>(slots_.size());
+        slots_.emplace_back(0, nullptr);
+      } else {
+        return 0;
+      }
+      const std::uint64_t id = (serial_++ << 24) | slot;
+      slots_[slot] = {id, pending};
+      return id;
+    }
+    [[nodiscard]] Pending* find(std::uint64_t id) const {
+      const auto slot = static_cast<std::size_t>(id & (kMaxSlots - 1));
+      return slot < slots_.size() && slots_[slot].first == id ? slots_[slot].second : nullptr;
+    }
+    void erase(std::uint64_t id) {
+      const auto slot = static_cast<std::uint32_t>(id & (kMaxSlots - 1));
+      if (slot >= slots_.size() || slots_[slot].first != id) return;
+      slots_[slot] = {0, nullptr};
+      free_.push_back(slot);
+    }
+    template <class F>
+    void for_each(F&& f) {
+      for (auto& [id, p] : slots_)
+        if (p != nullptr) f(id, *p);
+    }
+
+   private:
+    std::vector<std::pair<std::uint64_t, Pending*>> slots_;
+    std::vector<std::uint32_t> free_;
+    std::uint64_t serial_ = 1;
+  };
   // An accepted message waiting for a runner.
   struct Queued {
     IncomingMessage message;
@@ -198,8 +241,7 @@ class ActiveMessageManager {
   std::map<PeerId, std::shared_ptr<asio::posix::stream_descriptor>> watched_;
   std::unique_ptr<Listener> listener_;
   std::uint32_t next_accepted_peer_ = 1'000'000;
-  std::unordered_map<std::uint64_t, Pending*> pending_;
-  std::uint64_t next_request_id_ = 1;
+  PendingTable pending_;
   asio::steady_timer deadline_timer_;
   std::optional<std::chrono::steady_clock::time_point> armed_deadline_;
   std::vector<const MemoryRegistration*> exposed_;

@@ -50,7 +50,8 @@ class Worker {
   /// loop is completing, it is queued and invoked (dispatched) by the loop
   /// right after the current progress pass: no scheduler round trip between
   /// a message arriving and the coroutine waiting for it. Anywhere else it is
-  /// posted.
+  /// posted. The handler must run on this worker's executor: it may be
+  /// invoked inline by the worker's loop.
   void complete_soon(boost::asio::any_completion_handler<void()> handler);
 
   [[nodiscard]] ucp_worker* handle() const noexcept { return worker_; }
