@@ -1,8 +1,12 @@
+#include <time.h>
+
 #include <charconv>
 #include <random>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -43,6 +47,7 @@ ActiveMessageManager::~ActiveMessageManager() {
   for (auto& [peer, fd] : watched_) fd->cancel();
   watched_.clear();
   pending_.for_each([this](std::uint64_t id, Pending& p) {
+    p.manager_gone = true;
     finish(p, fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id));
   });
   // Idle runners resume (posted), see the manager gone and end.
@@ -63,7 +68,7 @@ ActiveMessageManager::~ActiveMessageManager() {
 Status ActiveMessageManager::register_handler(const std::string& type, AmHandler handler) {
   if (type.empty()) return fail(Errc::invalid_argument, "message type must not be empty");
   if (auto st = check_sizes(kFixedHeader + type.size(), 0, type); !st) return st;
-  if (!handlers_.emplace(type, std::make_shared<const AmHandler>(std::move(handler))).second) {
+  if (!handlers_->emplace(type, std::move(handler)).second) {
     return fail(Errc::already_exists, "message type '{}' already has a handler", type);
   }
   return ok();
@@ -149,13 +154,31 @@ auto park(std::optional<asio::any_completion_handler<void()>>& slot, const asio:
   return asio::async_initiate<Token, void()>(
       [&slot, &worker_executor](auto handler) {
         if (asio::get_associated_executor(handler) == worker_executor) {
-          slot.emplace(std::move(handler));
+          // The type-erased handler's storage comes from Asio's per-thread
+          // recycling cache rather than malloc.
+          slot.emplace(asio::bind_allocator(asio::recycling_allocator<void>(), std::move(handler)));
         } else {
           slot.emplace(asio::bind_executor(worker_executor,
                                            [h = std::move(handler)]() mutable { asio::post(std::move(h)); }));
         }
       },
       token);
+}
+
+// now + timeout, never early, at most one coarse clock tick (~1-4 ms) late:
+// CLOCK_MONOTONIC_COARSE (steady_clock's clock, at tick resolution) costs a
+// few ns where a precise read costs ~25 ns on every request.
+std::chrono::steady_clock::time_point coarse_deadline(std::chrono::milliseconds timeout) {
+  static const std::chrono::nanoseconds tick = [] {
+    timespec res{};
+    ::clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+    return std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec);
+  }();
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  const auto coarse = std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)));
+  return coarse + tick + timeout;
 }
 
 // A small AM header on the stack (heap only for very long type names).
@@ -228,43 +251,45 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
   if (ep == nullptr) co_return tl::unexpected(endpoint(peer).error());
   Pending pending;
   pending.peer = peer;
-  pending.deadline = std::chrono::steady_clock::now() + timeout;
-  pending.timeout = timeout;
-  pending.type = type;
   // Unlisted however the frame ends (also if it is destroyed unresumed).
   struct Listed {
     ActiveMessageManager* self;
-    std::shared_ptr<bool> alive;
+    const Pending& pending;
     std::uint64_t id;
     ~Listed() {
-      if (*alive) self->pending_.erase(id);
+      if (!pending.manager_gone) self->pending_.erase(id);
     }
-  } listed{this, alive_, pending_.insert(&pending)};
+  } listed{this, pending, pending_.insert(&pending)};
   const std::uint64_t id = listed.id;
   if (id == 0) co_return fail(Errc::out_of_capacity, "{} requests already wait for answers", PendingTable::kMaxSlots);
-  arm_deadline(pending.deadline);
-  Status sent = ok();
+  // Send first: the bookkeeping below then overlaps with the peer's work
+  // (the answer cannot be seen before this coroutine yields to the loop).
+  std::optional<Status> sent_now;
+  std::optional<Bytes> owned_header;
   {
     const HeaderBuffer header(type, id, token_);
-    if (auto now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload)) {
-      sent = std::move(*now);
-    } else {
-      auto shared = endpoint(peer);
-      if (!shared) {
-        sent = tl::unexpected(shared.error());
-      } else {
-        Bytes owned(header.bytes().begin(), header.bytes().end());
-        sent = co_await send_am(*shared, kAmMessage, std::move(owned), std::move(payload), {}, 0, timeout);
-        if (!*listed.alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
-      }
-    }
+    sent_now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload);
+    if (!sent_now) owned_header.emplace(header.bytes().begin(), header.bytes().end());
+  }
+  pending.deadline = coarse_deadline(timeout);
+  pending.timeout = timeout;
+  pending.type = std::move(type);
+  arm_deadline(pending.deadline);
+  Status sent = ok();
+  if (sent_now) {
+    sent = std::move(*sent_now);
+  } else if (auto shared = endpoint(peer); !shared) {
+    sent = tl::unexpected(shared.error());
+  } else {
+    sent = co_await send_am(*shared, kAmMessage, std::move(*owned_header), std::move(payload), {}, 0, timeout);
+    if (pending.manager_gone) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   }
   if (!sent && !pending.result) pending.result = tl::unexpected(sent.error());
   // Ends with the reply, a peer loss, the manager's shutdown, or
   // expire_requests() at the deadline; each completes the waiter.
   while (!pending.result) {
     co_await park(pending.waiter, worker_.executor(), asio::use_awaitable);
-    if (!*listed.alive) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+    if (pending.manager_gone) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   }
   co_return std::move(*pending.result);
 }
@@ -306,8 +331,8 @@ void ActiveMessageManager::expire_requests() {
 }
 
 void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply_ep) {
-  auto handler = handlers_.find(message.type);
-  if (handler == handlers_.end()) {
+  auto handler = handlers_->find(message.type);
+  if (handler == handlers_->end()) {
     const std::string text = fmt::format("unknown message type: {}", message.type);
     if (message.notification_id) {
       reply(message.peer, reply_ep, *message.notification_id, fail(Errc::not_found, "{}", text));
@@ -332,7 +357,7 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
     }
     return;
   }
-  incoming_.push_back(Queued{std::move(message), reply_ep, handler->second});
+  incoming_.push_back(Queued{std::move(message), reply_ep, &handler->second});
   if (runner_free) {
     ++woken_;
     wake_runner();
@@ -353,11 +378,12 @@ void ActiveMessageManager::wake_runner() {
   // Started by the worker after the current progress pass (never inside a
   // UCX callback): co_spawn then runs it inline up to its first wait.
   worker_.complete_soon(asio::bind_executor(worker_.executor(), [this, alive = alive_] {
-    if (*alive) asio::co_spawn(worker_.executor(), runner(alive), asio::detached);
+    if (*alive) asio::co_spawn(worker_.executor(), runner(alive, handlers_), asio::detached);
   }));
 }
 
-asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive) {
+asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
+                                                   [[maybe_unused]] std::shared_ptr<const HandlerMap> handlers) {
   // Each queued message is either assigned to a woken runner (woken_) or
   // waiting (stats_.queued); incoming_.size() == woken_ + stats_.queued.
   bool woken = true;  // spawned for a message
@@ -369,7 +395,10 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive) 
       --stats_.queued;
     } else {
       co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-          [this](auto handler) { idle_runners_.emplace_back(std::move(handler)); }, asio::use_awaitable);
+          [this](auto handler) {
+            idle_runners_.emplace_back(asio::bind_allocator(asio::recycling_allocator<void>(), std::move(handler)));
+          },
+          asio::use_awaitable);
       if (!*alive) co_return;
       woken = true;
       continue;
@@ -382,8 +411,8 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive) 
     const auto id = q.message.notification_id;
     Result<Bytes> result = Bytes{};
     try {
-      // q.handler (a shared copy) keeps the handler's captures alive while
-      // its coroutine runs.
+      // `handlers` keeps the handler (and its captures) alive while its
+      // coroutine runs.
       result = co_await (*q.handler)(std::move(q.message));
     } catch (const std::exception& e) {
       result = fail(Errc::internal, "{}", e.what());

@@ -75,9 +75,11 @@ ucs_status_t ActiveMessageManager::Impl::on_message(void* arg, const void* heade
   msg.type.assign(reinterpret_cast<const char*>(h + kFixedHeader), type_len);
   if (std::to_integer<std::uint8_t>(h[1]) & kFlagNotify) msg.notification_id = load<std::uint64_t>(h + 8);
   ucp_ep* reply_ep = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? param->reply_ep : nullptr;
-  if (auto it = self.peer_of_ep_.find(reply_ep); it != self.peer_of_ep_.end()) msg.peer = it->second;
+  // A hello'd sender is known by its token, others by their endpoint.
   if (auto it = self.peer_of_token_.find(load<std::uint32_t>(h + 4)); it != self.peer_of_token_.end()) {
     msg.peer = it->second;
+  } else if (auto ep = self.peer_of_ep_.find(reply_ep); ep != self.peer_of_ep_.end()) {
+    msg.peer = ep->second;
   }
   if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0 && self.worker_.in_loop_progress()) {
     // Fast path: accept_message only queues the message and wakes a runner

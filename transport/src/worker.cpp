@@ -104,6 +104,15 @@ bool Worker::run_ready(const std::shared_ptr<bool>& alive) {
   return true;
 }
 
+bool Worker::poll() {
+  const bool worked = progress_pass();
+  if (!ready_.empty()) {
+    const auto exists = exists_;  // a handler may destroy the worker
+    (void)run_ready(exists);
+  }
+  return worked;
+}
+
 bool Worker::progress_pass() {
   in_loop_progress_ = true;
   const bool worked = ucp_worker_progress(worker_) != 0;

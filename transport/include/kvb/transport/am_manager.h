@@ -136,6 +136,7 @@ class ActiveMessageManager {
     PeerId peer;
     std::optional<Result<Bytes>> result;
     std::optional<asio::any_completion_handler<void()>> waiter;
+    bool manager_gone = false;  // set by ~ActiveMessageManager: touch nothing of it
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds timeout{0};
     std::string type;
@@ -187,7 +188,7 @@ class ActiveMessageManager {
   struct Queued {
     IncomingMessage message;
     ucp_ep* reply_ep = nullptr;
-    std::shared_ptr<const AmHandler> handler;
+    const AmHandler* handler = nullptr;  // in *handlers_, which runners keep alive
   };
   // Sets the result (once) and wakes the waiter through the worker.
   void finish(Pending& pending, Result<Bytes> result);
@@ -207,7 +208,8 @@ class ActiveMessageManager {
   void accept_response(std::string_view header, Bytes payload);
   // Runners: at most max_concurrent coroutines, each taking queued messages
   // one at a time, so the number of handlers running never exceeds it.
-  asio::awaitable<void> runner(std::shared_ptr<bool> alive);
+  using HandlerMap = std::unordered_map<std::string, AmHandler>;
+  asio::awaitable<void> runner(std::shared_ptr<bool> alive, std::shared_ptr<const HandlerMap> handlers);
   void wake_runner();
   // Sends `<id>:ok` + payload or `<id>:err(<message>)`; completes at once
   // when UCX can, else finishes on a spawned coroutine. Runs no user code.
@@ -227,7 +229,9 @@ class ActiveMessageManager {
   Worker& worker_;
   AmOptions options_;
   std::shared_ptr<bool> alive_;
-  std::unordered_map<std::string, std::shared_ptr<const AmHandler>> handlers_;
+  // Shared with the runners: a handler's captures outlive its coroutine even
+  // if the manager goes first. Node-based: entries never move.
+  std::shared_ptr<HandlerMap> handlers_ = std::make_shared<HandlerMap>();
   std::deque<Queued> incoming_;
   std::vector<asio::any_completion_handler<void()>> idle_runners_;
   std::size_t runners_ = 0;

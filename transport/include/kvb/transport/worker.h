@@ -45,6 +45,11 @@ class Worker {
   /// One synchronous progress pass; returns whether it did work. Never call
   /// from inside a UCX callback.
   bool progress_once();
+  /// One progress pass driven by the caller instead of start()'s loop (for
+  /// callers that own a polling loop): UCX callbacks run as inside the loop,
+  /// then the handlers they completed run inline. Call on the executor's
+  /// thread, never from a UCX callback. Returns whether UCX did work.
+  bool poll();
   /// Completes `handler` on the executor. From a UCX callback that runs
   /// inside the worker's own loop (in_loop_progress()), or from a handler the
   /// loop is completing, it is queued and invoked (dispatched) by the loop
