@@ -4,9 +4,7 @@
 #include <random>
 
 #include <spdlog/spdlog.h>
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -51,7 +49,7 @@ ActiveMessageManager::~ActiveMessageManager() {
     finish(p, fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id));
   });
   // Idle runners resume (posted), see the manager gone and end.
-  for (auto& h : idle_runners_) asio::post(worker_.executor(), std::move(h));
+  for (auto& h : idle_runners_) asio::post(worker_.executor(), [h = std::move(h)]() mutable { std::move(h)(); });
   idle_runners_.clear();
   for (unsigned id : {kAmMessage, kAmResponse, kAmWrite, kAmHello, kAmBye}) {
     ucp_am_handler_param_t p{};
@@ -149,17 +147,14 @@ namespace {
 // Parks a coroutine until the stored handler is completed. The worker may
 // invoke the handler inline, so a caller on another executor gets a post.
 template <class Token>
-auto park(std::optional<asio::any_completion_handler<void()>>& slot, const asio::any_io_executor& worker_executor,
+auto park(Completion& slot, const asio::any_io_executor& worker_executor,
           Token&& token) {
   return asio::async_initiate<Token, void()>(
       [&slot, &worker_executor](auto handler) {
         if (asio::get_associated_executor(handler) == worker_executor) {
-          // The type-erased handler's storage comes from Asio's per-thread
-          // recycling cache rather than malloc.
-          slot.emplace(asio::bind_allocator(asio::recycling_allocator<void>(), std::move(handler)));
+          slot = Completion(std::move(handler));  // one pointer: stored inline
         } else {
-          slot.emplace(asio::bind_executor(worker_executor,
-                                           [h = std::move(handler)]() mutable { asio::post(std::move(h)); }));
+          slot = Completion([h = std::move(handler)]() mutable { asio::post(std::move(h)); });
         }
       },
       token);
@@ -298,9 +293,7 @@ void ActiveMessageManager::finish(Pending& pending, Result<Bytes> result) {
   if (pending.result) return;
   pending.result = std::move(result);
   if (pending.waiter) {
-    auto handler = std::move(*pending.waiter);
-    pending.waiter.reset();
-    worker_.complete_soon(std::move(handler));
+    worker_.complete_soon(std::move(pending.waiter));
   }
 }
 
@@ -377,7 +370,7 @@ void ActiveMessageManager::wake_runner() {
   ++runners_;
   // Started by the worker after the current progress pass (never inside a
   // UCX callback): co_spawn then runs it inline up to its first wait.
-  worker_.complete_soon(asio::bind_executor(worker_.executor(), [this, alive = alive_] {
+  worker_.complete_soon(Completion([this, alive = alive_] {
     if (*alive) asio::co_spawn(worker_.executor(), runner(alive, handlers_), asio::detached);
   }));
 }
@@ -396,7 +389,7 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
     } else {
       co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
           [this](auto handler) {
-            idle_runners_.emplace_back(asio::bind_allocator(asio::recycling_allocator<void>(), std::move(handler)));
+            idle_runners_.emplace_back(std::move(handler));
           },
           asio::use_awaitable);
       if (!*alive) co_return;
@@ -438,10 +431,9 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
 void ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, Result<Bytes> result) {
   if (worker_.in_loop_progress()) {
     // From a UCX callback (unknown type, busy): send after the progress pass.
-    worker_.complete_soon(asio::bind_executor(
-        worker_.executor(), [this, alive = alive_, peer, reply_ep, id, result = std::move(result)]() mutable {
-          if (*alive) reply(peer, reply_ep, id, std::move(result));
-        }));
+    worker_.complete_soon(Completion([this, alive = alive_, peer, reply_ep, id, result = std::move(result)]() mutable {
+      if (*alive) reply(peer, reply_ep, id, std::move(result));
+    }));
     return;
   }
   std::array<char, 64> ok_text;

@@ -48,7 +48,7 @@ Worker::~Worker() {
   *exists_ = false;
   stop();
   // Handlers queued for the loop still run (posted), never silently dropped.
-  for (auto& h : ready_) asio::post(executor_, std::move(h));
+  for (auto& h : ready_) asio::post(executor_, [h = std::move(h)]() mutable { std::move(h)(); });
   if (efd_) (void)efd_->release();  // the fd belongs to UCX
   ucp_worker_destroy(worker_);
 }
@@ -71,12 +71,12 @@ void Worker::kick() {
 
 bool Worker::progress_once() { return ucp_worker_progress(worker_) != 0; }
 
-void Worker::complete_soon(asio::any_completion_handler<void()> handler) {
+void Worker::complete_soon(Completion handler) {
   if (in_loop_progress_ || running_ready_) {
     ready_.push_back(std::move(handler));
     return;
   }
-  asio::post(executor_, std::move(handler));
+  asio::post(executor_, [h = std::move(handler)]() mutable { std::move(h)(); });
 }
 
 bool Worker::run_ready(const std::shared_ptr<bool>& alive) {
@@ -85,7 +85,7 @@ bool Worker::run_ready(const std::shared_ptr<bool>& alive) {
   const auto executor = executor_;
   running_ready_ = true;
   for (int round = 0; round < 4 && !ready_.empty(); ++round) {
-    std::vector<asio::any_completion_handler<void()>> batch;
+    std::vector<Completion> batch;
     batch.swap(ready_);
     ready_.swap(spare_);  // keep the capacity of both vectors
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -93,7 +93,8 @@ bool Worker::run_ready(const std::shared_ptr<bool>& alive) {
       // executor (ActiveMessageManager wraps foreign ones in a post).
       std::move(batch[i])();
       if (!*alive) {  // a handler destroyed the worker: `this` is gone
-        for (std::size_t j = i + 1; j < batch.size(); ++j) asio::post(executor, std::move(batch[j]));
+        for (std::size_t j = i + 1; j < batch.size(); ++j)
+          asio::post(executor, [h = std::move(batch[j])]() mutable { std::move(h)(); });
         return false;
       }
     }

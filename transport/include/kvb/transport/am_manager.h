@@ -17,7 +17,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -135,7 +134,7 @@ class ActiveMessageManager {
   struct Pending {
     PeerId peer;
     std::optional<Result<Bytes>> result;
-    std::optional<asio::any_completion_handler<void()>> waiter;
+    Completion waiter;
     bool manager_gone = false;  // set by ~ActiveMessageManager: touch nothing of it
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds timeout{0};
@@ -233,7 +232,7 @@ class ActiveMessageManager {
   // if the manager goes first. Node-based: entries never move.
   std::shared_ptr<HandlerMap> handlers_ = std::make_shared<HandlerMap>();
   std::deque<Queued> incoming_;
-  std::vector<asio::any_completion_handler<void()>> idle_runners_;
+  std::vector<Completion> idle_runners_;
   std::size_t runners_ = 0;
   std::size_t woken_ = 0;  // queued messages assigned to a runner not yet resumed
   std::map<PeerId, std::shared_ptr<Endpoint>> peers_;

@@ -9,12 +9,12 @@
 #include <memory>
 #include <vector>
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "kvb/common/error.h"
+#include "kvb/transport/completion.h"
 #include "kvb/transport/context.h"
 #include "kvb/transport/ucx_fwd.h"
 
@@ -57,7 +57,7 @@ class Worker {
   /// a message arriving and the coroutine waiting for it. Anywhere else it is
   /// posted. The handler must run on this worker's executor: it may be
   /// invoked inline by the worker's loop.
-  void complete_soon(boost::asio::any_completion_handler<void()> handler);
+  void complete_soon(Completion handler);
 
   [[nodiscard]] ucp_worker* handle() const noexcept { return worker_; }
   [[nodiscard]] Context& context() const noexcept { return context_; }
@@ -99,8 +99,8 @@ class Worker {
   bool waiting_ = false;
   bool in_loop_progress_ = false;
   bool running_ready_ = false;
-  std::vector<boost::asio::any_completion_handler<void()>> ready_;
-  std::vector<boost::asio::any_completion_handler<void()>> spare_;
+  std::vector<Completion> ready_;
+  std::vector<Completion> spare_;
   std::uint64_t wakeups_ = 0;
   std::uint64_t degraded_polls_ = 0;
 };
