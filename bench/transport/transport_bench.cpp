@@ -248,7 +248,9 @@ Result<Figures> measure_once(const Flags& f) {
   ServerProcess server;
   start_server(f, server);
   if (f.pin) pin_to(1);
-  const std::string port_line = read_line(server.from_child, 20000);
+  // UCX may print warnings on the server's stdout first: skip to our lines.
+  std::string port_line;
+  for (int i = 0; i < 50 && !port_line.starts_with("port "); ++i) port_line = read_line(server.from_child, 20000);
   const std::string address_line = read_line(server.from_child, 5000);
   if (!port_line.starts_with("port ") || !address_line.starts_with("address ")) {
     return fail(Errc::unavailable, "the server did not start ('{}')", port_line);

@@ -522,55 +522,77 @@ void ActiveMessageManager::expose(const MemoryRegistration& registration) { expo
 
 void ActiveMessageManager::unexpose(const MemoryRegistration& registration) { std::erase(exposed_, &registration); }
 
+namespace {
+
+// The chunks of one write_chunks_am call: one completion for all of them.
+// Owned by the in-flight UCX requests (the last callback deletes it), so a
+// caller that timed out or saw the peer fail may leave before UCX is done.
+struct WriteBatch {
+  std::size_t outstanding = 1;  // +1 held by the issuing loop until it is done
+  ucs_status_t first_error = UCS_OK;
+  std::shared_ptr<detail::RequestState> waiter;
+  std::shared_ptr<void> headers;
+
+  void complete_one(ucs_status_t status) {
+    if (status != UCS_OK && first_error == UCS_OK) first_error = status;
+    if (--outstanding > 0) return;
+    waiter->status = first_error;
+    waiter->done.set();
+    delete this;
+  }
+  static void on_sent(void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
+    static_cast<WriteBatch*>(user_data)->complete_one(status);
+  }
+};
+
+}  // namespace
+
 asio::awaitable<Status> ActiveMessageManager::write_chunks_am(PeerId peer, std::span<const RmaChunk> chunks,
                                                               std::chrono::milliseconds timeout) {
   auto ep = endpoint(peer);
   if (!ep) co_return tl::unexpected(ep.error());
-  // Issue every chunk, then await them all: UCX pipelines the rendezvous.
-  struct Inflight {
-    std::shared_ptr<detail::RequestState> state;
-    ucs_status_ptr_t req;
-  };
-  std::vector<Inflight> inflight;
-  inflight.reserve(chunks.size());
-  Status first_error = ok();
+  if (chunks.empty()) co_return ok();
+  // Issue every chunk, then await them all at once: UCX pipelines the
+  // rendezvous; one waiter, one timer and one endpoint watch per call.
+  auto waiter = std::make_shared<detail::RequestState>(worker_.executor());
+  auto* batch = new WriteBatch;
+  batch->waiter = waiter;
   auto headers = std::make_shared<std::vector<std::array<std::uint64_t, 2>>>(chunks.size());
+  batch->headers = headers;
+  ucs_status_t issue_error = UCS_OK;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const auto& c = chunks[i];
     (*headers)[i] = {c.remote_address, c.length};
-    auto state = std::make_shared<detail::RequestState>(worker_.executor());
-    state->keep = headers;
     ucp_request_param_t params{};
-    params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
-    params.flags = UCP_AM_SEND_FLAG_RNDV;
+    params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK |
+                          UCP_OP_ATTR_FIELD_USER_DATA;
+    params.flags = c.length <= options_.bulk_eager_max ? UCP_AM_SEND_FLAG_EAGER : UCP_AM_SEND_FLAG_RNDV;
     params.datatype = ucp_dt_make_contig(1);
-    detail::bind_send_callback(params, state);
+    params.cb.send = &WriteBatch::on_sent;
+    params.user_data = batch;
+    ++batch->outstanding;
     ucs_status_ptr_t req =
         ucp_am_send_nbx((*ep)->handle(), kAmWrite, (*headers)[i].data(), 16, c.local, c.length, &params);
     if (req == nullptr) {
-      detail::unbind_callback(params);
+      --batch->outstanding;  // done already; the callback will not run
     } else if (UCS_PTR_IS_ERR(req)) {
-      detail::unbind_callback(params);
-      first_error = tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", peer), UCS_PTR_STATUS(req)));
+      --batch->outstanding;
+      issue_error = UCS_PTR_STATUS(req);
       break;
-    } else {
-      inflight.push_back({state, req});
     }
   }
   worker_.kick();
-  for (auto& f : inflight) (*ep)->track(f.state);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (auto& f : inflight) {
-    const bool done = co_await f.state->done.wait_for(deadline - std::chrono::steady_clock::now());
-    if (f.state->aborted) co_return tl::unexpected((*ep)->failure());
-    if (!done) co_return fail(Errc::timeout, "bulk write to peer {}: not complete after {} ms", peer, timeout.count());
-    ucp_request_free(f.req);
-    if (f.state->status != UCS_OK && first_error) {
-      first_error = tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", peer), f.state->status));
-    }
+  batch->complete_one(issue_error);  // the issuing loop's share; may finish the batch
+  (*ep)->track(waiter);
+  const bool done = co_await waiter->done.wait_for(timeout);
+  if (waiter->aborted) co_return tl::unexpected((*ep)->failure());
+  if (!done) co_return fail(Errc::timeout, "bulk write to peer {}: not complete after {} ms", peer, timeout.count());
+  if (waiter->status != UCS_OK) {
+    co_return tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", peer), waiter->status));
   }
-  if (!first_error && (*ep)->failed()) co_return tl::unexpected((*ep)->failure());
-  co_return first_error;
+  if ((*ep)->failed()) co_return tl::unexpected((*ep)->failure());
+  co_return ok();
 }
 
 }  // namespace kvb::transport

@@ -52,6 +52,11 @@ struct AmOptions {
   std::size_t max_queued = 256;
   /// Largest payload accepted for sending (refused before reaching UCX).
   std::size_t max_payload = std::size_t{1} << 30;
+  /// write_chunks_am sends chunks up to this size eagerly (the receiver
+  /// copies them into place once) and larger ones by rendezvous (received
+  /// straight into place). Measured on tcp loopback (docs/transport.md):
+  /// eager wins at 64-128 KiB (1.3x), rendezvous from 256 KiB (1.6x).
+  std::size_t bulk_eager_max = std::size_t{128} << 10;
 };
 
 struct AmStats {
@@ -114,8 +119,10 @@ class ActiveMessageManager {
   /// Allows peers to write into `registration` with bulk AM writes.
   void expose(const MemoryRegistration& registration);
   void unexpose(const MemoryRegistration& registration);
-  /// Sends each chunk as an AM rendezvous straight into the peer's exposed
-  /// memory; completes when every chunk is in the peer's memory.
+  /// Sends each chunk as an active message into the peer's exposed memory
+  /// (eager up to options().bulk_eager_max, else rendezvous). Completes when
+  /// UCX finished every chunk; a message sent to the peer afterwards is
+  /// handled there after every chunk landed (write_then_notify).
   asio::awaitable<Status> write_chunks_am(PeerId peer, std::span<const RmaChunk> chunks,
                                           std::chrono::milliseconds timeout);
 
