@@ -28,6 +28,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include "kvb/common/logging.h"
 #include "kvb/transport/block_transfer.h"
@@ -46,6 +47,7 @@ struct Flags {
   std::size_t size = 1 << 20;
   std::size_t iters = 200;
   std::size_t am_iters = 20000;
+  std::size_t am_window = 16;
   std::size_t window = 0;  // 0: enough blocks for >= 16 MiB per batch (16..1024)
   int spin_us = 50;
   bool baseline = true;
@@ -182,6 +184,7 @@ struct Figures {
   double gbps = 0;
   double am_roundtrips_per_s = 0;
   std::string protocol;
+  double am_windowed_per_s = 0;  // with --am-window requesters in flight
 };
 
 asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& client, Context& context) {
@@ -223,24 +226,53 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   if (!notified) co_return tl::unexpected(notified.error());
   const double transfer_s = std::chrono::duration<double>(clock_type::now() - t0).count();
 
-  Bytes ping(64, std::byte{1});
-  for (int i = 0; i < 1000; ++i) (void)co_await client.send_request(peer, "ping", ping, timeout);
-  const auto t1 = clock_type::now();
-  for (std::size_t i = 0; i < f.am_iters; ++i) {
-    // The echo comes back as the next request's payload (no copy per call);
-    // each carries its sequence number, checked on return.
-    const std::uint64_t seq = i;
-    std::memcpy(ping.data(), &seq, sizeof(seq));
-    auto r = co_await client.send_request(peer, "ping", std::move(ping), timeout);
-    if (!r) co_return tl::unexpected(r.error());
-    std::uint64_t echoed = ~seq;
-    if (r->size() == 64) std::memcpy(&echoed, r->data(), sizeof(echoed));
-    if (echoed != seq) co_return fail(Errc::protocol_error, "ping {}: wrong echo ({} bytes)", seq, r->size());
-    ping = std::move(*r);
-  }
+  // `count` sequential 64-byte requests; the echo comes back as the next
+  // request's payload (no copy per call) and carries its sequence number,
+  // checked on return.
+  auto pings = [&](std::size_t count, std::uint64_t first) -> asio::awaitable<Status> {
+    Bytes ping(64, std::byte{1});
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint64_t seq = first + i;
+      std::memcpy(ping.data(), &seq, sizeof(seq));
+      auto r = co_await client.send_request(peer, "ping", std::move(ping), timeout);
+      if (!r) co_return tl::unexpected(r.error());
+      std::uint64_t echoed = ~seq;
+      if (r->size() == 64) std::memcpy(&echoed, r->data(), sizeof(echoed));
+      if (echoed != seq) co_return fail(Errc::protocol_error, "ping {}: wrong echo ({} bytes)", seq, r->size());
+      ping = std::move(*r);
+    }
+    co_return ok();
+  };
+  if (auto st = co_await pings(1000, 0); !st) co_return tl::unexpected(st.error());
+  auto t1 = clock_type::now();
+  if (auto st = co_await pings(f.am_iters, 0); !st) co_return tl::unexpected(st.error());
   const double am_s = std::chrono::duration<double>(clock_type::now() - t1).count();
+
+  // The same with --am-window requesters at once (throughput, not latency).
+  double windowed = 0;
+  if (f.am_window > 1) {
+    const std::size_t each = std::max<std::size_t>(1, f.am_iters / f.am_window);
+    std::size_t left = f.am_window;
+    Status first_error = ok();
+    AsyncEvent all(co_await asio::this_coro::executor);
+    t1 = clock_type::now();
+    for (std::size_t w = 0; w < f.am_window; ++w) {
+      asio::co_spawn(
+          co_await asio::this_coro::executor,
+          [&, w]() -> asio::awaitable<void> {
+            auto st = co_await pings(each, w * each);
+            if (!st && first_error) first_error = st;
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    }
+    co_await all.wait();
+    if (!first_error) co_return tl::unexpected(first_error.error());
+    windowed = static_cast<double>(each * f.am_window) /
+               std::chrono::duration<double>(clock_type::now() - t1).count();
+  }
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
-                    static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol))};
+                    static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol)), windowed};
 }
 
 // One client/server pair: block transfer, then AM round trips.
@@ -304,7 +336,7 @@ int run_client(const Flags& f) {
   // and size, so a machine that gets busier or quieter moves both; the
   // ratios are of the medians.
   const char* bw_tests[] = {"ucp_put_bw", "ucp_am_bw", "tag_bw"};
-  std::vector<double> gbps, am_rate, am_lat;
+  std::vector<double> gbps, am_rate, am_lat, am_windowed;
   std::vector<std::vector<double>> bw_base(std::size(bw_tests));
   std::string protocol;
   int port = 20000 + static_cast<int>(::getpid() % 20000);
@@ -317,10 +349,15 @@ int run_client(const Flags& f) {
     protocol = fig->protocol;
     gbps.push_back(fig->gbps);
     am_rate.push_back(fig->am_roundtrips_per_s);
+    am_windowed.push_back(fig->am_windowed_per_s);
     std::fprintf(stderr,
                  "run %d: kvblockd transport %s: %zu x %zu B via %s: %.3f GB/s; AM round trips (64 B, 1 in flight): "
                  "%.0f/s\n",
                  rep + 1, f.tls.c_str(), f.iters, f.size, fig->protocol.c_str(), fig->gbps, fig->am_roundtrips_per_s);
+    if (f.am_window > 1) {
+      std::fprintf(stderr, "run %d: AM round trips with %zu requesters in flight: %.0f/s\n", rep + 1, f.am_window,
+                   fig->am_windowed_per_s);
+    }
     if (!f.baseline) continue;
     for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
       auto r = run_perftest(f.tls, bw_tests[t], f.size, std::max<std::size_t>(f.iters, 20), port++);
@@ -363,7 +400,8 @@ int run_client(const Flags& f) {
   const double bw_ratio = best_gbps > 0 ? our_gbps / best_gbps : 0;
   const double am_implied = am_lat_us > 0 ? 1e6 / (2 * am_lat_us) : 0;
   const double am_ratio = am_implied > 0 ? our_am / am_implied : 0;
-  std::fprintf(stderr, "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s\n", f.repeat, our_gbps, our_am);
+  std::fprintf(stderr, "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s (1 in flight), %.0f/s (%zu in flight)\n",
+               f.repeat, our_gbps, our_am, median(am_windowed), f.am_window);
   if (best_gbps > 0) {
     std::fprintf(stderr,
                  "ratio: %.2fx of the best perftest bandwidth (%s, %.3f GB/s); AM %.2fx of the rate implied by "
@@ -374,10 +412,10 @@ int run_client(const Flags& f) {
       "{\"tls\":\"%s\",\"size\":%zu,\"iters\":%zu,\"window\":%zu,\"protocol\":\"%s\",\"spin_us\":%d,"
       "\"repeat\":%d,\"gbps\":%.4f,\"gbps_runs\":%s,\"am_roundtrips_per_s\":%.1f,\"am_roundtrips_per_s_runs\":%s,"
       "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
-      "\"am_ratio\":%.3f}\n",
+      "\"am_ratio\":%.3f,\"am_window\":%zu,\"am_windowed_roundtrips_per_s\":%.1f}\n",
       f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
       json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(),
-      bw_ratio, am_implied, am_ratio);
+      bw_ratio, am_implied, am_ratio, f.am_window, median(am_windowed));
   return 0;
 }
 
@@ -390,6 +428,9 @@ int run_transport(int argc, char** argv) {
   app.add_option("--size", f.size, "bytes per block transfer")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_option("--iters", f.iters, "blocks to transfer")->check(CLI::PositiveNumber);
   app.add_option("--am-iters", f.am_iters, "sequential AM round trips")->check(CLI::PositiveNumber);
+  app.add_option("--am-window", f.am_window,
+                 "also time AM round trips with this many requesters in flight (1 = skip)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   app.add_option("--window", f.window, "blocks per batch (each batch completes before the next; 0 = auto)");
   app.add_option("--spin-us", f.spin_us, "worker spin before sleeping on its event fd (0 = pure event-driven)");
   app.add_option("--repeat", f.repeat, "repetitions (ours, then perftest, each time); figures are medians")

@@ -152,7 +152,7 @@ asio::awaitable<void> Worker::run_loop(std::shared_ptr<bool> alive) {
       for (int spins = 1;; ++spins) {
         worked_in_slice = progress_pass() || worked_in_slice;
         if (!ready_.empty() && !run_ready(alive)) co_return;
-        if ((spins & 15) == 0 && clock::now() >= slice_end) break;
+        if ((spins & 255) == 0 && clock::now() >= slice_end) break;
       }
       if (worked_in_slice) last_work = clock::now();
       co_await asio::post(executor_, asio::use_awaitable);
