@@ -28,19 +28,19 @@ std::optional<PerftestFigure> parse(const std::string& output, const std::string
 }  // namespace
 
 std::optional<PerftestFigure> run_perftest(const std::string& tls, const std::string& test, std::size_t size,
-                                           std::size_t iters, int port) {
+                                           std::size_t iters, int port, bool err_handling) {
   const std::size_t warmup = std::max<std::size_t>(iters / 20, 2);
   // The server waits for one client; the client retries until the server
   // listens (at most 20 tries); both are bounded by timeout(1).
   const std::string cmd = fmt::format(
       "command -v ucx_perftest >/dev/null || exit 3; "
-      "UCX_TLS={0} timeout 120 ucx_perftest -p {1} -c 0 >/dev/null 2>&1 & srv=$!; "
+      "UCX_TLS={0} timeout 120 ucx_perftest -p {1} -c 0 {6} >/dev/null 2>&1 & srv=$!; "
       "for i in $(seq 20); do "
-      "  out=$(UCX_TLS={0} timeout 110 ucx_perftest 127.0.0.1 -p {1} -c 1 -t {2} -s {3} -n {4} -w {5} -f 2>&1) && "
+      "  out=$(UCX_TLS={0} timeout 110 ucx_perftest 127.0.0.1 -p {1} -c 1 -t {2} -s {3} -n {4} -w {5} {6} -f 2>&1) && "
       "break; "
       "  sleep 0.2; "
       "done; kill $srv 2>/dev/null; wait $srv 2>/dev/null; echo \"$out\"",
-      tls, port, test, size, iters, warmup);
+      tls, port, test, size, iters, warmup, err_handling ? "-e" : "");
   std::FILE* pipe = ::popen(cmd.c_str(), "r");
   if (pipe == nullptr) return std::nullopt;
   std::string output;

@@ -15,9 +15,10 @@ struct PerftestFigure {
   double latency_us = 0;  // "overall" overhead column (one-way latency for *_lat)
 };
 
-/// Runs one ucx_perftest test (server + client on 127.0.0.1:port).
-/// nullopt when ucx_perftest is missing or the run failed.
+/// Runs one ucx_perftest test (server + client on 127.0.0.1:port);
+/// `err_handling` adds -e (endpoints with UCP_ERR_HANDLING_MODE_PEER, as
+/// kvblockd's). nullopt when ucx_perftest is missing or the run failed.
 std::optional<PerftestFigure> run_perftest(const std::string& tls, const std::string& test, std::size_t size,
-                                           std::size_t iters, int port);
+                                           std::size_t iters, int port, bool err_handling = false);
 
 }  // namespace kvb::bench
