@@ -269,8 +269,7 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     }
     co_await all.wait();
     if (!first_error) co_return tl::unexpected(first_error.error());
-    windowed = static_cast<double>(each * f.am_window) /
-               std::chrono::duration<double>(clock_type::now() - t1).count();
+    windowed = static_cast<double>(each * f.am_window) / std::chrono::duration<double>(clock_type::now() - t1).count();
   }
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
                     static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol)), windowed};
@@ -397,8 +396,8 @@ int run_client(const Flags& f) {
     for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
       if (bw_base[t].empty()) continue;
       const double m = median(bw_base[t]);
-      parts += fmt::format("\"{}_gbps\":{:.4f},\"{}_gbps_runs\":{},", bw_tests[t], m, bw_tests[t],
-                           json_array(bw_base[t]));
+      parts +=
+          fmt::format("\"{}_gbps\":{:.4f},\"{}_gbps_runs\":{},", bw_tests[t], m, bw_tests[t], json_array(bw_base[t]));
       if (m > best_gbps) best_gbps = m, best_test = bw_tests[t];
     }
     double best_err = 0;
@@ -415,8 +414,7 @@ int run_client(const Flags& f) {
                    best_err, our_gbps / best_err);
     }
     if (!am_lat.empty()) {
-      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},\"ucp_am_lat_us_runs\":{},", median(am_lat),
-                           json_array(am_lat));
+      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},\"ucp_am_lat_us_runs\":{},", median(am_lat), json_array(am_lat));
     }
     if (!parts.empty()) parts.pop_back();
     baseline_json = "{" + parts + "}";
@@ -425,7 +423,8 @@ int run_client(const Flags& f) {
   const double bw_ratio = best_gbps > 0 ? our_gbps / best_gbps : 0;
   const double am_implied = am_lat_us > 0 ? 1e6 / (2 * am_lat_us) : 0;
   const double am_ratio = am_implied > 0 ? our_am / am_implied : 0;
-  std::fprintf(stderr, "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s (1 in flight), %.0f/s (%zu in flight)\n",
+  std::fprintf(stderr,
+               "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s (1 in flight), %.0f/s (%zu in flight)\n",
                f.repeat, our_gbps, our_am, median(am_windowed), f.am_window);
   if (best_gbps > 0) {
     std::fprintf(stderr,
@@ -439,8 +438,8 @@ int run_client(const Flags& f) {
       "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
       "\"am_ratio\":%.3f,\"am_window\":%zu,\"am_windowed_roundtrips_per_s\":%.1f}\n",
       f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
-      json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(),
-      bw_ratio, am_implied, am_ratio, f.am_window, median(am_windowed));
+      json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(), bw_ratio,
+      am_implied, am_ratio, f.am_window, median(am_windowed));
   return 0;
 }
 
@@ -453,8 +452,7 @@ int run_transport(int argc, char** argv) {
   app.add_option("--size", f.size, "bytes per block transfer")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_option("--iters", f.iters, "blocks to transfer")->check(CLI::PositiveNumber);
   app.add_option("--am-iters", f.am_iters, "sequential AM round trips")->check(CLI::PositiveNumber);
-  app.add_option("--am-window", f.am_window,
-                 "also time AM round trips with this many requesters in flight (1 = skip)")
+  app.add_option("--am-window", f.am_window, "also time AM round trips with this many requesters in flight (1 = skip)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   app.add_option("--window", f.window, "blocks per batch (each batch completes before the next; 0 = auto)");
   app.add_option("--spin-us", f.spin_us, "worker spin before sleeping on its event fd (0 = pure event-driven)");

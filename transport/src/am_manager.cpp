@@ -17,10 +17,7 @@ namespace kvb::transport {
 using namespace wire;
 
 ActiveMessageManager::ActiveMessageManager(Worker& worker, AmOptions options)
-    : worker_(worker),
-      options_(options),
-      alive_(std::make_shared<bool>(true)),
-      deadline_timer_(worker.executor()) {
+    : worker_(worker), options_(options), alive_(std::make_shared<bool>(true)), deadline_timer_(worker.executor()) {
   token_ = static_cast<std::uint32_t>(std::random_device{}());
   if (options.max_concurrent == 0) throw TransportError(Error{Errc::invalid_argument, "max_concurrent must be > 0"});
   const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {{kAmMessage, Impl::on_message},
@@ -147,8 +144,7 @@ namespace {
 // Parks a coroutine until the stored handler is completed. The worker may
 // invoke the handler inline, so a caller on another executor gets a post.
 template <class Token>
-auto park(Completion& slot, const asio::any_io_executor& worker_executor,
-          Token&& token) {
+auto park(Completion& slot, const asio::any_io_executor& worker_executor, Token&& token) {
   return asio::async_initiate<Token, void()>(
       [&slot, &worker_executor](auto handler) {
         if (asio::get_associated_executor(handler) == worker_executor) {
@@ -171,8 +167,9 @@ std::chrono::steady_clock::time_point coarse_deadline(std::chrono::milliseconds 
   }();
   timespec now{};
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-  const auto coarse = std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)));
+  const auto coarse =
+      std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)));
   return coarse + tick + timeout;
 }
 
@@ -217,8 +214,7 @@ std::optional<Status> ActiveMessageManager::send_now(ucp_ep* ep, PeerId peer, un
   // responses need none.
   imm.flags = am_id == kAmResponse ? 0U : unsigned{UCP_AM_SEND_FLAG_REPLY};
   imm.datatype = ucp_dt_make_contig(1);
-  ucs_status_ptr_t req =
-      ucp_am_send_nbx(ep, am_id, header.data(), header.size(), payload.data(), payload.size(), &imm);
+  ucs_status_ptr_t req = ucp_am_send_nbx(ep, am_id, header.data(), header.size(), payload.data(), payload.size(), &imm);
   if (req == nullptr) return ok();
   if (UCS_PTR_IS_ERR(req)) {
     if (UCS_PTR_STATUS(req) == UCS_ERR_NO_RESOURCE) return std::nullopt;
@@ -388,10 +384,7 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
       --stats_.queued;
     } else {
       co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-          [this](auto handler) {
-            idle_runners_.emplace_back(std::move(handler));
-          },
-          asio::use_awaitable);
+          [this](auto handler) { idle_runners_.emplace_back(std::move(handler)); }, asio::use_awaitable);
       if (!*alive) co_return;
       woken = true;
       continue;
@@ -450,7 +443,8 @@ void ActiveMessageManager::reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id
     text = err_text;
   }
   const std::span<const std::byte> header(reinterpret_cast<const std::byte*>(text.data()), text.size());
-  const std::span<const std::byte> payload = result ? std::span<const std::byte>(*result) : std::span<const std::byte>{};
+  const std::span<const std::byte> payload =
+      result ? std::span<const std::byte>(*result) : std::span<const std::byte>{};
   Endpoint* ep = nullptr;
   if (peer != PeerId{0}) {
     ep = live_endpoint(peer);
@@ -565,8 +559,8 @@ asio::awaitable<Status> ActiveMessageManager::write_chunks_am(PeerId peer, std::
     const auto& c = chunks[i];
     (*headers)[i] = {c.remote_address, c.length};
     ucp_request_param_t params{};
-    params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK |
-                          UCP_OP_ATTR_FIELD_USER_DATA;
+    params.op_attr_mask =
+        UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     params.flags = c.length <= options_.bulk_eager_max ? UCP_AM_SEND_FLAG_EAGER : UCP_AM_SEND_FLAG_RNDV;
     params.datatype = ucp_dt_make_contig(1);
     params.cb.send = &WriteBatch::on_sent;

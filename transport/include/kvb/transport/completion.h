@@ -54,32 +54,30 @@ class Completion {
  private:
   static constexpr std::size_t kInline = 3 * sizeof(void*);
   struct Ops {
-    void (*invoke)(void* storage);                // moves the callable out, destroys it, calls it
-    void (*relocate)(void* dst, void* src);       // move-constructs dst from src, destroys src
+    void (*invoke)(void* storage);           // moves the callable out, destroys it, calls it
+    void (*relocate)(void* dst, void* src);  // move-constructs dst from src, destroys src
     void (*destroy)(void* storage);
   };
   template <class D>
-  static constexpr Ops inline_ops{
-      [](void* s) {
-        D f(std::move(*static_cast<D*>(s)));
-        static_cast<D*>(s)->~D();
-        std::move(f)();
-      },
-      [](void* dst, void* src) {
-        ::new (dst) D(std::move(*static_cast<D*>(src)));
-        static_cast<D*>(src)->~D();
-      },
-      [](void* s) { static_cast<D*>(s)->~D(); }};
+  static constexpr Ops inline_ops{[](void* s) {
+                                    D f(std::move(*static_cast<D*>(s)));
+                                    static_cast<D*>(s)->~D();
+                                    std::move(f)();
+                                  },
+                                  [](void* dst, void* src) {
+                                    ::new (dst) D(std::move(*static_cast<D*>(src)));
+                                    static_cast<D*>(src)->~D();
+                                  },
+                                  [](void* s) { static_cast<D*>(s)->~D(); }};
   template <class D>
-  static constexpr Ops heap_ops{
-      [](void* s) {
-        D* p = *static_cast<D**>(s);
-        D f(std::move(*p));
-        delete p;
-        std::move(f)();
-      },
-      [](void* dst, void* src) { ::new (dst) D*(*static_cast<D**>(src)); },
-      [](void* s) { delete *static_cast<D**>(s); }};
+  static constexpr Ops heap_ops{[](void* s) {
+                                  D* p = *static_cast<D**>(s);
+                                  D f(std::move(*p));
+                                  delete p;
+                                  std::move(f)();
+                                },
+                                [](void* dst, void* src) { ::new (dst) D*(*static_cast<D**>(src)); },
+                                [](void* s) { delete *static_cast<D**>(s); }};
 
   void reset() noexcept {
     if (const Ops* ops = std::exchange(ops_, nullptr)) ops->destroy(buf_);
