@@ -24,7 +24,9 @@ ucs_status_t on_am(void* arg, const void*, size_t, void* data, size_t length, co
   return UCS_OK;
 }
 
-bool send(Side& from, const std::byte* payload) {
+// Progresses both workers until the send completes (over tcp the first sends
+// wait for the connection, which needs the other side's progress too).
+bool send(Side& from, Side& to, const std::byte* payload) {
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
   p.flags = 0;
@@ -34,6 +36,7 @@ bool send(Side& from, const std::byte* payload) {
     if (r == nullptr) return true;
     if (UCS_PTR_IS_ERR(r) && UCS_PTR_STATUS(r) == UCS_ERR_NO_RESOURCE) {
       ucp_worker_progress(from.worker);
+      ucp_worker_progress(to.worker);
       continue;
     }
     return false;
@@ -86,12 +89,19 @@ double raw_ucx_pingpong_ns(const std::string& tls, std::size_t round_trips, std:
   }
   {
     std::byte payload[64] = {};
+    const bool tcp = tls != "sm";
     auto round_trip = [&]() {
       const std::size_t b_before = b.received, a_before = a.received;
-      if (!send(a, payload)) return false;
-      while (b.received == b_before) ucp_worker_progress(b.worker);
-      if (!send(b, b.last)) return false;  // echo
-      while (a.received == a_before) ucp_worker_progress(a.worker);
+      if (!send(a, b, payload)) return false;
+      while (b.received == b_before) {
+        ucp_worker_progress(b.worker);
+        if (tcp) ucp_worker_progress(a.worker);  // the sender may still have bytes to push
+      }
+      if (!send(b, a, b.last)) return false;  // echo
+      while (a.received == a_before) {
+        ucp_worker_progress(a.worker);
+        if (tcp) ucp_worker_progress(b.worker);
+      }
       std::memcpy(payload, a.last, sizeof(payload));
       return true;
     };
