@@ -55,7 +55,7 @@ TEST(Completion, InvokingMayDestroyTheHolder) {
     holder.reset();
     ++calls;
   });
-  std::move(*holder)();
+  std::move (*holder)();
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(holder, nullptr);
 }
