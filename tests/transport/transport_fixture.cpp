@@ -20,16 +20,17 @@
 namespace kvb::transport::test {
 
 std::string param_name(const testing::TestParamInfo<TransportParam>& info) {
-  return info.param.tls + (info.param.mode == PeerMode::in_process ? "_in_process" : "_two_process");
+  return info.param.tls + (info.param.mode == PeerMode::in_process ? "_in_process" : "_two_process") +
+         (info.param.spin.count() > 0 ? "_spinning" : "");
 }
 
 namespace {
 
 class InProcessRemote : public Remote {
  public:
-  InProcessRemote(asio::io_context& io, const std::string& tls) {
+  InProcessRemote(asio::io_context& io, const std::string& tls, std::chrono::microseconds spin) {
     context_ = std::make_unique<Context>(ContextOptions{.tls = tls});
-    worker_ = std::make_unique<Worker>(*context_, io.get_executor());
+    worker_ = std::make_unique<Worker>(*context_, io.get_executor(), WorkerOptions{.spin = spin});
     worker_->start();
     manager_ = std::make_unique<ActiveMessageManager>(
         *worker_, AmOptions{.max_concurrent = kPeerMaxConcurrent, .max_queued = kPeerMaxQueued});
@@ -180,7 +181,7 @@ void TransportTest::SetUp() {
   const auto& param = GetParam();
   try {
     context_ = std::make_unique<Context>(ContextOptions{.tls = param.tls});
-    worker_ = std::make_unique<Worker>(*context_, io_.get_executor());
+    worker_ = std::make_unique<Worker>(*context_, io_.get_executor(), WorkerOptions{.spin = param.spin});
   } catch (const TransportError& e) {
     GTEST_SKIP() << "UCX_TLS=" << param.tls << " is not available here: " << e.what();
   }
@@ -188,7 +189,7 @@ void TransportTest::SetUp() {
   client_ = std::make_unique<ActiveMessageManager>(*worker_, AmOptions{.max_payload = std::size_t{64} << 20});
   try {
     if (param.mode == PeerMode::in_process) {
-      remote_ = std::make_unique<InProcessRemote>(io_, param.tls);
+      remote_ = std::make_unique<InProcessRemote>(io_, param.tls, param.spin);
     } else {
       remote_ = std::make_unique<ChildProcessRemote>(io_, param.tls);
     }

@@ -25,10 +25,14 @@ enum class PeerMode { in_process, two_process };
 struct TransportParam {
   std::string tls;
   PeerMode mode;
+  // WorkerOptions::spin of this side's worker (and of an in-process peer's):
+  // 0 = event driven; > 0 exercises the spinning loop's completion path.
+  std::chrono::microseconds spin{0};
 };
 
 inline void PrintTo(const TransportParam& p, std::ostream* os) {
   *os << "UCX_TLS=" << p.tls << (p.mode == PeerMode::in_process ? ", peer in process" : ", peer process");
+  if (p.spin.count() > 0) *os << ", workers spin " << p.spin.count() << " us";
 }
 
 std::string param_name(const testing::TestParamInfo<TransportParam>& info);
