@@ -126,6 +126,33 @@ TEST_P(TransportTest, PutGetRandomChunkListsWithNotification) {
       std::chrono::seconds(40));
 }
 
+// A bulk write the receiver refuses (outside its exposed memory) fails the
+// notification that follows it, and that notification's handler never runs:
+// a handler never acts on data that did not arrive. The next clean batch
+// goes through.
+TEST_P(TransportTest, ARefusedBulkWriteFailsItsNotificationAndTheHandlerNeverRuns) {
+  run([&]() -> asio::awaitable<void> {
+    auto remote = co_await alloc_remote(*client_, 1 << 20);
+    CO_ASSERT_TRUE(remote.has_value());
+    std::vector<std::byte> local(64 << 10, std::byte{0x42});
+    const auto handled_before = co_await remote_->stats();
+    const RmaChunk bad[] = {{local.data(), remote->address, 4096},
+                            {local.data() + 4096, remote->address + (std::uint64_t{64} << 20), 4096}};
+    auto refused = co_await write_then_notify(*client_, kPeer, BulkProtocol::am_rendezvous, nullptr, bad, "echo",
+                                              text("must not run"), 10s);
+    CO_ASSERT_TRUE(!refused.has_value());
+    EXPECT_EQ(refused.error().code, Errc::invalid_argument) << refused.error().to_string();
+    EXPECT_NE(refused.error().message.find("rejected: 1 bulk write"), std::string::npos) << refused.error().message;
+    // The echo handler did not run: the peer handled nothing since.
+    EXPECT_EQ(co_await remote_->stats(), handled_before);
+    const RmaChunk good[] = {{local.data(), remote->address, 4096}};
+    auto accepted = co_await write_then_notify(*client_, kPeer, BulkProtocol::am_rendezvous, nullptr, good, "echo",
+                                               text("runs"), 10s);
+    CO_ASSERT_TRUE(accepted.has_value());
+    EXPECT_EQ(*accepted, text("runs"));
+  });
+}
+
 // A TransferPlan (vLLM-style layer-separate source -> fully contiguous
 // destination in the peer's registered memory) moved run by run.
 TEST_P(TransportTest, TransferPlanRunsReachThePeer) {

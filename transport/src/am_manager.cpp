@@ -176,12 +176,12 @@ std::chrono::steady_clock::time_point coarse_deadline(std::chrono::milliseconds 
 // A small AM header on the stack (heap only for very long type names).
 class HeaderBuffer {
  public:
-  HeaderBuffer(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token) {
+  HeaderBuffer(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token, std::uint8_t flags) {
     const std::size_t size = ActiveMessageManager::kFixedHeader + type.size();
     if (size > inline_.size()) heap_.resize(size);
     std::byte* h = heap_.empty() ? inline_.data() : heap_.data();
     h[0] = std::byte{kVersion};
-    h[1] = std::byte{id ? kFlagNotify : std::uint8_t{0}};
+    h[1] = std::byte{static_cast<std::uint8_t>((id ? kFlagNotify : 0) | flags)};
     const auto len = static_cast<std::uint16_t>(type.size());
     std::memcpy(h + 2, &len, 2);
     std::memcpy(h + 4, &token, 4);
@@ -236,6 +236,17 @@ Endpoint* ActiveMessageManager::live_endpoint(PeerId peer) const {
 
 asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, std::string type, Bytes payload,
                                                                   std::chrono::milliseconds timeout) {
+  return request(peer, std::move(type), std::move(payload), timeout, 0);
+}
+
+asio::awaitable<Result<Bytes>> ActiveMessageManager::send_notification_after_writes(PeerId peer, std::string type,
+                                                                                    Bytes payload,
+                                                                                    std::chrono::milliseconds timeout) {
+  return request(peer, std::move(type), std::move(payload), timeout, kFlagAfterWrites);
+}
+
+asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::string type, Bytes payload,
+                                                             std::chrono::milliseconds timeout, std::uint8_t flags) {
   if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st)
     co_return tl::unexpected(st.error());
   Endpoint* ep = live_endpoint(peer);
@@ -258,7 +269,7 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_request(PeerId peer, s
   std::optional<Status> sent_now;
   std::optional<Bytes> owned_header;
   {
-    const HeaderBuffer header(type, id, token_);
+    const HeaderBuffer header(type, id, token_, flags);
     sent_now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload);
     if (!sent_now) owned_header.emplace(header.bytes().begin(), header.bytes().end());
   }
@@ -319,7 +330,28 @@ void ActiveMessageManager::expire_requests() {
   if (next) arm_deadline(*next);
 }
 
-void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply_ep) {
+void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply_ep, std::uint32_t sender_token,
+                                          bool after_writes) {
+  if (after_writes) {
+    // Writes and this notification travel one ordered connection: every
+    // write sent before it has been checked (and landed or failed) by now.
+    auto refused = refused_writes_by_token_.find(sender_token);
+    if (refused != refused_writes_by_token_.end()) {
+      const std::uint64_t count = refused->second;
+      refused_writes_by_token_.erase(refused);
+      const std::string text = fmt::format(
+          "rejected: {} bulk write(s) before this '{}' were refused (outside the receiver's exposed memory, or failed "
+          "to land); its handler did not run",
+          count, message.type);
+      if (message.notification_id) {
+        reply(message.peer, reply_ep, *message.notification_id, fail(Errc::invalid_argument, "{}", text));
+      } else {
+        ++stats_.fire_and_forget_failures;
+        spdlog::warn("transport: fire-and-forget from peer {}: {}", message.peer, text);
+      }
+      return;
+    }
+  }
   auto handler = handlers_->find(message.type);
   if (handler == handlers_->end()) {
     const std::string text = fmt::format("unknown message type: {}", message.type);
@@ -552,12 +584,12 @@ asio::awaitable<Status> ActiveMessageManager::write_chunks_am(PeerId peer, std::
   auto waiter = std::make_shared<detail::RequestState>(worker_.executor());
   auto* batch = new WriteBatch;
   batch->waiter = waiter;
-  auto headers = std::make_shared<std::vector<std::array<std::uint64_t, 2>>>(chunks.size());
+  auto headers = std::make_shared<std::vector<WriteHeader>>(chunks.size());
   batch->headers = headers;
   ucs_status_t issue_error = UCS_OK;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const auto& c = chunks[i];
-    (*headers)[i] = {c.remote_address, c.length};
+    (*headers)[i] = WriteHeader{c.remote_address, c.length, token_, 0};
     ucp_request_param_t params{};
     params.op_attr_mask =
         UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
@@ -567,7 +599,7 @@ asio::awaitable<Status> ActiveMessageManager::write_chunks_am(PeerId peer, std::
     params.user_data = batch;
     ++batch->outstanding;
     ucs_status_ptr_t req =
-        ucp_am_send_nbx((*ep)->handle(), kAmWrite, (*headers)[i].data(), 16, c.local, c.length, &params);
+        ucp_am_send_nbx((*ep)->handle(), kAmWrite, &(*headers)[i], sizeof(WriteHeader), c.local, c.length, &params);
     if (req == nullptr) {
       --batch->outstanding;  // done already; the callback will not run
     } else if (UCS_PTR_IS_ERR(req)) {

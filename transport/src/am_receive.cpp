@@ -73,10 +73,13 @@ ucs_status_t ActiveMessageManager::Impl::on_message(void* arg, const void* heade
   }
   IncomingMessage msg;
   msg.type.assign(reinterpret_cast<const char*>(h + kFixedHeader), type_len);
-  if (std::to_integer<std::uint8_t>(h[1]) & kFlagNotify) msg.notification_id = load<std::uint64_t>(h + 8);
+  const auto flags = std::to_integer<std::uint8_t>(h[1]);
+  if (flags & kFlagNotify) msg.notification_id = load<std::uint64_t>(h + 8);
+  const bool after_writes = (flags & kFlagAfterWrites) != 0;
+  const auto token = load<std::uint32_t>(h + 4);
   ucp_ep* reply_ep = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? param->reply_ep : nullptr;
   // A hello'd sender is known by its token, others by their endpoint.
-  if (auto it = self.peer_of_token_.find(load<std::uint32_t>(h + 4)); it != self.peer_of_token_.end()) {
+  if (auto it = self.peer_of_token_.find(token); it != self.peer_of_token_.end()) {
     msg.peer = it->second;
   } else if (auto ep = self.peer_of_ep_.find(reply_ep); ep != self.peer_of_ep_.end()) {
     msg.peer = ep->second;
@@ -85,19 +88,20 @@ ucs_status_t ActiveMessageManager::Impl::on_message(void* arg, const void* heade
     // Fast path: accept_message only queues the message and wakes a runner
     // through the worker (after this progress pass); no user code runs here.
     msg.payload.assign(static_cast<const std::byte*>(data), static_cast<const std::byte*>(data) + length);
-    self.accept_message(std::move(msg), reply_ep);
+    self.accept_message(std::move(msg), reply_ep, token, after_writes);
     return UCS_OK;
   }
   auto alive = self.alive_;
-  receive(self, data, length, param, [&self, alive, msg = std::move(msg), reply_ep](Result<Bytes> r) mutable {
-    if (!*alive) return;
-    if (!r) {
-      spdlog::error("transport: lost the payload of a '{}' message: {}", msg.type, r.error().to_string());
-      return;
-    }
-    msg.payload = std::move(*r);
-    self.accept_message(std::move(msg), reply_ep);
-  });
+  receive(self, data, length, param,
+          [&self, alive, msg = std::move(msg), reply_ep, token, after_writes](Result<Bytes> r) mutable {
+            if (!*alive) return;
+            if (!r) {
+              spdlog::error("transport: lost the payload of a '{}' message: {}", msg.type, r.error().to_string());
+              return;
+            }
+            msg.payload = std::move(*r);
+            self.accept_message(std::move(msg), reply_ep, token, after_writes);
+          });
   return UCS_OK;
 }
 
@@ -159,16 +163,22 @@ ucs_status_t ActiveMessageManager::Impl::on_bye(void* arg, const void* header, s
 ucs_status_t ActiveMessageManager::Impl::on_write(void* arg, const void* header, size_t header_length, void* data,
                                                   size_t length, const ucp_am_recv_param_t* param) {
   auto& self = *static_cast<ActiveMessageManager*>(arg);
-  if (header_length != 16) return UCS_OK;
-  const auto address = load<std::uint64_t>(static_cast<const std::byte*>(header));
-  const auto announced = load<std::uint64_t>(static_cast<const std::byte*>(header) + 8);
-  bool allowed = announced == length;
+  if (header_length != sizeof(WriteHeader)) {
+    ++self.stats_.rejected_writes;
+    spdlog::error("transport: rejected a bulk write with a malformed header ({} bytes)", header_length);
+    return UCS_OK;
+  }
+  WriteHeader wh;
+  std::memcpy(&wh, header, sizeof(wh));
+  const std::uint64_t address = wh.address;
+  bool allowed = wh.length == length;
   if (allowed) {
     allowed = false;
     for (const auto* reg : self.exposed_) allowed = allowed || reg->contains(address, length);
   }
   if (!allowed) {
     ++self.stats_.rejected_writes;
+    ++self.refused_writes_by_token_[wh.token];  // the sender's next after-writes notification fails
     spdlog::error("transport: rejected a bulk write of {} bytes at {:#x}: not in an exposed region", length, address);
     return UCS_OK;
   }
@@ -182,16 +192,18 @@ ucs_status_t ActiveMessageManager::Impl::on_write(void* arg, const void* header,
   struct Landing {
     std::shared_ptr<bool> alive;
     ActiveMessageManager* self;
+    std::uint32_t token;
     static void done(void* request, ucs_status_t status, size_t, void* user_data) {
       std::unique_ptr<Landing> landing(static_cast<Landing*>(user_data));
       ucp_request_free(request);
       if (status != UCS_OK && *landing->alive) {
         ++landing->self->stats_.rejected_writes;
+        ++landing->self->refused_writes_by_token_[landing->token];
         spdlog::error("transport: bulk write failed: {}", ucs_status_string(status));
       }
     }
   };
-  auto* landing = new Landing{self.alive_, &self};
+  auto* landing = new Landing{self.alive_, &self, wh.token};
   ucp_request_param_t params{};
   params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   params.datatype = ucp_dt_make_contig(1);
@@ -202,6 +214,7 @@ ucs_status_t ActiveMessageManager::Impl::on_write(void* arg, const void* header,
     delete landing;  // finished at once (or failed): the callback never runs
     if (req != nullptr) {
       ++self.stats_.rejected_writes;
+      ++self.refused_writes_by_token_[wh.token];
       spdlog::error("transport: bulk write failed: {}", ucs_status_string(UCS_PTR_STATUS(req)));
     }
   }

@@ -17,11 +17,22 @@ namespace wire {
 // UCX AM ids owned by the manager.
 constexpr unsigned kAmMessage = 11;   // header: fixed 16 bytes + type; data: payload
 constexpr unsigned kAmResponse = 12;  // header: "<id>:ok" | "<id>:err(<message>)"; data: reply payload
-constexpr unsigned kAmWrite = 13;     // header: remote address, length; data: bulk bytes (rendezvous)
+constexpr unsigned kAmWrite = 13;     // header: WriteHeader; data: bulk bytes (eager or rendezvous)
 constexpr unsigned kAmHello = 14;     // header: Hello; data: sender's worker address (empty in an ack)
 constexpr unsigned kAmBye = 15;       // header: u32 sender token
 constexpr std::uint8_t kVersion = 1;
 constexpr std::uint8_t kFlagNotify = 1;
+// The message notifies about bulk writes sent before it: if any of them was
+// refused, it is answered err(rejected: ...) and its handler does not run.
+constexpr std::uint8_t kFlagAfterWrites = 2;
+
+struct WriteHeader {
+  std::uint64_t address = 0;  // in memory the receiver exposed
+  std::uint64_t length = 0;
+  std::uint32_t token = 0;  // the sending manager (counts refused writes per sender)
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(WriteHeader) == 24);
 constexpr auto kSendTimeout = std::chrono::milliseconds(30000);
 
 template <class T>
@@ -50,6 +61,7 @@ inline Errc errc_of_text(std::string_view message) {
   if (message.starts_with("unknown message type")) return Errc::not_found;
   if (message.starts_with("peer lost")) return Errc::peer_lost;
   if (message.starts_with("timeout")) return Errc::timeout;
+  if (message.starts_with("rejected")) return Errc::invalid_argument;
   return Errc::internal;
 }
 

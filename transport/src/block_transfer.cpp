@@ -87,8 +87,8 @@ asio::awaitable<Result<Bytes>> write_then_notify(ActiveMessageManager& manager, 
   }
   if (!moved) co_return tl::unexpected(moved.error());
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-  co_return co_await manager.send_request(peer, std::move(type), std::move(payload),
-                                          std::max(left, std::chrono::milliseconds(1)));
+  co_return co_await manager.send_notification_after_writes(peer, std::move(type), std::move(payload),
+                                                            std::max(left, std::chrono::milliseconds(1)));
 }
 
 }  // namespace kvb::transport

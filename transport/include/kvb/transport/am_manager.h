@@ -116,6 +116,15 @@ class ActiveMessageManager {
   asio::awaitable<Result<Bytes>> send_request(PeerId peer, std::string type, Bytes payload,
                                               std::chrono::milliseconds timeout);
 
+  /// send_request for the notification that follows write_chunks_am to the
+  /// same peer (write_then_notify uses it): if any of our writes since the
+  /// last such notification was refused there (outside its exposed memory,
+  /// or failed to land), the peer answers `err(rejected: ...)`
+  /// (invalid_argument) and does not run the handler, so a handler never
+  /// acts on data that did not arrive.
+  asio::awaitable<Result<Bytes>> send_notification_after_writes(PeerId peer, std::string type, Bytes payload,
+                                                                std::chrono::milliseconds timeout);
+
   /// Allows peers to write into `registration` with bulk AM writes.
   void expose(const MemoryRegistration& registration);
   void unexpose(const MemoryRegistration& registration);
@@ -206,7 +215,10 @@ class ActiveMessageManager {
   void peer_lost(PeerId peer, const Error& error);
   // Queues `message` for a runner, or answers unknown type / busy. Runs no
   // user code (callable from a UCX callback inside the worker's loop).
-  void accept_message(IncomingMessage message, ucp_ep* reply_ep);
+  void accept_message(IncomingMessage message, ucp_ep* reply_ep, std::uint32_t sender_token = 0,
+                      bool after_writes = false);
+  asio::awaitable<Result<Bytes>> request(PeerId peer, std::string type, Bytes payload,
+                                         std::chrono::milliseconds timeout, std::uint8_t flags);
   struct Hello;
   void accept_hello(const Hello& hello, const Bytes& address);
   void watch_process(PeerId peer, std::uint32_t pid);
@@ -255,6 +267,8 @@ class ActiveMessageManager {
   asio::steady_timer deadline_timer_;
   std::optional<std::chrono::steady_clock::time_point> armed_deadline_;
   std::vector<const MemoryRegistration*> exposed_;
+  // Bulk writes refused since the sender's last after-writes notification.
+  std::unordered_map<std::uint32_t, std::uint64_t> refused_writes_by_token_;
   std::function<void(PeerId, const Error&)> on_peer_lost_;
   AmStats stats_;
 };
