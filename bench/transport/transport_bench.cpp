@@ -188,6 +188,13 @@ struct Figures {
   double am_windowed_per_s = 0;  // with --am-window requesters in flight
 };
 
+// What moved the blocks: rma_put, or AM writes sent eager or by rendezvous
+// depending on the size (AmOptions::bulk_eager_max).
+std::string protocol_label(BulkProtocol protocol, std::size_t size, const AmOptions& options) {
+  if (protocol == BulkProtocol::rma_put) return "rma_put";
+  return size <= options.bulk_eager_max ? "am_eager" : "am_rendezvous";
+}
+
 asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& client, Context& context) {
   const PeerId peer{1};
   Bytes request(8);
@@ -272,7 +279,8 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     windowed = static_cast<double>(each * f.am_window) / std::chrono::duration<double>(clock_type::now() - t1).count();
   }
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
-                    static_cast<double>(f.am_iters) / am_s, std::string(to_string(protocol)), windowed};
+                    static_cast<double>(f.am_iters) / am_s, protocol_label(protocol, f.size, client.options()),
+                    windowed};
 }
 
 // One client/server pair: block transfer, then AM round trips.
