@@ -82,49 +82,20 @@ Status ActiveMessageManager::check_sizes(std::size_t header, std::size_t payload
 }
 
 asio::awaitable<Status> ActiveMessageManager::send_am(std::shared_ptr<Endpoint> ep, unsigned am_id, Bytes header,
-                                                      Bytes payload, std::span<const std::byte> borrowed,
-                                                      unsigned flags, std::chrono::milliseconds timeout) {
+                                                      Bytes payload, std::chrono::milliseconds timeout) {
   if (ep->failed()) co_return tl::unexpected(ep->failure());
-  if ((flags & UCP_AM_SEND_FLAG_RNDV) == 0) {
-    // Fast path: most small eager sends complete inside ucp_am_send_nbx;
-    // ask UCX to finish now or refuse (NO_RESOURCE), so they need no
-    // request state, callback or buffer handover.
-    const void* data = borrowed.empty() ? payload.data() : borrowed.data();
-    const std::size_t size = borrowed.empty() ? payload.size() : borrowed.size();
-    ucp_request_param_t imm{};
-    imm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
-    imm.flags = flags | UCP_AM_SEND_FLAG_REPLY;
-    imm.datatype = ucp_dt_make_contig(1);
-    ucs_status_ptr_t req = ucp_am_send_nbx(ep->handle(), am_id, header.data(), header.size(), data, size, &imm);
-    if (req == nullptr) co_return ok();
-    if (UCS_PTR_IS_ERR(req)) {
-      if (UCS_PTR_STATUS(req) != UCS_ERR_NO_RESOURCE) {
-        co_return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", ep->peer()), UCS_PTR_STATUS(req)));
-      }
-      // Not completable at once: take the tracked path below.
-    } else {
-      // Not expected with FORCE_IMM_CMPL; keep the buffers alive until done.
-      worker_.kick();
-      while (ucp_request_check_status(req) == UCS_INPROGRESS)
-        co_await asio::post(worker_.executor(), asio::use_awaitable);
-      const ucs_status_t st = ucp_request_check_status(req);
-      ucp_request_free(req);
-      if (st != UCS_OK) co_return tl::unexpected(detail::ucx_error(fmt::format("am send to peer {}", ep->peer()), st));
-      co_return ok();
-    }
-  }
+  if (auto now = send_now(ep->handle(), ep->peer(), am_id, header, payload)) co_return std::move(*now);
+  // UCX cannot send at once: a tracked request that owns the buffers.
   auto state = std::make_shared<detail::RequestState>(worker_.executor());
   auto owned = std::make_shared<std::pair<Bytes, Bytes>>(std::move(header), std::move(payload));
   state->keep = owned;
   ucp_request_param_t params{};
   params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
-  params.flags = flags | UCP_AM_SEND_FLAG_REPLY;
+  params.flags = am_id == kAmResponse ? 0U : unsigned{UCP_AM_SEND_FLAG_REPLY};
   params.datatype = ucp_dt_make_contig(1);
   detail::bind_send_callback(params, state);
-  const void* data = borrowed.empty() ? owned->second.data() : borrowed.data();
-  const std::size_t size = borrowed.empty() ? owned->second.size() : borrowed.size();
-  ucs_status_ptr_t req =
-      ucp_am_send_nbx(ep->handle(), am_id, owned->first.data(), owned->first.size(), data, size, &params);
+  ucs_status_ptr_t req = ucp_am_send_nbx(ep->handle(), am_id, owned->first.data(), owned->first.size(),
+                                         owned->second.data(), owned->second.size(), &params);
   auto st = co_await detail::await_request(worker_, req, params, state, fmt::format("am send to peer {}", ep->peer()),
                                            timeout, ep.get());
   if (!st && ep->failed()) co_return tl::unexpected(ep->failure());
@@ -135,7 +106,8 @@ asio::awaitable<Status> ActiveMessageManager::send(PeerId peer, std::string type
   if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st) co_return st;
   auto ep = endpoint(peer);
   if (!ep) co_return tl::unexpected(ep.error());
-  co_return co_await send_am(*ep, kAmMessage, message_header(type, std::nullopt, token_), std::move(payload), {}, 0,
+  const MessageHeader header(type, std::nullopt, token_, 0);
+  co_return co_await send_am(*ep, kAmMessage, Bytes(header.bytes().begin(), header.bytes().end()), std::move(payload),
                              kSendTimeout);
 }
 
@@ -172,33 +144,6 @@ std::chrono::steady_clock::time_point coarse_deadline(std::chrono::milliseconds 
           std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)));
   return coarse + tick + timeout;
 }
-
-// A small AM header on the stack (heap only for very long type names).
-class HeaderBuffer {
- public:
-  HeaderBuffer(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token, std::uint8_t flags) {
-    const std::size_t size = ActiveMessageManager::kFixedHeader + type.size();
-    if (size > inline_.size()) heap_.resize(size);
-    std::byte* h = heap_.empty() ? inline_.data() : heap_.data();
-    h[0] = std::byte{kVersion};
-    h[1] = std::byte{static_cast<std::uint8_t>((id ? kFlagNotify : 0) | flags)};
-    const auto len = static_cast<std::uint16_t>(type.size());
-    std::memcpy(h + 2, &len, 2);
-    std::memcpy(h + 4, &token, 4);
-    const std::uint64_t nid = id.value_or(0);
-    std::memcpy(h + 8, &nid, 8);
-    std::memcpy(h + ActiveMessageManager::kFixedHeader, type.data(), type.size());
-    view_ = {h, size};
-  }
-  HeaderBuffer(const HeaderBuffer&) = delete;
-  HeaderBuffer& operator=(const HeaderBuffer&) = delete;
-  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return view_; }
-
- private:
-  std::array<std::byte, 128> inline_;
-  Bytes heap_;
-  std::span<const std::byte> view_;
-};
 
 }  // namespace
 
@@ -269,7 +214,7 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::s
   std::optional<Status> sent_now;
   std::optional<Bytes> owned_header;
   {
-    const HeaderBuffer header(type, id, token_, flags);
+    const MessageHeader header(type, id, token_, flags);
     sent_now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload);
     if (!sent_now) owned_header.emplace(header.bytes().begin(), header.bytes().end());
   }
@@ -283,7 +228,7 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::s
   } else if (auto shared = endpoint(peer); !shared) {
     sent = tl::unexpected(shared.error());
   } else {
-    sent = co_await send_am(*shared, kAmMessage, std::move(*owned_header), std::move(payload), {}, 0, timeout);
+    sent = co_await send_am(*shared, kAmMessage, std::move(*owned_header), std::move(payload), timeout);
     if (pending.manager_gone) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
   }
   if (!sent && !pending.result) pending.result = tl::unexpected(sent.error());
@@ -507,7 +452,7 @@ asio::awaitable<void> ActiveMessageManager::reply_slow(PeerId peer, ucp_ep* repl
       spdlog::warn("transport: reply {} to peer {} dropped: {}", text, peer, ep.error().message);
       co_return;
     }
-    auto st = co_await send_am(*ep, kAmResponse, std::move(header), std::move(payload), {}, 0, kSendTimeout);
+    auto st = co_await send_am(*ep, kAmResponse, std::move(header), std::move(payload), kSendTimeout);
     if (!st) spdlog::warn("transport: reply {} to peer {} failed: {}", text, peer, st.error().message);
     co_return;
   }

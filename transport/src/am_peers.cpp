@@ -70,8 +70,8 @@ Status ActiveMessageManager::connect_address(PeerId peer, std::span<const std::b
       worker_.executor(),
       [this, alive, ep, header = std::move(header)]() mutable -> asio::awaitable<void> {
         const auto& address = worker_.address();
-        auto st = co_await send_am(ep, kAmHello, std::move(header), Bytes(address.begin(), address.end()), {}, 0,
-                                   kSendTimeout);
+        auto st =
+            co_await send_am(ep, kAmHello, std::move(header), Bytes(address.begin(), address.end()), kSendTimeout);
         if (!st) spdlog::warn("transport: hello to peer {} failed: {}", ep->peer(), st.error().message);
       },
       asio::detached);
@@ -110,7 +110,7 @@ void ActiveMessageManager::accept_hello(const Hello& hello, const Bytes& address
   asio::co_spawn(
       worker_.executor(),
       [this, alive, ep, header = std::move(header)]() mutable -> asio::awaitable<void> {
-        auto st = co_await send_am(ep, kAmHello, std::move(header), Bytes{}, {}, 0, kSendTimeout);
+        auto st = co_await send_am(ep, kAmHello, std::move(header), Bytes{}, kSendTimeout);
         if (!st) spdlog::warn("transport: hello ack to peer {} failed: {}", ep->peer(), st.error().message);
       },
       asio::detached);

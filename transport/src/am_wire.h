@@ -2,9 +2,11 @@
 // headers) and its UCX receive callbacks (ActiveMessageManager::Impl).
 #pragma once
 
+#include <array>
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "kvb/transport/am_manager.h"
@@ -42,18 +44,32 @@ inline T load(const std::byte* p) {
   return v;
 }
 
-inline Bytes message_header(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token) {
-  Bytes h(ActiveMessageManager::kFixedHeader + type.size());
-  h[0] = std::byte{kVersion};
-  h[1] = std::byte{id ? kFlagNotify : std::uint8_t{0}};
-  const auto len = static_cast<std::uint16_t>(type.size());
-  std::memcpy(h.data() + 2, &len, 2);
-  std::memcpy(h.data() + 4, &token, 4);
-  const std::uint64_t nid = id.value_or(0);
-  std::memcpy(h.data() + 8, &nid, 8);
-  std::memcpy(h.data() + ActiveMessageManager::kFixedHeader, type.data(), type.size());
-  return h;
-}
+// A message header, on the stack (heap only for very long type names).
+class MessageHeader {
+ public:
+  MessageHeader(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token, std::uint8_t flags) {
+    const std::size_t size = ActiveMessageManager::kFixedHeader + type.size();
+    if (size > inline_.size()) heap_.resize(size);
+    std::byte* h = heap_.empty() ? inline_.data() : heap_.data();
+    h[0] = std::byte{kVersion};
+    h[1] = std::byte{static_cast<std::uint8_t>((id ? kFlagNotify : 0) | flags)};
+    const auto len = static_cast<std::uint16_t>(type.size());
+    std::memcpy(h + 2, &len, 2);
+    std::memcpy(h + 4, &token, 4);
+    const std::uint64_t nid = id.value_or(0);
+    std::memcpy(h + 8, &nid, 8);
+    std::memcpy(h + ActiveMessageManager::kFixedHeader, type.data(), type.size());
+    view_ = {h, size};
+  }
+  MessageHeader(const MessageHeader&) = delete;
+  MessageHeader& operator=(const MessageHeader&) = delete;
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return view_; }
+
+ private:
+  std::array<std::byte, 128> inline_;
+  Bytes heap_;
+  std::span<const std::byte> view_;
+};
 
 /// Error code for an `err(<message>)` text received from a peer.
 inline Errc errc_of_text(std::string_view message) {

@@ -237,8 +237,8 @@ class ActiveMessageManager {
   // error, or nullopt when UCX cannot send at once (use send_am).
   std::optional<Status> send_now(ucp_ep* ep, PeerId peer, unsigned am_id, std::span<const std::byte> header,
                                  std::span<const std::byte> payload);
+  // send_now, else a tracked request owning the buffers.
   asio::awaitable<Status> send_am(std::shared_ptr<Endpoint> ep, unsigned am_id, Bytes header, Bytes payload,
-                                  std::span<const std::byte> borrowed, unsigned flags,
                                   std::chrono::milliseconds timeout);
   [[nodiscard]] Status check_sizes(std::size_t header, std::size_t payload, std::string_view type) const;
   // The live endpoint of `peer` without a shared_ptr copy, or nullptr.
