@@ -4,12 +4,15 @@
 // pinned host <-> device). Iterations alternate engine and baseline so that
 // noise hits both; medians and the ratio go to stdout, last line JSON.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <string>
@@ -43,6 +46,10 @@ struct Args {
   bool no_streaming = false;
   std::string direction = "d2d";
   int device = 0;
+  std::uint64_t staging_mib = CudaEngineOptions{}.staging_bytes >> 20;
+  std::uint32_t spin_us = CudaEngineOptions{}.completion_spin_us;
+  std::uint32_t poll_us = CudaEngineOptions{}.completion_poll_us;
+  int inflight = 1;
 };
 
 Result<LayoutKind> parse_layout(const std::string& name) {
@@ -86,11 +93,49 @@ struct HostBuffer {
   HostBuffer& operator=(const HostBuffer&) = delete;
 };
 
-Status run_plan(CopyEngine& engine, TransferPlan plan) {
-  std::promise<Status> done;
-  auto f = done.get_future();
-  engine.submit(std::move(plan), [&done](Status s) { done.set_value(std::move(s)); });
-  return f.get();
+// Submits and waits. CUDA engines: the bench thread polls a flag, as its
+// baseline's cudaDeviceSynchronize polls the device (the default schedule on
+// a machine with more cores than GPUs), so neither figure carries the OS
+// wake-up of a sleeping thread. Host engine: it sleeps (its workers need the
+// cores; the memcpy baseline runs on this thread).
+Status run_plan(CopyEngine& engine, TransferPlan plan, bool poll) {
+  if (!poll) {
+    std::promise<Status> done;
+    auto f = done.get_future();
+    engine.submit(std::move(plan), [&done](Status s) { done.set_value(std::move(s)); });
+    return f.get();
+  }
+  std::atomic<bool> finished{false};
+  Status result = ok();
+  engine.submit(std::move(plan), [&](Status s) {
+    result = std::move(s);
+    finished.store(true, std::memory_order_release);
+  });
+  while (!finished.load(std::memory_order_acquire)) {
+  }
+  return result;
+}
+
+// Submits every plan back to back, then waits for all (first error wins).
+Status run_plans(CopyEngine& engine, std::vector<TransferPlan> plans, bool poll) {
+  if (plans.size() == 1) return run_plan(engine, std::move(plans.front()), poll);
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::atomic<std::size_t> left{plans.size()};
+  Status result = ok();
+  for (auto& p : plans)
+    engine.submit(std::move(p), [&](Status s) {
+      std::lock_guard lock(mutex);
+      if (!s && result) result = std::move(s);
+      if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) cv.notify_all();
+    });
+  if (poll) {
+    while (left.load(std::memory_order_acquire) != 0) {
+    }
+  }
+  std::unique_lock lock(mutex);
+  cv.wait(lock, [&] { return left.load(std::memory_order_acquire) == 0; });
+  return result;
 }
 
 int fail_with(const std::string& message) {
@@ -103,7 +148,8 @@ int fail_with(const std::string& message) {
 int run_copy(int argc, char** argv) {
   Args a;
   CLI::App app{"kvblockd-bench copy: copy engine GB/s against memcpy / cudaMemcpy of the same bytes"};
-  app.add_option("--engine", a.engine, "host | cuda-kernel | cuda-batch | cuda-memcpy")->capture_default_str();
+  app.add_option("--engine", a.engine, "host | cuda-kernel | cuda-batch | cuda-memcpy | cuda-staged")
+      ->capture_default_str();
   app.add_option("--src-layout", a.src_layout,
                  "fully_contiguous (fc) | layer_separate_block_outer (lsbo) | layer_separate_outer_block (lsob)")
       ->capture_default_str();
@@ -113,11 +159,19 @@ int run_copy(int argc, char** argv) {
   app.add_option("--layers", a.layers, "layers per block")->capture_default_str();
   app.add_option("--outer", a.outer, "2 = K,V; 1 = MLA")->capture_default_str();
   app.add_option("--iters", a.iters, "timed iterations of engine and baseline each")->capture_default_str();
+  app.add_option("--inflight", a.inflight,
+                 "submit the plan N times back to back per iteration (throughput under load; the baseline "
+                 "repeats its copy N times)")
+      ->capture_default_str();
   app.add_option("--threads", a.threads, "host engine workers (default: cores)");
   app.add_flag("--shuffle", a.shuffle, "copy block i to a random destination block (else i -> i)");
   app.add_flag("--no-streaming", a.no_streaming, "host engine: plain memcpy, no non-temporal stores");
   app.add_option("--direction", a.direction, "CUDA engines: d2d | h2d | d2h (pinned host)")->capture_default_str();
   app.add_option("--device", a.device, "CUDA device ordinal")->capture_default_str();
+  app.add_option("--staging-mib", a.staging_mib, "cuda-staged: staging buffer (MiB)")->capture_default_str();
+  app.add_option("--spin-us", a.spin_us, "CUDA engines: completion busy poll (microseconds)")->capture_default_str();
+  app.add_option("--poll-us", a.poll_us, "CUDA engines: then poll every N us (0: block in the driver)")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -132,6 +186,8 @@ int run_copy(int argc, char** argv) {
   if (!dst_kind) return fail_with("--dst-layout: " + dst_kind.error().message);
   if (a.chunk_bytes == 0 || a.chunk_bytes > (1ULL << 31)) return fail_with("--chunk-bytes must be in [1, 2 GiB]");
   if (a.iters < 1) return fail_with(fmt::format("--iters must be >= 1 (got {})", a.iters));
+  if (a.inflight < 1 || a.inflight > 64)
+    return fail_with(fmt::format("--inflight must be in [1, 64] (got {})", a.inflight));
   const LayoutSpec spec{.num_layers = a.layers,
                         .outer_dim = a.outer,
                         .page_size = 1,
@@ -165,6 +221,9 @@ int run_copy(int argc, char** argv) {
   if (a.no_streaming) options.host.streaming_min_plan_bytes = UINT64_MAX;
   options.use_cuda = *kind != CopyEngineKind::host;
   options.cuda_device = a.device;
+  options.cuda.staging_bytes = a.staging_mib << 20;
+  options.cuda.completion_spin_us = a.spin_us;
+  options.cuda.completion_poll_us = a.poll_us;
   CopyEngines engines = make_copy_engines(options);
   CopyEngine* engine = engines.get(*kind);
   if (engine == nullptr)
@@ -216,6 +275,7 @@ int run_copy(int argc, char** argv) {
   auto plan = TransferPlan::build(space_over(*src_layout, src_base, src_mem),
                                   space_over(*dst_layout, dst_base, dst_mem), pairs);
   if (!plan) return fail_with(plan.error().message);
+  const bool poll = *kind != CopyEngineKind::host;
   const auto baseline = [&]() -> Status {
     if (*kind == CopyEngineKind::host) {
       std::memcpy(dst_base, src_base, total);
@@ -230,25 +290,27 @@ int run_copy(int argc, char** argv) {
                static_cast<unsigned long long>(total / kMiB), plan->runs().size(), a.iters);
 
   // Warm-up (also faults in every destination page), then a correctness check.
-  if (auto st = run_plan(*engine, *plan); !st) return fail_with(st.error().to_string());
+  if (auto st = run_plan(*engine, *plan, poll); !st) return fail_with(st.error().to_string());
   if (auto st = baseline(); !st) return fail_with(st.error().to_string());
   if (*kind == CopyEngineKind::host) {
-    if (auto st = run_plan(*engine, *plan); !st) return fail_with(st.error().to_string());
+    if (auto st = run_plan(*engine, *plan, poll); !st) return fail_with(st.error().to_string());
     for (const auto& run : plan->runs())
       if (std::memcmp(plan->dst_address(run), plan->src_address(run), run.bytes) != 0)
         return fail_with("engine output differs from its source");
   }
 
   std::vector<double> engine_gbps, baseline_gbps;
+  const std::uint64_t moved = total * static_cast<std::uint64_t>(a.inflight);
   for (int i = 0; i < a.iters; ++i) {
-    TransferPlan copy = *plan;  // copied outside the timed region
+    std::vector<TransferPlan> copies(static_cast<std::size_t>(a.inflight), *plan);  // outside the timed region
     const auto t0 = Clock::now();
-    if (auto st = run_plan(*engine, std::move(copy)); !st) return fail_with(st.error().to_string());
+    if (auto st = run_plans(*engine, std::move(copies), poll); !st) return fail_with(st.error().to_string());
     const auto t1 = Clock::now();
-    if (auto st = baseline(); !st) return fail_with(st.error().to_string());
+    for (int k = 0; k < a.inflight; ++k)
+      if (auto st = baseline(); !st) return fail_with(st.error().to_string());
     const auto t2 = Clock::now();
-    engine_gbps.push_back(gbps(total, t1 - t0));
-    baseline_gbps.push_back(gbps(total, t2 - t1));
+    engine_gbps.push_back(gbps(moved, t1 - t0));
+    baseline_gbps.push_back(gbps(moved, t2 - t1));
     std::fprintf(stderr, "  iter %d: %s %.2f GB/s, %s %.2f GB/s\n", i, a.engine.c_str(), engine_gbps.back(),
                  baseline_name.c_str(), baseline_gbps.back());
   }
@@ -262,12 +324,14 @@ int run_copy(int argc, char** argv) {
   std::printf(
       "{\"bench\":\"copy\",\"engine\":\"%s\",\"src_layout\":\"%s\",\"dst_layout\":\"%s\",\"direction\":\"%s\","
       "\"chunk_bytes\":%llu,\"blocks\":%u,\"layers\":%u,\"outer\":%u,\"bytes\":%llu,\"runs\":%zu,\"iters\":%d,"
+      "\"inflight\":%d,"
       "\"threads\":%u,\"gbps\":%.3f,\"gbps_best\":%.3f,\"baseline\":\"%s\",\"baseline_gbps\":%.3f,"
-      "\"baseline_gbps_best\":%.3f,\"ratio\":%.4f}\n",
+      "\"baseline_gbps_best\":%.3f,\"ratio\":%.4f,\"spin_us\":%u,\"poll_us\":%u,\"staging_mib\":%llu}\n",
       a.engine.c_str(), std::string(to_string(*src_kind)).c_str(), std::string(to_string(*dst_kind)).c_str(),
       *kind == CopyEngineKind::host ? "h2h" : a.direction.c_str(), static_cast<unsigned long long>(a.chunk_bytes),
-      a.blocks, a.layers, a.outer, static_cast<unsigned long long>(total), plan->runs().size(), a.iters,
-      engines.host->workers(), e, e_best, baseline_name.c_str(), b, b_best, e / b);
+      a.blocks, a.layers, a.outer, static_cast<unsigned long long>(total), plan->runs().size(), a.iters, a.inflight,
+      engines.host->workers(), e, e_best, baseline_name.c_str(), b, b_best, e / b, a.spin_us, a.poll_us,
+      static_cast<unsigned long long>(a.staging_mib));
   return 0;
 }
 

@@ -9,14 +9,89 @@ namespace kvb {
 
 std::vector<CopyDescriptor> make_descriptors(const TransferPlan& plan, std::uint64_t max_bytes) {
   if (max_bytes == 0) max_bytes = kMaxDescriptorBytes;
+  std::size_t count = 0;
+  for (const auto& run : plan.runs()) count += static_cast<std::size_t>((run.bytes + max_bytes - 1) / max_bytes);
   std::vector<CopyDescriptor> out;
-  out.reserve(plan.runs().size());
+  out.reserve(count);
   for (const auto& run : plan.runs()) {
     const auto src = std::bit_cast<std::uintptr_t>(plan.src_address(run));
     const auto dst = std::bit_cast<std::uintptr_t>(plan.dst_address(run));
     for (std::uint64_t off = 0; off < run.bytes; off += max_bytes)
       out.push_back({src + off, dst + off, std::min(max_bytes, run.bytes - off)});
   }
+  return out;
+}
+
+LaunchShape launch_shape(std::uint64_t count, std::uint64_t max_bytes, std::uint64_t total, std::uint32_t sm_count) {
+  constexpr std::uint64_t kMinSlice = 4 << 10;
+  LaunchShape shape;
+  if (count == 0) return shape;
+  sm_count = std::max<std::uint32_t>(sm_count, 1);
+  // Aim for at least four slices per SM so every SM gets work; never cut
+  // below 4 KiB (a block's 256 threads x 16 B).
+  const std::uint64_t wanted = std::uint64_t{sm_count} * 4;
+  std::uint64_t slice = kMaxDescriptorBytes;
+  if (total / wanted < slice) slice = std::max(kMinSlice, (total / wanted + 15) / 16 * 16);
+  if (max_bytes < slice) slice = std::max<std::uint64_t>(max_bytes, 1);
+  shape.slice_bytes = slice;
+  shape.slices = static_cast<std::uint32_t>((std::max<std::uint64_t>(max_bytes, 1) + slice - 1) / slice);
+  shape.lanes = slice <= kWarpItemMaxBytes ? 32 : kGatherBlockThreads;
+  const std::uint64_t items = count * shape.slices;
+  const std::uint64_t groups_per_block = kGatherBlockThreads / shape.lanes;
+  const std::uint64_t blocks = (items + groups_per_block - 1) / groups_per_block;
+  shape.grid = static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, std::uint64_t{sm_count} * kBlocksPerSm));
+  return shape;
+}
+
+StagedPlan make_staged_plan(const TransferPlan& plan, bool to_host, std::uint64_t staging, std::uint64_t staging_bytes,
+                            std::uint64_t max_descriptor_bytes, std::uint32_t buffers) {
+  if (max_descriptor_bytes == 0) max_descriptor_bytes = kMaxDescriptorBytes;
+  if (staging_bytes == 0) staging_bytes = 1;
+  if (buffers == 0) buffers = 1;
+  StagedPlan out;
+  out.to_host = to_host;
+  out.total_bytes = plan.total_bytes();
+  StagedSlab slab;
+  std::uint64_t fill = 0;
+  const auto close_slab = [&] {
+    slab.descriptor_count = static_cast<std::uint32_t>(out.descriptors.size()) - slab.first_descriptor;
+    slab.dma_count = static_cast<std::uint32_t>(out.dma.size()) - slab.first_dma;
+    if (slab.descriptor_count > 0) out.slabs.push_back(slab);
+    slab.first_descriptor = static_cast<std::uint32_t>(out.descriptors.size());
+    slab.first_dma = static_cast<std::uint32_t>(out.dma.size());
+    fill = 0;
+  };
+  for (const auto& run : plan.runs()) {
+    const auto src = std::bit_cast<std::uintptr_t>(plan.src_address(run));
+    const auto dst = std::bit_cast<std::uintptr_t>(plan.dst_address(run));
+    // The device side of this run and its host side.
+    const std::uint64_t device = to_host ? src : dst;
+    const std::uint64_t host = to_host ? dst : src;
+    for (std::uint64_t off = 0; off < run.bytes;) {
+      const std::uint64_t n = std::min(run.bytes - off, staging_bytes - fill);
+      const std::uint64_t at = staging + (out.slabs.size() % buffers) * staging_bytes + fill;
+      for (std::uint64_t k = 0; k < n; k += max_descriptor_bytes) {
+        const std::uint64_t m = std::min(max_descriptor_bytes, n - k);
+        out.descriptors.push_back(to_host ? CopyDescriptor{device + off + k, at + k, m}
+                                          : CopyDescriptor{at + k, device + off + k, m});
+      }
+      // DMA leg: staging [at, at + n) <-> host [host + off, ...), merged with
+      // the previous leg of this slab when both sides continue it.
+      CopyDescriptor leg = to_host ? CopyDescriptor{at, host + off, n} : CopyDescriptor{host + off, at, n};
+      if (out.dma.size() > slab.first_dma) {
+        CopyDescriptor& last = out.dma.back();
+        if (last.src + last.bytes == leg.src && last.dst + last.bytes == leg.dst) {
+          last.bytes += n;
+          leg.bytes = 0;
+        }
+      }
+      if (leg.bytes > 0) out.dma.push_back(leg);
+      off += n;
+      fill += n;
+      if (fill == staging_bytes) close_slab();
+    }
+  }
+  close_slab();
   return out;
 }
 

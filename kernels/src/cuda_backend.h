@@ -11,6 +11,7 @@ namespace kvb::detail {
 /// A CUDA engine of `kind` (not host) on a device that probe_cuda_device()
 /// accepted. unavailable when this build cannot make that kind.
 [[nodiscard]] Result<std::unique_ptr<CopyEngine>> make_cuda_copy_engine(CopyEngineKind kind,
-                                                                        const CudaDeviceInfo& device);
+                                                                        const CudaDeviceInfo& device,
+                                                                        const CudaEngineOptions& options = {});
 
 }  // namespace kvb::detail

@@ -28,7 +28,8 @@ Status cuda_copy_sync(int, void*, const void*, std::uint64_t) {
 }
 
 namespace detail {
-Result<std::unique_ptr<CopyEngine>> make_cuda_copy_engine(CopyEngineKind kind, const CudaDeviceInfo&) {
+Result<std::unique_ptr<CopyEngine>> make_cuda_copy_engine(CopyEngineKind kind, const CudaDeviceInfo&,
+                                                          const CudaEngineOptions&) {
   return fail(Errc::unavailable, "{} engine: {}", to_string(kind), kNoCuda);
 }
 }  // namespace detail

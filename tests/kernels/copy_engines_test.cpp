@@ -49,10 +49,10 @@ TEST(CopyEngines, FallsBackToHostWithOneLogLineWithoutUsableGpu) {
   EXPECT_NE(lines[0].find(engines.cuda_unavailable), std::string::npos) << lines[0];
 
   // Host memory still works; device memory says why it cannot.
-  auto host = select_engine(engines, MemoryKind::host, MemoryKind::host_pinned, 32 << 10);
+  auto host = select_engine(engines, MemoryKind::host, MemoryKind::host_pinned);
   ASSERT_TRUE(host);
   EXPECT_EQ((*host)->name(), "host");
-  auto dev = select_engine(engines, MemoryKind::device, MemoryKind::host_pinned, 32 << 10);
+  auto dev = select_engine(engines, MemoryKind::device, MemoryKind::host_pinned);
   ASSERT_FALSE(dev);
   EXPECT_EQ(dev.error().code, Errc::unavailable);
   EXPECT_NE(dev.error().message.find(engines.cuda_unavailable), std::string::npos) << dev.error().message;
@@ -80,8 +80,8 @@ TEST(CopyEngines, ProbeOfABadOrdinalIsAnErrorNotACrash) {
 }
 
 TEST(CopyEngines, EngineNamesRoundTrip) {
-  for (auto kind :
-       {CopyEngineKind::host, CopyEngineKind::cuda_kernel, CopyEngineKind::cuda_batch, CopyEngineKind::cuda_memcpy}) {
+  for (auto kind : {CopyEngineKind::host, CopyEngineKind::cuda_kernel, CopyEngineKind::cuda_batch,
+                    CopyEngineKind::cuda_memcpy, CopyEngineKind::cuda_staged}) {
     auto parsed = parse_copy_engine_kind(to_string(kind));
     ASSERT_TRUE(parsed);
     EXPECT_EQ(*parsed, kind);
@@ -94,17 +94,16 @@ TEST(CopyEngines, EngineNamesRoundTrip) {
 TEST(CopyEngines, SelectionRuleWithCudaEngines) {
   CopyEngines engines = make_copy_engines();
   if (!engines.has_cuda()) GTEST_SKIP() << "no CUDA device: " << engines.cuda_unavailable;
-  const auto pick = [&](MemoryKind s, MemoryKind d, std::uint64_t chunk) {
-    auto e = select_engine(engines, s, d, chunk);
+  const auto pick = [&](MemoryKind s, MemoryKind d) {
+    auto e = select_engine(engines, s, d);
     return e ? std::string((*e)->name()) : e.error().to_string();
   };
-  const std::string dma = engines.cuda_batch ? "cuda-batch" : "cuda-kernel";
-  EXPECT_EQ(pick(MemoryKind::device, MemoryKind::device, 32 << 10), "cuda-kernel");
-  EXPECT_EQ(pick(MemoryKind::device, MemoryKind::device, kKernelMaxChunkBytes), dma);
-  EXPECT_EQ(pick(MemoryKind::device, MemoryKind::host_pinned, 32 << 10), dma);
-  EXPECT_EQ(pick(MemoryKind::host_pinned, MemoryKind::device, 2 << 20), dma);
-  EXPECT_EQ(pick(MemoryKind::host, MemoryKind::host, 32 << 10), "host");
-  EXPECT_NE(pick(MemoryKind::host, MemoryKind::device, 32 << 10).find("unsupported"), std::string::npos);
+  const std::string to_host = engines.cuda_staged ? "cuda-staged" : engines.cuda_batch ? "cuda-batch" : "cuda-kernel";
+  EXPECT_EQ(pick(MemoryKind::device, MemoryKind::device), "cuda-kernel");
+  EXPECT_EQ(pick(MemoryKind::device, MemoryKind::host_pinned), to_host);
+  EXPECT_EQ(pick(MemoryKind::host_pinned, MemoryKind::device), to_host);
+  EXPECT_EQ(pick(MemoryKind::host, MemoryKind::host), "host");
+  EXPECT_NE(pick(MemoryKind::host, MemoryKind::device).find("unsupported"), std::string::npos);
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // layout_math.h (shared with the CUDA kernel) against layouts walked in
 // memory order, and copy_descriptor_part (the kernel's copy loop) run on the
 // host for every lane.
+#include <algorithm>
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 #include "block_space_fixture.h"
@@ -84,6 +87,157 @@ TEST(CopyDescriptor, DescriptorsOfRandomPlansReproduceTheNaiveCopy) {
       }
     }
   }
+}
+
+// The kernel's work split: slices of every descriptor, as launch_shape()
+// cuts them, reproduce the plan's copy.
+TEST(CopyDescriptor, SlicedLaunchesReproduceTheNaiveCopy) {
+  std::mt19937_64 rng(99);
+  for (int iter = 0; iter < 40; ++iter) {
+    const LayoutSpec spec = test::random_spec(rng);
+    const auto sk = test::kAllKinds[rng() % 3], dk = test::kAllKinds[rng() % 3];
+    const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
+    test::HostSpace src(spec, sk, sb, static_cast<std::uint32_t>(rng() % 16));
+    test::HostSpace dst(spec, dk, db, static_cast<std::uint32_t>(rng() % 16));
+    src.fill(rng);
+    dst.fill(rng);
+    const auto pairs = test::random_pairs(rng, sb, db);
+    const auto want = test::naive_copy(src, dst, pairs);
+    auto plan = TransferPlan::build(src.space, dst.space, pairs);
+    ASSERT_TRUE(plan) << plan.error().to_string();
+    const auto descriptors = make_descriptors(*plan, 1 + rng() % 5000);
+    std::uint64_t largest = 0;
+    for (const auto& d : descriptors) largest = std::max(largest, d.bytes);
+    const auto sms = 1 + static_cast<std::uint32_t>(rng() % 200);
+    const LaunchShape shape = launch_shape(descriptors.size(), largest, plan->total_bytes(), sms);
+    ASSERT_GE(std::uint64_t{shape.slices} * shape.slice_bytes, largest);
+    ASSERT_LE(shape.grid, std::uint64_t{sms} * kBlocksPerSm);
+    ASSERT_LE(shape.grid, std::max<std::uint64_t>(1, descriptors.size() * shape.slices));
+    // No thread group without an item while items are left over.
+    ASSERT_LE((std::uint64_t{shape.grid} - 1) * (kGatherBlockThreads / shape.lanes),
+              std::max<std::uint64_t>(1, descriptors.size() * shape.slices));
+    ASSERT_GE(shape.grid, 1U);
+    if (shape.slices > 1) {
+      ASSERT_EQ(shape.slice_bytes % 16, 0U);
+    }
+    ASSERT_TRUE(shape.lanes == 32 || shape.lanes == kGatherBlockThreads);
+    ASSERT_EQ(shape.lanes == 32, shape.slice_bytes <= kWarpItemMaxBytes);
+    // Every work item, in the kernel's grid-stride order over thread groups.
+    const std::uint64_t items = descriptors.size() * shape.slices;
+    const std::uint64_t groups = std::uint64_t{shape.grid} * (kGatherBlockThreads / shape.lanes);
+    for (std::uint64_t g = 0; g < groups; ++g)
+      for (std::uint64_t w = g; w < items; w += groups) {
+        const CopyDescriptor piece = descriptor_slice(descriptors[w / shape.slices],
+                                                      static_cast<std::uint32_t>(w % shape.slices), shape.slice_bytes);
+        for (std::uint32_t lane = 0; lane < shape.lanes; ++lane) copy_descriptor_part(piece, lane, shape.lanes);
+      }
+    ASSERT_EQ(dst.storage, want) << "iteration " << iter << " slices " << shape.slices << " x " << shape.slice_bytes;
+  }
+}
+
+TEST(CopyDescriptor, LaunchShapeSpreadsSmallPlansAndKeepsLargeOnesWhole) {
+  // 64 chunks of 32 KiB merged into 32 runs of 64 KiB, 132 SMs: 4 KiB
+  // slices, one warp each, 8 per block.
+  const LaunchShape small = launch_shape(32, 64 << 10, 2 << 20, 132);
+  EXPECT_EQ(small.slice_bytes, 4096U);
+  EXPECT_EQ(small.slices, 16U);
+  EXPECT_EQ(small.lanes, 32U);
+  EXPECT_EQ(small.grid, 64U);
+  // 4 KiB chunks, 512 MiB: one warp per chunk.
+  const LaunchShape chunks = launch_shape(131072, 4096, 512ULL << 20, 132);
+  EXPECT_EQ(chunks.slices, 1U);
+  EXPECT_EQ(chunks.lanes, 32U);
+  EXPECT_EQ(chunks.grid, 132U * kBlocksPerSm);
+  // 512 MiB in 64 KiB descriptors: one slice each, 8 blocks per SM.
+  const LaunchShape large = launch_shape(8192, 64 << 10, 512ULL << 20, 132);
+  EXPECT_EQ(large.slices, 1U);
+  EXPECT_EQ(large.slice_bytes, 64U << 10);
+  EXPECT_EQ(large.lanes, kGatherBlockThreads);
+  EXPECT_EQ(large.grid, 132U * kBlocksPerSm);
+  EXPECT_EQ(launch_shape(0, 0, 0, 132).grid, 1U);
+}
+
+// A staged copy run on the host: DMA legs as memcpy, kernel legs with the
+// kernel's loop, one slab at a time through one small staging buffer.
+void run_staged(const StagedPlan& staged, std::uint64_t staging_bytes) {
+  for (const auto& slab : staged.slabs) {
+    std::uint64_t slab_bytes = 0;
+    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) slab_bytes += staged.dma[i].bytes;
+    ASSERT_LE(slab_bytes, staging_bytes);
+    const auto dma = [&] {
+      for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
+        const auto& leg = staged.dma[i];
+        std::memcpy(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes);
+      }
+    };
+    if (!staged.to_host) dma();
+    for (std::uint32_t i = slab.first_descriptor; i < slab.first_descriptor + slab.descriptor_count; ++i)
+      for (std::uint32_t lane = 0; lane < 32; ++lane) copy_descriptor_part(staged.descriptors[i], lane, 32);
+    if (staged.to_host) dma();
+  }
+}
+
+TEST(StagedPlan, ThroughASmallStagingBufferReproducesTheNaiveCopy) {
+  std::mt19937_64 rng(5);
+  for (int iter = 0; iter < 60; ++iter) {
+    const LayoutSpec spec = test::random_spec(rng);
+    for (bool to_host : {true, false}) {
+      // The host side is usually fully contiguous (the host pool); the
+      // device side any layout.
+      const auto device_kind = test::kAllKinds[rng() % 3];
+      const auto host_kind = rng() % 3 == 0 ? test::kAllKinds[rng() % 3] : LayoutKind::fully_contiguous;
+      const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
+      test::HostSpace src(spec, to_host ? device_kind : host_kind, sb, static_cast<std::uint32_t>(rng() % 16));
+      test::HostSpace dst(spec, to_host ? host_kind : device_kind, db, static_cast<std::uint32_t>(rng() % 16));
+      src.fill(rng);
+      dst.fill(rng);
+      const auto pairs = test::random_pairs(rng, sb, db);
+      const auto want = test::naive_copy(src, dst, pairs);
+      auto plan = TransferPlan::build(src.space, dst.space, pairs);
+      ASSERT_TRUE(plan) << plan.error().to_string();
+      const std::uint64_t staging_bytes = 1 + rng() % 3000;
+      const std::uint32_t buffers = 1 + static_cast<std::uint32_t>(rng() % 2);
+      std::vector<unsigned char> staging(buffers * staging_bytes + 16);
+      const auto base = reinterpret_cast<std::uintptr_t>(staging.data() + 1);
+      const StagedPlan staged = make_staged_plan(*plan, to_host, base, staging_bytes, 1 + rng() % 700, buffers);
+      // Slab k stays inside staging buffer k % buffers.
+      for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
+        const std::uint64_t lo = base + (k % buffers) * staging_bytes, hi = lo + staging_bytes;
+        const auto& slab = staged.slabs[k];
+        for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
+          const auto& leg = staged.dma[i];
+          const std::uint64_t at = to_host ? leg.src : leg.dst;
+          ASSERT_TRUE(at >= lo && at + leg.bytes <= hi) << "slab " << k << " leaves its staging buffer";
+        }
+      }
+      std::uint64_t dma_bytes = 0, kernel_bytes = 0;
+      for (const auto& leg : staged.dma) dma_bytes += leg.bytes;
+      for (const auto& d : staged.descriptors) kernel_bytes += d.bytes;
+      ASSERT_EQ(dma_bytes, plan->total_bytes());
+      ASSERT_EQ(kernel_bytes, plan->total_bytes());
+      run_staged(staged, staging_bytes);
+      ASSERT_EQ(dst.storage, want) << (to_host ? "to host" : "from host") << " iteration " << iter << " staging "
+                                   << staging_bytes;
+    }
+  }
+}
+
+TEST(StagedPlan, ContiguousHostSideBecomesOneDmaLegPerSlab) {
+  // Llama-like: 32 layers x K,V x 32 KiB (2 MiB blocks), device
+  // layer-separate, host fully contiguous, 8 blocks i -> i. The host side is
+  // one 16 MiB range, so 1 MiB of staging makes 16 slabs of one leg each.
+  const LayoutSpec spec{.num_layers = 32, .outer_dim = 2, .page_size = 1, .inner_dim = 32 << 10, .dtype = DType::u8};
+  test::HostSpace device(spec, LayoutKind::layer_separate_block_outer, 8);
+  test::HostSpace host(spec, LayoutKind::fully_contiguous, 8);
+  std::vector<BlockPair> pairs;
+  for (std::uint32_t i = 0; i < 8; ++i) pairs.push_back({BlockId{i}, BlockId{i}});
+  auto plan = TransferPlan::build(device.space, host.space, pairs);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  const StagedPlan staged = make_staged_plan(*plan, true, 1 << 20, 1 << 20);
+  EXPECT_EQ(staged.slabs.size(), 16U);
+  EXPECT_EQ(staged.dma.size(), 16U);
+  for (const auto& leg : staged.dma) EXPECT_EQ(leg.bytes, 1U << 20);
+  EXPECT_EQ(staged.descriptors.size(), 16U * 16U);  // 64 KiB (K,V of one layer) pieces
 }
 
 }  // namespace

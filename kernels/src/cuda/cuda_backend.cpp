@@ -38,14 +38,15 @@ Result<CudaDeviceInfo> probe_cuda_device(int ordinal) {
 
 namespace detail {
 
-Result<std::unique_ptr<CopyEngine>> make_cuda_copy_engine(CopyEngineKind kind, const CudaDeviceInfo& device) {
+Result<std::unique_ptr<CopyEngine>> make_cuda_copy_engine(CopyEngineKind kind, const CudaDeviceInfo& device,
+                                                          const CudaEngineOptions& options) {
   if (kind == CopyEngineKind::host) return fail(Errc::invalid_argument, "make_cuda_copy_engine: kind is host");
 #if CUDART_VERSION < 12080
   if (kind == CopyEngineKind::cuda_batch)
     return fail(Errc::unavailable, "cuda-batch needs CUDA >= 12.8 (built with {})", CUDART_VERSION);
 #endif
   try {
-    return std::unique_ptr<CopyEngine>(std::make_unique<CudaCopyEngine>(kind, device));
+    return std::unique_ptr<CopyEngine>(std::make_unique<CudaCopyEngine>(kind, device, options));
   } catch (const CudaFailure& e) {
     return tl::unexpected(e.error);
   }

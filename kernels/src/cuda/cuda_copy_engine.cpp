@@ -1,10 +1,18 @@
 #include "cuda_copy_engine.h"
 
 #include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cstring>
 #include <exception>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 #include "gather_kernel.h"
 #include "kvb/kernels/copy_descriptor.h"
@@ -14,8 +22,10 @@ namespace kvb::detail {
 struct CudaCopyEngine::InFlight {
   TransferPlan plan;
   CopyDone done;
-  std::vector<CopyDescriptor> descriptors;  // kernel mode: host copy, alive until complete
+  std::vector<CopyDescriptor> descriptors;  // kernel legs, host copy
+  PinnedBuffer table;                       // descriptors for launches too large to carry them inline
   CudaEvent event;
+  bool event_on_copy_stream = false;  // staged offload: the last operation is a DMA
 
   InFlight(TransferPlan p, CopyDone d, CudaEvent e) : plan(std::move(p)), done(std::move(d)), event(std::move(e)) {}
 };
@@ -32,10 +42,29 @@ void finish(CopyDone& done, Status status) noexcept {
   }
 }
 
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 }  // namespace
 
-CudaCopyEngine::CudaCopyEngine(CopyEngineKind mode, const CudaDeviceInfo& device)
-    : mode_(mode), device_(device), stream_((cudaSetDevice(device.ordinal), CudaStream())) {
+CudaCopyEngine::CudaCopyEngine(CopyEngineKind mode, const CudaDeviceInfo& device, const CudaEngineOptions& options)
+    : mode_(mode), device_(device), options_(options), stream_((cudaSetDevice(device.ordinal), CudaStream())) {
+  if (mode_ == CopyEngineKind::cuda_staged) {
+    if (options_.staging_bytes < 4096)
+      throw CudaFailure(Error{Errc::invalid_argument, fmt::format("cuda-staged: staging_bytes must be >= 4096 (got {})",
+                                                                  options_.staging_bytes)});
+    if (auto err = cudaMalloc(&staging_, options_.staging_bytes); err != cudaSuccess)
+      throw CudaFailure(cuda_error(err, fmt::format("cudaMalloc({} bytes of staging)", options_.staging_bytes)));
+    slab_bytes_ = options_.staging_bytes / 2 / 256 * 256;
+    copy_stream_ = std::make_unique<CudaStream>();
+    for (int h = 0; h < 2; ++h) {
+      filled_[h] = std::make_unique<CudaEvent>();
+      drained_[h] = std::make_unique<CudaEvent>();
+    }
+  }
   completion_ = std::thread([this] { completion_loop(); });
 }
 
@@ -46,6 +75,10 @@ CudaCopyEngine::~CudaCopyEngine() {
   }
   wake_.notify_all();
   completion_.join();
+  cudaSetDevice(device_.ordinal);
+  if (staging_ != nullptr) cudaFree(staging_);
+  if (device_table_ != nullptr) cudaFree(device_table_);
+  for (const auto& b : pinned_free_) cudaFreeHost(b.data);
 }
 
 bool CudaCopyEngine::supports(MemoryKind src, MemoryKind dst) const noexcept {
@@ -78,6 +111,11 @@ void CudaCopyEngine::submit(TransferPlan plan, CopyDone done) {
   {
     std::lock_guard submit_lock(submit_mutex_);
     if (auto st = enqueue(*job); !st) {
+      // Nothing of this job may still be read by the device: wait for the
+      // streams before the descriptors' memory goes back to the pool.
+      cudaStreamSynchronize(stream_.get());
+      if (copy_stream_) cudaStreamSynchronize(copy_stream_->get());
+      release_pinned(std::exchange(job->table, {}));
       finish(job->done, std::move(st));
       return;
     }
@@ -89,29 +127,140 @@ void CudaCopyEngine::submit(TransferPlan plan, CopyDone done) {
   wake_.notify_one();
 }
 
+Result<CudaCopyEngine::PinnedBuffer> CudaCopyEngine::acquire_pinned(std::size_t bytes) {
+  {
+    std::lock_guard lock(pool_mutex_);
+    auto best = pinned_free_.end();
+    for (auto it = pinned_free_.begin(); it != pinned_free_.end(); ++it)
+      if (it->bytes >= bytes && (best == pinned_free_.end() || it->bytes < best->bytes)) best = it;
+    if (best != pinned_free_.end()) {
+      PinnedBuffer b = *best;
+      pinned_free_.erase(best);
+      return b;
+    }
+  }
+  PinnedBuffer b;
+  b.bytes = std::bit_ceil(std::max<std::size_t>(bytes, 64 << 10));
+  if (auto err = cudaHostAlloc(&b.data, b.bytes, cudaHostAllocMapped | cudaHostAllocPortable); err != cudaSuccess)
+    return tl::unexpected(cuda_error(err, fmt::format("cudaHostAlloc({} bytes of descriptors)", b.bytes)));
+  return b;
+}
+
+void CudaCopyEngine::release_pinned(PinnedBuffer buffer) noexcept {
+  if (buffer.data == nullptr) return;
+  std::lock_guard lock(pool_mutex_);
+  pinned_free_.push_back(buffer);
+}
+
+Status CudaCopyEngine::prepare_table(InFlight& job, std::uint32_t largest_launch) {
+  if (largest_launch <= kInlineDescriptors) return ok();  // every launch carries its descriptors
+  const std::size_t bytes = job.descriptors.size() * sizeof(CopyDescriptor);
+  auto buffer = acquire_pinned(bytes);
+  if (!buffer) return tl::unexpected(buffer.error());
+  job.table = *buffer;
+  std::memcpy(job.table.data, job.descriptors.data(), bytes);
+  const cudaStream_t stream = stream_.get();
+  if (device_table_bytes_ < bytes) {
+    // Stream-ordered: the old table is freed after the launches reading it.
+    if (device_table_ != nullptr) cudaFreeAsync(device_table_, stream);
+    device_table_ = nullptr;
+    device_table_bytes_ = 0;
+    const std::size_t grown = std::bit_ceil(std::max<std::size_t>(bytes, 64 << 10));
+    if (auto st = cuda_check(cudaMallocAsync(&device_table_, grown, stream), "cudaMallocAsync(descriptors)"); !st)
+      return st;
+    device_table_bytes_ = grown;
+  }
+  return cuda_check(cudaMemcpyAsync(device_table_, job.table.data, bytes, cudaMemcpyHostToDevice, stream),
+                    "cudaMemcpyAsync(descriptors)");
+}
+
+Status CudaCopyEngine::launch(InFlight& job, std::uint32_t first, std::uint32_t count, std::uint64_t bytes) {
+  std::uint64_t largest = 0;
+  for (std::uint32_t i = first; i < first + count; ++i) largest = std::max(largest, job.descriptors[i].bytes);
+  const LaunchShape shape = launch_shape(count, largest, bytes, static_cast<std::uint32_t>(device_.sm_count));
+  const CopyDescriptor* table = count <= kInlineDescriptors ? job.descriptors.data() + first
+                                                            : static_cast<const CopyDescriptor*>(device_table_) + first;
+  return cuda_check(launch_gather(table, count, shape, stream_.get()), "gather kernel launch");
+}
+
+Status CudaCopyEngine::enqueue_kernel(InFlight& job) {
+  job.descriptors = make_descriptors(job.plan);
+  const auto count = static_cast<std::uint32_t>(job.descriptors.size());
+  if (auto st = prepare_table(job, count); !st) return st;
+  return launch(job, 0, count, job.plan.total_bytes());
+}
+
+Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {
+  job.descriptors = std::move(staged.descriptors);
+  std::uint32_t largest = 0;
+  for (const auto& slab : staged.slabs) largest = std::max(largest, slab.descriptor_count);
+  if (auto st = prepare_table(job, largest); !st) return st;
+  const cudaStream_t kernels = stream_.get();
+  const cudaStream_t dma = copy_stream_->get();
+  const auto copy_legs = [&](const StagedSlab& slab) -> Status {
+    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
+      const CopyDescriptor& leg = staged.dma[i];
+      const auto err =
+          cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
+                          staged.to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, dma);
+      if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
+    }
+    return ok();
+  };
+  // Slab k uses staging half h = k % 2. Its producer (offload: the gather
+  // kernel; onboard: the DMA) first waits until the consumer of slab k - 2
+  // has drained half h (for k < 2 that is the previous staged job's use of
+  // it); the consumer waits until the producer has filled it. So the DMA of
+  // one half overlaps the kernel of the other.
+  for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
+    const StagedSlab& slab = staged.slabs[k];
+    const std::size_t h = k % 2;
+    std::uint64_t bytes = 0;
+    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) bytes += staged.dma[i].bytes;
+    const cudaStream_t producer = staged.to_host ? kernels : dma;
+    const cudaStream_t consumer = staged.to_host ? dma : kernels;
+    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
+      return st;
+    if (auto st = staged.to_host ? launch(job, slab.first_descriptor, slab.descriptor_count, bytes) : copy_legs(slab);
+        !st)
+      return st;
+    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
+    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
+      return st;
+    if (auto st = staged.to_host ? copy_legs(slab) : launch(job, slab.first_descriptor, slab.descriptor_count, bytes);
+        !st)
+      return st;
+    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
+  }
+  // The last consumer runs after everything before it: offload ends on the
+  // DMA stream, onboard on the kernel stream.
+  job.event_on_copy_stream = staged.to_host;
+  return ok();
+}
+
 Status CudaCopyEngine::enqueue(InFlight& job) {
   if (auto st = cuda_check(cudaSetDevice(device_.ordinal), "cudaSetDevice"); !st) return st;
   const cudaStream_t stream = stream_.get();
   const TransferPlan& plan = job.plan;
   switch (mode_) {
     case CopyEngineKind::cuda_kernel: {
-      job.descriptors = make_descriptors(plan);
-      const std::size_t bytes = job.descriptors.size() * sizeof(CopyDescriptor);
-      void* on_device = nullptr;
-      if (auto st = cuda_check(cudaMallocAsync(&on_device, bytes, stream), "cudaMallocAsync(descriptors)"); !st)
-        return st;
-      auto st = cuda_check(cudaMemcpyAsync(on_device, job.descriptors.data(), bytes, cudaMemcpyHostToDevice, stream),
-                           "cudaMemcpyAsync(descriptors)");
-      if (st) {
-        const auto count = static_cast<std::uint32_t>(job.descriptors.size());
-        const unsigned grid = std::min<unsigned>(count, static_cast<unsigned>(device_.sm_count) * 8U);
-        st = cuda_check(launch_gather(static_cast<const CopyDescriptor*>(on_device), count, grid, stream),
-                        "gather kernel launch");
+      if (auto st = enqueue_kernel(job); !st) return st;
+      break;
+    }
+    case CopyEngineKind::cuda_staged: {
+      const bool src_dev = plan.src().kind() == MemoryKind::device;
+      const bool dst_dev = plan.dst().kind() == MemoryKind::device;
+      if (src_dev != dst_dev) {
+        StagedPlan staged = make_staged_plan(plan, src_dev, reinterpret_cast<std::uintptr_t>(staging_), slab_bytes_,
+                                             kMaxDescriptorBytes, 2);
+        // Staging pays off when the DMA legs are long; many short host-side
+        // pieces go faster through the mapping.
+        if (!staged.dma.empty() && plan.total_bytes() / staged.dma.size() >= options_.staged_min_run_bytes) {
+          if (auto st = enqueue_staged(job, std::move(staged)); !st) return st;
+          break;
+        }
       }
-      // Stream-ordered: freed after the kernel has run.
-      const auto freed = cudaFreeAsync(on_device, stream);
-      if (!st) return st;
-      if (auto f = cuda_check(freed, "cudaFreeAsync(descriptors)"); !f) return f;
+      if (auto st = enqueue_kernel(job); !st) return st;
       break;
     }
     case CopyEngineKind::cuda_batch: {
@@ -160,11 +309,19 @@ Status CudaCopyEngine::enqueue(InFlight& job) {
     }
     case CopyEngineKind::host: return fail(Errc::internal, "cuda copy engine built in host mode");
   }
-  return cuda_check(cudaEventRecord(job.event.get(), stream), "cudaEventRecord");
+  return cuda_check(cudaEventRecord(job.event.get(), job.event_on_copy_stream ? copy_stream_->get() : stream),
+                    "cudaEventRecord");
 }
 
 void CudaCopyEngine::completion_loop() {
   cudaSetDevice(device_.ordinal);
+  const auto spin = std::chrono::microseconds(options_.completion_spin_us);
+  const auto poll = std::chrono::microseconds(options_.completion_poll_us);
+#if defined(__linux__)
+  // Sleeps of a few microseconds: without this the kernel may add 50 us of
+  // timer slack to each.
+  if (poll.count() > 0) prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+#endif
   for (;;) {
     std::unique_ptr<InFlight> job;
     {
@@ -174,9 +331,21 @@ void CudaCopyEngine::completion_loop() {
       job = std::move(in_flight_.front());
       in_flight_.pop_front();
     }
-    // Events complete in stream order, so waiting for the oldest first
-    // never delays a later one. Sleeps in the driver (blocking sync).
+    // Waiting for the oldest first: events on one stream complete in order
+    // (a staged offload's event on the DMA stream may finish before an
+    // older one, and then waits for it). A busy poll first (a copy of a few
+    // blocks is done in microseconds), then polls with short sleeps, then
+    // (or with polling off) the driver's blocking wait, which also reports
+    // the copy's error if it failed.
+    if (spin.count() > 0) {
+      const auto until = std::chrono::steady_clock::now() + spin;
+      while (cudaEventQuery(job->event.get()) == cudaErrorNotReady && std::chrono::steady_clock::now() < until)
+        for (int i = 0; i < 16; ++i) cpu_relax();
+    }
+    if (poll.count() > 0)
+      while (cudaEventQuery(job->event.get()) == cudaErrorNotReady) std::this_thread::sleep_for(poll);
     const auto err = cudaEventSynchronize(job->event.get());
+    release_pinned(std::exchange(job->table, {}));
     finish(job->done, cuda_check(err, fmt::format("{} copy of {} bytes", name(), job->plan.total_bytes())));
   }
 }

@@ -1,14 +1,18 @@
 // CudaCopyEngine: runs TransferPlans that touch device memory on one CUDA
-// stream, in one of three modes:
-//  - kernel: one gather/scatter kernel launch per plan (descriptors copied
-//    to device memory); device <-> device, and device <-> mapped pinned host;
+// stream, in one of four modes:
+//  - kernel: one gather/scatter kernel launch per plan; device <-> device,
+//    and device <-> pinned host through the host memory's mapping;
+//  - staged: device <-> pinned host as DMA of large contiguous pieces
+//    between the host and a device staging buffer plus the kernel between
+//    the staging buffer and the chunks' places (device <-> device: kernel);
 //  - batch:  one cudaMemcpyBatchAsync per plan (CUDA >= 12.8; DMA engines);
 //  - memcpy: one cudaMemcpyAsync per chunk (the baseline).
 //
 // Complete: after the plan's work an event is recorded on the stream; ONE
-// completion thread per engine waits for the events in order
-// (cudaEventSynchronize with cudaEventBlockingSync: it sleeps, no spin) and
-// then calls done, so done(ok) means every destination byte is written and
+// completion thread per engine waits for the events in order (polling a
+// finished copy's event for up to CudaEngineOptions::completion_spin_us,
+// then cudaEventSynchronize with cudaEventBlockingSync: it sleeps) and then
+// calls done, so done(ok) means every destination byte is written and
 // visible to the host and to any later stream operation. Launch and API
 // errors call done(error) inline inside submit(); asynchronous errors arrive
 // through the event. `done` may submit() again but must not destroy the
@@ -20,18 +24,20 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "cuda_handles.h"
 #include "kvb/blockmgr/copy_engine.h"
+#include "kvb/kernels/copy_descriptor.h"
 #include "kvb/kernels/copy_engines.h"
 
 namespace kvb::detail {
 
 class CudaCopyEngine final : public CopyEngine {
  public:
-  /// Creates the stream and the completion thread on `device`. Throws
-  /// CudaFailure (caught by make_cuda_copy_engine).
-  CudaCopyEngine(CopyEngineKind mode, const CudaDeviceInfo& device);
+  /// Creates the stream, the completion thread and (staged mode) the staging
+  /// buffer on `device`. Throws CudaFailure (caught by make_cuda_copy_engine).
+  CudaCopyEngine(CopyEngineKind mode, const CudaDeviceInfo& device, const CudaEngineOptions& options);
   /// Waits for every submitted plan (each `done` runs), then joins.
   ~CudaCopyEngine() override;
 
@@ -43,14 +49,42 @@ class CudaCopyEngine final : public CopyEngine {
 
  private:
   struct InFlight;
+  /// Mapped pinned host memory holding a launch's descriptors, reused.
+  struct PinnedBuffer {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+  };
 
   [[nodiscard]] Status enqueue(InFlight& job);
+  [[nodiscard]] Status enqueue_kernel(InFlight& job);
+  [[nodiscard]] Status enqueue_staged(InFlight& job, StagedPlan staged);
+  /// Launches of more than kInlineDescriptors read theirs from device
+  /// memory: the job's descriptors go to a pinned buffer and from there, by
+  /// one DMA on stream_, to device_table_.
+  [[nodiscard]] Status prepare_table(InFlight& job, std::uint32_t largest_launch);
+  [[nodiscard]] Status launch(InFlight& job, std::uint32_t first, std::uint32_t count, std::uint64_t bytes);
+  [[nodiscard]] Result<PinnedBuffer> acquire_pinned(std::size_t bytes);
+  void release_pinned(PinnedBuffer buffer) noexcept;
   void completion_loop();
 
   CopyEngineKind mode_;
   CudaDeviceInfo device_;
-  std::mutex submit_mutex_;  // keeps API calls of one plan together on the stream
-  CudaStream stream_;
+  CudaEngineOptions options_;
+  std::mutex submit_mutex_;  // keeps API calls of one plan together on the streams
+  CudaStream stream_;        // kernels, descriptor uploads, every non-staged copy
+  // Guarded by submit_mutex_: device descriptors, reused in stream_ order.
+  void* device_table_ = nullptr;
+  std::size_t device_table_bytes_ = 0;
+  // Staged mode: two halves of options_.staging_bytes of device memory, the
+  // DMA stream, and per half "filled" / "drained" events that order the
+  // streams (a re-recorded event is waited for at its latest record).
+  void* staging_ = nullptr;
+  std::uint64_t slab_bytes_ = 0;
+  std::unique_ptr<CudaStream> copy_stream_;
+  std::unique_ptr<CudaEvent> filled_[2];
+  std::unique_ptr<CudaEvent> drained_[2];
+  std::mutex pool_mutex_;
+  std::vector<PinnedBuffer> pinned_free_;  // guarded by pool_mutex_
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<InFlight>> in_flight_;  // guarded by mutex_

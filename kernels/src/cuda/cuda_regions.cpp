@@ -47,7 +47,13 @@ PinnedHostRegion::~PinnedHostRegion() {
 
 Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t bytes) {
   if (auto st = detail::cuda_check(cudaSetDevice(ordinal), fmt::format("cudaSetDevice({})", ordinal)); !st) return st;
-  return detail::cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), fmt::format("cudaMemcpy({} bytes)", bytes));
+  if (auto st = detail::cuda_check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault),
+                                   fmt::format("cudaMemcpy({} bytes)", bytes));
+      !st)
+    return st;
+  // cudaMemcpy returns before a device-to-device copy (and before the DMA of
+  // a pageable host-to-device copy) has finished; "sync" means done.
+  return detail::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize after cudaMemcpy");
 }
 
 }  // namespace kvb

@@ -9,12 +9,18 @@
 
 namespace kvb::detail {
 
-inline constexpr unsigned kGatherThreads = 256;
+inline constexpr unsigned kGatherThreads = kGatherBlockThreads;
 
-/// One launch that copies every descriptor of `descriptors` (device memory,
-/// `count` entries) on `stream`: thread block b takes descriptors b,
-/// b + grid, ...; its threads share each with copy_descriptor_part().
-[[nodiscard]] cudaError_t launch_gather(const CopyDescriptor* descriptors, std::uint32_t count, unsigned grid,
-                                        cudaStream_t stream);
+/// Launches with at most this many descriptors carry them in the kernel's
+/// parameters (24 B each, __grid_constant__): no upload, no allocation.
+inline constexpr std::uint32_t kInlineDescriptors = 128;
+
+/// One launch that copies `count` descriptors on `stream`, split as `shape`
+/// says (launch_shape()). `descriptors` is a host array when count <=
+/// kInlineDescriptors (copied into the launch), else memory the device
+/// reads: device memory or mapped pinned host memory that stays untouched
+/// until the launch has run.
+[[nodiscard]] cudaError_t launch_gather(const CopyDescriptor* descriptors, std::uint32_t count,
+                                        const LaunchShape& shape, cudaStream_t stream);
 
 }  // namespace kvb::detail

@@ -49,12 +49,51 @@ KVB_HOST_DEVICE inline void copy_unit(unsigned char* dst, const unsigned char* s
 #endif
 }
 
-// Copies [begin, end) of d in units of T (src and dst both T-aligned at
-// begin; end - begin a multiple of sizeof(T)), lane-strided.
+template <class T>
+KVB_HOST_DEVICE inline T load_unit(const unsigned char* src) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const T*>(src);
+#else
+  T v;
+  std::memcpy(&v, src, sizeof(T));
+  return v;
+#endif
+}
+
+template <class T>
+KVB_HOST_DEVICE inline void store_unit(unsigned char* dst, const T& v) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<T*>(dst) = v;
+#else
+  std::memcpy(dst, &v, sizeof(T));
+#endif
+}
+
+/// Units each lane has in flight at once: the loads of a group are issued
+/// before its stores (the compiler may not reorder a load past a store to
+/// memory that could alias), so a thread keeps kUnroll loads outstanding.
+inline constexpr std::uint32_t kUnroll = 4;
+
+// Copies `units` units of T (src and dst both T-aligned), lane-strided: in
+// step u of a group, lane l copies unit base + u * lanes + l, so the lanes of
+// a warp touch consecutive units (coalesced) in every step.
 template <class T>
 KVB_HOST_DEVICE inline void copy_units(unsigned char* dst, const unsigned char* src, std::uint64_t units,
                                        std::uint32_t lane, std::uint32_t lanes) {
-  for (std::uint64_t i = lane; i < units; i += lanes) copy_unit<T>(dst + i * sizeof(T), src + i * sizeof(T));
+  std::uint64_t i = lane;
+  const std::uint64_t group = std::uint64_t{kUnroll} * lanes;
+  for (; i + (kUnroll - 1) * std::uint64_t{lanes} < units; i += group) {
+    T v[kUnroll];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (std::uint32_t u = 0; u < kUnroll; ++u) v[u] = load_unit<T>(src + (i + u * std::uint64_t{lanes}) * sizeof(T));
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (std::uint32_t u = 0; u < kUnroll; ++u) store_unit<T>(dst + (i + u * std::uint64_t{lanes}) * sizeof(T), v[u]);
+  }
+  for (; i < units; i += lanes) copy_unit<T>(dst + i * sizeof(T), src + i * sizeof(T));
 }
 
 KVB_HOST_DEVICE inline void copy_bytes(unsigned char* dst, const unsigned char* src, std::uint64_t n,
@@ -94,5 +133,78 @@ KVB_HOST_DEVICE inline void copy_descriptor_part(const CopyDescriptor& d, std::u
     detail::copy_bytes(dst, src, d.bytes, lane, lanes);
   }
 }
+
+/// Slice `slice` (of `slice_bytes`) of d: the kernel gives each thread block
+/// one slice at a time, so a few large descriptors still spread over every
+/// SM. Slices past the end are empty. Slicing at multiples of 16 keeps src
+/// and dst agreeing modulo 16 exactly when d's do.
+KVB_HOST_DEVICE inline CopyDescriptor descriptor_slice(const CopyDescriptor& d, std::uint32_t slice,
+                                                       std::uint64_t slice_bytes) {
+  const std::uint64_t begin = slice * slice_bytes;
+  if (begin >= d.bytes) return CopyDescriptor{d.src, d.dst, 0};
+  const std::uint64_t left = d.bytes - begin;
+  return CopyDescriptor{d.src + begin, d.dst + begin, left < slice_bytes ? left : slice_bytes};
+}
+
+/// How one launch splits its descriptors: work item w copies slice
+/// w % slices of descriptor w / slices with `lanes` threads (a whole
+/// 256-thread block, or one 32-thread warp for small items, so that each
+/// thread still has several 16-byte loads in flight); the grid's
+/// grid * (256 / lanes) thread groups stride over the count * slices items.
+struct LaunchShape {
+  std::uint32_t slices = 1;
+  std::uint64_t slice_bytes = kMaxDescriptorBytes;
+  std::uint32_t grid = 1;
+  std::uint32_t lanes = 256;
+};
+
+/// Threads per thread block of the gather kernel.
+inline constexpr std::uint32_t kGatherBlockThreads = 256;
+
+/// Work items of at most this many bytes are copied by one warp each.
+inline constexpr std::uint64_t kWarpItemMaxBytes = std::uint64_t{16} << 10;
+
+/// Thread blocks per SM in a launch's grid: as many as are resident at once
+/// (the kernel's 56 registers x 256 threads allow 4 per SM on sm_90), so a
+/// grid-stride launch runs in one wave.
+inline constexpr std::uint32_t kBlocksPerSm = 4;
+
+/// The shape for `count` descriptors of at most `max_bytes` each, `total`
+/// bytes in all, on a device with `sm_count` SMs: slices of 64 KiB, smaller
+/// (down to 4 KiB, multiples of 16) when that would leave SMs idle.
+[[nodiscard]] LaunchShape launch_shape(std::uint64_t count, std::uint64_t max_bytes, std::uint64_t total,
+                                       std::uint32_t sm_count);
+
+/// A staged copy between device memory and pinned host memory: the DMA
+/// engines move large contiguous pieces between the host and a device
+/// staging buffer at PCIe rate, and the gather/scatter kernel moves the
+/// chunks between the staging buffer and their places in device memory (HBM
+/// rate, a few microseconds of SM time per MiB). Processed one staging
+/// buffer ("slab") at a time, in order, on one stream.
+struct StagedSlab {
+  std::uint32_t first_descriptor = 0;  // into StagedPlan::descriptors
+  std::uint32_t descriptor_count = 0;
+  std::uint32_t first_dma = 0;  // into StagedPlan::dma
+  std::uint32_t dma_count = 0;
+};
+
+struct StagedPlan {
+  bool to_host = true;                      // device -> host: kernel into staging, then DMA out
+  std::vector<CopyDescriptor> descriptors;  // kernel legs: device <-> staging (each <= max_bytes)
+  std::vector<CopyDescriptor> dma;          // DMA legs: staging <-> host, merged where both sides continue
+  std::vector<StagedSlab> slabs;
+  std::uint64_t total_bytes = 0;
+};
+
+/// The staged form of `plan` (which must copy device -> host when `to_host`,
+/// else host -> device) through `buffers` staging buffers of `slab_bytes`
+/// each, back to back from device address `staging`: slab k uses buffer
+/// k % buffers (two buffers let the DMA of one slab overlap the kernel of
+/// the next). Every plan byte passes through exactly one staging byte; a
+/// slab never holds more than `slab_bytes`.
+[[nodiscard]] StagedPlan make_staged_plan(const TransferPlan& plan, bool to_host, std::uint64_t staging,
+                                          std::uint64_t slab_bytes,
+                                          std::uint64_t max_descriptor_bytes = kMaxDescriptorBytes,
+                                          std::uint32_t buffers = 1);
 
 }  // namespace kvb

@@ -58,8 +58,10 @@ class PinnedHostRegion final : public MemoryRegion {
   bool owned_;
 };
 
-/// Synchronous cudaMemcpy(cudaMemcpyDefault) on device `ordinal`: filling and
-/// reading back device memory in tests, and the baseline of kvblockd-bench.
+/// cudaMemcpy(cudaMemcpyDefault) on device `ordinal`, then
+/// cudaDeviceSynchronize (cudaMemcpy alone returns before a device-to-device
+/// copy is done): filling and reading back device memory in tests, and the
+/// baseline of kvblockd-bench.
 [[nodiscard]] Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t bytes);
 
 }  // namespace kvb
