@@ -2,7 +2,7 @@
 // picks one for a plan (docs/copy-engines.md, "Selection").
 //
 // make_copy_engines() always returns a host engine. It adds the CUDA engines
-// (cuda-kernel, cuda-batch, cuda-memcpy) only when this build has CUDA and a
+// (cuda-kernel, cuda-batch, cuda-memcpy, cuda-staged) only when this build has CUDA and a
 // usable device answers; otherwise (no driver, "driver version is
 // insufficient", no device, a build without CUDA) it logs ONE line saying why
 // and the process runs on the host engine. It never throws for a missing GPU.
