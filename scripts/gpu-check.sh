@@ -45,9 +45,12 @@ echo "== benchmarks"
 chunks="4096 32768 262144 1048576"
 [ "$mode" = quick ] && chunks="32768 1048576"
 for c in $chunks; do
-  # device -> device: the gather kernel, one plan at a time and 4 in flight
-  for n in 1 4; do
-    bench --engine cuda-kernel --direction d2d --src-layout lsbo --dst-layout fc --chunk-bytes "$c" --iters 9 --inflight $n
+  # device -> device: the gather kernel (direct and descriptor form), one plan at a time and 4 in flight
+  for f in "" --descriptors; do
+    for n in 1 4; do
+      bench --engine cuda-kernel --direction d2d --src-layout lsbo --dst-layout fc --chunk-bytes "$c" --iters 9 \
+        --inflight $n $f
+    done
   done
   bench --engine cuda-batch --direction d2d --src-layout lsbo --dst-layout fc --chunk-bytes "$c" --iters 5
   # offload (device layer-separate -> host pool) and onboard (host pool -> device)
@@ -92,7 +95,7 @@ for line in open(sys.argv[1]):
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    print(f"{r['engine']:12} {r['direction']:4} spin {r.get('spin_us', '-')!s:>3} n {r.get('inflight', 1)} poll {r.get('poll_us', '-')!s:>3} stg {r.get('staging_mib', '-')!s:>3} {r['src_layout'][:12]:>12}->{r['dst_layout'][:12]:12} "
+    print(f"{r['engine']:12} {r['direction']:4} spin {r.get('spin_us', '-')!s:>3} n {r.get('inflight', 1)} {'desc' if r.get('descriptors') else 'dir '} poll {r.get('poll_us', '-')!s:>3} stg {r.get('staging_mib', '-')!s:>3} {r['src_layout'][:12]:>12}->{r['dst_layout'][:12]:12} "
           f"{r['chunk_bytes']:>8} x{r['runs']:>7} runs {r['bytes']>>20:>5} MiB  "
           f"{r['gbps']:8.2f} GB/s  {r['baseline']:22} {r['baseline_gbps']:8.2f}  ratio {r['ratio']:.3f}")
 EOF

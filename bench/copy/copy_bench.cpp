@@ -50,6 +50,7 @@ struct Args {
   std::uint32_t spin_us = CudaEngineOptions{}.completion_spin_us;
   std::uint32_t poll_us = CudaEngineOptions{}.completion_poll_us;
   int inflight = 1;
+  bool descriptors = false;
 };
 
 Result<LayoutKind> parse_layout(const std::string& name) {
@@ -170,6 +171,9 @@ int run_copy(int argc, char** argv) {
   app.add_option("--device", a.device, "CUDA device ordinal")->capture_default_str();
   app.add_option("--staging-mib", a.staging_mib, "cuda-staged: staging buffer (MiB)")->capture_default_str();
   app.add_option("--spin-us", a.spin_us, "CUDA engines: completion busy poll (microseconds)")->capture_default_str();
+  app.add_flag("--descriptors", a.descriptors,
+               "cuda-kernel: one descriptor per run built on the host instead of chunk addresses computed on the "
+               "device");
   app.add_option("--poll-us", a.poll_us, "CUDA engines: then poll every N us (0: block in the driver)")
       ->capture_default_str();
   try {
@@ -224,6 +228,7 @@ int run_copy(int argc, char** argv) {
   options.cuda.staging_bytes = a.staging_mib << 20;
   options.cuda.completion_spin_us = a.spin_us;
   options.cuda.completion_poll_us = a.poll_us;
+  options.cuda.direct_chunks = !a.descriptors;
   CopyEngines engines = make_copy_engines(options);
   CopyEngine* engine = engines.get(*kind);
   if (engine == nullptr)
@@ -326,12 +331,13 @@ int run_copy(int argc, char** argv) {
       "\"chunk_bytes\":%llu,\"blocks\":%u,\"layers\":%u,\"outer\":%u,\"bytes\":%llu,\"runs\":%zu,\"iters\":%d,"
       "\"inflight\":%d,"
       "\"threads\":%u,\"gbps\":%.3f,\"gbps_best\":%.3f,\"baseline\":\"%s\",\"baseline_gbps\":%.3f,"
-      "\"baseline_gbps_best\":%.3f,\"ratio\":%.4f,\"spin_us\":%u,\"poll_us\":%u,\"staging_mib\":%llu}\n",
+      "\"baseline_gbps_best\":%.3f,\"ratio\":%.4f,\"descriptors\":%s,\"spin_us\":%u,\"poll_us\":%u,\"staging_mib\":%"
+      "llu}\n",
       a.engine.c_str(), std::string(to_string(*src_kind)).c_str(), std::string(to_string(*dst_kind)).c_str(),
       *kind == CopyEngineKind::host ? "h2h" : a.direction.c_str(), static_cast<unsigned long long>(a.chunk_bytes),
       a.blocks, a.layers, a.outer, static_cast<unsigned long long>(total), plan->runs().size(), a.iters, a.inflight,
-      engines.host->workers(), e, e_best, baseline_name.c_str(), b, b_best, e / b, a.spin_us, a.poll_us,
-      static_cast<unsigned long long>(a.staging_mib));
+      engines.host->workers(), e, e_best, baseline_name.c_str(), b, b_best, e / b, a.descriptors ? "true" : "false",
+      a.spin_us, a.poll_us, static_cast<unsigned long long>(a.staging_mib));
   return 0;
 }
 

@@ -22,6 +22,34 @@ std::vector<CopyDescriptor> make_descriptors(const TransferPlan& plan, std::uint
   return out;
 }
 
+bool fits_chunk_plan(const TransferPlan& plan) noexcept {
+  return plan.num_chunks() > 0 && plan.src().regions.size() <= kMaxChunkRegions &&
+         plan.dst().regions.size() <= kMaxChunkRegions;
+}
+
+ChunkPlan make_chunk_plan(const TransferPlan& plan) {
+  ChunkPlan out{};
+  const auto side = [](const BlockSpace& space, ChunkSide& s) {
+    s.geometry = space.layout.geometry();
+    for (std::size_t r = 0; r < space.regions.size() && r < kMaxChunkRegions; ++r)
+      s.base[r] = std::bit_cast<std::uintptr_t>(space.regions[r].base);
+  };
+  side(plan.src(), out.src);
+  side(plan.dst(), out.dst);
+  out.layers = plan.src().layout.spec().num_layers;
+  out.outer = plan.src().layout.spec().outer_dim;
+  out.chunk_bytes = plan.src().layout.chunk_bytes();
+  out.chunks = plan.num_chunks();
+  return out;
+}
+
+std::vector<PairIds> pair_ids(const TransferPlan& plan) {
+  std::vector<PairIds> out;
+  out.reserve(plan.pairs().size());
+  for (const auto& p : plan.pairs()) out.push_back({p.src.value(), p.dst.value()});
+  return out;
+}
+
 LaunchShape launch_shape(std::uint64_t count, std::uint64_t max_bytes, std::uint64_t total, std::uint32_t sm_count) {
   constexpr std::uint64_t kMinSlice = 4 << 10;
   LaunchShape shape;

@@ -142,6 +142,26 @@ TEST_P(CudaEngines, DeviceToPinnedHost) {
       check(MemoryKind::device, MemoryKind::host_pinned, sk, LayoutKind::fully_contiguous, spec);
 }
 
+// cuda-kernel with one descriptor per run built on the host (the form used
+// for plans of more than 128 regions a side, and by cuda-staged's slabs)
+// instead of chunk addresses computed on the device.
+TEST_P(CudaEngines, DescriptorFormEveryDirection) {
+  if (GetParam() != CopyEngineKind::cuda_kernel) GTEST_SKIP() << "the descriptor form is a cuda-kernel option";
+  CopyEngineOptions options;
+  options.cuda.direct_chunks = false;
+  engines_ = make_copy_engines(options);
+  engine_ = engines_.get(CopyEngineKind::cuda_kernel);
+  ASSERT_NE(engine_, nullptr);
+  for (const auto& spec : kSpecs) {
+    for (auto sk : test::kAllKinds)
+      for (auto dk : test::kAllKinds) check(MemoryKind::device, MemoryKind::device, sk, dk, spec);
+    check(MemoryKind::host_pinned, MemoryKind::device, LayoutKind::fully_contiguous,
+          LayoutKind::layer_separate_block_outer, spec);
+    check(MemoryKind::device, MemoryKind::host_pinned, LayoutKind::layer_separate_outer_block,
+          LayoutKind::fully_contiguous, spec);
+  }
+}
+
 // Plans submitted back to back without waiting, each to its own destination
 // block: the engine's stream order (and for cuda-staged, the hand-over of
 // its two staging halves from one plan to the next) keeps every one intact.

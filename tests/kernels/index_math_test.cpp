@@ -135,6 +135,63 @@ TEST(CopyDescriptor, SlicedLaunchesReproduceTheNaiveCopy) {
   }
 }
 
+// The kernel's direct form: chunk addresses computed from the pairs and
+// both layouts (chunk_descriptor, as the device runs it), sliced and copied
+// in the kernel's grid-stride order, reproduce the plan's copy.
+TEST(CopyDescriptor, DirectChunkFormReproducesTheNaiveCopy) {
+  std::mt19937_64 rng(1234);
+  for (int iter = 0; iter < 60; ++iter) {
+    const LayoutSpec spec = test::random_spec(rng);
+    const auto sk = test::kAllKinds[rng() % 3], dk = test::kAllKinds[rng() % 3];
+    const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
+    test::HostSpace src(spec, sk, sb, static_cast<std::uint32_t>(rng() % 16));
+    test::HostSpace dst(spec, dk, db, static_cast<std::uint32_t>(rng() % 16));
+    src.fill(rng);
+    dst.fill(rng);
+    const auto pairs = test::random_pairs(rng, sb, db);
+    const auto want = test::naive_copy(src, dst, pairs);
+    auto plan = TransferPlan::build(src.space, dst.space, pairs);
+    ASSERT_TRUE(plan) << plan.error().to_string();
+    if (pairs.empty()) {
+      EXPECT_FALSE(fits_chunk_plan(*plan));
+      continue;
+    }
+    ASSERT_TRUE(fits_chunk_plan(*plan));
+    const ChunkPlan chunks = make_chunk_plan(*plan);
+    const std::vector<PairIds> ids = pair_ids(*plan);
+    ASSERT_EQ(ids.size(), pairs.size());
+    ASSERT_EQ(chunks.chunks, plan->num_chunks());
+    ASSERT_EQ(chunks.chunks * chunks.chunk_bytes, plan->total_bytes());
+    const auto sms = 1 + static_cast<std::uint32_t>(rng() % 200);
+    const LaunchShape shape = launch_shape(chunks.chunks, chunks.chunk_bytes, plan->total_bytes(), sms);
+    const std::uint64_t per_pair = std::uint64_t{chunks.layers} * chunks.outer;
+    const std::uint64_t items = chunks.chunks * shape.slices;
+    const std::uint64_t groups = std::uint64_t{shape.grid} * (kGatherBlockThreads / shape.lanes);
+    for (std::uint64_t g = 0; g < groups; ++g)
+      for (std::uint64_t w = g; w < items; w += groups) {
+        const std::uint64_t c = w / shape.slices;
+        const CopyDescriptor d = chunk_descriptor(chunks, ids[c / per_pair], c % per_pair);
+        const CopyDescriptor piece =
+            descriptor_slice(d, static_cast<std::uint32_t>(w % shape.slices), shape.slice_bytes);
+        for (std::uint32_t lane = 0; lane < shape.lanes; ++lane) copy_descriptor_part(piece, lane, shape.lanes);
+      }
+    ASSERT_EQ(dst.storage, want) << to_string(sk) << " -> " << to_string(dk) << " iteration " << iter;
+  }
+}
+
+TEST(CopyDescriptor, DirectFormNeedsAtMost128RegionsASide) {
+  const LayoutSpec wide{.num_layers = 130, .outer_dim = 2, .page_size = 1, .inner_dim = 16, .dtype = DType::u8};
+  test::HostSpace src(wide, LayoutKind::layer_separate_block_outer, 2);
+  test::HostSpace dst(wide, LayoutKind::fully_contiguous, 2);
+  const std::vector<BlockPair> pairs{{BlockId{0}, BlockId{1}}};
+  auto plan = TransferPlan::build(src.space, dst.space, pairs);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  EXPECT_FALSE(fits_chunk_plan(*plan));  // 130 source regions: descriptors instead
+  auto flat = TransferPlan::build(dst.space, dst.space, std::vector<BlockPair>{{BlockId{0}, BlockId{1}}});
+  ASSERT_TRUE(flat) << flat.error().to_string();
+  EXPECT_TRUE(fits_chunk_plan(*flat));
+}
+
 TEST(CopyDescriptor, LaunchShapeSpreadsSmallPlansAndKeepsLargeOnesWhole) {
   // 64 chunks of 32 KiB merged into 32 runs of 64 KiB, 132 SMs: 4 KiB
   // slices, one warp each, 8 per block.

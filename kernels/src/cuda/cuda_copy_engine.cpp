@@ -154,11 +154,14 @@ void CudaCopyEngine::release_pinned(PinnedBuffer buffer) noexcept {
 
 Status CudaCopyEngine::prepare_table(InFlight& job, std::uint32_t largest_launch) {
   if (largest_launch <= kInlineDescriptors) return ok();  // every launch carries its descriptors
-  const std::size_t bytes = job.descriptors.size() * sizeof(CopyDescriptor);
+  return upload(job, job.descriptors.data(), job.descriptors.size() * sizeof(CopyDescriptor));
+}
+
+Status CudaCopyEngine::upload(InFlight& job, const void* data, std::size_t bytes) {
   auto buffer = acquire_pinned(bytes);
   if (!buffer) return tl::unexpected(buffer.error());
   job.table = *buffer;
-  std::memcpy(job.table.data, job.descriptors.data(), bytes);
+  std::memcpy(job.table.data, data, bytes);
   const cudaStream_t stream = stream_.get();
   if (device_table_bytes_ < bytes) {
     // Stream-ordered: the old table is freed after the launches reading it.
@@ -184,10 +187,26 @@ Status CudaCopyEngine::launch(InFlight& job, std::uint32_t first, std::uint32_t 
 }
 
 Status CudaCopyEngine::enqueue_kernel(InFlight& job) {
-  job.descriptors = make_descriptors(job.plan);
+  const TransferPlan& plan = job.plan;
+  const auto sms = static_cast<std::uint32_t>(device_.sm_count);
+  if (options_.direct_chunks && fits_chunk_plan(plan)) {
+    // Direct form: the kernel computes each chunk's addresses from the pairs
+    // and the layouts; nothing per chunk is built on the host.
+    const ChunkPlan chunks = make_chunk_plan(plan);
+    const std::vector<PairIds> pairs = pair_ids(plan);
+    const auto count = static_cast<std::uint32_t>(pairs.size());
+    const PairIds* table = pairs.data();
+    if (count > kInlinePairs) {
+      if (auto st = upload(job, pairs.data(), pairs.size() * sizeof(PairIds)); !st) return st;
+      table = static_cast<const PairIds*>(device_table_);
+    }
+    const LaunchShape shape = launch_shape(chunks.chunks, chunks.chunk_bytes, plan.total_bytes(), sms);
+    return cuda_check(launch_chunks(chunks, table, count, shape, stream_.get()), "gather kernel launch (chunks)");
+  }
+  job.descriptors = make_descriptors(plan);
   const auto count = static_cast<std::uint32_t>(job.descriptors.size());
   if (auto st = prepare_table(job, count); !st) return st;
-  return launch(job, 0, count, job.plan.total_bytes());
+  return launch(job, 0, count, plan.total_bytes());
 }
 
 Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {

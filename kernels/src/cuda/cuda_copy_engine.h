@@ -62,6 +62,9 @@ class CudaCopyEngine final : public CopyEngine {
   /// memory: the job's descriptors go to a pinned buffer and from there, by
   /// one DMA on stream_, to device_table_.
   [[nodiscard]] Status prepare_table(InFlight& job, std::uint32_t largest_launch);
+  /// `bytes` of `data` -> a pooled pinned buffer (held by the job) -> one
+  /// DMA on stream_ into device_table_ (grown as needed).
+  [[nodiscard]] Status upload(InFlight& job, const void* data, std::size_t bytes);
   [[nodiscard]] Status launch(InFlight& job, std::uint32_t first, std::uint32_t count, std::uint64_t bytes);
   [[nodiscard]] Result<PinnedBuffer> acquire_pinned(std::size_t bytes);
   void release_pinned(PinnedBuffer buffer) noexcept;

@@ -23,4 +23,14 @@ inline constexpr std::uint32_t kInlineDescriptors = 128;
 [[nodiscard]] cudaError_t launch_gather(const CopyDescriptor* descriptors, std::uint32_t count,
                                         const LaunchShape& shape, cudaStream_t stream);
 
+/// Launches of the direct form with at most this many pairs carry them in
+/// the parameters too (with the ChunkPlan: under 4 KiB of parameters).
+inline constexpr std::uint32_t kInlinePairs = 96;
+
+/// One launch that copies every chunk of `plan` (plan.chunks work items
+/// before slicing) for `pair_count` pairs: a host array when pair_count <=
+/// kInlinePairs, else device memory untouched until the launch has run.
+[[nodiscard]] cudaError_t launch_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
+                                        const LaunchShape& shape, cudaStream_t stream);
+
 }  // namespace kvb::detail

@@ -175,6 +175,49 @@ inline constexpr std::uint32_t kBlocksPerSm = 4;
 [[nodiscard]] LaunchShape launch_shape(std::uint64_t count, std::uint64_t max_bytes, std::uint64_t total,
                                        std::uint32_t sm_count);
 
+/// The kernel's direct form of a plan: no descriptor per chunk, only the
+/// block pairs and both layouts; each work item computes its chunk's
+/// addresses with layout_math.h (on the device, and in the CPU tests). A
+/// plan of P pairs costs 8 P bytes to describe instead of 24 bytes per run.
+inline constexpr std::uint32_t kMaxChunkRegions = 128;
+
+struct ChunkSide {
+  LayoutGeometry geometry;
+  std::uint64_t base[kMaxChunkRegions];  // region base addresses (device, or mapped pinned host)
+};
+
+struct ChunkPlan {
+  ChunkSide src;
+  ChunkSide dst;
+  std::uint32_t layers = 0;
+  std::uint32_t outer = 0;
+  std::uint64_t chunk_bytes = 0;
+  std::uint64_t chunks = 0;  // pairs x layers x outer
+};
+
+struct PairIds {
+  std::uint32_t src = 0;
+  std::uint32_t dst = 0;
+};
+
+/// Chunk `chunk` of pair `pair` (chunks of a pair in (layer, outer) order).
+KVB_HOST_DEVICE inline CopyDescriptor chunk_descriptor(const ChunkPlan& p, PairIds pair, std::uint64_t chunk) {
+  const auto layer = static_cast<std::uint32_t>(chunk / p.outer);
+  const auto outer = static_cast<std::uint32_t>(chunk % p.outer);
+  const std::uint64_t src =
+      p.src.base[chunk_region(p.src.geometry, layer)] + chunk_offset(p.src.geometry, pair.src, layer, outer);
+  const std::uint64_t dst =
+      p.dst.base[chunk_region(p.dst.geometry, layer)] + chunk_offset(p.dst.geometry, pair.dst, layer, outer);
+  return CopyDescriptor{src, dst, p.chunk_bytes};
+}
+
+/// Whether `plan` fits the direct form (at most kMaxChunkRegions regions a
+/// side, at least one chunk).
+[[nodiscard]] bool fits_chunk_plan(const TransferPlan& plan) noexcept;
+/// The direct form of `plan` (fits_chunk_plan must hold) and its pairs.
+[[nodiscard]] ChunkPlan make_chunk_plan(const TransferPlan& plan);
+[[nodiscard]] std::vector<PairIds> pair_ids(const TransferPlan& plan);
+
 /// A staged copy between device memory and pinned host memory: the DMA
 /// engines move large contiguous pieces between the host and a device
 /// staging buffer at PCIe rate, and the gather/scatter kernel moves the

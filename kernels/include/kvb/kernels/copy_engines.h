@@ -61,6 +61,11 @@ struct CudaEngineOptions {
   /// driver instead (cudaEventSynchronize with blocking sync), which on the
   /// H100 measured added ~50-100 us to each completion.
   std::uint32_t completion_poll_us = 10;
+  /// cuda-kernel (and cuda-staged's device-to-device and mapped plans): the
+  /// kernel computes chunk addresses from the block pairs and the layouts
+  /// (layout_math.h) instead of reading a descriptor per run built on the
+  /// host. false: descriptors (the only form for > 128 regions a side).
+  bool direct_chunks = true;
 };
 
 struct CopyEngineOptions {
