@@ -50,6 +50,53 @@ std::vector<PairIds> pair_ids(const TransferPlan& plan) {
   return out;
 }
 
+StagedChunkPlan make_staged_chunk_plan(const ChunkPlan& plan, const std::vector<PairIds>& pairs, bool to_host,
+                                       std::uint64_t staging, std::uint64_t slab_bytes, std::uint32_t buffers) {
+  StagedChunkPlan out;
+  out.to_host = to_host;
+  if (buffers == 0) buffers = 1;
+  const std::uint64_t chunk = plan.chunk_bytes;
+  if (chunk == 0 || chunk > slab_bytes || plan.chunks == 0) return out;
+  const std::uint64_t per_slab = slab_bytes / chunk;
+  const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
+  const LayoutGeometry& host = to_host ? plan.dst.geometry : plan.src.geometry;
+  // Chunks of one block are contiguous on a fully contiguous host side.
+  const bool host_block_contiguous = host.kind == LayoutKind::fully_contiguous;
+  const auto host_address = [&](std::uint64_t c) {
+    const CopyDescriptor d = chunk_descriptor(plan, pairs[c / per_pair], c % per_pair);
+    return to_host ? d.dst : d.src;
+  };
+  const auto add_leg = [&](std::uint32_t first_of_slab, std::uint64_t at, std::uint64_t host_at, std::uint64_t n) {
+    CopyDescriptor leg = to_host ? CopyDescriptor{at, host_at, n} : CopyDescriptor{host_at, at, n};
+    if (out.dma.size() > first_of_slab) {
+      CopyDescriptor& last = out.dma.back();
+      if (last.src + last.bytes == leg.src && last.dst + last.bytes == leg.dst) {
+        last.bytes += n;
+        return;
+      }
+    }
+    out.dma.push_back(leg);
+  };
+  for (std::uint64_t first = 0; first < plan.chunks; first += per_slab) {
+    StagedChunkSlab slab;
+    slab.first_chunk = first;
+    slab.chunk_count = std::min(per_slab, plan.chunks - first);
+    slab.first_dma = static_cast<std::uint32_t>(out.dma.size());
+    slab.staging = staging + (out.slabs.size() % buffers) * slab_bytes;
+    const std::uint64_t end = first + slab.chunk_count;
+    for (std::uint64_t c = first; c < end;) {
+      // The run of chunks from c that is contiguous on the host side: the
+      // rest of this block's chunks (fully contiguous host), else one.
+      const std::uint64_t n = host_block_contiguous ? std::min(end, (c / per_pair + 1) * per_pair) - c : 1;
+      add_leg(slab.first_dma, slab.staging + (c - first) * chunk, host_address(c), n * chunk);
+      c += n;
+    }
+    slab.dma_count = static_cast<std::uint32_t>(out.dma.size()) - slab.first_dma;
+    out.slabs.push_back(slab);
+  }
+  return out;
+}
+
 LaunchShape launch_shape(std::uint64_t count, std::uint64_t max_bytes, std::uint64_t total, std::uint32_t sm_count) {
   constexpr std::uint64_t kMinSlice = 4 << 10;
   LaunchShape shape;

@@ -162,6 +162,43 @@ TEST_P(CudaEngines, DescriptorFormEveryDirection) {
   }
 }
 
+// A plan of more pairs than a launch carries inline (96): the direct forms
+// read the pairs from device memory.
+TEST_P(CudaEngines, ManyPairsUseTheDevicePairTable) {
+  const LayoutSpec spec{.num_layers = 3, .outer_dim = 2, .page_size = 1, .inner_dim = 40, .dtype = DType::u8};
+  const std::pair<MemoryKind, MemoryKind> directions[] = {{MemoryKind::device, MemoryKind::host_pinned},
+                                                          {MemoryKind::host_pinned, MemoryKind::device},
+                                                          {MemoryKind::device, MemoryKind::device}};
+  for (const auto& [src_mem, dst_mem] : directions) {
+    const bool host_dst = dst_mem == MemoryKind::host_pinned;
+    CudaSpace src(spec, host_dst ? LayoutKind::layer_separate_outer_block : LayoutKind::fully_contiguous, 300, src_mem,
+                  device_);
+    CudaSpace dst(spec, host_dst ? LayoutKind::fully_contiguous : LayoutKind::layer_separate_block_outer, 250, dst_mem,
+                  device_);
+    std::mt19937_64 rng(3);
+    src.mirror.fill(rng);
+    dst.mirror.fill(rng);
+    ASSERT_TRUE(src.upload());
+    ASSERT_TRUE(dst.upload());
+    std::vector<BlockPair> pairs;
+    for (std::uint32_t i = 0; i < 200; ++i) pairs.push_back({BlockId{299 - i}, BlockId{(i * 7) % 250}});
+    const auto want = test::naive_copy(src.mirror, dst.mirror, pairs);
+    auto plan = TransferPlan::build(src.space, dst.space, pairs);
+    ASSERT_TRUE(plan) << plan.error().to_string();
+    std::promise<Status> promise;
+    auto future = promise.get_future();
+    engine_->submit(std::move(*plan), [&](Status st) { promise.set_value(std::move(st)); });
+    ASSERT_EQ(future.wait_for(60s), std::future_status::ready);
+    auto st = future.get();
+    ASSERT_TRUE(st) << st.error().to_string();
+    auto got = dst.download();
+    ASSERT_TRUE(got) << got.error().to_string();
+    for (std::size_t r = 0; r < want.size(); ++r)
+      ASSERT_TRUE(std::equal(want[r].begin(), want[r].end(), (*got)[r].begin()))
+          << engine_->name() << " " << to_string(src_mem) << " -> " << to_string(dst_mem) << " region " << r;
+  }
+}
+
 // Plans submitted back to back without waiting, each to its own destination
 // block: the engine's stream order (and for cuda-staged, the hand-over of
 // its two staging halves from one plan to the next) keeps every one intact.

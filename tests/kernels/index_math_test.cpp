@@ -279,6 +279,84 @@ TEST(StagedPlan, ThroughASmallStagingBufferReproducesTheNaiveCopy) {
   }
 }
 
+// The direct staged form run on the host: DMA legs as memcpy, the kernel's
+// items (staged_chunk_descriptor) with the kernel's loop.
+TEST(StagedPlan, DirectFormThroughASmallStagingBufferReproducesTheNaiveCopy) {
+  std::mt19937_64 rng(77);
+  int staged_plans = 0;
+  for (int iter = 0; iter < 80; ++iter) {
+    const LayoutSpec spec = test::random_spec(rng);
+    for (bool to_host : {true, false}) {
+      const auto device_kind = test::kAllKinds[rng() % 3];
+      const auto host_kind = rng() % 3 == 0 ? test::kAllKinds[rng() % 3] : LayoutKind::fully_contiguous;
+      const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
+      test::HostSpace src(spec, to_host ? device_kind : host_kind, sb, static_cast<std::uint32_t>(rng() % 16));
+      test::HostSpace dst(spec, to_host ? host_kind : device_kind, db, static_cast<std::uint32_t>(rng() % 16));
+      src.fill(rng);
+      dst.fill(rng);
+      const auto pairs = test::random_pairs(rng, sb, db);
+      const auto want = test::naive_copy(src, dst, pairs);
+      auto plan = TransferPlan::build(src.space, dst.space, pairs);
+      ASSERT_TRUE(plan) << plan.error().to_string();
+      if (!fits_chunk_plan(*plan)) continue;
+      const ChunkPlan chunks = make_chunk_plan(*plan);
+      const std::vector<PairIds> ids = pair_ids(*plan);
+      const std::uint64_t slab_bytes = chunks.chunk_bytes + rng() % 3000;
+      const std::uint32_t buffers = 1 + static_cast<std::uint32_t>(rng() % 2);
+      std::vector<unsigned char> staging(buffers * slab_bytes + 16);
+      const auto base = reinterpret_cast<std::uintptr_t>(staging.data() + 1);
+      const StagedChunkPlan staged = make_staged_chunk_plan(chunks, ids, to_host, base, slab_bytes, buffers);
+      ++staged_plans;
+      std::uint64_t dma_bytes = 0, slab_chunks = 0;
+      for (const auto& leg : staged.dma) dma_bytes += leg.bytes;
+      ASSERT_EQ(dma_bytes, plan->total_bytes());
+      const std::uint64_t per_pair = std::uint64_t{chunks.layers} * chunks.outer;
+      for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
+        const auto& slab = staged.slabs[k];
+        ASSERT_EQ(slab.first_chunk, slab_chunks);  // slabs cover the chunks in order
+        slab_chunks += slab.chunk_count;
+        ASSERT_LE(slab.chunk_count * chunks.chunk_bytes, slab_bytes);
+        ASSERT_EQ(slab.staging, base + (k % buffers) * slab_bytes);
+        const auto dma = [&] {
+          for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
+            const auto& leg = staged.dma[i];
+            const std::uint64_t at = to_host ? leg.src : leg.dst;
+            ASSERT_TRUE(at >= slab.staging && at + leg.bytes <= slab.staging + slab_bytes);
+            std::memcpy(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes);
+          }
+        };
+        if (!to_host) dma();
+        for (std::uint64_t i = 0; i < slab.chunk_count; ++i) {
+          const std::uint64_t c = slab.first_chunk + i;
+          const CopyDescriptor d = staged_chunk_descriptor(chunks, ids[c / per_pair], c % per_pair,
+                                                           slab.staging + i * chunks.chunk_bytes, to_host);
+          for (std::uint32_t lane = 0; lane < 32; ++lane) copy_descriptor_part(d, lane, 32);
+        }
+        if (to_host) dma();
+      }
+      ASSERT_EQ(slab_chunks, chunks.chunks);
+      ASSERT_EQ(dst.storage, want) << (to_host ? "to host" : "from host") << " iteration " << iter;
+    }
+  }
+  EXPECT_GT(staged_plans, 60);  // the loop did exercise the direct form
+}
+
+TEST(StagedPlan, DirectFormWithAContiguousHostSideHasOneLegPerSlab) {
+  const LayoutSpec spec{.num_layers = 32, .outer_dim = 2, .page_size = 1, .inner_dim = 32 << 10, .dtype = DType::u8};
+  test::HostSpace device(spec, LayoutKind::layer_separate_block_outer, 8);
+  test::HostSpace host(spec, LayoutKind::fully_contiguous, 8);
+  std::vector<BlockPair> pairs;
+  for (std::uint32_t i = 0; i < 8; ++i) pairs.push_back({BlockId{i}, BlockId{i}});
+  auto plan = TransferPlan::build(device.space, host.space, pairs);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  const ChunkPlan chunks = make_chunk_plan(*plan);
+  const StagedChunkPlan staged = make_staged_chunk_plan(chunks, pair_ids(*plan), true, 1 << 30, 1 << 20, 2);
+  EXPECT_EQ(staged.slabs.size(), 16U);  // 16 MiB through 1 MiB slabs (32 chunks each)
+  EXPECT_EQ(staged.dma.size(), 16U);
+  for (const auto& leg : staged.dma) EXPECT_EQ(leg.bytes, 1U << 20);
+  EXPECT_EQ(staged.slabs[1].staging, (1U << 30) + (1U << 20));
+}
+
 TEST(StagedPlan, ContiguousHostSideBecomesOneDmaLegPerSlab) {
   // Llama-like: 32 layers x K,V x 32 KiB (2 MiB blocks), device
   // layer-separate, host fully contiguous, 8 blocks i -> i. The host side is

@@ -209,6 +209,53 @@ Status CudaCopyEngine::enqueue_kernel(InFlight& job) {
   return launch(job, 0, count, plan.total_bytes());
 }
 
+Status CudaCopyEngine::enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
+                                             const StagedChunkPlan& staged) {
+  const auto count = static_cast<std::uint32_t>(pairs.size());
+  const PairIds* table = pairs.data();
+  if (count > kInlinePairs) {
+    if (auto st = upload(job, pairs.data(), pairs.size() * sizeof(PairIds)); !st) return st;
+    table = static_cast<const PairIds*>(device_table_);
+  }
+  const cudaStream_t kernels = stream_.get();
+  const cudaStream_t dma = copy_stream_->get();
+  const auto sms = static_cast<std::uint32_t>(device_.sm_count);
+  const auto copy_legs = [&](const StagedChunkSlab& slab) -> Status {
+    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
+      const CopyDescriptor& leg = staged.dma[i];
+      const auto err =
+          cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
+                          staged.to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, dma);
+      if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
+    }
+    return ok();
+  };
+  const auto kernel = [&](const StagedChunkSlab& slab) -> Status {
+    const LaunchShape shape =
+        launch_shape(slab.chunk_count, chunks.chunk_bytes, slab.chunk_count * chunks.chunk_bytes, sms);
+    return cuda_check(launch_staged_chunks(chunks, table, count, slab, staged.to_host, shape, kernels),
+                      "gather kernel launch (staged chunks)");
+  };
+  // As enqueue_staged: slab k in staging half k % 2, handed between the
+  // streams by the filled / drained events.
+  for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
+    const StagedChunkSlab& slab = staged.slabs[k];
+    const std::size_t h = k % 2;
+    const cudaStream_t producer = staged.to_host ? kernels : dma;
+    const cudaStream_t consumer = staged.to_host ? dma : kernels;
+    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
+      return st;
+    if (auto st = staged.to_host ? kernel(slab) : copy_legs(slab); !st) return st;
+    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
+    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
+      return st;
+    if (auto st = staged.to_host ? copy_legs(slab) : kernel(slab); !st) return st;
+    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
+  }
+  job.event_on_copy_stream = staged.to_host;
+  return ok();
+}
+
 Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {
   job.descriptors = std::move(staged.descriptors);
   std::uint32_t largest = 0;
@@ -269,7 +316,17 @@ Status CudaCopyEngine::enqueue(InFlight& job) {
     case CopyEngineKind::cuda_staged: {
       const bool src_dev = plan.src().kind() == MemoryKind::device;
       const bool dst_dev = plan.dst().kind() == MemoryKind::device;
-      if (src_dev != dst_dev) {
+      if (src_dev != dst_dev && options_.direct_chunks && fits_chunk_plan(plan) &&
+          plan.src().layout.chunk_bytes() <= slab_bytes_) {
+        ChunkPlan chunks = make_chunk_plan(plan);
+        std::vector<PairIds> pairs = pair_ids(plan);
+        StagedChunkPlan staged =
+            make_staged_chunk_plan(chunks, pairs, src_dev, reinterpret_cast<std::uintptr_t>(staging_), slab_bytes_, 2);
+        if (!staged.dma.empty() && plan.total_bytes() / staged.dma.size() >= options_.staged_min_run_bytes) {
+          if (auto st = enqueue_staged_chunks(job, chunks, pairs, staged); !st) return st;
+          break;
+        }
+      } else if (src_dev != dst_dev) {
         StagedPlan staged = make_staged_plan(plan, src_dev, reinterpret_cast<std::uintptr_t>(staging_), slab_bytes_,
                                              kMaxDescriptorBytes, 2);
         // Staging pays off when the DMA legs are long; many short host-side

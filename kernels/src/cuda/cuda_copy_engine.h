@@ -58,6 +58,8 @@ class CudaCopyEngine final : public CopyEngine {
   [[nodiscard]] Status enqueue(InFlight& job);
   [[nodiscard]] Status enqueue_kernel(InFlight& job);
   [[nodiscard]] Status enqueue_staged(InFlight& job, StagedPlan staged);
+  [[nodiscard]] Status enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
+                                             const StagedChunkPlan& staged);
   /// Launches of more than kInlineDescriptors read theirs from device
   /// memory: the job's descriptors go to a pinned buffer and from there, by
   /// one DMA on stream_, to device_table_.

@@ -38,6 +38,34 @@ struct PointerChunks {
   }
 };
 
+// Item i of a staged slab: chunk first + i between the device side and
+// slot i of the slab's staging buffer.
+struct InlineStagedChunks {
+  ChunkPlan plan;
+  PairIds pairs[kInlinePairs];
+  std::uint64_t first;
+  std::uint64_t staging;
+  bool to_host;
+  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
+    const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
+    const std::uint64_t c = first + i;
+    return staged_chunk_descriptor(plan, pairs[c / per_pair], c % per_pair, staging + i * plan.chunk_bytes, to_host);
+  }
+};
+
+struct PointerStagedChunks {
+  ChunkPlan plan;
+  const PairIds* pairs;
+  std::uint64_t first;
+  std::uint64_t staging;
+  bool to_host;
+  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
+    const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
+    const std::uint64_t c = first + i;
+    return staged_chunk_descriptor(plan, pairs[c / per_pair], c % per_pair, staging + i * plan.chunk_bytes, to_host);
+  }
+};
+
 // Work item w = slice w % slices of item source.at(w / slices), copied by one
 // group of `lanes` threads (the block, or a warp); group g of the grid takes
 // items g, g + groups, ... The next item's descriptor is fetched before the
@@ -97,6 +125,23 @@ cudaError_t launch_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint
     return launch(source, plan.chunks, shape, stream);
   }
   return launch(PointerChunks{plan, pairs}, plan.chunks, shape, stream);
+}
+
+cudaError_t launch_staged_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
+                                 const StagedChunkSlab& slab, bool to_host, const LaunchShape& shape,
+                                 cudaStream_t stream) {
+  if (slab.chunk_count == 0 || pair_count == 0) return cudaSuccess;
+  if (pair_count <= kInlinePairs) {
+    InlineStagedChunks source;
+    source.plan = plan;
+    std::memcpy(source.pairs, pairs, pair_count * sizeof(PairIds));
+    source.first = slab.first_chunk;
+    source.staging = slab.staging;
+    source.to_host = to_host;
+    return launch(source, slab.chunk_count, shape, stream);
+  }
+  return launch(PointerStagedChunks{plan, pairs, slab.first_chunk, slab.staging, to_host}, slab.chunk_count, shape,
+                stream);
 }
 
 }  // namespace kvb::detail

@@ -33,4 +33,11 @@ inline constexpr std::uint32_t kInlinePairs = 96;
 [[nodiscard]] cudaError_t launch_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
                                         const LaunchShape& shape, cudaStream_t stream);
 
+/// One launch for slab `slab` of a direct staged copy (make_staged_chunk_plan):
+/// its chunks between the device side and the slab's staging buffer.
+/// `pairs` as for launch_chunks.
+[[nodiscard]] cudaError_t launch_staged_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
+                                               const StagedChunkSlab& slab, bool to_host, const LaunchShape& shape,
+                                               cudaStream_t stream);
+
 }  // namespace kvb::detail

@@ -218,6 +218,40 @@ KVB_HOST_DEVICE inline CopyDescriptor chunk_descriptor(const ChunkPlan& p, PairI
 [[nodiscard]] ChunkPlan make_chunk_plan(const TransferPlan& plan);
 [[nodiscard]] std::vector<PairIds> pair_ids(const TransferPlan& plan);
 
+/// Chunk `chunk` of `pair` in a staged copy: between its place on the device
+/// side (chunk_descriptor) and `staging` (its slot in the staging buffer).
+KVB_HOST_DEVICE inline CopyDescriptor staged_chunk_descriptor(const ChunkPlan& p, PairIds pair, std::uint64_t chunk,
+                                                              std::uint64_t staging, bool to_host) {
+  const CopyDescriptor d = chunk_descriptor(p, pair, chunk);
+  return to_host ? CopyDescriptor{d.src, staging, d.bytes} : CopyDescriptor{staging, d.dst, d.bytes};
+}
+
+/// The direct form of a staged copy: slabs of whole chunks (chunk c of the
+/// plan, in pair-major (layer, outer) order, sits at slot c - first_chunk of
+/// its slab's staging buffer); the host keeps only the DMA legs.
+struct StagedChunkSlab {
+  std::uint64_t first_chunk = 0;
+  std::uint64_t chunk_count = 0;
+  std::uint32_t first_dma = 0;
+  std::uint32_t dma_count = 0;
+  std::uint64_t staging = 0;  // address of this slab's staging buffer
+};
+
+struct StagedChunkPlan {
+  bool to_host = true;
+  std::vector<CopyDescriptor> dma;  // staging <-> host, merged where both sides continue
+  std::vector<StagedChunkSlab> slabs;
+};
+
+/// The direct staged form of `plan` (pairs `pairs`): slabs of
+/// floor(slab_bytes / chunk_bytes) chunks through `buffers` staging buffers
+/// of `slab_bytes` from `staging` (slab k in buffer k % buffers). Host work
+/// is one leg per pair when the host side is fully contiguous, else one per
+/// chunk. Requires chunk_bytes <= slab_bytes.
+[[nodiscard]] StagedChunkPlan make_staged_chunk_plan(const ChunkPlan& plan, const std::vector<PairIds>& pairs,
+                                                     bool to_host, std::uint64_t staging, std::uint64_t slab_bytes,
+                                                     std::uint32_t buffers);
+
 /// A staged copy between device memory and pinned host memory: the DMA
 /// engines move large contiguous pieces between the host and a device
 /// staging buffer at PCIe rate, and the gather/scatter kernel moves the
