@@ -54,9 +54,9 @@ for c in $chunks; do
   done
   bench --engine cuda-batch --direction d2d --src-layout lsbo --dst-layout fc --chunk-bytes "$c" --iters 5
   # offload (device layer-separate -> host pool) and onboard (host pool -> device)
-  for e in cuda-staged cuda-kernel cuda-batch; do
-    bench --engine "$e" --direction d2h --src-layout lsbo --dst-layout fc --chunk-bytes "$c"
-    bench --engine "$e" --direction h2d --src-layout fc --dst-layout lsbo --chunk-bytes "$c"
+  for e in cuda-staged "cuda-staged --descriptors" cuda-kernel cuda-batch; do
+    bench --engine $e --direction d2h --src-layout lsbo --dst-layout fc --chunk-bytes "$c"
+    bench --engine $e --direction h2d --src-layout fc --dst-layout lsbo --chunk-bytes "$c"
   done
 done
 # per-chunk cudaMemcpyAsync, the baseline of the batching target
