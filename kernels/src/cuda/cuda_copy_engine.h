@@ -35,8 +35,9 @@ namespace kvb::detail {
 
 class CudaCopyEngine final : public CopyEngine {
  public:
-  /// Creates the stream, the completion thread and (staged mode) the staging
-  /// buffer on `device`. Throws CudaFailure (caught by make_cuda_copy_engine).
+  /// Creates the stream(s) and the completion thread on `device` (staged
+  /// mode allocates its staging buffer at its first host <-> device plan).
+  /// Throws CudaFailure (caught by make_cuda_copy_engine).
   CudaCopyEngine(CopyEngineKind mode, const CudaDeviceInfo& device, const CudaEngineOptions& options);
   /// Waits for every submitted plan (each `done` runs), then joins.
   ~CudaCopyEngine() override;
@@ -84,6 +85,7 @@ class CudaCopyEngine final : public CopyEngine {
   // DMA stream, and per half "filled" / "drained" events that order the
   // streams (a re-recorded event is waited for at its latest record).
   void* staging_ = nullptr;
+  bool staging_unavailable_ = false;  // its allocation failed once: mapped kernel instead
   std::uint64_t slab_bytes_ = 0;
   std::unique_ptr<CudaStream> copy_stream_;
   std::unique_ptr<CudaEvent> filled_[2];

@@ -46,8 +46,9 @@ enum class CopyEngineKind : std::uint8_t {
 
 /// Tuning of the CUDA engines (docs/copy-engines.md).
 struct CudaEngineOptions {
-  /// Device memory the cuda-staged engine stages through (allocated once,
-  /// used as two halves so one half's DMA overlaps the other's kernel).
+  /// Device memory the cuda-staged engine stages through (allocated by its
+  /// first host <-> device plan and kept; used as two halves so one half's
+  /// DMA overlaps the other's kernel).
   std::uint64_t staging_bytes = std::uint64_t{32} << 20;
   /// cuda-staged stages a plan only when its host-side pieces average at
   /// least this many bytes (after merging contiguous ones); otherwise the
