@@ -9,6 +9,7 @@
 #include <ostream>
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "block_space_fixture.h"
@@ -85,14 +86,23 @@ class CudaEngines : public ::testing::TestWithParam<CopyEngineKind> {
 
   void check(MemoryKind src_mem, MemoryKind dst_mem, LayoutKind sk, LayoutKind dk, const LayoutSpec& spec) {
     CudaSpace src(spec, sk, 9, src_mem, device_), dst(spec, dk, 7, dst_mem, device_);
-    std::mt19937_64 rng(static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 + static_cast<unsigned>(sk) * 7 +
-                        static_cast<unsigned>(dk));
+    const std::vector<BlockPair> pairs{
+        {BlockId{8}, BlockId{0}}, {BlockId{0}, BlockId{6}}, {BlockId{3}, BlockId{3}}, {BlockId{4}, BlockId{4}}};
+    copy_and_compare(
+        src, dst, pairs,
+        static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 + static_cast<unsigned>(sk) * 7 + static_cast<unsigned>(dk),
+        fmt::format("{} -> {}", to_string(sk), to_string(dk)));
+  }
+
+  // Fills both spaces (seeded), runs one plan of `pairs` on the engine and
+  // checks the destination against the naive reference, byte for byte.
+  void copy_and_compare(CudaSpace& src, CudaSpace& dst, const std::vector<BlockPair>& pairs, std::uint64_t seed,
+                        const std::string& what) {
+    std::mt19937_64 rng(seed);
     src.mirror.fill(rng);
     dst.mirror.fill(rng);
     ASSERT_TRUE(src.upload());
     ASSERT_TRUE(dst.upload());
-    const std::vector<BlockPair> pairs{
-        {BlockId{8}, BlockId{0}}, {BlockId{0}, BlockId{6}}, {BlockId{3}, BlockId{3}}, {BlockId{4}, BlockId{4}}};
     const auto want = test::naive_copy(src.mirror, dst.mirror, pairs);
     auto plan = TransferPlan::build(src.space, dst.space, pairs);
     ASSERT_TRUE(plan) << plan.error().to_string();
@@ -107,8 +117,8 @@ class CudaEngines : public ::testing::TestWithParam<CopyEngineKind> {
     // Region bases are offset by 3 bytes inside the allocation; the mirror is not.
     for (std::size_t r = 0; r < want.size(); ++r)
       ASSERT_TRUE(std::equal(want[r].begin(), want[r].end(), (*got)[r].begin()))
-          << engine_->name() << " " << to_string(src_mem) << " -> " << to_string(dst_mem) << " " << to_string(sk)
-          << " -> " << to_string(dk) << " region " << r;
+          << engine_->name() << " " << to_string(src.space.kind()) << " -> " << to_string(dst.space.kind()) << " "
+          << what << " region " << r;
   }
 
   CopyEngines engines_;
@@ -144,11 +154,14 @@ TEST_P(CudaEngines, DeviceToPinnedHost) {
 
 // cuda-kernel with one descriptor per run built on the host (the form used
 // for plans of more than 128 regions a side, and by cuda-staged's slabs)
-// instead of chunk addresses computed on the device.
+// instead of chunk addresses computed on the device; and with completion by
+// the driver's blocking wait instead of polling (spin 0, poll 0).
 TEST_P(CudaEngines, DescriptorFormEveryDirection) {
   if (GetParam() != CopyEngineKind::cuda_kernel) GTEST_SKIP() << "the descriptor form is a cuda-kernel option";
   CopyEngineOptions options;
   options.cuda.direct_chunks = false;
+  options.cuda.completion_spin_us = 0;
+  options.cuda.completion_poll_us = 0;
   engines_ = make_copy_engines(options);
   engine_ = engines_.get(CopyEngineKind::cuda_kernel);
   ASSERT_NE(engine_, nullptr);
@@ -175,27 +188,9 @@ TEST_P(CudaEngines, ManyPairsUseTheDevicePairTable) {
                   device_);
     CudaSpace dst(spec, host_dst ? LayoutKind::fully_contiguous : LayoutKind::layer_separate_block_outer, 250, dst_mem,
                   device_);
-    std::mt19937_64 rng(3);
-    src.mirror.fill(rng);
-    dst.mirror.fill(rng);
-    ASSERT_TRUE(src.upload());
-    ASSERT_TRUE(dst.upload());
     std::vector<BlockPair> pairs;
     for (std::uint32_t i = 0; i < 200; ++i) pairs.push_back({BlockId{299 - i}, BlockId{(i * 7) % 250}});
-    const auto want = test::naive_copy(src.mirror, dst.mirror, pairs);
-    auto plan = TransferPlan::build(src.space, dst.space, pairs);
-    ASSERT_TRUE(plan) << plan.error().to_string();
-    std::promise<Status> promise;
-    auto future = promise.get_future();
-    engine_->submit(std::move(*plan), [&](Status st) { promise.set_value(std::move(st)); });
-    ASSERT_EQ(future.wait_for(60s), std::future_status::ready);
-    auto st = future.get();
-    ASSERT_TRUE(st) << st.error().to_string();
-    auto got = dst.download();
-    ASSERT_TRUE(got) << got.error().to_string();
-    for (std::size_t r = 0; r < want.size(); ++r)
-      ASSERT_TRUE(std::equal(want[r].begin(), want[r].end(), (*got)[r].begin()))
-          << engine_->name() << " " << to_string(src_mem) << " -> " << to_string(dst_mem) << " region " << r;
+    copy_and_compare(src, dst, pairs, 3, "200 pairs");
   }
 }
 

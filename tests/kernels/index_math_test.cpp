@@ -3,6 +3,8 @@
 // host for every lane.
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <optional>
 
 #include <gtest/gtest.h>
 
@@ -89,22 +91,57 @@ TEST(CopyDescriptor, DescriptorsOfRandomPlansReproduceTheNaiveCopy) {
   }
 }
 
+// A random copy between host spaces of the given kinds (random block
+// counts and misalignments): both filled, the plan built, and the naive
+// reference's result.
+struct CopyCase {
+  test::HostSpace src;
+  test::HostSpace dst;
+  std::vector<std::vector<std::byte>> want;
+  std::optional<TransferPlan> plan;
+};
+
+std::unique_ptr<CopyCase> random_copy_case(std::mt19937_64& rng, const LayoutSpec& spec, LayoutKind sk, LayoutKind dk) {
+  const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
+  const auto src_misalign = static_cast<std::uint32_t>(rng() % 16),
+             dst_misalign = static_cast<std::uint32_t>(rng() % 16);
+  auto c = std::unique_ptr<CopyCase>(new CopyCase{
+      test::HostSpace(spec, sk, sb, src_misalign), test::HostSpace(spec, dk, db, dst_misalign), {}, std::nullopt});
+  c->src.fill(rng);
+  c->dst.fill(rng);
+  const auto pairs = test::random_pairs(rng, sb, db);
+  c->want = test::naive_copy(c->src, c->dst, pairs);
+  auto plan = TransferPlan::build(c->src.space, c->dst.space, pairs);
+  EXPECT_TRUE(plan) << plan.error().to_string();
+  if (plan) c->plan.emplace(std::move(*plan));
+  return c;
+}
+
+// The same with random kinds.
+std::unique_ptr<CopyCase> random_copy_case(std::mt19937_64& rng, const LayoutSpec& spec) {
+  const auto sk = test::kAllKinds[rng() % 3], dk = test::kAllKinds[rng() % 3];
+  return random_copy_case(rng, spec, sk, dk);
+}
+
+// A staged copy: the host side usually fully contiguous (the host pool),
+// the device side any layout.
+std::unique_ptr<CopyCase> random_staged_case(std::mt19937_64& rng, const LayoutSpec& spec, bool to_host) {
+  const auto device_kind = test::kAllKinds[rng() % 3];
+  const auto host_kind = rng() % 3 == 0 ? test::kAllKinds[rng() % 3] : LayoutKind::fully_contiguous;
+  return random_copy_case(rng, spec, to_host ? device_kind : host_kind, to_host ? host_kind : device_kind);
+}
+
 // The kernel's work split: slices of every descriptor, as launch_shape()
 // cuts them, reproduce the plan's copy.
 TEST(CopyDescriptor, SlicedLaunchesReproduceTheNaiveCopy) {
   std::mt19937_64 rng(99);
   for (int iter = 0; iter < 40; ++iter) {
     const LayoutSpec spec = test::random_spec(rng);
-    const auto sk = test::kAllKinds[rng() % 3], dk = test::kAllKinds[rng() % 3];
-    const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
-    test::HostSpace src(spec, sk, sb, static_cast<std::uint32_t>(rng() % 16));
-    test::HostSpace dst(spec, dk, db, static_cast<std::uint32_t>(rng() % 16));
-    src.fill(rng);
-    dst.fill(rng);
-    const auto pairs = test::random_pairs(rng, sb, db);
-    const auto want = test::naive_copy(src, dst, pairs);
-    auto plan = TransferPlan::build(src.space, dst.space, pairs);
-    ASSERT_TRUE(plan) << plan.error().to_string();
+    const auto c = random_copy_case(rng, spec);
+    const auto& dst = c->dst;
+    const auto& want = c->want;
+    const auto& plan = c->plan;
+    ASSERT_TRUE(plan);
     const auto descriptors = make_descriptors(*plan, 1 + rng() % 5000);
     std::uint64_t largest = 0;
     for (const auto& d : descriptors) largest = std::max(largest, d.bytes);
@@ -142,24 +179,19 @@ TEST(CopyDescriptor, DirectChunkFormReproducesTheNaiveCopy) {
   std::mt19937_64 rng(1234);
   for (int iter = 0; iter < 60; ++iter) {
     const LayoutSpec spec = test::random_spec(rng);
-    const auto sk = test::kAllKinds[rng() % 3], dk = test::kAllKinds[rng() % 3];
-    const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
-    test::HostSpace src(spec, sk, sb, static_cast<std::uint32_t>(rng() % 16));
-    test::HostSpace dst(spec, dk, db, static_cast<std::uint32_t>(rng() % 16));
-    src.fill(rng);
-    dst.fill(rng);
-    const auto pairs = test::random_pairs(rng, sb, db);
-    const auto want = test::naive_copy(src, dst, pairs);
-    auto plan = TransferPlan::build(src.space, dst.space, pairs);
-    ASSERT_TRUE(plan) << plan.error().to_string();
-    if (pairs.empty()) {
+    const auto c = random_copy_case(rng, spec);
+    const auto& dst = c->dst;
+    const auto& want = c->want;
+    const auto& plan = c->plan;
+    ASSERT_TRUE(plan);
+    if (plan->pairs().empty()) {
       EXPECT_FALSE(fits_chunk_plan(*plan));
       continue;
     }
     ASSERT_TRUE(fits_chunk_plan(*plan));
     const ChunkPlan chunks = make_chunk_plan(*plan);
     const std::vector<PairIds> ids = pair_ids(*plan);
-    ASSERT_EQ(ids.size(), pairs.size());
+    ASSERT_EQ(ids.size(), plan->pairs().size());
     ASSERT_EQ(chunks.chunks, plan->num_chunks());
     ASSERT_EQ(chunks.chunks * chunks.chunk_bytes, plan->total_bytes());
     const auto sms = 1 + static_cast<std::uint32_t>(rng() % 200);
@@ -175,7 +207,8 @@ TEST(CopyDescriptor, DirectChunkFormReproducesTheNaiveCopy) {
             descriptor_slice(d, static_cast<std::uint32_t>(w % shape.slices), shape.slice_bytes);
         for (std::uint32_t lane = 0; lane < shape.lanes; ++lane) copy_descriptor_part(piece, lane, shape.lanes);
       }
-    ASSERT_EQ(dst.storage, want) << to_string(sk) << " -> " << to_string(dk) << " iteration " << iter;
+    ASSERT_EQ(dst.storage, want) << to_string(c->src.space.layout.kind()) << " -> "
+                                 << to_string(dst.space.layout.kind()) << " iteration " << iter;
   }
 }
 
@@ -239,19 +272,11 @@ TEST(StagedPlan, ThroughASmallStagingBufferReproducesTheNaiveCopy) {
   for (int iter = 0; iter < 60; ++iter) {
     const LayoutSpec spec = test::random_spec(rng);
     for (bool to_host : {true, false}) {
-      // The host side is usually fully contiguous (the host pool); the
-      // device side any layout.
-      const auto device_kind = test::kAllKinds[rng() % 3];
-      const auto host_kind = rng() % 3 == 0 ? test::kAllKinds[rng() % 3] : LayoutKind::fully_contiguous;
-      const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
-      test::HostSpace src(spec, to_host ? device_kind : host_kind, sb, static_cast<std::uint32_t>(rng() % 16));
-      test::HostSpace dst(spec, to_host ? host_kind : device_kind, db, static_cast<std::uint32_t>(rng() % 16));
-      src.fill(rng);
-      dst.fill(rng);
-      const auto pairs = test::random_pairs(rng, sb, db);
-      const auto want = test::naive_copy(src, dst, pairs);
-      auto plan = TransferPlan::build(src.space, dst.space, pairs);
-      ASSERT_TRUE(plan) << plan.error().to_string();
+      const auto c = random_staged_case(rng, spec, to_host);
+      const auto& dst = c->dst;
+      const auto& want = c->want;
+      const auto& plan = c->plan;
+      ASSERT_TRUE(plan);
       const std::uint64_t staging_bytes = 1 + rng() % 3000;
       const std::uint32_t buffers = 1 + static_cast<std::uint32_t>(rng() % 2);
       std::vector<unsigned char> staging(buffers * staging_bytes + 16);
@@ -287,17 +312,11 @@ TEST(StagedPlan, DirectFormThroughASmallStagingBufferReproducesTheNaiveCopy) {
   for (int iter = 0; iter < 80; ++iter) {
     const LayoutSpec spec = test::random_spec(rng);
     for (bool to_host : {true, false}) {
-      const auto device_kind = test::kAllKinds[rng() % 3];
-      const auto host_kind = rng() % 3 == 0 ? test::kAllKinds[rng() % 3] : LayoutKind::fully_contiguous;
-      const auto sb = 1 + static_cast<std::uint32_t>(rng() % 6), db = 1 + static_cast<std::uint32_t>(rng() % 6);
-      test::HostSpace src(spec, to_host ? device_kind : host_kind, sb, static_cast<std::uint32_t>(rng() % 16));
-      test::HostSpace dst(spec, to_host ? host_kind : device_kind, db, static_cast<std::uint32_t>(rng() % 16));
-      src.fill(rng);
-      dst.fill(rng);
-      const auto pairs = test::random_pairs(rng, sb, db);
-      const auto want = test::naive_copy(src, dst, pairs);
-      auto plan = TransferPlan::build(src.space, dst.space, pairs);
-      ASSERT_TRUE(plan) << plan.error().to_string();
+      const auto c = random_staged_case(rng, spec, to_host);
+      const auto& dst = c->dst;
+      const auto& want = c->want;
+      const auto& plan = c->plan;
+      ASSERT_TRUE(plan);
       if (!fits_chunk_plan(*plan)) continue;
       const ChunkPlan chunks = make_chunk_plan(*plan);
       const std::vector<PairIds> ids = pair_ids(*plan);

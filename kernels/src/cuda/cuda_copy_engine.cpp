@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <functional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -209,6 +211,44 @@ Status CudaCopyEngine::enqueue_kernel(InFlight& job) {
   return launch(job, 0, count, plan.total_bytes());
 }
 
+Status CudaCopyEngine::hand_over_slabs(std::size_t slabs, bool to_host,
+                                       const std::function<Status(std::size_t)>& kernel,
+                                       const std::function<Status(std::size_t)>& dma) {
+  const cudaStream_t kernels = stream_.get();
+  const cudaStream_t copies = copy_stream_->get();
+  // Slab k uses staging half h = k % 2. Its producer (offload: the gather
+  // kernel; onboard: the DMA) first waits until the consumer of slab k - 2
+  // has drained half h (for k < 2 that is the previous staged job's use of
+  // it); the consumer waits until the producer has filled it. So the DMA of
+  // one half overlaps the kernel of the other.
+  const cudaStream_t producer = to_host ? kernels : copies;
+  const cudaStream_t consumer = to_host ? copies : kernels;
+  const auto& produce = to_host ? kernel : dma;
+  const auto& consume = to_host ? dma : kernel;
+  for (std::size_t k = 0; k < slabs; ++k) {
+    const std::size_t h = k % 2;
+    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
+      return st;
+    if (auto st = produce(k); !st) return st;
+    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
+    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
+      return st;
+    if (auto st = consume(k); !st) return st;
+    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
+  }
+  return ok();
+}
+
+Status CudaCopyEngine::copy_legs(std::span<const CopyDescriptor> legs, bool to_host) {
+  for (const CopyDescriptor& leg : legs) {
+    const auto err =
+        cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
+                        to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, copy_stream_->get());
+    if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
+  }
+  return ok();
+}
+
 Status CudaCopyEngine::enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
                                              const StagedChunkPlan& staged) {
   const auto count = static_cast<std::uint32_t>(pairs.size());
@@ -217,43 +257,25 @@ Status CudaCopyEngine::enqueue_staged_chunks(InFlight& job, const ChunkPlan& chu
     if (auto st = upload(job, pairs.data(), pairs.size() * sizeof(PairIds)); !st) return st;
     table = static_cast<const PairIds*>(device_table_);
   }
-  const cudaStream_t kernels = stream_.get();
-  const cudaStream_t dma = copy_stream_->get();
   const auto sms = static_cast<std::uint32_t>(device_.sm_count);
-  const auto copy_legs = [&](const StagedChunkSlab& slab) -> Status {
-    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
-      const CopyDescriptor& leg = staged.dma[i];
-      const auto err =
-          cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
-                          staged.to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, dma);
-      if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
-    }
-    return ok();
-  };
-  const auto kernel = [&](const StagedChunkSlab& slab) -> Status {
-    const LaunchShape shape =
-        launch_shape(slab.chunk_count, chunks.chunk_bytes, slab.chunk_count * chunks.chunk_bytes, sms);
-    return cuda_check(launch_staged_chunks(chunks, table, count, slab, staged.to_host, shape, kernels),
-                      "gather kernel launch (staged chunks)");
-  };
-  // As enqueue_staged: slab k in staging half k % 2, handed between the
-  // streams by the filled / drained events.
-  for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
-    const StagedChunkSlab& slab = staged.slabs[k];
-    const std::size_t h = k % 2;
-    const cudaStream_t producer = staged.to_host ? kernels : dma;
-    const cudaStream_t consumer = staged.to_host ? dma : kernels;
-    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
-      return st;
-    if (auto st = staged.to_host ? kernel(slab) : copy_legs(slab); !st) return st;
-    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
-    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
-      return st;
-    if (auto st = staged.to_host ? copy_legs(slab) : kernel(slab); !st) return st;
-    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
-  }
+  const std::span<const CopyDescriptor> dma(staged.dma);
+  auto st = hand_over_slabs(
+      staged.slabs.size(), staged.to_host,
+      [&](std::size_t k) {
+        const StagedChunkSlab& slab = staged.slabs[k];
+        const LaunchShape shape =
+            launch_shape(slab.chunk_count, chunks.chunk_bytes, slab.chunk_count * chunks.chunk_bytes, sms);
+        return cuda_check(launch_staged_chunks(chunks, table, count, slab, staged.to_host, shape, stream_.get()),
+                          "gather kernel launch (staged chunks)");
+      },
+      [&](std::size_t k) {
+        const StagedChunkSlab& slab = staged.slabs[k];
+        return copy_legs(dma.subspan(slab.first_dma, slab.dma_count), staged.to_host);
+      });
+  // The last consumer runs after everything before it: offload ends on the
+  // DMA stream, onboard on the kernel stream.
   job.event_on_copy_stream = staged.to_host;
-  return ok();
+  return st;
 }
 
 Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {
@@ -261,47 +283,21 @@ Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {
   std::uint32_t largest = 0;
   for (const auto& slab : staged.slabs) largest = std::max(largest, slab.descriptor_count);
   if (auto st = prepare_table(job, largest); !st) return st;
-  const cudaStream_t kernels = stream_.get();
-  const cudaStream_t dma = copy_stream_->get();
-  const auto copy_legs = [&](const StagedSlab& slab) -> Status {
-    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) {
-      const CopyDescriptor& leg = staged.dma[i];
-      const auto err =
-          cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
-                          staged.to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, dma);
-      if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
-    }
-    return ok();
-  };
-  // Slab k uses staging half h = k % 2. Its producer (offload: the gather
-  // kernel; onboard: the DMA) first waits until the consumer of slab k - 2
-  // has drained half h (for k < 2 that is the previous staged job's use of
-  // it); the consumer waits until the producer has filled it. So the DMA of
-  // one half overlaps the kernel of the other.
-  for (std::size_t k = 0; k < staged.slabs.size(); ++k) {
-    const StagedSlab& slab = staged.slabs[k];
-    const std::size_t h = k % 2;
-    std::uint64_t bytes = 0;
-    for (std::uint32_t i = slab.first_dma; i < slab.first_dma + slab.dma_count; ++i) bytes += staged.dma[i].bytes;
-    const cudaStream_t producer = staged.to_host ? kernels : dma;
-    const cudaStream_t consumer = staged.to_host ? dma : kernels;
-    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
-      return st;
-    if (auto st = staged.to_host ? launch(job, slab.first_descriptor, slab.descriptor_count, bytes) : copy_legs(slab);
-        !st)
-      return st;
-    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
-    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
-      return st;
-    if (auto st = staged.to_host ? copy_legs(slab) : launch(job, slab.first_descriptor, slab.descriptor_count, bytes);
-        !st)
-      return st;
-    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
-  }
-  // The last consumer runs after everything before it: offload ends on the
-  // DMA stream, onboard on the kernel stream.
+  const std::span<const CopyDescriptor> dma(staged.dma);
+  auto st = hand_over_slabs(
+      staged.slabs.size(), staged.to_host,
+      [&](std::size_t k) {
+        const StagedSlab& slab = staged.slabs[k];
+        std::uint64_t bytes = 0;
+        for (const auto& leg : dma.subspan(slab.first_dma, slab.dma_count)) bytes += leg.bytes;
+        return launch(job, slab.first_descriptor, slab.descriptor_count, bytes);
+      },
+      [&](std::size_t k) {
+        const StagedSlab& slab = staged.slabs[k];
+        return copy_legs(dma.subspan(slab.first_dma, slab.dma_count), staged.to_host);
+      });
   job.event_on_copy_stream = staged.to_host;
-  return ok();
+  return st;
 }
 
 Status CudaCopyEngine::enqueue(InFlight& job) {

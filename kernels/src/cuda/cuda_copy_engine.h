@@ -21,8 +21,10 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -61,6 +63,14 @@ class CudaCopyEngine final : public CopyEngine {
   [[nodiscard]] Status enqueue_staged(InFlight& job, StagedPlan staged);
   [[nodiscard]] Status enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
                                              const StagedChunkPlan& staged);
+  /// The staged engines' slab loop: slab k's producer (offload: `kernel(k)`
+  /// on stream_; onboard: `dma(k)` on the DMA stream) and consumer, handing
+  /// staging half k % 2 between the streams with the filled / drained events.
+  [[nodiscard]] Status hand_over_slabs(std::size_t slabs, bool to_host,
+                                       const std::function<Status(std::size_t)>& kernel,
+                                       const std::function<Status(std::size_t)>& dma);
+  /// cudaMemcpyAsync of each leg on the DMA stream.
+  [[nodiscard]] Status copy_legs(std::span<const CopyDescriptor> legs, bool to_host);
   /// Launches of more than kInlineDescriptors read theirs from device
   /// memory: the job's descriptors go to a pinned buffer and from there, by
   /// one DMA on stream_, to device_table_.

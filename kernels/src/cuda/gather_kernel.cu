@@ -9,59 +9,41 @@
 namespace kvb::detail {
 namespace {
 
-struct InlineTable {
-  CopyDescriptor d[kInlineDescriptors];
-  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const { return d[i]; }
+// Where a launch's descriptors or pairs live: in its parameters (copied at
+// launch), or in memory the device reads.
+template <class T, std::uint32_t N>
+struct InlineArray {
+  T v[N];
+  __device__ __forceinline__ const T& operator[](std::uint64_t i) const { return v[i]; }
 };
 
-struct PointerTable {
-  const CopyDescriptor* d;
-  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const { return d[i]; }
+template <class T>
+struct DeviceArray {
+  const T* v;
+  __device__ __forceinline__ const T& operator[](std::uint64_t i) const { return v[i]; }
 };
 
-// Chunk i of the direct form: pair i / per_pair, chunk i % per_pair of it.
-struct InlineChunks {
+template <class Table>
+struct Descriptors {
+  Table table;
+  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const { return table[i]; }
+};
+
+// The direct form: item i is chunk c = first + i, chunk c % per_pair of pair
+// c / per_pair. Plain: between its two places. Staged: between its place on
+// the device side and slot i of the slab's staging buffer.
+template <class Pairs>
+struct Chunks {
   ChunkPlan plan;
-  PairIds pairs[kInlinePairs];
-  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
-    const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
-    return chunk_descriptor(plan, pairs[i / per_pair], i % per_pair);
-  }
-};
-
-struct PointerChunks {
-  ChunkPlan plan;
-  const PairIds* pairs;
-  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
-    const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
-    return chunk_descriptor(plan, pairs[i / per_pair], i % per_pair);
-  }
-};
-
-// Item i of a staged slab: chunk first + i between the device side and
-// slot i of the slab's staging buffer.
-struct InlineStagedChunks {
-  ChunkPlan plan;
-  PairIds pairs[kInlinePairs];
-  std::uint64_t first;
-  std::uint64_t staging;
-  bool to_host;
+  Pairs pairs;
+  std::uint64_t first = 0;
+  std::uint64_t staging = 0;
+  bool staged = false;
+  bool to_host = false;
   __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
     const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
     const std::uint64_t c = first + i;
-    return staged_chunk_descriptor(plan, pairs[c / per_pair], c % per_pair, staging + i * plan.chunk_bytes, to_host);
-  }
-};
-
-struct PointerStagedChunks {
-  ChunkPlan plan;
-  const PairIds* pairs;
-  std::uint64_t first;
-  std::uint64_t staging;
-  bool to_host;
-  __device__ __forceinline__ CopyDescriptor at(std::uint64_t i) const {
-    const std::uint64_t per_pair = std::uint64_t{plan.layers} * plan.outer;
-    const std::uint64_t c = first + i;
+    if (!staged) return chunk_descriptor(plan, pairs[c / per_pair], c % per_pair);
     return staged_chunk_descriptor(plan, pairs[c / per_pair], c % per_pair, staging + i * plan.chunk_bytes, to_host);
   }
 };
@@ -102,46 +84,43 @@ cudaError_t launch(const Source& source, std::uint64_t count, const LaunchShape&
   return cudaGetLastError();
 }
 
+// The direct form with the pairs inline (up to kInlinePairs) or read from
+// device memory.
+cudaError_t launch_direct(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count, std::uint64_t first,
+                          std::uint64_t count, std::uint64_t staging, bool staged, bool to_host,
+                          const LaunchShape& shape, cudaStream_t stream) {
+  if (count == 0 || pair_count == 0) return cudaSuccess;
+  if (pair_count <= kInlinePairs) {
+    Chunks<InlineArray<PairIds, kInlinePairs>> source{plan, {}, first, staging, staged, to_host};
+    std::memcpy(source.pairs.v, pairs, pair_count * sizeof(PairIds));
+    return launch(source, count, shape, stream);
+  }
+  return launch(Chunks<DeviceArray<PairIds>>{plan, {pairs}, first, staging, staged, to_host}, count, shape, stream);
+}
+
 }  // namespace
 
 cudaError_t launch_gather(const CopyDescriptor* descriptors, std::uint32_t count, const LaunchShape& shape,
                           cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (count <= kInlineDescriptors) {
-    InlineTable table;
-    std::memcpy(table.d, descriptors, count * sizeof(CopyDescriptor));
-    return launch(table, count, shape, stream);
+    Descriptors<InlineArray<CopyDescriptor, kInlineDescriptors>> source;
+    std::memcpy(source.table.v, descriptors, count * sizeof(CopyDescriptor));
+    return launch(source, count, shape, stream);
   }
-  return launch(PointerTable{descriptors}, count, shape, stream);
+  return launch(Descriptors<DeviceArray<CopyDescriptor>>{{descriptors}}, count, shape, stream);
 }
 
 cudaError_t launch_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
                           const LaunchShape& shape, cudaStream_t stream) {
-  if (plan.chunks == 0 || pair_count == 0) return cudaSuccess;
-  if (pair_count <= kInlinePairs) {
-    InlineChunks source;
-    source.plan = plan;
-    std::memcpy(source.pairs, pairs, pair_count * sizeof(PairIds));
-    return launch(source, plan.chunks, shape, stream);
-  }
-  return launch(PointerChunks{plan, pairs}, plan.chunks, shape, stream);
+  return launch_direct(plan, pairs, pair_count, 0, plan.chunks, 0, false, false, shape, stream);
 }
 
 cudaError_t launch_staged_chunks(const ChunkPlan& plan, const PairIds* pairs, std::uint32_t pair_count,
                                  const StagedChunkSlab& slab, bool to_host, const LaunchShape& shape,
                                  cudaStream_t stream) {
-  if (slab.chunk_count == 0 || pair_count == 0) return cudaSuccess;
-  if (pair_count <= kInlinePairs) {
-    InlineStagedChunks source;
-    source.plan = plan;
-    std::memcpy(source.pairs, pairs, pair_count * sizeof(PairIds));
-    source.first = slab.first_chunk;
-    source.staging = slab.staging;
-    source.to_host = to_host;
-    return launch(source, slab.chunk_count, shape, stream);
-  }
-  return launch(PointerStagedChunks{plan, pairs, slab.first_chunk, slab.staging, to_host}, slab.chunk_count, shape,
-                stream);
+  return launch_direct(plan, pairs, pair_count, slab.first_chunk, slab.chunk_count, slab.staging, true, to_host, shape,
+                       stream);
 }
 
 }  // namespace kvb::detail
