@@ -22,6 +22,23 @@ std::vector<CopyDescriptor> make_descriptors(const TransferPlan& plan, std::uint
   return out;
 }
 
+namespace {
+
+// Appends a staged copy's DMA leg, merged into the previous leg of the same
+// slab (legs from `first_of_slab` on) when both its sides continue that one.
+void append_leg(std::vector<CopyDescriptor>& legs, std::size_t first_of_slab, const CopyDescriptor& leg) {
+  if (legs.size() > first_of_slab) {
+    CopyDescriptor& last = legs.back();
+    if (last.src + last.bytes == leg.src && last.dst + last.bytes == leg.dst) {
+      last.bytes += leg.bytes;
+      return;
+    }
+  }
+  legs.push_back(leg);
+}
+
+}  // namespace
+
 bool fits_chunk_plan(const TransferPlan& plan) noexcept {
   return plan.num_chunks() > 0 && plan.src().regions.size() <= kMaxChunkRegions &&
          plan.dst().regions.size() <= kMaxChunkRegions;
@@ -66,17 +83,6 @@ StagedChunkPlan make_staged_chunk_plan(const ChunkPlan& plan, const std::vector<
     const CopyDescriptor d = chunk_descriptor(plan, pairs[c / per_pair], c % per_pair);
     return to_host ? d.dst : d.src;
   };
-  const auto add_leg = [&](std::uint32_t first_of_slab, std::uint64_t at, std::uint64_t host_at, std::uint64_t n) {
-    CopyDescriptor leg = to_host ? CopyDescriptor{at, host_at, n} : CopyDescriptor{host_at, at, n};
-    if (out.dma.size() > first_of_slab) {
-      CopyDescriptor& last = out.dma.back();
-      if (last.src + last.bytes == leg.src && last.dst + last.bytes == leg.dst) {
-        last.bytes += n;
-        return;
-      }
-    }
-    out.dma.push_back(leg);
-  };
   for (std::uint64_t first = 0; first < plan.chunks; first += per_slab) {
     StagedChunkSlab slab;
     slab.first_chunk = first;
@@ -88,7 +94,10 @@ StagedChunkPlan make_staged_chunk_plan(const ChunkPlan& plan, const std::vector<
       // The run of chunks from c that is contiguous on the host side: the
       // rest of this block's chunks (fully contiguous host), else one.
       const std::uint64_t n = host_block_contiguous ? std::min(end, (c / per_pair + 1) * per_pair) - c : 1;
-      add_leg(slab.first_dma, slab.staging + (c - first) * chunk, host_address(c), n * chunk);
+      const std::uint64_t at = slab.staging + (c - first) * chunk;
+      append_leg(
+          out.dma, slab.first_dma,
+          to_host ? CopyDescriptor{at, host_address(c), n * chunk} : CopyDescriptor{host_address(c), at, n * chunk});
       c += n;
     }
     slab.dma_count = static_cast<std::uint32_t>(out.dma.size()) - slab.first_dma;
@@ -125,7 +134,6 @@ StagedPlan make_staged_plan(const TransferPlan& plan, bool to_host, std::uint64_
   if (buffers == 0) buffers = 1;
   StagedPlan out;
   out.to_host = to_host;
-  out.total_bytes = plan.total_bytes();
   StagedSlab slab;
   std::uint64_t fill = 0;
   const auto close_slab = [&] {
@@ -150,17 +158,9 @@ StagedPlan make_staged_plan(const TransferPlan& plan, bool to_host, std::uint64_
         out.descriptors.push_back(to_host ? CopyDescriptor{device + off + k, at + k, m}
                                           : CopyDescriptor{at + k, device + off + k, m});
       }
-      // DMA leg: staging [at, at + n) <-> host [host + off, ...), merged with
-      // the previous leg of this slab when both sides continue it.
-      CopyDescriptor leg = to_host ? CopyDescriptor{at, host + off, n} : CopyDescriptor{host + off, at, n};
-      if (out.dma.size() > slab.first_dma) {
-        CopyDescriptor& last = out.dma.back();
-        if (last.src + last.bytes == leg.src && last.dst + last.bytes == leg.dst) {
-          last.bytes += n;
-          leg.bytes = 0;
-        }
-      }
-      if (leg.bytes > 0) out.dma.push_back(leg);
+      // DMA leg: staging [at, at + n) <-> host [host + off, ...).
+      append_leg(out.dma, slab.first_dma,
+                 to_host ? CopyDescriptor{at, host + off, n} : CopyDescriptor{host + off, at, n});
       off += n;
       fill += n;
       if (fill == staging_bytes) close_slab();

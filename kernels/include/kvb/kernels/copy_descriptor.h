@@ -270,7 +270,6 @@ struct StagedPlan {
   std::vector<CopyDescriptor> descriptors;  // kernel legs: device <-> staging (each <= max_bytes)
   std::vector<CopyDescriptor> dma;          // DMA legs: staging <-> host, merged where both sides continue
   std::vector<StagedSlab> slabs;
-  std::uint64_t total_bytes = 0;
 };
 
 /// The staged form of `plan` (which must copy device -> host when `to_host`,
