@@ -190,6 +190,8 @@ int run_copy(int argc, char** argv) {
   if (!dst_kind) return fail_with("--dst-layout: " + dst_kind.error().message);
   if (a.chunk_bytes == 0 || a.chunk_bytes > (1ULL << 31)) return fail_with("--chunk-bytes must be in [1, 2 GiB]");
   if (a.iters < 1) return fail_with(fmt::format("--iters must be >= 1 (got {})", a.iters));
+  if (a.staging_mib < 1 || a.staging_mib > (1 << 20))
+    return fail_with(fmt::format("--staging-mib must be in [1, 1048576] (got {})", a.staging_mib));
   if (a.inflight < 1 || a.inflight > 64)
     return fail_with(fmt::format("--inflight must be in [1, 64] (got {})", a.inflight));
   const LayoutSpec spec{.num_layers = a.layers,
@@ -231,8 +233,11 @@ int run_copy(int argc, char** argv) {
   options.cuda.direct_chunks = !a.descriptors;
   CopyEngines engines = make_copy_engines(options);
   CopyEngine* engine = engines.get(*kind);
-  if (engine == nullptr)
+  if (engine == nullptr && !engines.has_cuda())
     return fail_with(fmt::format("--engine {} needs a CUDA device: {}", a.engine, engines.cuda_unavailable));
+  if (engine == nullptr)
+    return fail_with(
+        fmt::format("--engine {} is not available with this device and build (see the log line above)", a.engine));
 
   const std::uint64_t src_bytes = space_bytes(*src_layout), dst_bytes = space_bytes(*dst_layout);
   std::unique_ptr<HostBuffer> host_src, host_dst;
