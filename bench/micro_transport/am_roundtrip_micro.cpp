@@ -28,7 +28,9 @@ using namespace std::chrono_literals;
 
 constexpr std::size_t kBatch = 1000;  // round trips per benchmark iteration
 
-void BM_ManagerRoundTrip(benchmark::State& state, const std::string& tls) {
+// `sync_handler`: the server answers from a synchronous handler
+// (register_sync_handler) instead of a coroutine handler.
+void BM_ManagerRoundTrip(benchmark::State& state, const std::string& tls, bool sync_handler) {
   std::string error;
   const double raw_ns = kvb::bench::raw_ucx_pingpong_ns(tls, 200000, error);
   if (raw_ns < 0) return state.SkipWithError(("raw UCX baseline: " + error).c_str());
@@ -44,8 +46,13 @@ void BM_ManagerRoundTrip(benchmark::State& state, const std::string& tls) {
   Worker server_worker(*context, io.get_executor());
   std::optional<ActiveMessageManager> client(std::in_place, client_worker);
   std::optional<ActiveMessageManager> server(std::in_place, server_worker);
-  (void)server->register_handler(
-      "ping", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> { co_return std::move(m.payload); });
+  const Status registered =
+      sync_handler ? server->register_sync_handler(
+                         "ping", [](IncomingMessage& m) -> Result<Bytes> { return std::move(m.payload); })
+                   : server->register_handler("ping", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
+                       co_return std::move(m.payload);
+                     });
+  if (!registered) return state.SkipWithError(registered.error().to_string().c_str());
   if (auto st = client->connect_address(PeerId{1}, server_worker.address()); !st)
     return state.SkipWithError(st.error().to_string().c_str());
   // Polls both workers from inside an io_context handler (as a Worker's own
@@ -118,8 +125,14 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
-BENCHMARK_CAPTURE(BM_ManagerRoundTrip, sm, std::string("sm"))->Unit(benchmark::kMicrosecond)->MinTime(2.0);
-BENCHMARK_CAPTURE(BM_ManagerRoundTrip, tcp, std::string("tcp"))->Unit(benchmark::kMicrosecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ManagerRoundTrip, sm, std::string("sm"), false)->Unit(benchmark::kMicrosecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ManagerRoundTrip, sm_sync_handler, std::string("sm"), true)
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ManagerRoundTrip, tcp, std::string("tcp"), false)->Unit(benchmark::kMicrosecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ManagerRoundTrip, tcp_sync_handler, std::string("tcp"), true)
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(2.0);
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);

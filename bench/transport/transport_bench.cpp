@@ -108,6 +108,10 @@ int run_server(const Flags& f) {
   }));
   check(manager.register_handler(
       "ping", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> { co_return std::move(m.payload); }));
+  // The same echo from a synchronous handler (no coroutine on this side);
+  // "echo" has the length of "ping", so both messages are the same size.
+  check(
+      manager.register_sync_handler("echo", [](IncomingMessage& m) -> Result<Bytes> { return std::move(m.payload); }));
   check(manager.register_handler("done", [](IncomingMessage) -> asio::awaitable<Result<Bytes>> { co_return Bytes{}; }));
   auto port = manager.listen("127.0.0.1", 0);
   if (!port) throw TransportError(port.error());
@@ -183,7 +187,8 @@ void start_server(const Flags& f, ServerProcess& server) {
 
 struct Figures {
   double gbps = 0;
-  double am_roundtrips_per_s = 0;
+  double am_roundtrips_per_s = 0;       // coroutine handler on the server
+  double am_sync_roundtrips_per_s = 0;  // synchronous handler on the server
   std::string protocol;
   double am_windowed_per_s = 0;  // with --am-window requesters in flight
 };
@@ -237,12 +242,12 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   // `count` sequential 64-byte requests; the echo comes back as the next
   // request's payload (no copy per call) and carries its sequence number,
   // checked on return.
-  auto pings = [&](std::size_t count, std::uint64_t first) -> asio::awaitable<Status> {
+  auto pings = [&](std::size_t count, std::uint64_t first, const char* type = "ping") -> asio::awaitable<Status> {
     Bytes ping(64, std::byte{1});
     for (std::size_t i = 0; i < count; ++i) {
       const std::uint64_t seq = first + i;
       std::memcpy(ping.data(), &seq, sizeof(seq));
-      auto r = co_await client.send_request(peer, "ping", std::move(ping), timeout);
+      auto r = co_await client.send_request(peer, type, std::move(ping), timeout);
       if (!r) co_return tl::unexpected(r.error());
       std::uint64_t echoed = ~seq;
       if (r->size() == 64) std::memcpy(&echoed, r->data(), sizeof(echoed));
@@ -255,6 +260,10 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   auto t1 = clock_type::now();
   if (auto st = co_await pings(f.am_iters, 0); !st) co_return tl::unexpected(st.error());
   const double am_s = std::chrono::duration<double>(clock_type::now() - t1).count();
+  if (auto st = co_await pings(1000, 0, "echo"); !st) co_return tl::unexpected(st.error());
+  t1 = clock_type::now();
+  if (auto st = co_await pings(f.am_iters, 0, "echo"); !st) co_return tl::unexpected(st.error());
+  const double am_sync_s = std::chrono::duration<double>(clock_type::now() - t1).count();
 
   // The same with --am-window requesters at once (throughput, not latency).
   double windowed = 0;
@@ -279,8 +288,8 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     windowed = static_cast<double>(each * f.am_window) / std::chrono::duration<double>(clock_type::now() - t1).count();
   }
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
-                    static_cast<double>(f.am_iters) / am_s, protocol_label(protocol, f.size, client.options()),
-                    windowed};
+                    static_cast<double>(f.am_iters) / am_s, static_cast<double>(f.am_iters) / am_sync_s,
+                    protocol_label(protocol, f.size, client.options()), windowed};
 }
 
 // One client/server pair: block transfer, then AM round trips.
@@ -344,7 +353,7 @@ int run_client(const Flags& f) {
   // and size, so a machine that gets busier or quieter moves both; the
   // ratios are of the medians.
   const char* bw_tests[] = {"ucp_put_bw", "ucp_am_bw", "tag_bw"};
-  std::vector<double> gbps, am_rate, am_lat, am_windowed;
+  std::vector<double> gbps, am_rate, am_sync_rate, am_lat, am_windowed;
   std::vector<std::vector<double>> bw_base(std::size(bw_tests));
   // Like for like: the same tests with -e (UCP_ERR_HANDLING_MODE_PEER, which
   // kvblockd's endpoints use; on tcp UCX then drops its zero-copy RMA lanes).
@@ -361,11 +370,13 @@ int run_client(const Flags& f) {
     protocol = fig->protocol;
     gbps.push_back(fig->gbps);
     am_rate.push_back(fig->am_roundtrips_per_s);
+    am_sync_rate.push_back(fig->am_sync_roundtrips_per_s);
     am_windowed.push_back(fig->am_windowed_per_s);
     std::fprintf(stderr,
                  "run %d: kvblockd transport %s: %zu x %zu B via %s: %.3f GB/s; AM round trips (64 B, 1 in flight): "
-                 "%.0f/s\n",
-                 rep + 1, f.tls.c_str(), f.iters, f.size, fig->protocol.c_str(), fig->gbps, fig->am_roundtrips_per_s);
+                 "%.0f/s (coroutine handler), %.0f/s (synchronous handler)\n",
+                 rep + 1, f.tls.c_str(), f.iters, f.size, fig->protocol.c_str(), fig->gbps, fig->am_roundtrips_per_s,
+                 fig->am_sync_roundtrips_per_s);
     if (f.am_window > 1) {
       std::fprintf(stderr, "run %d: AM round trips with %zu requesters in flight: %.0f/s\n", rep + 1, f.am_window,
                    fig->am_windowed_per_s);
@@ -396,6 +407,7 @@ int run_client(const Flags& f) {
   }
   const double our_gbps = median(gbps);
   const double our_am = median(am_rate);
+  const double our_am_sync = median(am_sync_rate);
   std::string baseline_json = "null";
   double best_gbps = 0;
   std::string best_test;
@@ -431,23 +443,28 @@ int run_client(const Flags& f) {
   const double bw_ratio = best_gbps > 0 ? our_gbps / best_gbps : 0;
   const double am_implied = am_lat_us > 0 ? 1e6 / (2 * am_lat_us) : 0;
   const double am_ratio = am_implied > 0 ? our_am / am_implied : 0;
-  std::fprintf(stderr,
-               "median of %d: kvblockd %.3f GB/s, %.0f AM round trips/s (1 in flight), %.0f/s (%zu in flight)\n",
-               f.repeat, our_gbps, our_am, median(am_windowed), f.am_window);
+  const double am_sync_ratio = am_implied > 0 ? our_am_sync / am_implied : 0;
+  std::fprintf(
+      stderr,
+      "median of %d: kvblockd %.3f GB/s, AM round trips/s (1 in flight) %.0f with a coroutine handler, %.0f with "
+      "a synchronous handler; %.0f/s (%zu in flight)\n",
+      f.repeat, our_gbps, our_am, our_am_sync, median(am_windowed), f.am_window);
   if (best_gbps > 0) {
     std::fprintf(stderr,
-                 "ratio: %.2fx of the best perftest bandwidth (%s, %.3f GB/s); AM %.2fx of the rate implied by "
-                 "ucp_am_lat (%.0f/s)\n",
-                 bw_ratio, best_test.c_str(), best_gbps, am_ratio, am_implied);
+                 "ratio: %.2fx of the best perftest bandwidth (%s, %.3f GB/s); AM %.2fx (coroutine handler) and "
+                 "%.2fx (synchronous handler) of the rate implied by ucp_am_lat (%.0f/s)\n",
+                 bw_ratio, best_test.c_str(), best_gbps, am_ratio, am_sync_ratio, am_implied);
   }
   std::printf(
       "{\"tls\":\"%s\",\"size\":%zu,\"iters\":%zu,\"window\":%zu,\"protocol\":\"%s\",\"spin_us\":%d,"
       "\"repeat\":%d,\"gbps\":%.4f,\"gbps_runs\":%s,\"am_roundtrips_per_s\":%.1f,\"am_roundtrips_per_s_runs\":%s,"
       "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
-      "\"am_ratio\":%.3f,\"am_window\":%zu,\"am_windowed_roundtrips_per_s\":%.1f}\n",
+      "\"am_ratio\":%.3f,\"am_sync_roundtrips_per_s\":%.1f,\"am_sync_roundtrips_per_s_runs\":%s,"
+      "\"am_sync_ratio\":%.3f,\"am_window\":%zu,\"am_windowed_roundtrips_per_s\":%.1f}\n",
       f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
       json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(), bw_ratio,
-      am_implied, am_ratio, f.am_window, median(am_windowed));
+      am_implied, am_ratio, our_am_sync, json_array(am_sync_rate).c_str(), am_sync_ratio, f.am_window,
+      median(am_windowed));
   return 0;
 }
 

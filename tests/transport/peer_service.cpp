@@ -44,6 +44,17 @@ PeerService::PeerService(Context& context, ActiveMessageManager& manager)
   };
   check(manager.register_handler(
       "echo", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> { co_return std::move(m.payload); }));
+  check(manager.register_sync_handler("echo_sync",
+                                      [](IncomingMessage& m) -> Result<Bytes> { return std::move(m.payload); }));
+  check(manager.register_sync_handler("fail_sync", [](IncomingMessage&) -> Result<Bytes> {
+    throw std::runtime_error("sync handler failed on purpose");
+  }));
+  check(manager.register_sync_handler("running_sync", [&manager](IncomingMessage&) -> Result<Bytes> {
+    const std::uint64_t running = manager.stats().running;
+    Bytes reply(8);
+    std::memcpy(reply.data(), &running, 8);
+    return reply;
+  }));
   check(manager.register_handler("fail", [](IncomingMessage) -> asio::awaitable<Result<Bytes>> {
     throw std::runtime_error("handler failed on purpose");
     co_return Bytes{};

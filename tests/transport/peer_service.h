@@ -8,6 +8,10 @@
 //             pattern(seed 7); replies u64 address + packed rkey
 //   read   -> u64 offset, u64 length: the buffer's bytes
 //   verify -> u64 offset, u64 length, u64 seed: ok iff the bytes equal pattern(seed)
+// and synchronous handlers (register_sync_handler):
+//   echo_sync    -> the payload back
+//   fail_sync    -> throws std::runtime_error("sync handler failed on purpose")
+//   running_sync -> u64: the manager's stats().running while it runs
 #pragma once
 
 #include <cstddef>

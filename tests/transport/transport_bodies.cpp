@@ -5,6 +5,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "kvb/transport/block_transfer.h"
 #include "transport_fixture.h"
@@ -312,6 +314,70 @@ TEST_P(TransportTest, FullQueueAnswersBusy) {
       }
     }
     EXPECT_EQ(ok_count, kAccepted);
+  });
+}
+
+TEST_P(TransportTest, SyncHandlersAnswerFailAndStayWithinTheConcurrencyLimit) {
+  run([&]() -> asio::awaitable<void> {
+    // Eager and rendezvous payloads alike.
+    for (std::size_t size : {std::size_t{0}, std::size_t{100}, std::size_t{64} << 10, std::size_t{2} << 20}) {
+      Bytes payload(size);
+      for (std::size_t i = 0; i < size; ++i) payload[i] = pattern_byte(i, size + 1);
+      auto reply = co_await client_->send_request(kPeer, "echo_sync", payload, 10s);
+      CO_ASSERT_TRUE(reply.has_value());
+      EXPECT_EQ(*reply, payload) << "sync echo of " << size << " bytes";
+    }
+    // It runs as a handler: counted in `running` while it runs.
+    auto running = co_await client_->send_request(kPeer, "running_sync", {}, 10s);
+    CO_ASSERT_TRUE(running.has_value() && running->size() == 8);
+    std::uint64_t seen = 0;
+    std::memcpy(&seen, running->data(), 8);
+    EXPECT_EQ(seen, 1U);
+    // A throw is err(<what>) to a request, counted for a fire-and-forget.
+    auto thrown = co_await client_->send_request(kPeer, "fail_sync", {}, 10s);
+    CO_ASSERT_TRUE(!thrown.has_value());
+    EXPECT_EQ(thrown.error().message, "sync handler failed on purpose");
+    EXPECT_TRUE((co_await client_->send(kPeer, "fail_sync", {})).has_value());
+    // With every permit held by parked coroutine handlers, synchronous
+    // messages wait in the queue instead of running beside them.
+    constexpr std::size_t kSync = 4;
+    std::vector<std::optional<Result<Bytes>>> parked(kPeerMaxConcurrent), sync(kSync);
+    AsyncEvent all(worker_->executor());
+    std::size_t left = kPeerMaxConcurrent + kSync;
+    auto spawn = [&](std::optional<Result<Bytes>>& out, std::string type, Bytes payload) {
+      asio::co_spawn(
+          io_,
+          [&, type = std::move(type), payload = std::move(payload)]() mutable -> asio::awaitable<void> {
+            out = co_await client_->send_request(kPeer, type, std::move(payload), 15s);
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    };
+    for (auto& r : parked) spawn(r, "park", {});
+    co_await remote_->wait_parked(kPeerMaxConcurrent);
+    for (std::size_t i = 0; i < kSync; ++i) spawn(sync[i], "echo_sync", text(fmt::format("sync {}", i)));
+    // Until all of them reached the peer (bounded; each pass lets the
+    // workers progress).
+    std::string stats;
+    for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+      stats = co_await remote_->stats();
+      if (stats.find(fmt::format("queued={}", kSync)) != std::string::npos) break;
+      co_await asio::post(io_, asio::use_awaitable);
+    }
+    EXPECT_NE(stats.find(fmt::format("running={} peak={} queued={}", kPeerMaxConcurrent, kPeerMaxConcurrent, kSync)),
+              std::string::npos)
+        << stats;
+    for (auto& r : sync) EXPECT_FALSE(r.has_value()) << "a synchronous handler ran past the limit";
+    co_await remote_->release();
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    for (auto& r : parked) EXPECT_TRUE(r && r->has_value());
+    for (std::size_t i = 0; i < kSync; ++i) {
+      CO_ASSERT_TRUE(sync[i].has_value() && sync[i]->has_value());
+      EXPECT_EQ(**sync[i], text(fmt::format("sync {}", i)));
+    }
+    stats = co_await remote_->stats();
+    EXPECT_NE(stats.find(fmt::format("running=0 peak={} queued=0", kPeerMaxConcurrent)), std::string::npos) << stats;
+    EXPECT_NE(stats.find("ff_failures=1"), std::string::npos) << stats;
   });
 }
 

@@ -61,9 +61,19 @@ ActiveMessageManager::~ActiveMessageManager() {
 }
 
 Status ActiveMessageManager::register_handler(const std::string& type, AmHandler handler) {
+  if (!handler) return fail(Errc::invalid_argument, "handler for '{:.40}' is empty", type);
+  return add_handler(type, HandlerEntry{std::move(handler), nullptr});
+}
+
+Status ActiveMessageManager::register_sync_handler(const std::string& type, AmSyncHandler handler) {
+  if (!handler) return fail(Errc::invalid_argument, "handler for '{:.40}' is empty", type);
+  return add_handler(type, HandlerEntry{nullptr, std::move(handler)});
+}
+
+Status ActiveMessageManager::add_handler(const std::string& type, HandlerEntry entry) {
   if (type.empty()) return fail(Errc::invalid_argument, "message type must not be empty");
   if (auto st = check_sizes(kFixedHeader + type.size(), 0, type); !st) return st;
-  if (!handlers_->emplace(type, std::move(handler)).second) {
+  if (!handlers_->emplace(type, std::move(entry)).second) {
     return fail(Errc::already_exists, "message type '{}' already has a handler", type);
   }
   return ok();
@@ -308,10 +318,11 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
     }
     return;
   }
-  // A message takes an idle runner, or starts a new one (up to
-  // max_concurrent), or waits in the queue (stats_.queued, bounded).
-  const bool runner_free = !idle_runners_.empty() || runners_ < options_.max_concurrent;
-  if (!runner_free && stats_.queued >= options_.max_queued) {
+  // A message takes a permit (an idle runner, a new one up to
+  // max_concurrent, or for a synchronous handler the end of this progress
+  // pass), or waits in the queue (stats_.queued, bounded).
+  const bool permit_free = permits_in_use() < options_.max_concurrent;
+  if (!permit_free && stats_.queued >= options_.max_queued) {
     if (message.notification_id) {
       ++stats_.busy_refusals;
       reply(message.peer, reply_ep, *message.notification_id,
@@ -323,14 +334,71 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
     }
     return;
   }
-  incoming_.push_back(Queued{std::move(message), reply_ep, &handler->second});
-  if (runner_free) {
+  Queued q{std::move(message), reply_ep, &handler->second, &handler->first};
+  if (permit_free && handler->second.sync && stats_.queued == 0) {
+    // No runner: it runs right after this pass (never inside the callback).
+    sync_ready_.push_back(std::move(q));
+    if (!sync_scheduled_) {
+      sync_scheduled_ = true;
+      worker_.complete_soon(Completion([this, alive = alive_] {
+        if (*alive) run_sync_ready(alive);
+      }));
+    }
+    return;
+  }
+  incoming_.push_back(std::move(q));
+  if (permit_free) {
     ++woken_;
     wake_runner();
   } else {
     ++stats_.queued;
     stats_.peak_queued = std::max(stats_.peak_queued, stats_.queued);
   }
+}
+
+void ActiveMessageManager::run_sync_ready(const std::shared_ptr<bool>& alive) {
+  sync_scheduled_ = false;
+  while (!sync_ready_.empty()) {
+    Queued q = std::move(sync_ready_.front());
+    sync_ready_.pop_front();
+    ++stats_.running;  // the permit passes from sync_ready_ to running
+    stats_.peak_running = std::max(stats_.peak_running, stats_.running);
+    Result<Bytes> result = call_sync(q.handler->sync, q.message);
+    if (!*alive) return;  // the handler destroyed the manager
+    --stats_.running;
+    handled(q, std::move(result));
+  }
+  // Permits these held may be what queued messages wait for.
+  while (stats_.queued > 0 && permits_in_use() < options_.max_concurrent) {
+    --stats_.queued;
+    ++woken_;
+    wake_runner();
+  }
+}
+
+Result<Bytes> ActiveMessageManager::call_sync(const AmSyncHandler& handler, IncomingMessage& message) {
+  try {
+    return handler(message);
+  } catch (const std::exception& e) {
+    return fail(Errc::internal, "{}", e.what());
+  } catch (...) {
+    return fail(Errc::internal, "unknown exception");
+  }
+}
+
+void ActiveMessageManager::handled(const Queued& q, Result<Bytes> result) {
+  ++stats_.handled;
+  const auto id = q.message.notification_id;
+  if (!result) {
+    ++stats_.handler_failures;
+    if (!id) {
+      ++stats_.fire_and_forget_failures;
+      spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", *q.type, q.message.peer,
+                   result.error().message);
+    }
+  }
+  // The reply never blocks the caller (a slow send finishes elsewhere).
+  if (id) reply(q.message.peer, q.reply_ep, *id, std::move(result));
 }
 
 void ActiveMessageManager::wake_runner() {
@@ -370,31 +438,28 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
     incoming_.pop_front();
     ++stats_.running;
     stats_.peak_running = std::max(stats_.peak_running, stats_.running);
-    const PeerId peer = q.message.peer;
-    const auto id = q.message.notification_id;
     Result<Bytes> result = Bytes{};
-    try {
-      // `handlers` keeps the handler (and its captures) alive while its
-      // coroutine runs.
-      result = co_await (*q.handler)(std::move(q.message));
-    } catch (const std::exception& e) {
-      result = fail(Errc::internal, "{}", e.what());
-    } catch (...) {
-      result = fail(Errc::internal, "unknown exception");
+    if (q.handler->sync) {
+      // Queued behind other messages: the runner calls it in place.
+      result = call_sync(q.handler->sync, q.message);
+    } else {
+      // Only the id, peer and type are read after the handler took the
+      // message; `handlers` keeps the handler (and its captures) alive
+      // while its coroutine runs.
+      IncomingMessage message = std::move(q.message);
+      q.message.peer = message.peer;
+      q.message.notification_id = message.notification_id;
+      try {
+        result = co_await q.handler->coroutine(std::move(message));
+      } catch (const std::exception& e) {
+        result = fail(Errc::internal, "{}", e.what());
+      } catch (...) {
+        result = fail(Errc::internal, "unknown exception");
+      }
     }
     if (!*alive) co_return;
     --stats_.running;
-    ++stats_.handled;
-    if (!result) {
-      ++stats_.handler_failures;
-      if (!id) {
-        ++stats_.fire_and_forget_failures;
-        spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", q.message.type, peer,
-                     result.error().message);
-      }
-    }
-    // The reply never blocks this runner (a slow send finishes elsewhere).
-    if (id) reply(peer, q.reply_ep, *id, std::move(result));
+    handled(q, std::move(result));
   }
 }
 

@@ -43,6 +43,13 @@ struct IncomingMessage {
 /// A handler returns the reply payload (may be empty) or an error; a thrown
 /// exception is reported as err(<what>). It may capture shared resources.
 using AmHandler = std::function<asio::awaitable<Result<Bytes>>(IncomingMessage message)>;
+/// A handler that answers without waiting (a lookup, an echo): it runs to
+/// completion on the executor right after the progress pass that received
+/// the message, with no coroutine, and counts against max_concurrent like
+/// any handler. It may take the payload out of `message`. Work that waits
+/// (I/O, copies, other requests) belongs in an AmHandler: a synchronous
+/// handler holds the executor while it runs.
+using AmSyncHandler = std::function<Result<Bytes>(IncomingMessage& message)>;
 
 struct AmOptions {
   /// Handlers running at once; never exceeded.
@@ -93,6 +100,9 @@ class ActiveMessageManager {
   /// Registers `type`. Errors: already_exists, invalid_argument (empty or too
   /// long for an AM header).
   [[nodiscard]] Status register_handler(const std::string& type, AmHandler handler);
+  /// Registers `type` with a synchronous handler (see AmSyncHandler); same
+  /// errors as register_handler.
+  [[nodiscard]] Status register_sync_handler(const std::string& type, AmSyncHandler handler);
 
   /// Listens on host:port; accepted peers get ids from 1'000'000 up. Returns
   /// the bound port.
@@ -199,11 +209,18 @@ class ActiveMessageManager {
     std::vector<std::uint32_t> free_;
     std::uint64_t serial_ = 1;
   };
-  // An accepted message waiting for a runner.
+  // A registered type: exactly one of the two is set.
+  struct HandlerEntry {
+    AmHandler coroutine;
+    AmSyncHandler sync;
+  };
+  // An accepted message waiting for a runner (or, synchronous, for the end
+  // of the progress pass).
   struct Queued {
     IncomingMessage message;
     ucp_ep* reply_ep = nullptr;
-    const AmHandler* handler = nullptr;  // in *handlers_, which runners keep alive
+    const HandlerEntry* handler = nullptr;  // in *handlers_, which runners keep alive
+    const std::string* type = nullptr;      // its key there (message.type may be moved out)
   };
   // Sets the result (once) and wakes the waiter through the worker.
   void finish(Pending& pending, Result<Bytes> result);
@@ -226,9 +243,19 @@ class ActiveMessageManager {
   void accept_response(std::string_view header, Bytes payload);
   // Runners: at most max_concurrent coroutines, each taking queued messages
   // one at a time, so the number of handlers running never exceeds it.
-  using HandlerMap = std::unordered_map<std::string, AmHandler>;
+  using HandlerMap = std::unordered_map<std::string, HandlerEntry>;
   asio::awaitable<void> runner(std::shared_ptr<bool> alive, std::shared_ptr<const HandlerMap> handlers);
   void wake_runner();
+  [[nodiscard]] Status add_handler(const std::string& type, HandlerEntry entry);
+  // Handlers that hold a permit: running, or assigned to a runner or to the
+  // end of this progress pass and about to run. Never above max_concurrent.
+  [[nodiscard]] std::size_t permits_in_use() const noexcept { return stats_.running + woken_ + sync_ready_.size(); }
+  // Runs the synchronous messages accepted during the last progress pass.
+  void run_sync_ready(const std::shared_ptr<bool>& alive);
+  // Calls a synchronous handler (counted as running); exceptions -> err.
+  Result<Bytes> call_sync(const AmSyncHandler& handler, IncomingMessage& message);
+  // A handler ended: counts it, logs a failed fire-and-forget, replies.
+  void handled(const Queued& q, Result<Bytes> result);
   // Sends `<id>:ok` + payload or `<id>:err(<message>)`; completes at once
   // when UCX can, else finishes on a spawned coroutine. Runs no user code.
   void reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, Result<Bytes> result);
@@ -251,6 +278,10 @@ class ActiveMessageManager {
   // if the manager goes first. Node-based: entries never move.
   std::shared_ptr<HandlerMap> handlers_ = std::make_shared<HandlerMap>();
   std::deque<Queued> incoming_;
+  // Synchronous messages that took a permit in this progress pass; one
+  // scheduled completion runs them all.
+  std::deque<Queued> sync_ready_;
+  bool sync_scheduled_ = false;
   std::vector<Completion> idle_runners_;
   std::size_t runners_ = 0;
   std::size_t woken_ = 0;  // queued messages assigned to a runner not yet resumed
