@@ -4,6 +4,7 @@
 #include <random>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/append.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -17,7 +18,7 @@ namespace kvb::transport {
 using namespace wire;
 
 ActiveMessageManager::ActiveMessageManager(Worker& worker, AmOptions options)
-    : worker_(worker), options_(options), alive_(std::make_shared<bool>(true)), deadline_timer_(worker.executor()) {
+    : worker_(worker), options_(options), deadline_timer_(worker.executor()) {
   token_ = static_cast<std::uint32_t>(std::random_device{}());
   if (options.max_concurrent == 0) throw TransportError(Error{Errc::invalid_argument, "max_concurrent must be > 0"});
   const std::pair<unsigned, ucp_am_recv_callback_t> handlers[] = {{kAmMessage, Impl::on_message},
@@ -123,21 +124,6 @@ asio::awaitable<Status> ActiveMessageManager::send(PeerId peer, std::string type
 
 namespace {
 
-// Parks a coroutine until the stored handler is completed. The worker may
-// invoke the handler inline, so a caller on another executor gets a post.
-template <class Token>
-auto park(Completion& slot, const asio::any_io_executor& worker_executor, Token&& token) {
-  return asio::async_initiate<Token, void()>(
-      [&slot, &worker_executor](auto handler) {
-        if (asio::get_associated_executor(handler) == worker_executor) {
-          slot = Completion(std::move(handler));  // one pointer: stored inline
-        } else {
-          slot = Completion([h = std::move(handler)]() mutable { asio::post(std::move(h)); });
-        }
-      },
-      token);
-}
-
 // now + timeout, never early, at most one coarse clock tick (~1-4 ms) late:
 // CLOCK_MONOTONIC_COARSE (steady_clock's clock, at tick resolution) costs a
 // few ns where a precise read costs ~25 ns on every request.
@@ -202,61 +188,77 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::send_notification_after_wri
 
 asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::string type, Bytes payload,
                                                              std::chrono::milliseconds timeout, std::uint8_t flags) {
-  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st)
-    co_return tl::unexpected(st.error());
-  Endpoint* ep = live_endpoint(peer);
-  if (ep == nullptr) co_return tl::unexpected(endpoint(peer).error());
+  // One asynchronous operation: its frame (asio's) holds the Pending, and
+  // its completion handler resumes the caller directly (no coroutine of
+  // ours in between).
   Pending pending;
   pending.peer = peer;
-  // Unlisted however the frame ends (also if it is destroyed unresumed).
-  struct Listed {
-    ActiveMessageManager* self;
-    const Pending& pending;
-    std::uint64_t id;
-    ~Listed() {
-      if (!pending.manager_gone) self->pending_.erase(id);
-    }
-  } listed{this, pending, pending_.insert(&pending)};
-  const std::uint64_t id = listed.id;
-  if (id == 0) co_return fail(Errc::out_of_capacity, "{} requests already wait for answers", PendingTable::kMaxSlots);
-  // Send first: the bookkeeping below then overlaps with the peer's work
-  // (the answer cannot be seen before this coroutine yields to the loop).
-  std::optional<Status> sent_now;
-  std::optional<Bytes> owned_header;
-  {
-    const MessageHeader header(type, id, token_, flags);
-    sent_now = send_now(ep->handle(), peer, kAmMessage, header.bytes(), payload);
-    if (!sent_now) owned_header.emplace(header.bytes().begin(), header.bytes().end());
-  }
-  pending.deadline = coarse_deadline(timeout);
   pending.timeout = timeout;
-  pending.type = std::move(type);
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Result<Bytes>)>(
+      [this](auto handler, Pending&& p, std::string type, Bytes payload, std::uint8_t flags) {
+        // `p` stays where it is (the operation's frame) until `handler` runs.
+        if (asio::get_associated_executor(handler) == worker_.executor()) {
+          p.waiter = Completion([h = std::move(handler), &p]() mutable { std::move(h)(std::move(*p.result)); });
+        } else {
+          p.waiter = Completion(
+              [h = std::move(handler), &p]() mutable { asio::post(asio::append(std::move(h), std::move(*p.result))); });
+        }
+        start_request(p, type, std::move(payload), flags);
+        p.type = std::move(type);
+      },
+      asio::use_awaitable, std::move(pending), std::move(type), std::move(payload), flags);
+}
+
+void ActiveMessageManager::start_request(Pending& pending, std::string_view type, Bytes payload, std::uint8_t flags) {
+  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st) {
+    return finish(pending, tl::unexpected(st.error()));
+  }
+  Endpoint* ep = live_endpoint(pending.peer);
+  if (ep == nullptr) return finish(pending, tl::unexpected(endpoint(pending.peer).error()));
+  pending.self = this;
+  pending.id = pending_.insert(&pending);
+  if (pending.id == 0) {
+    return finish(pending,
+                  fail(Errc::out_of_capacity, "{} requests already wait for answers", PendingTable::kMaxSlots));
+  }
+  pending.listed = true;
+  // Send first: the bookkeeping below then overlaps with the peer's work
+  // (the answer cannot be seen before the caller yields to the loop).
+  const MessageHeader header(type, pending.id, token_, flags);
+  std::optional<Status> sent = send_now(ep->handle(), pending.peer, kAmMessage, header.bytes(), payload);
+  pending.deadline = coarse_deadline(pending.timeout);
   arm_deadline(pending.deadline);
-  Status sent = ok();
-  if (sent_now) {
-    sent = std::move(*sent_now);
-  } else if (auto shared = endpoint(peer); !shared) {
-    sent = tl::unexpected(shared.error());
-  } else {
-    sent = co_await send_am(*shared, kAmMessage, std::move(*owned_header), std::move(payload), timeout);
-    if (pending.manager_gone) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
+  if (!sent) {
+    // UCX cannot send at once: a coroutine sends it and fails the request
+    // if the send fails (the answer may still come first).
+    asio::co_spawn(
+        worker_.executor(),
+        send_request_slow(alive_, pending.id, pending.peer, Bytes(header.bytes().begin(), header.bytes().end()),
+                          std::move(payload), pending.timeout),
+        asio::detached);
+  } else if (!*sent) {
+    finish(pending, tl::unexpected(sent->error()));
   }
-  if (!sent && !pending.result) pending.result = tl::unexpected(sent.error());
-  // Ends with the reply, a peer loss, the manager's shutdown, or
-  // expire_requests() at the deadline; each completes the waiter.
-  while (!pending.result) {
-    co_await park(pending.waiter, worker_.executor(), asio::use_awaitable);
-    if (pending.manager_gone) co_return fail(Errc::cancelled, "request {} cancelled: the manager is shutting down", id);
-  }
-  co_return std::move(*pending.result);
+}
+
+asio::awaitable<void> ActiveMessageManager::send_request_slow(std::shared_ptr<bool> alive, std::uint64_t id,
+                                                              PeerId peer, Bytes header, Bytes payload,
+                                                              std::chrono::milliseconds timeout) {
+  auto ep = endpoint(peer);
+  Status sent = ep ? co_await send_am(*ep, kAmMessage, std::move(header), std::move(payload), timeout)
+                   : Status(tl::unexpected(ep.error()));
+  if (!*alive || sent) co_return;
+  if (Pending* pending = pending_.find(id)) finish(*pending, tl::unexpected(sent.error()));
 }
 
 void ActiveMessageManager::finish(Pending& pending, Result<Bytes> result) {
   if (pending.result) return;
   pending.result = std::move(result);
-  if (pending.waiter) {
-    worker_.complete_soon(std::move(pending.waiter));
+  if (pending.listed && !pending.manager_gone) {
+    pending_.erase(pending.id);  // a late answer finds nothing
+    pending.listed = false;
   }
+  worker_.complete_soon(std::move(pending.waiter));
 }
 
 void ActiveMessageManager::arm_deadline(std::chrono::steady_clock::time_point deadline) {
@@ -358,9 +360,9 @@ void ActiveMessageManager::accept_message(IncomingMessage message, ucp_ep* reply
 
 void ActiveMessageManager::run_sync_ready(const std::shared_ptr<bool>& alive) {
   sync_scheduled_ = false;
-  while (!sync_ready_.empty()) {
-    Queued q = std::move(sync_ready_.front());
-    sync_ready_.pop_front();
+  while (sync_done_ < sync_ready_.size()) {
+    Queued& q = sync_ready_[sync_done_];
+    ++sync_done_;
     ++stats_.running;  // the permit passes from sync_ready_ to running
     stats_.peak_running = std::max(stats_.peak_running, stats_.running);
     Result<Bytes> result = call_sync(q.handler->sync, q.message);
@@ -368,6 +370,8 @@ void ActiveMessageManager::run_sync_ready(const std::shared_ptr<bool>& alive) {
     --stats_.running;
     handled(q, std::move(result));
   }
+  sync_ready_.clear();  // keeps its capacity
+  sync_done_ = 0;
   // Permits these held may be what queued messages wait for.
   while (stats_.queued > 0 && permits_in_use() < options_.max_concurrent) {
     --stats_.queued;

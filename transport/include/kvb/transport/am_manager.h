@@ -2,6 +2,9 @@
 // a bounded semaphore with a bounded queue; requests with a notification id
 // get `<id>:ok` / `<id>:err(<message>)` back on a response channel the sender
 // co_awaits. One manager per Worker (it owns the worker's AM ids).
+// Threading: the worker's executor must be single-threaded (an io_context
+// run by one thread, or a strand of it); every call is made on it, and
+// handlers run on it. Nothing here is synchronized.
 #pragma once
 
 #include <chrono>
@@ -155,12 +158,22 @@ class ActiveMessageManager {
   struct Impl;
 
  private:
-  // A request waiting for its answer. Lives in send_request's coroutine
-  // frame; pending_ points at it until the frame resumes.
+  // A request waiting for its answer. Lives in the frame of send_request's
+  // asynchronous operation (its only coroutine frame) until the caller
+  // resumes; pending_ lists it until it has a result.
   struct Pending {
+    Pending() = default;
+    Pending(Pending&&) noexcept = default;  // only before it is listed
+    Pending& operator=(Pending&&) = delete;
+    ~Pending() {
+      if (listed && !manager_gone) self->pending_.erase(id);
+    }
+    ActiveMessageManager* self = nullptr;
+    std::uint64_t id = 0;
+    bool listed = false;
     PeerId peer;
     std::optional<Result<Bytes>> result;
-    Completion waiter;
+    Completion waiter;          // resumes the caller with *result
     bool manager_gone = false;  // set by ~ActiveMessageManager: touch nothing of it
     std::chrono::steady_clock::time_point deadline;
     std::chrono::milliseconds timeout{0};
@@ -222,8 +235,14 @@ class ActiveMessageManager {
     const HandlerEntry* handler = nullptr;  // in *handlers_, which runners keep alive
     const std::string* type = nullptr;      // its key there (message.type may be moved out)
   };
-  // Sets the result (once) and wakes the waiter through the worker.
+  // Sets the result (once), unlists the request and resumes its caller
+  // through the worker.
   void finish(Pending& pending, Result<Bytes> result);
+  // The body of a request, run when its caller suspends (`pending` has its
+  // waiter): lists it, sends, arms the deadline.
+  void start_request(Pending& pending, std::string_view type, Bytes payload, std::uint8_t flags);
+  asio::awaitable<void> send_request_slow(std::shared_ptr<bool> alive, std::uint64_t id, PeerId peer, Bytes header,
+                                          Bytes payload, std::chrono::milliseconds timeout);
   // Request timeouts: one manager timer armed at the earliest deadline it
   // knows (no timer per request: each would reprogram the reactor's timerfd).
   void arm_deadline(std::chrono::steady_clock::time_point deadline);
@@ -273,14 +292,15 @@ class ActiveMessageManager {
 
   Worker& worker_;
   AmOptions options_;
-  std::shared_ptr<bool> alive_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // false once the manager is destroyed
   // Shared with the runners: a handler's captures outlive its coroutine even
   // if the manager goes first. Node-based: entries never move.
   std::shared_ptr<HandlerMap> handlers_ = std::make_shared<HandlerMap>();
   std::deque<Queued> incoming_;
   // Synchronous messages that took a permit in this progress pass; one
   // scheduled completion runs them all.
-  std::deque<Queued> sync_ready_;
+  std::vector<Queued> sync_ready_;
+  std::size_t sync_done_ = 0;  // of sync_ready_, those already run
   bool sync_scheduled_ = false;
   std::vector<Completion> idle_runners_;
   std::size_t runners_ = 0;
