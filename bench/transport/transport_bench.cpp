@@ -354,6 +354,8 @@ int run_client(const Flags& f) {
   // ratios are of the medians.
   const char* bw_tests[] = {"ucp_put_bw", "ucp_am_bw", "tag_bw"};
   std::vector<double> gbps, am_rate, am_sync_rate, am_lat, am_windowed;
+  // Per run: ours / the perftest figure of the same repetition.
+  std::vector<double> bw_paired, am_paired, am_sync_paired;
   std::vector<std::vector<double>> bw_base(std::size(bw_tests));
   // Like for like: the same tests with -e (UCP_ERR_HANDLING_MODE_PEER, which
   // kvblockd's endpoints use; on tcp UCX then drops its zero-copy RMA lanes).
@@ -382,6 +384,20 @@ int run_client(const Flags& f) {
                    fig->am_windowed_per_s);
     }
     if (!f.baseline) continue;
+    // ucp_am_lat first, right after our AM figures: this machine's latency
+    // moves between regimes (0.07, 0.1 or 0.5 us one way on sm) from minute
+    // to minute, so each run's ratio pairs figures taken close together.
+    if (auto r = run_perftest(f.tls, "ucp_am_lat", 64, std::max<std::size_t>(f.am_iters, 1000), port++)) {
+      am_lat.push_back(r->latency_us);
+      const double implied = 1e6 / (2 * r->latency_us);
+      am_paired.push_back(fig->am_roundtrips_per_s / implied);
+      am_sync_paired.push_back(fig->am_sync_roundtrips_per_s / implied);
+      std::fprintf(stderr,
+                   "run %d: baseline ucx_perftest %s ucp_am_lat 64 B: %.3f us one way (%.0f round trips/s); this run's "
+                   "AM ratio %.2fx (coroutine handler), %.2fx (synchronous handler)\n",
+                   rep + 1, f.tls.c_str(), r->latency_us, implied, am_paired.back(), am_sync_paired.back());
+    }
+    double run_best = 0;
     for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
       auto r = run_perftest(f.tls, bw_tests[t], f.size, std::max<std::size_t>(f.iters, 20), port++);
       if (!r) {
@@ -389,8 +405,13 @@ int run_client(const Flags& f) {
         continue;
       }
       bw_base[t].push_back(r->mb_per_s * 1048576.0 / 1e9);
+      run_best = std::max(run_best, bw_base[t].back());
       std::fprintf(stderr, "run %d: baseline ucx_perftest %s %s %zu B: %.3f GB/s\n", rep + 1, f.tls.c_str(),
                    bw_tests[t], f.size, bw_base[t].back());
+    }
+    if (run_best > 0) {
+      bw_paired.push_back(fig->gbps / run_best);
+      std::fprintf(stderr, "run %d: bandwidth ratio to this run's best perftest: %.2fx\n", rep + 1, bw_paired.back());
     }
     for (std::size_t t = 0; f.err_baseline && t < std::size(err_tests); ++t) {
       auto r = run_perftest(f.tls, err_tests[t], f.size, std::max<std::size_t>(f.iters, 20), port++, true);
@@ -398,11 +419,6 @@ int run_client(const Flags& f) {
       err_base[t].push_back(r->mb_per_s * 1048576.0 / 1e9);
       std::fprintf(stderr, "run %d: baseline ucx_perftest -e %s %s %zu B: %.3f GB/s\n", rep + 1, f.tls.c_str(),
                    err_tests[t], f.size, err_base[t].back());
-    }
-    if (auto r = run_perftest(f.tls, "ucp_am_lat", 64, std::max<std::size_t>(f.am_iters, 1000), port++)) {
-      am_lat.push_back(r->latency_us);
-      std::fprintf(stderr, "run %d: baseline ucx_perftest %s ucp_am_lat 64 B: %.3f us one way (%.0f round trips/s)\n",
-                   rep + 1, f.tls.c_str(), r->latency_us, 1e6 / (2 * r->latency_us));
     }
   }
   const double our_gbps = median(gbps);
@@ -449,6 +465,12 @@ int run_client(const Flags& f) {
       "median of %d: kvblockd %.3f GB/s, AM round trips/s (1 in flight) %.0f with a coroutine handler, %.0f with "
       "a synchronous handler; %.0f/s (%zu in flight)\n",
       f.repeat, our_gbps, our_am, our_am_sync, median(am_windowed), f.am_window);
+  if (!bw_paired.empty() || !am_paired.empty()) {
+    std::fprintf(stderr,
+                 "paired (median of the per-run ratios): bandwidth %.2fx; AM %.2fx (coroutine handler), %.2fx "
+                 "(synchronous handler)\n",
+                 median(bw_paired), median(am_paired), median(am_sync_paired));
+  }
   if (best_gbps > 0) {
     std::fprintf(stderr,
                  "ratio: %.2fx of the best perftest bandwidth (%s, %.3f GB/s); AM %.2fx (coroutine handler) and "
@@ -460,11 +482,14 @@ int run_client(const Flags& f) {
       "\"repeat\":%d,\"gbps\":%.4f,\"gbps_runs\":%s,\"am_roundtrips_per_s\":%.1f,\"am_roundtrips_per_s_runs\":%s,"
       "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
       "\"am_ratio\":%.3f,\"am_sync_roundtrips_per_s\":%.1f,\"am_sync_roundtrips_per_s_runs\":%s,"
-      "\"am_sync_ratio\":%.3f,\"am_window\":%zu,\"am_windowed_roundtrips_per_s\":%.1f}\n",
+      "\"am_sync_ratio\":%.3f,\"gbps_ratio_paired\":%.3f,\"gbps_ratio_paired_runs\":%s,\"am_ratio_paired\":%.3f,"
+      "\"am_ratio_paired_runs\":%s,\"am_sync_ratio_paired\":%.3f,\"am_sync_ratio_paired_runs\":%s,\"am_window\":%zu,"
+      "\"am_windowed_roundtrips_per_s\":%.1f}\n",
       f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
       json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(), bw_ratio,
-      am_implied, am_ratio, our_am_sync, json_array(am_sync_rate).c_str(), am_sync_ratio, f.am_window,
-      median(am_windowed));
+      am_implied, am_ratio, our_am_sync, json_array(am_sync_rate).c_str(), am_sync_ratio, median(bw_paired),
+      json_array(bw_paired).c_str(), median(am_paired), json_array(am_paired).c_str(), median(am_sync_paired),
+      json_array(am_sync_paired).c_str(), f.am_window, median(am_windowed));
   return 0;
 }
 
