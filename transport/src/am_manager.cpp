@@ -197,37 +197,37 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::s
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(Result<Bytes>)>(
       [this](auto handler, Pending&& p, std::string type, Bytes payload, std::uint8_t flags) {
         // `p` stays where it is (the operation's frame) until `handler` runs.
+        // The message goes out first; what follows overlaps with the peer.
+        std::optional<Error> failed = start_request(p, type, std::move(payload), flags);
         if (asio::get_associated_executor(handler) == worker_.executor()) {
           p.waiter = Completion([h = std::move(handler), &p]() mutable { std::move(h)(std::move(*p.result)); });
         } else {
           p.waiter = Completion(
               [h = std::move(handler), &p]() mutable { asio::post(asio::append(std::move(h), std::move(*p.result))); });
         }
-        start_request(p, type, std::move(payload), flags);
         p.type = std::move(type);
+        if (failed) return finish(p, tl::unexpected(std::move(*failed)));
+        if (p.listed) {
+          p.deadline = coarse_deadline(p.timeout);
+          arm_deadline(p.deadline);
+        }
       },
       asio::use_awaitable, std::move(pending), std::move(type), std::move(payload), flags);
 }
 
-void ActiveMessageManager::start_request(Pending& pending, std::string_view type, Bytes payload, std::uint8_t flags) {
-  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st) {
-    return finish(pending, tl::unexpected(st.error()));
-  }
+std::optional<Error> ActiveMessageManager::start_request(Pending& pending, std::string_view type, Bytes payload,
+                                                         std::uint8_t flags) {
+  if (auto st = check_sizes(kFixedHeader + type.size(), payload.size(), type); !st) return st.error();
   Endpoint* ep = live_endpoint(pending.peer);
-  if (ep == nullptr) return finish(pending, tl::unexpected(endpoint(pending.peer).error()));
+  if (ep == nullptr) return endpoint(pending.peer).error();
   pending.self = this;
   pending.id = pending_.insert(&pending);
   if (pending.id == 0) {
-    return finish(pending,
-                  fail(Errc::out_of_capacity, "{} requests already wait for answers", PendingTable::kMaxSlots));
+    return Error{Errc::out_of_capacity, fmt::format("{} requests already wait for answers", PendingTable::kMaxSlots)};
   }
   pending.listed = true;
-  // Send first: the bookkeeping below then overlaps with the peer's work
-  // (the answer cannot be seen before the caller yields to the loop).
   const MessageHeader header(type, pending.id, token_, flags);
   std::optional<Status> sent = send_now(ep->handle(), pending.peer, kAmMessage, header.bytes(), payload);
-  pending.deadline = coarse_deadline(pending.timeout);
-  arm_deadline(pending.deadline);
   if (!sent) {
     // UCX cannot send at once: a coroutine sends it and fails the request
     // if the send fails (the answer may still come first).
@@ -237,8 +237,9 @@ void ActiveMessageManager::start_request(Pending& pending, std::string_view type
                           std::move(payload), pending.timeout),
         asio::detached);
   } else if (!*sent) {
-    finish(pending, tl::unexpected(sent->error()));
+    return sent->error();
   }
+  return std::nullopt;
 }
 
 asio::awaitable<void> ActiveMessageManager::send_request_slow(std::shared_ptr<bool> alive, std::uint64_t id,
@@ -368,7 +369,7 @@ void ActiveMessageManager::run_sync_ready(const std::shared_ptr<bool>& alive) {
     Result<Bytes> result = call_sync(q.handler->sync, q.message);
     if (!*alive) return;  // the handler destroyed the manager
     --stats_.running;
-    handled(q, std::move(result));
+    handled(q.message.peer, q.message.notification_id, *q.type, q.reply_ep, std::move(result));
   }
   sync_ready_.clear();  // keeps its capacity
   sync_done_ = 0;
@@ -390,19 +391,18 @@ Result<Bytes> ActiveMessageManager::call_sync(const AmSyncHandler& handler, Inco
   }
 }
 
-void ActiveMessageManager::handled(const Queued& q, Result<Bytes> result) {
+void ActiveMessageManager::handled(PeerId peer, std::optional<std::uint64_t> id, const std::string& type,
+                                   ucp_ep* reply_ep, Result<Bytes> result) {
   ++stats_.handled;
-  const auto id = q.message.notification_id;
   if (!result) {
     ++stats_.handler_failures;
     if (!id) {
       ++stats_.fire_and_forget_failures;
-      spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", *q.type, q.message.peer,
-                   result.error().message);
+      spdlog::warn("transport: fire-and-forget '{}' from peer {} failed: {}", type, peer, result.error().message);
     }
   }
   // The reply never blocks the caller (a slow send finishes elsewhere).
-  if (id) reply(q.message.peer, q.reply_ep, *id, std::move(result));
+  if (id) reply(peer, reply_ep, *id, std::move(result));
 }
 
 void ActiveMessageManager::wake_runner() {
@@ -442,19 +442,17 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
     incoming_.pop_front();
     ++stats_.running;
     stats_.peak_running = std::max(stats_.peak_running, stats_.running);
+    const PeerId peer = q.message.peer;  // the handler takes the message
+    const auto id = q.message.notification_id;
     Result<Bytes> result = Bytes{};
     if (q.handler->sync) {
       // Queued behind other messages: the runner calls it in place.
       result = call_sync(q.handler->sync, q.message);
     } else {
-      // Only the id, peer and type are read after the handler took the
-      // message; `handlers` keeps the handler (and its captures) alive
-      // while its coroutine runs.
-      IncomingMessage message = std::move(q.message);
-      q.message.peer = message.peer;
-      q.message.notification_id = message.notification_id;
+      // `handlers` keeps the handler (and its captures) alive while its
+      // coroutine runs.
       try {
-        result = co_await q.handler->coroutine(std::move(message));
+        result = co_await q.handler->coroutine(std::move(q.message));
       } catch (const std::exception& e) {
         result = fail(Errc::internal, "{}", e.what());
       } catch (...) {
@@ -463,7 +461,7 @@ asio::awaitable<void> ActiveMessageManager::runner(std::shared_ptr<bool> alive,
     }
     if (!*alive) co_return;
     --stats_.running;
-    handled(q, std::move(result));
+    handled(peer, id, *q.type, q.reply_ep, std::move(result));
   }
 }
 

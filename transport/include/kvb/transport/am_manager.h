@@ -238,9 +238,9 @@ class ActiveMessageManager {
   // Sets the result (once), unlists the request and resumes its caller
   // through the worker.
   void finish(Pending& pending, Result<Bytes> result);
-  // The body of a request, run when its caller suspends (`pending` has its
-  // waiter): lists it, sends, arms the deadline.
-  void start_request(Pending& pending, std::string_view type, Bytes payload, std::uint8_t flags);
+  // The first part of a request, run when its caller suspends: lists it and
+  // sends (or starts a slow send). An error means nothing was sent.
+  std::optional<Error> start_request(Pending& pending, std::string_view type, Bytes payload, std::uint8_t flags);
   asio::awaitable<void> send_request_slow(std::shared_ptr<bool> alive, std::uint64_t id, PeerId peer, Bytes header,
                                           Bytes payload, std::chrono::milliseconds timeout);
   // Request timeouts: one manager timer armed at the earliest deadline it
@@ -274,7 +274,8 @@ class ActiveMessageManager {
   // Calls a synchronous handler (counted as running); exceptions -> err.
   Result<Bytes> call_sync(const AmSyncHandler& handler, IncomingMessage& message);
   // A handler ended: counts it, logs a failed fire-and-forget, replies.
-  void handled(const Queued& q, Result<Bytes> result);
+  void handled(PeerId peer, std::optional<std::uint64_t> id, const std::string& type, ucp_ep* reply_ep,
+               Result<Bytes> result);
   // Sends `<id>:ok` + payload or `<id>:err(<message>)`; completes at once
   // when UCX can, else finishes on a spawned coroutine. Runs no user code.
   void reply(PeerId peer, ucp_ep* reply_ep, std::uint64_t id, Result<Bytes> result);
