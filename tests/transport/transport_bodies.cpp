@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "kvb/transport/block_transfer.h"
@@ -417,6 +418,29 @@ TEST_P(TransportTest, RequestsTimeOutInDeadlineOrderAndLateRepliesAreIgnored) {
     EXPECT_TRUE(slow->has_value());
     auto ping = co_await client_->send_request(kPeer, "echo", {}, 10s);
     EXPECT_TRUE(ping.has_value());
+  });
+}
+
+TEST_P(TransportTest, ARequestFromAnotherExecutorResumesOnIt) {
+  run([&]() -> asio::awaitable<void> {
+    // A caller on a strand: its answer is posted to the strand, never run
+    // inline by the worker's loop.
+    auto strand = asio::make_strand(io_);
+    std::optional<Result<Bytes>> reply;
+    bool resumed_on_strand = false;
+    AsyncEvent done(worker_->executor());
+    asio::co_spawn(
+        strand,
+        [&]() -> asio::awaitable<void> {
+          reply = co_await client_->send_request(kPeer, "echo", text("from a strand"), 10s);
+          resumed_on_strand = strand.running_in_this_thread();
+          done.set();
+        },
+        asio::detached);
+    CO_ASSERT_TRUE(co_await done.wait_for(10s));
+    CO_ASSERT_TRUE(reply.has_value() && reply->has_value());
+    EXPECT_EQ(**reply, text("from a strand"));
+    EXPECT_TRUE(resumed_on_strand);
   });
 }
 

@@ -268,7 +268,9 @@ class ActiveMessageManager {
   [[nodiscard]] Status add_handler(const std::string& type, HandlerEntry entry);
   // Handlers that hold a permit: running, or assigned to a runner or to the
   // end of this progress pass and about to run. Never above max_concurrent.
-  [[nodiscard]] std::size_t permits_in_use() const noexcept { return stats_.running + woken_ + sync_ready_.size(); }
+  [[nodiscard]] std::size_t permits_in_use() const noexcept {
+    return stats_.running + woken_ + (sync_ready_.size() - sync_done_);
+  }
   // Runs the synchronous messages accepted during the last progress pass.
   void run_sync_ready(const std::shared_ptr<bool>& alive);
   // Calls a synchronous handler (counted as running); exceptions -> err.
