@@ -256,14 +256,17 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     }
     co_return ok();
   };
-  if (auto st = co_await pings(1000, 0); !st) co_return tl::unexpected(st.error());
-  auto t1 = clock_type::now();
-  if (auto st = co_await pings(f.am_iters, 0); !st) co_return tl::unexpected(st.error());
-  const double am_s = std::chrono::duration<double>(clock_type::now() - t1).count();
-  if (auto st = co_await pings(1000, 0, "echo"); !st) co_return tl::unexpected(st.error());
-  t1 = clock_type::now();
-  if (auto st = co_await pings(f.am_iters, 0, "echo"); !st) co_return tl::unexpected(st.error());
-  const double am_sync_s = std::chrono::duration<double>(clock_type::now() - t1).count();
+  // 1000 warm-up round trips, then am_iters timed: seconds.
+  auto timed_pings = [&](const char* type) -> asio::awaitable<Result<double>> {
+    if (auto st = co_await pings(1000, 0, type); !st) co_return tl::unexpected(st.error());
+    const auto start = clock_type::now();
+    if (auto st = co_await pings(f.am_iters, 0, type); !st) co_return tl::unexpected(st.error());
+    co_return std::chrono::duration<double>(clock_type::now() - start).count();
+  };
+  const auto am_s = co_await timed_pings("ping");
+  if (!am_s) co_return tl::unexpected(am_s.error());
+  const auto am_sync_s = co_await timed_pings("echo");
+  if (!am_sync_s) co_return tl::unexpected(am_sync_s.error());
 
   // The same with --am-window requesters at once (throughput, not latency).
   double windowed = 0;
@@ -272,7 +275,7 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     std::size_t left = f.am_window;
     Status first_error = ok();
     AsyncEvent all(co_await asio::this_coro::executor);
-    t1 = clock_type::now();
+    const auto t1 = clock_type::now();
     for (std::size_t w = 0; w < f.am_window; ++w) {
       asio::co_spawn(
           co_await asio::this_coro::executor,
@@ -288,7 +291,7 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     windowed = static_cast<double>(each * f.am_window) / std::chrono::duration<double>(clock_type::now() - t1).count();
   }
   co_return Figures{static_cast<double>(f.iters) * static_cast<double>(f.size) / transfer_s / 1e9,
-                    static_cast<double>(f.am_iters) / am_s, static_cast<double>(f.am_iters) / am_sync_s,
+                    static_cast<double>(f.am_iters) / *am_s, static_cast<double>(f.am_iters) / *am_sync_s,
                     protocol_label(protocol, f.size, client.options()), windowed};
 }
 

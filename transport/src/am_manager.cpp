@@ -207,10 +207,8 @@ asio::awaitable<Result<Bytes>> ActiveMessageManager::request(PeerId peer, std::s
         }
         p.type = std::move(type);
         if (failed) return finish(p, tl::unexpected(std::move(*failed)));
-        if (p.listed) {
-          p.deadline = coarse_deadline(p.timeout);
-          arm_deadline(p.deadline);
-        }
+        p.deadline = coarse_deadline(p.timeout);  // listed: start_request succeeded
+        arm_deadline(p.deadline);
       },
       asio::use_awaitable, std::move(pending), std::move(type), std::move(payload), flags);
 }
