@@ -11,6 +11,7 @@ PACKAGES=(
   libucx-dev ucx-utils      # UCX 1.13 and ucx_perftest / ucx_info
   libspdlog-dev libfmt-dev
   libxxhash-dev
+  liburing-dev fio          # disk tier (G3) I/O; fio is the baseline of `kvblockd-bench disk`
   libcli11-dev libtomlplusplus-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format

@@ -2,287 +2,143 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
-#include <unordered_map>
-#include <unordered_set>
 
-#include "hash_registry.h"
+#include "block_manager_impl.h"
 
 namespace kvb {
 
-std::string_view to_string(Tier tier) noexcept { return tier == Tier::g1 ? "G1" : "G2"; }
-
-namespace {
-
-struct BlockMeta {
-  SequenceHash hash{};       // valid while registered or while a transfer writes it
-  std::uint32_t leases = 0;  // BlockLeases alive on the block
-  std::uint16_t pins = 0;    // transfers using the block (as source or destination)
-  bool in_policy = false;    // inactive: held by the eviction policy
-};
-
-struct TierState {
-  TierState(Tier t, std::unique_ptr<Pool> p, std::unique_ptr<EvictionPolicy> pol)
-      : tier(t), pool(std::move(p)), policy(std::move(pol)), meta(pool->capacity()), registry(pool->capacity()) {}
-
-  Tier tier;
-  std::unique_ptr<Pool> pool;
-  std::unique_ptr<EvictionPolicy> policy;
-  std::vector<BlockMeta> meta;
-  detail::HashRegistry registry;
-  std::unordered_set<SequenceHash> incoming;  // hashes a write-back is copying into this tier
-  std::uint32_t leased_blocks = 0;
-  std::uint32_t pinned_blocks = 0;
-  std::uint64_t hits = 0;
-  std::uint64_t evictions = 0;
-
-  [[nodiscard]] BlockRef ref(BlockId b) const noexcept { return {pool->id(), b}; }
-};
-
-struct Transfer {
-  enum class Kind : std::uint8_t { offload, onboard } kind = Kind::offload;
-  std::vector<BlockId> src;  // G1 for offload, G2 for onboard
-  std::vector<BlockId> dst;
-  std::vector<SequenceHash> hashes;
-  OnboardDone done;
-};
-
-}  // namespace
-
-struct BlockManager::Impl {
-  BlockManager* self = nullptr;
-  std::array<std::unique_ptr<TierState>, kNumTiers> tiers;
-  CopyEngine* engine = nullptr;
-  const Clock* clock = nullptr;
-  PostToOwner post;
-  bool offload_on_evict = true;
-  BlockManagerCounters counters;  // the global fields; tier fields are filled in counters()
-  std::uint64_t live_leases = 0;
-  std::unordered_map<std::uint64_t, Transfer> transfers;
-  std::uint64_t next_ticket = 1;
-  std::shared_ptr<char> alive = std::make_shared<char>(0);  // copy completions check it before touching *this
-
-  TierState* tier(Tier t) noexcept { return tiers[static_cast<std::size_t>(t)].get(); }
-  const TierState* tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)].get(); }
-
-  // --- leases -------------------------------------------------------------
-  BlockLease acquire(TierState& ts, BlockId b) {
-    BlockMeta& m = ts.meta[b.value()];
-    if (m.leases++ == 0) {
-      ++ts.leased_blocks;
-      if (m.in_policy) {
-        ts.policy->on_reactivated(b);
-        m.in_policy = false;
-      }
-    }
-    ++live_leases;
-    return BlockLease(self, ts.tier, ts.ref(b));
+std::string_view to_string(Tier tier) noexcept {
+  switch (tier) {
+    case Tier::g1: return "G1";
+    case Tier::g2: return "G2";
+    case Tier::g3: return "G3";
   }
+  return "G?";
+}
 
-  void release(TierState& ts, BlockId b) noexcept {
-    BlockMeta& m = ts.meta[b.value()];
-    --live_leases;
-    if (--m.leases == 0) {
-      --ts.leased_blocks;
-      settle(ts, b);
-    }
+Result<std::vector<BlockId>> BlockManager::Impl::take_blocks(TierState& ts, std::uint32_t n) {
+  Pool& pool = *ts.pool;
+  if (std::uint64_t{pool.free_count()} + ts.policy->size() < n)
+    return fail(Errc::out_of_capacity,
+                "{}: cannot allocate {} blocks: {} free, {} evictable, {} leased, {} in transfer (capacity {})",
+                to_string(ts.tier), n, pool.free_count(), ts.policy->size(), ts.leased_blocks, ts.pinned_blocks,
+                pool.capacity());
+  while (pool.free_count() < n) {
+    auto victim = ts.policy->evict();
+    if (!victim) break;
+    evict_block(ts, *victim);
   }
+  if (pool.free_count() < n)
+    return fail(Errc::busy, "{}: cannot allocate {} blocks yet: {} free, {} blocks still being written back",
+                to_string(ts.tier), n, pool.free_count(), ts.pinned_blocks);
+  std::vector<BlockId> blocks;
+  blocks.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) blocks.push_back(pool.allocate()->block);
+  return blocks;
+}
 
-  // A block nobody uses any more: a registered one becomes inactive (policy),
-  // an unregistered one (partial or complete) is discarded to free.
-  void settle(TierState& ts, BlockId b) noexcept {
-    BlockMeta& m = ts.meta[b.value()];
-    if (m.leases > 0 || m.pins > 0) return;
-    if (ts.pool->state_of(b) == BlockState::registered) {
-      ts.policy->on_inactive(b, m.hash);
-      m.in_policy = true;
+void BlockManager::Impl::start_offload(BlockId g1_block, SequenceHash hash) {
+  TierState& g1 = *tier(Tier::g1);
+  TierState& g2 = *tier(Tier::g2);
+  if (g2.registry.contains(hash) || g2.incoming.contains(hash)) {
+    ++counters.offloads_skipped;  // G2 already has (or is getting) it
+    free_block(g1, g1_block);
+    return;
+  }
+  if (g2.pool->free_count() == 0) {
+    if (auto victim = g2.policy->evict()) evict_block(g2, *victim);
+  }
+  if (g2.pool->free_count() == 0) {
+    ++counters.offloads_skipped;  // G2 is full of leased or in-flight blocks
+    free_block(g1, g1_block);
+    return;
+  }
+  const BlockId dst = g2.pool->allocate()->block;
+  g2.meta[dst.value()].hash = hash;
+  g2.incoming.insert(hash);
+  pin(g2, dst);
+  pin(g1, g1_block);
+  const std::uint64_t ticket = next_ticket++;
+  transfers.emplace(ticket, Transfer{Transfer::Kind::offload, {g1_block}, {dst}, {hash}, {}, {}, {}, 0});
+  const BlockPair pair{g1_block, dst};
+  submit(ticket, TransferPlan::build(g1.pool->space(), g2.pool->space(), std::span(&pair, 1)));
+}
+
+void BlockManager::Impl::finish(std::uint64_t ticket, std::uint32_t part, Status status) {
+  auto it = transfers.find(ticket);
+  if (it == transfers.end()) return;
+  if (it->second.kind == Transfer::Kind::promote) {
+    finish_promote_part(it->second, part, std::move(status));
+    if (it->second.remaining > 0) return;
+    Transfer t = std::move(it->second);
+    transfers.erase(it);
+    finish_promote(t);
+    return;
+  }
+  Transfer t = std::move(it->second);
+  transfers.erase(it);
+  switch (t.kind) {
+    case Transfer::Kind::offload: finish_offload(t, status); break;
+    case Transfer::Kind::onboard: finish_onboard(t, status); break;
+    case Transfer::Kind::write_back: finish_write_back(t, status); break;
+    case Transfer::Kind::promote: break;  // handled above
+  }
+}
+
+void BlockManager::Impl::finish_offload(const Transfer& t, const Status& status) {
+  TierState& g1 = *tier(Tier::g1);
+  TierState& g2 = *tier(Tier::g2);
+  unpin(g1, t.src[0]);
+  free_block(g1, t.src[0]);  // already unregistered when it was evicted
+  const BlockId dst = t.dst[0];
+  const SequenceHash hash = t.hashes[0];
+  unpin(g2, dst);
+  g2.incoming.erase(hash);
+  if (!status) {
+    ++counters.offload_failures;
+    free_block(g2, dst);
+    return;
+  }
+  ++counters.offloads;
+  (void)g2.pool->mark_complete(g2.ref(dst));
+  if (g2.registry.contains(hash)) {  // registered directly meanwhile
+    free_block(g2, dst);
+    return;
+  }
+  register_unchecked(g2, dst, hash);
+  settle(g2, dst);  // inactive: into G2's policy
+}
+
+void BlockManager::Impl::finish_onboard(Transfer& t, const Status& status) {
+  TierState& g1 = *tier(Tier::g1);
+  TierState& g2 = *tier(Tier::g2);
+  for (BlockId b : t.src) {
+    unpin(g2, b);
+    settle(g2, b);
+  }
+  for (BlockId b : t.dst) unpin(g1, b);
+  if (!status) {
+    counters.onboard_failures += t.dst.size();
+    for (BlockId b : t.dst) free_block(g1, b);
+    t.done(tl::unexpected(status.error()));
+    return;
+  }
+  BlockLeases leases;
+  leases.reserve(t.dst.size());
+  for (std::size_t i = 0; i < t.dst.size(); ++i) {
+    const BlockId b = t.dst[i];
+    (void)g1.pool->mark_complete(g1.ref(b));
+    if (const std::uint32_t existing = g1.registry.find(t.hashes[i]); existing != detail::kNil) {
+      free_block(g1, b);  // someone else brought it to G1 meanwhile: serve theirs
+      leases.push_back(acquire(g1, BlockId{existing}));
     } else {
-      free_block(ts, b);
-      ++counters.discards;
+      register_unchecked(g1, b, t.hashes[i]);
+      leases.push_back(acquire(g1, b));
     }
   }
-
-  void free_block(TierState& ts, BlockId b) noexcept {
-    ts.meta[b.value()] = BlockMeta{};
-    (void)ts.pool->free(ts.ref(b));  // b is in range and not free: cannot fail
-  }
-
-  void pin(TierState& ts, BlockId b) noexcept {
-    if (ts.meta[b.value()].pins++ == 0) ++ts.pinned_blocks;
-  }
-  void unpin(TierState& ts, BlockId b) noexcept {
-    if (--ts.meta[b.value()].pins == 0) --ts.pinned_blocks;
-  }
-
-  // --- eviction and room --------------------------------------------------
-  // `victim` came out of ts.policy: unregister it, then write it back to G2
-  // (G1 with offload) or free it now.
-  void evict_block(TierState& ts, BlockId victim) {
-    BlockMeta& m = ts.meta[victim.value()];
-    m.in_policy = false;
-    ts.registry.erase(m.hash);
-    ++ts.evictions;
-    ++counters.evictions;
-    if (ts.tier == Tier::g1 && offload_on_evict && tier(Tier::g2) != nullptr) {
-      start_offload(victim, m.hash);
-    } else {
-      free_block(ts, victim);
-    }
-  }
-
-  // Makes `n` blocks free in `ts` (evicting), then takes them (partial).
-  Result<std::vector<BlockId>> take_blocks(TierState& ts, std::uint32_t n) {
-    Pool& pool = *ts.pool;
-    if (std::uint64_t{pool.free_count()} + ts.policy->size() < n)
-      return fail(Errc::out_of_capacity,
-                  "{}: cannot allocate {} blocks: {} free, {} evictable, {} leased, {} in transfer (capacity {})",
-                  to_string(ts.tier), n, pool.free_count(), ts.policy->size(), ts.leased_blocks, ts.pinned_blocks,
-                  pool.capacity());
-    while (pool.free_count() < n) {
-      auto victim = ts.policy->evict();
-      if (!victim) break;
-      evict_block(ts, *victim);
-    }
-    if (pool.free_count() < n)
-      return fail(Errc::busy, "{}: cannot allocate {} blocks yet: {} free, {} blocks still being written back",
-                  to_string(ts.tier), n, pool.free_count(), ts.pinned_blocks);
-    std::vector<BlockId> blocks;
-    blocks.reserve(n);
-    for (std::uint32_t i = 0; i < n; ++i) blocks.push_back(pool.allocate()->block);
-    return blocks;
-  }
-
-  // --- transfers ----------------------------------------------------------
-  CopyDone make_done(std::uint64_t ticket) {
-    return [weak = std::weak_ptr<char>(alive), post = post, impl = this, ticket](Status status) {
-      auto finish = [weak, impl, ticket, status = std::move(status)]() mutable {
-        if (weak.expired()) return;  // the manager is gone: drop the completion
-        impl->finish(ticket, std::move(status));
-      };
-      if (post)
-        post(std::move(finish));
-      else
-        finish();
-    };
-  }
-
-  void submit(std::uint64_t ticket, Result<TransferPlan> plan) {
-    if (!plan) {
-      finish(ticket, tl::unexpected(plan.error()));
-      return;
-    }
-    engine->submit(std::move(*plan), make_done(ticket));
-  }
-
-  void start_offload(BlockId g1_block, SequenceHash hash) {
-    TierState& g1 = *tier(Tier::g1);
-    TierState& g2 = *tier(Tier::g2);
-    if (g2.registry.contains(hash) || g2.incoming.contains(hash)) {
-      ++counters.offloads_skipped;  // G2 already has (or is getting) it
-      free_block(g1, g1_block);
-      return;
-    }
-    if (g2.pool->free_count() == 0) {
-      if (auto victim = g2.policy->evict()) evict_block(g2, *victim);
-    }
-    if (g2.pool->free_count() == 0) {
-      ++counters.offloads_skipped;  // G2 is full of leased or in-flight blocks
-      free_block(g1, g1_block);
-      return;
-    }
-    const BlockId dst = g2.pool->allocate()->block;
-    g2.meta[dst.value()].hash = hash;
-    g2.incoming.insert(hash);
-    pin(g2, dst);
-    pin(g1, g1_block);
-    const std::uint64_t ticket = next_ticket++;
-    transfers.emplace(ticket, Transfer{Transfer::Kind::offload, {g1_block}, {dst}, {hash}, {}});
-    const BlockPair pair{g1_block, dst};
-    submit(ticket, TransferPlan::build(g1.pool->space(), g2.pool->space(), std::span(&pair, 1)));
-  }
-
-  void finish(std::uint64_t ticket, Status status) {
-    auto node = transfers.extract(ticket);
-    if (node.empty()) return;
-    Transfer t = std::move(node.mapped());
-    if (t.kind == Transfer::Kind::offload)
-      finish_offload(t, status);
-    else
-      finish_onboard(t, status);
-  }
-
-  void finish_offload(const Transfer& t, const Status& status) {
-    TierState& g1 = *tier(Tier::g1);
-    TierState& g2 = *tier(Tier::g2);
-    unpin(g1, t.src[0]);
-    free_block(g1, t.src[0]);  // already unregistered when it was evicted
-    const BlockId dst = t.dst[0];
-    const SequenceHash hash = t.hashes[0];
-    unpin(g2, dst);
-    g2.incoming.erase(hash);
-    if (!status) {
-      ++counters.offload_failures;
-      free_block(g2, dst);
-      return;
-    }
-    ++counters.offloads;
-    (void)g2.pool->mark_complete(g2.ref(dst));
-    if (g2.registry.contains(hash)) {  // registered directly meanwhile
-      free_block(g2, dst);
-      return;
-    }
-    register_unchecked(g2, dst, hash);
-    settle(g2, dst);  // inactive: into G2's policy
-  }
-
-  void finish_onboard(Transfer& t, const Status& status) {
-    TierState& g1 = *tier(Tier::g1);
-    TierState& g2 = *tier(Tier::g2);
-    for (BlockId b : t.src) {
-      unpin(g2, b);
-      settle(g2, b);
-    }
-    for (BlockId b : t.dst) unpin(g1, b);
-    if (!status) {
-      counters.onboard_failures += t.dst.size();
-      for (BlockId b : t.dst) free_block(g1, b);
-      t.done(tl::unexpected(status.error()));
-      return;
-    }
-    BlockLeases leases;
-    leases.reserve(t.dst.size());
-    for (std::size_t i = 0; i < t.dst.size(); ++i) {
-      const BlockId b = t.dst[i];
-      (void)g1.pool->mark_complete(g1.ref(b));
-      if (const std::uint32_t existing = g1.registry.find(t.hashes[i]); existing != detail::kNil) {
-        free_block(g1, b);  // someone else brought it to G1 meanwhile: serve theirs
-        leases.push_back(acquire(g1, BlockId{existing}));
-      } else {
-        register_unchecked(g1, b, t.hashes[i]);
-        leases.push_back(acquire(g1, b));
-      }
-    }
-    counters.onboards += t.dst.size();
-    t.done(std::move(leases));
-  }
-
-  void register_unchecked(TierState& ts, BlockId b, SequenceHash hash) noexcept {
-    (void)ts.pool->mark_registered(ts.ref(b));
-    ts.meta[b.value()].hash = hash;
-    ts.registry.insert(hash, b.value());
-  }
-
-  // --- checks -------------------------------------------------------------
-  Result<TierState*> lease_tier(const BlockLease& lease) {
-    if (!lease) return fail(Errc::invalid_argument, "block manager: the lease is empty");
-    if (lease.owner() != self)
-      return fail(Errc::invalid_argument, "block manager: the lease on {} belongs to another block manager",
-                  lease.ref());
-    TierState* ts = tier(lease.tier());
-    if (auto s = ts->pool->check(lease.ref()); !s) return tl::unexpected(s.error());
-    return ts;
-  }
-};
+  counters.onboards += t.dst.size();
+  t.done(std::move(leases));
+}
 
 // ---- BlockLease / BlockLeases ---------------------------------------------
 
@@ -316,6 +172,21 @@ Result<std::unique_ptr<BlockManager>> BlockManager::make(BlockManagerConfig conf
       return fail(Errc::unsupported, "block manager: engine '{}' cannot copy between {} and {} memory",
                   config.engine->name(), to_string(k1), to_string(k2));
   }
+  if (config.g3.store != nullptr) {
+    if (!config.g2.pool)
+      return fail(Errc::invalid_argument, "block manager: a disk tier (G3) needs a host tier (G2) to write back from");
+    if (!config.post)
+      return fail(Errc::invalid_argument,
+                  "block manager: a disk tier (G3) needs a post function: its store "
+                  "completes on its own threads");
+    if (config.g3.store->block_bytes() != config.g2.pool->layout().block_bytes())
+      return fail(Errc::invalid_argument, "block manager: G3 store blocks are {} bytes, G2 blocks {}",
+                  config.g3.store->block_bytes(), config.g2.pool->layout().block_bytes());
+    if (config.g3.pool_id == config.g2.pool->id() || (config.g1.pool && config.g3.pool_id == config.g1.pool->id()))
+      return fail(Errc::invalid_argument, "block manager: G3 pool id {} is taken by another tier", config.g3.pool_id);
+    if (config.g3.store->slot_count() == 0)
+      return fail(Errc::invalid_argument, "block manager: the G3 store has no slot");
+  }
   auto impl = std::make_unique<Impl>();
   impl->engine = config.engine;
   impl->clock = config.clock != nullptr ? config.clock : &CoarseClock::instance();
@@ -328,8 +199,28 @@ Result<std::unique_ptr<BlockManager>> BlockManager::make(BlockManagerConfig conf
     if (!policy) return fail(policy.error().code, "block manager: tier {}: {}", to_string(t), policy.error().message);
     impl->tiers[static_cast<std::size_t>(t)] = std::make_unique<TierState>(t, std::move(tc.pool), std::move(*policy));
   }
+  if (BlockStore* store = config.g3.store; store != nullptr) {
+    auto layout =
+        Layout::make(impl->tier(Tier::g2)->pool->layout().spec(), LayoutKind::fully_contiguous, store->slot_count());
+    if (!layout) return fail(layout.error().code, "block manager: tier G3: {}", layout.error().message);
+    auto pool = Pool::make_without_memory(config.g3.pool_id, *layout);
+    if (!pool) return tl::unexpected(pool.error());
+    auto policy = make_eviction_policy(config.g3.policy, store->slot_count(), *impl->clock);
+    if (!policy) return fail(policy.error().code, "block manager: tier G3: {}", policy.error().message);
+    impl->tiers[static_cast<std::size_t>(Tier::g3)] =
+        std::make_unique<TierState>(Tier::g3, std::move(*pool), std::move(*policy));
+    impl->store = store;
+    impl->admit_min_frequency = config.g3.admit_min_frequency;
+    std::uint64_t items = store->slot_count();
+    for (Tier t : {Tier::g1, Tier::g2})
+      if (const TierState* ts = impl->tier(t)) items += ts->pool->capacity();
+    impl->sketch = std::make_unique<detail::FrequencySketch>(items);
+  }
   std::unique_ptr<BlockManager> bm(new BlockManager(std::move(impl)));
   bm->impl_->self = bm.get();
+  if (bm->impl_->store != nullptr) {
+    if (auto recovered = bm->impl_->recover_g3(); !recovered) return tl::unexpected(recovered.error());
+  }
   return bm;
 }
 
@@ -355,38 +246,39 @@ PrefixMatch BlockManager::lookup(std::span<const SequenceHash> hashes) {
   PrefixMatch match;
   TierState* g1 = im.tier(Tier::g1);
   TierState* g2 = im.tier(Tier::g2);
+  TierState* g3 = im.tier(Tier::g3);
   match.leases.reserve(hashes.size());
+  // Hash i is looked up in G1, then G2, then G3; `found` counts into the
+  // tier's field of the match.
+  auto hit = [&](TierState* ts, SequenceHash h, std::uint32_t& found) {
+    if (ts == nullptr) return false;
+    const std::uint32_t b = ts->registry.find(h);
+    if (b == detail::kNil) return false;
+    match.leases.push_back(im.acquire(*ts, BlockId{b}));
+    im.count_use(h);
+    ++found;
+    return true;
+  };
   for (const SequenceHash h : hashes) {
-    if (g1 != nullptr) {
-      if (const std::uint32_t b = g1->registry.find(h); b != detail::kNil) {
-        match.leases.push_back(im.acquire(*g1, BlockId{b}));
-        ++match.g1_blocks;
-        continue;
-      }
-    }
-    if (g2 != nullptr) {
-      if (const std::uint32_t b = g2->registry.find(h); b != detail::kNil) {
-        match.leases.push_back(im.acquire(*g2, BlockId{b}));
-        ++match.g2_blocks;
-        continue;
-      }
-    }
-    break;
+    if (!hit(g1, h, match.g1_blocks) && !hit(g2, h, match.g2_blocks) && !hit(g3, h, match.g3_blocks)) break;
   }
   ++im.counters.lookups;
   im.counters.hits += match.matched();
   im.counters.misses += hashes.size() - match.matched();
   if (g1 != nullptr) g1->hits += match.g1_blocks;
   if (g2 != nullptr) g2->hits += match.g2_blocks;
+  if (g3 != nullptr) g3->hits += match.g3_blocks;
   return match;
 }
 
 std::uint32_t BlockManager::peek(std::span<const SequenceHash> hashes) const {
-  const TierState* g1 = impl_->tier(Tier::g1);
-  const TierState* g2 = impl_->tier(Tier::g2);
+  auto held = [&](Tier t, SequenceHash h) {
+    const TierState* ts = impl_->tier(t);
+    return ts != nullptr && ts->registry.contains(h);
+  };
   std::uint32_t n = 0;
   for (const SequenceHash h : hashes) {
-    if ((g1 == nullptr || !g1->registry.contains(h)) && (g2 == nullptr || !g2->registry.contains(h))) break;
+    if (!held(Tier::g1, h) && !held(Tier::g2, h) && !held(Tier::g3, h)) break;
     ++n;
   }
   return n;
@@ -403,6 +295,8 @@ BlockLease BlockManager::find(Tier tier, SequenceHash hash) {
 Result<BlockLeases> BlockManager::allocate(Tier tier, std::uint32_t n) {
   TierState* ts = impl_->tier(tier);
   if (ts == nullptr) return fail(Errc::unavailable, "block manager: tier {} is not configured", to_string(tier));
+  if (tier == Tier::g3)
+    return fail(Errc::unsupported, "block manager: G3 blocks are written by write-back from G2, not allocated");
   auto blocks = impl_->take_blocks(*ts, n);
   if (!blocks) return tl::unexpected(blocks.error());
   BlockLeases leases;
@@ -430,6 +324,7 @@ Status BlockManager::register_block(const BlockLease& lease, SequenceHash hash) 
     return fail(Errc::already_exists, "block manager: hash {} is already registered in {}", hash, to_string(ts.tier));
   }
   impl_->register_unchecked(ts, lease.block(), hash);
+  impl_->count_use(hash);
   return ok();
 }
 
@@ -494,7 +389,7 @@ Status BlockManager::onboard(std::span<const BlockLease> g2_blocks, OnboardDone 
 
 BlockManagerCounters BlockManager::counters() const {
   BlockManagerCounters c = impl_->counters;
-  for (Tier t : {Tier::g1, Tier::g2}) {
+  for (Tier t : {Tier::g1, Tier::g2, Tier::g3}) {
     const TierState* ts = impl_->tier(t);
     TierCounters& tc = c.tiers[static_cast<std::size_t>(t)];
     if (ts == nullptr) continue;

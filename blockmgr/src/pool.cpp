@@ -29,6 +29,13 @@ Result<std::unique_ptr<Pool>> Pool::make(PoolId id, Layout layout, std::unique_p
   return std::unique_ptr<Pool>(new Pool(id, std::move(layout), std::move(region)));
 }
 
+Result<std::unique_ptr<Pool>> Pool::make_without_memory(PoolId id, Layout layout) {
+  if (layout.kind() != LayoutKind::fully_contiguous)
+    return fail(Errc::invalid_argument, "pool {}: layout kind must be fully_contiguous (got {})", id,
+                to_string(layout.kind()));
+  return std::unique_ptr<Pool>(new Pool(id, std::move(layout), nullptr));
+}
+
 Pool::Pool(PoolId id, Layout layout, std::unique_ptr<MemoryRegion> region)
     : id_(id), layout_(std::move(layout)), region_(std::move(region)) {
   const std::uint32_t n = layout_.num_blocks();
@@ -94,6 +101,30 @@ Status Pool::mark_registered(BlockRef ref) {
     return fail(Errc::wrong_state, "pool {}: block {} is {}, only a complete block can be registered", id_, ref.block,
                 to_string(st));
   set_state(ref.block, BlockState::registered);
+  return ok();
+}
+
+Status Pool::mark_unregistered(BlockRef ref) {
+  if (auto s = check(ref); !s) return s;
+  const BlockState st = states_[ref.block.value()];
+  if (st != BlockState::registered)
+    return fail(Errc::wrong_state, "pool {}: block {} is {}, only a registered block can be unregistered", id_,
+                ref.block, to_string(st));
+  set_state(ref.block, BlockState::complete);
+  return ok();
+}
+
+Status Pool::claim(std::span<const BlockId> blocks) {
+  std::vector<bool> taken(capacity(), false);
+  for (BlockId b : blocks) {
+    if (b.value() >= capacity())
+      return fail(Errc::invalid_argument, "pool {}: block {} is out of range (capacity {})", id_, b, capacity());
+    if (states_[b.value()] != BlockState::free || taken[b.value()])
+      return fail(Errc::wrong_state, "pool {}: block {} cannot be claimed: it is not free", id_, b);
+    taken[b.value()] = true;
+  }
+  for (BlockId b : blocks) set_state(b, BlockState::partial);
+  std::erase_if(free_list_, [&](BlockId b) { return taken[b.value()]; });
   return ok();
 }
 

@@ -30,8 +30,9 @@ namespace kvb {
 class BlockManager;
 
 /// G1: device memory (engine KV caches or daemon device pools). G2: host.
-enum class Tier : std::uint8_t { g1 = 0, g2 = 1 };
-inline constexpr std::size_t kNumTiers = 2;
+/// G3: local disk (a BlockStore's slots).
+enum class Tier : std::uint8_t { g1 = 0, g2 = 1, g3 = 2 };
+inline constexpr std::size_t kNumTiers = 3;
 
 [[nodiscard]] std::string_view to_string(Tier tier) noexcept;
 

@@ -1,4 +1,4 @@
-// BlockManager: the facade over the tiers (G1 device, G2 host) of one
+// BlockManager: the facade over the tiers (G1 device, G2 host, G3 disk) of one
 // daemon: pools, block lifecycle, the sequence-hash registry and prefix
 // match, leases, eviction and tier moves. docs/architecture.md describes the
 // state machine, leases and eviction, tiers and what "complete" means.
@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "kvb/blockmgr/block_lease.h"
+#include "kvb/blockmgr/block_store.h"
 #include "kvb/blockmgr/clock.h"
 #include "kvb/blockmgr/copy_engine.h"
 #include "kvb/blockmgr/eviction_policy.h"
@@ -47,12 +48,28 @@ struct TierConfig {
   std::string policy = "lru";  // make_eviction_policy name
 };
 
+/// The disk tier (G3): its bytes live in a BlockStore, its bookkeeping
+/// (slot states, registry, policy) here. G2 victims are written back to it
+/// and promote() reads its blocks back into G2.
+struct DiskTierConfig {
+  /// Null = no G3. Not owned; must outlive the manager. make() registers the
+  /// blocks of its recovered() in G3 (inactive, oldest write first).
+  BlockStore* store = nullptr;
+  PoolId pool_id{3};  // G3's slot pool id: distinct from G1's and G2's
+  std::string policy = "lru";
+  /// A G2 victim is written back to G3 only when its hash was used (stored
+  /// or hit) at least this often lately (a frequency sketch, as KVBM's
+  /// filter); 0 or 1 = every victim.
+  std::uint32_t admit_min_frequency = 2;
+};
+
 /// Runs a closure on the manager's owning thread (see the locking rule).
 using PostToOwner = std::function<void(std::function<void()>)>;
 
 struct BlockManagerConfig {
   TierConfig g1;
-  TierConfig g2;  // at least one of g1, g2 must have a pool
+  TierConfig g2;      // at least one of g1, g2 must have a pool
+  DiskTierConfig g3;  // needs G2 and a `post` (the store completes on its own threads)
   /// Copies for offload (G1 -> G2) and onboard (G2 -> G1). Not owned; must
   /// outlive the manager. Required when both tiers exist.
   CopyEngine* engine = nullptr;
@@ -67,14 +84,15 @@ struct BlockManagerConfig {
 };
 
 /// The result of lookup(): the longest registered prefix, block by block in
-/// G1 first, then G2.
+/// G1 first, then G2, then G3.
 struct PrefixMatch {
   std::uint32_t g1_blocks = 0;  // matched blocks found in G1
-  std::uint32_t g2_blocks = 0;  // matched blocks found only in G2
+  std::uint32_t g2_blocks = 0;  // matched blocks found in G2, not G1
+  std::uint32_t g3_blocks = 0;  // matched blocks found only in G3
   /// One lease per matched block, in prefix order; leases[i].tier() tells
   /// where block i lives.
   BlockLeases leases;
-  [[nodiscard]] std::uint32_t matched() const noexcept { return g1_blocks + g2_blocks; }
+  [[nodiscard]] std::uint32_t matched() const noexcept { return g1_blocks + g2_blocks + g3_blocks; }
 };
 
 /// A snapshot of one tier, for stats and metrics.
@@ -104,8 +122,14 @@ struct BlockManagerCounters {
   std::uint64_t offloads_skipped = 0;  // evicted G1 blocks not written back (G2 had it or no room)
   std::uint64_t onboards = 0;          // blocks copied G2 -> G1
   std::uint64_t onboard_failures = 0;
-  std::uint64_t discards = 0;            // written blocks dropped unregistered
-  std::uint64_t register_conflicts = 0;  // register_block found the hash taken
+  std::uint64_t discards = 0;              // written blocks dropped unregistered
+  std::uint64_t register_conflicts = 0;    // register_block found the hash taken
+  std::uint64_t g3_writes = 0;             // G2 victims written back to G3 (durable)
+  std::uint64_t g3_write_failures = 0;     // write-backs the store failed (ENOSPC, EIO, ...)
+  std::uint64_t g3_writes_skipped = 0;     // G2 victims not written: G3 had them, no free slot, queue full
+  std::uint64_t g3_admission_rejects = 0;  // G2 victims used less than admit_min_frequency: dropped
+  std::uint64_t promotes = 0;              // G3 blocks read (and verified) into G2
+  std::uint64_t promote_failures = 0;      // reads that failed (I/O or a check): the G3 block was dropped
   std::uint32_t transfers_in_flight = 0;
   [[nodiscard]] const TierCounters& tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)]; }
 };
@@ -113,6 +137,9 @@ struct BlockManagerCounters {
 /// Called on the owning thread when an onboard ends: the G1 leases of the
 /// onboarded blocks (registered, same order as requested), or the error.
 using OnboardDone = std::function<void(Result<BlockLeases>)>;
+/// Called on the owning thread when a promote() ends: per block, in the
+/// order asked, its registered G2 lease or the read's error.
+using PromoteDone = std::function<void(std::vector<Result<BlockLease>>)>;
 
 class BlockManager {
  public:
@@ -133,7 +160,7 @@ class BlockManager {
   [[nodiscard]] const EvictionPolicy& policy(Tier tier) const noexcept;
 
   /// The longest registered prefix of `hashes`: hash i matches when it is
-  /// registered in G1, else in G2; the match stops at the first miss. Leases
+  /// registered in G1, else in G2, else in G3; the match stops at the first miss. Leases
   /// every matched block (a hit takes the block out of its eviction policy)
   /// and counts hits and misses. Partial, complete or in-transfer
   /// destination blocks are never matched. O(matched + 1).
@@ -179,6 +206,17 @@ class BlockManager {
   /// missing), invalid_argument (a lease is empty, foreign or not G2),
   /// allocate()'s errors.
   [[nodiscard]] Status onboard(std::span<const BlockLease> g2_blocks, OnboardDone done);
+
+  /// Reads the G3 blocks of `g3_blocks` (leases from lookup) into fresh G2
+  /// blocks, each checked by the store against its checksums, and registers
+  /// them in G2 under the same hashes (partial, never matchable, until their
+  /// read completes). `done` runs on the owning thread once every read has
+  /// ended, never inside promote(). A block whose read fails is dropped from
+  /// G3 (a miss from then on; counted in promote_failures) and its G2 block
+  /// freed. A hash registered in G2 meanwhile is served from that block.
+  /// Errors (done is then not called): unavailable (no G2 or G3),
+  /// invalid_argument (a lease is empty, foreign or not G3), allocate()'s.
+  [[nodiscard]] Status promote(std::span<const BlockLease> g3_blocks, PromoteDone done);
 
   /// A snapshot of the counters. O(1).
   [[nodiscard]] BlockManagerCounters counters() const;

@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -55,6 +56,10 @@ class Pool {
   /// alignment. All blocks start free. Errors name the bad field and value.
   [[nodiscard]] static Result<std::unique_ptr<Pool>> make(PoolId id, Layout layout,
                                                           std::unique_ptr<MemoryRegion> region);
+  /// A pool whose block bytes live outside memory (the disk tier's slots:
+  /// the BlockStore holds them): states and free list only. space(),
+  /// region() and block_data() must not be called (has_memory() is false).
+  [[nodiscard]] static Result<std::unique_ptr<Pool>> make_without_memory(PoolId id, Layout layout);
 
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -62,6 +67,8 @@ class Pool {
   [[nodiscard]] PoolId id() const noexcept { return id_; }
   [[nodiscard]] const Layout& layout() const noexcept { return layout_; }
   [[nodiscard]] const MemoryRegion& region() const noexcept { return *region_; }
+  /// False for a pool made with make_without_memory().
+  [[nodiscard]] bool has_memory() const noexcept { return region_ != nullptr; }
   /// The pool as a TransferPlan endpoint (layout + its one region).
   [[nodiscard]] BlockSpace space() const;
   /// Host address of a block's first byte (host memory kinds only).
@@ -86,6 +93,13 @@ class Pool {
   /// complete -> registered. wrong_state from any other state (in particular
   /// a partial block can never be registered).
   [[nodiscard]] Status mark_registered(BlockRef ref);
+  /// registered -> complete: the block stops being findable (its bytes were
+  /// found bad); it is freed when its last user lets go. wrong_state otherwise.
+  [[nodiscard]] Status mark_unregistered(BlockRef ref);
+  /// Takes these free blocks at once (free -> partial), e.g. the slots a
+  /// disk tier found in use at start. O(capacity). Errors: out of range,
+  /// not free, listed twice (nothing is taken then).
+  [[nodiscard]] Status claim(std::span<const BlockId> blocks);
   /// State of a block; errors for foreign or out-of-range refs.
   [[nodiscard]] Result<BlockState> state(BlockRef ref) const;
   /// ok iff `ref` names a block of this pool (any state).

@@ -1,0 +1,212 @@
+// BlockManager::Impl: the tiers' state and the moves between them. Private
+// to blockmgr/src: block_manager.cpp holds the public calls and the G1 <->
+// G2 moves, disk_tier.cpp the G2 <-> G3 ones. The one locking rule applies.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "frequency_sketch.h"
+#include "hash_registry.h"
+#include "kvb/blockmgr/block_manager.h"
+
+namespace kvb {
+namespace detail {
+
+struct BlockMeta {
+  SequenceHash hash{};       // valid while registered or while a transfer writes it
+  std::uint32_t leases = 0;  // BlockLeases alive on the block
+  std::uint16_t pins = 0;    // transfers using the block (as source or destination)
+  bool in_policy = false;    // inactive: held by the eviction policy
+};
+
+struct TierState {
+  TierState(Tier t, std::unique_ptr<Pool> p, std::unique_ptr<EvictionPolicy> pol)
+      : tier(t), pool(std::move(p)), policy(std::move(pol)), meta(pool->capacity()), registry(pool->capacity()) {}
+
+  Tier tier;
+  std::unique_ptr<Pool> pool;
+  std::unique_ptr<EvictionPolicy> policy;
+  std::vector<BlockMeta> meta;
+  detail::HashRegistry registry;
+  std::unordered_set<SequenceHash> incoming;  // hashes a write-back is copying into this tier
+  std::uint32_t leased_blocks = 0;
+  std::uint32_t pinned_blocks = 0;
+  std::uint64_t hits = 0;
+  std::uint64_t evictions = 0;
+
+  [[nodiscard]] BlockRef ref(BlockId b) const noexcept { return {pool->id(), b}; }
+};
+
+struct Transfer {
+  // offload: G1 -> G2 write-back; onboard: G2 -> G1; write_back: G2 -> G3
+  // (the source is already free: the store copied it); promote: G3 -> G2.
+  enum class Kind : std::uint8_t { offload, onboard, write_back, promote } kind = Kind::offload;
+  std::vector<BlockId> src;
+  std::vector<BlockId> dst;
+  std::vector<SequenceHash> hashes;
+  OnboardDone done;
+  PromoteDone promote_done;
+  std::vector<Status> results;  // promote: one per block, filled as reads end
+  std::uint32_t remaining = 0;  // promote: reads not yet ended
+};
+
+}  // namespace detail
+
+using detail::BlockMeta;
+using detail::TierState;
+using detail::Transfer;
+
+struct BlockManager::Impl {
+  BlockManager* self = nullptr;
+  std::array<std::unique_ptr<TierState>, kNumTiers> tiers;
+  CopyEngine* engine = nullptr;
+  BlockStore* store = nullptr;  // G3's bytes (null = no G3)
+  std::uint32_t admit_min_frequency = 0;
+  std::unique_ptr<detail::FrequencySketch> sketch;  // uses per hash, when G3 exists
+  const Clock* clock = nullptr;
+  PostToOwner post;
+  bool offload_on_evict = true;
+  BlockManagerCounters counters;  // the global fields; tier fields are filled in counters()
+  std::uint64_t live_leases = 0;
+  std::unordered_map<std::uint64_t, Transfer> transfers;
+  std::uint64_t next_ticket = 1;
+  std::shared_ptr<char> alive = std::make_shared<char>(0);  // copy completions check it before touching *this
+
+  TierState* tier(Tier t) noexcept { return tiers[static_cast<std::size_t>(t)].get(); }
+  const TierState* tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)].get(); }
+
+  // --- leases -------------------------------------------------------------
+  BlockLease acquire(TierState& ts, BlockId b) {
+    BlockMeta& m = ts.meta[b.value()];
+    if (m.leases++ == 0) {
+      ++ts.leased_blocks;
+      if (m.in_policy) {
+        ts.policy->on_reactivated(b);
+        m.in_policy = false;
+      }
+    }
+    ++live_leases;
+    return BlockLease(self, ts.tier, ts.ref(b));
+  }
+
+  void release(TierState& ts, BlockId b) noexcept {
+    BlockMeta& m = ts.meta[b.value()];
+    --live_leases;
+    if (--m.leases == 0) {
+      --ts.leased_blocks;
+      settle(ts, b);
+    }
+  }
+
+  // A block nobody uses any more: a registered one becomes inactive (policy),
+  // an unregistered one (partial or complete) is discarded to free.
+  void settle(TierState& ts, BlockId b) noexcept {
+    BlockMeta& m = ts.meta[b.value()];
+    if (m.leases > 0 || m.pins > 0) return;
+    if (ts.pool->state_of(b) == BlockState::registered) {
+      ts.policy->on_inactive(b, m.hash);
+      m.in_policy = true;
+    } else {
+      free_block(ts, b);
+      ++counters.discards;
+    }
+  }
+
+  void free_block(TierState& ts, BlockId b) noexcept {
+    ts.meta[b.value()] = BlockMeta{};
+    (void)ts.pool->free(ts.ref(b));  // b is in range and not free: cannot fail
+  }
+
+  void pin(TierState& ts, BlockId b) noexcept {
+    if (ts.meta[b.value()].pins++ == 0) ++ts.pinned_blocks;
+  }
+  void unpin(TierState& ts, BlockId b) noexcept {
+    if (--ts.meta[b.value()].pins == 0) --ts.pinned_blocks;
+  }
+
+  // A use of `hash` (stored or hit), for the G3 admission filter.
+  void count_use(SequenceHash hash) noexcept {
+    if (sketch) sketch->add(hash);
+  }
+
+  // --- eviction and room --------------------------------------------------
+  // `victim` came out of ts.policy: unregister it, then write it back to the
+  // next tier (G1 -> G2 with offload_on_evict, G2 -> G3 when G3 exists) or
+  // free it now.
+  void evict_block(TierState& ts, BlockId victim) {
+    BlockMeta& m = ts.meta[victim.value()];
+    m.in_policy = false;
+    ts.registry.erase(m.hash);
+    ++ts.evictions;
+    ++counters.evictions;
+    if (ts.tier == Tier::g1 && offload_on_evict && tier(Tier::g2) != nullptr) {
+      start_offload(victim, m.hash);
+    } else if (ts.tier == Tier::g2 && tier(Tier::g3) != nullptr) {
+      write_back_to_g3(victim, m.hash);
+    } else {
+      free_block(ts, victim);
+    }
+  }
+
+  // Makes `n` blocks free in `ts` (evicting), then takes them (partial).
+  Result<std::vector<BlockId>> take_blocks(TierState& ts, std::uint32_t n);
+
+  // --- transfers ----------------------------------------------------------
+  // A completion for `ticket` (block `part` of it) that reaches the owning
+  // thread through `post` and is dropped once the manager is gone.
+  CopyDone make_done(std::uint64_t ticket, std::uint32_t part = 0) {
+    return [weak = std::weak_ptr<char>(alive), post = post, impl = this, ticket, part](Status status) {
+      auto finish = [weak, impl, ticket, part, status = std::move(status)]() mutable {
+        if (weak.expired()) return;  // the manager is gone: drop the completion
+        impl->finish(ticket, part, std::move(status));
+      };
+      if (post)
+        post(std::move(finish));
+      else
+        finish();
+    };
+  }
+
+  void submit(std::uint64_t ticket, Result<TransferPlan> plan) {
+    if (!plan) {
+      finish(ticket, 0, tl::unexpected(plan.error()));
+      return;
+    }
+    engine->submit(std::move(*plan), make_done(ticket));
+  }
+
+  void start_offload(BlockId g1_block, SequenceHash hash);
+  void finish(std::uint64_t ticket, std::uint32_t part, Status status);
+  void finish_offload(const Transfer& t, const Status& status);
+  void finish_onboard(Transfer& t, const Status& status);
+  // disk_tier.cpp
+  void write_back_to_g3(BlockId g2_block, SequenceHash hash);
+  void finish_write_back(const Transfer& t, const Status& status);
+  void finish_promote_part(Transfer& t, std::uint32_t part, Status status);
+  void finish_promote(Transfer& t);
+  Status recover_g3();
+
+  void register_unchecked(TierState& ts, BlockId b, SequenceHash hash) noexcept {
+    (void)ts.pool->mark_registered(ts.ref(b));
+    ts.meta[b.value()].hash = hash;
+    ts.registry.insert(hash, b.value());
+  }
+
+  // --- checks -------------------------------------------------------------
+  Result<TierState*> lease_tier(const BlockLease& lease) {
+    if (!lease) return fail(Errc::invalid_argument, "block manager: the lease is empty");
+    if (lease.owner() != self)
+      return fail(Errc::invalid_argument, "block manager: the lease on {} belongs to another block manager",
+                  lease.ref());
+    TierState* ts = tier(lease.tier());
+    if (auto s = ts->pool->check(lease.ref()); !s) return tl::unexpected(s.error());
+    return ts;
+  }
+};
+
+}  // namespace kvb
