@@ -1,6 +1,7 @@
 #include "kvb/client/kv_region.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bit>
@@ -53,29 +54,64 @@ Status validate(const BlockShape& s, WireLayoutKind kind, std::uint32_t num_bloc
 
 }  // namespace
 
-Result<KvRegion> KvRegion::create(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks) {
+Result<std::uint64_t> KvRegion::region_bytes_for(const BlockShape& shape, WireLayoutKind kind,
+                                                 std::uint32_t num_blocks) {
   if (auto st = validate(shape, kind, num_blocks); !st) return tl::unexpected(st.error());
+  const std::uint64_t align = shape.alignment;
+  const std::uint64_t stride = (block_bytes(shape) + align - 1) / align * align;
+  const std::uint64_t bytes = kind == WireLayoutKind::fully_contiguous
+                                  ? static_cast<std::uint64_t>(num_blocks) * stride
+                                  : static_cast<std::uint64_t>(num_blocks) * shape.outer_dim * chunk_bytes(shape);
+  if (bytes > kMaxRegionBytes)
+    return fail(Errc::invalid_argument, "kv region: {} bytes per region is over the 1 TiB limit", bytes);
+  return bytes;
+}
+
+Result<KvRegion> KvRegion::create(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks) {
+  auto bytes = region_bytes_for(shape, kind, num_blocks);
+  if (!bytes) return tl::unexpected(bytes.error());
+  const std::uint32_t regions = kind == WireLayoutKind::fully_contiguous ? 1U : shape.num_layers;
+  std::vector<int> fds;
+  fds.reserve(regions);
+  for (std::uint32_t i = 0; i < regions; ++i) {
+    const int fd = ::memfd_create("kvb-engine-kv", MFD_CLOEXEC);
+    if (fd < 0) {
+      for (int f : fds) ::close(f);
+      return fail(Errc::io_error, "memfd_create for kv region {}: {}", i, std::strerror(errno));
+    }
+    fds.push_back(fd);
+    if (::ftruncate(fd, static_cast<off_t>(*bytes)) != 0) {
+      const int err = errno;
+      for (int f : fds) ::close(f);
+      return fail(Errc::io_error, "ftruncate kv region {} to {} bytes: {}", i, *bytes, std::strerror(err));
+    }
+  }
+  return adopt_memfds(shape, kind, num_blocks, std::move(fds));
+}
+
+Result<KvRegion> KvRegion::adopt_memfds(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks,
+                                        std::vector<int> fds) {
   KvRegion r;
+  r.fds_ = std::move(fds);  // owned from here: r's destructor closes them on every error below
+  auto bytes = region_bytes_for(shape, kind, num_blocks);
+  if (!bytes) return tl::unexpected(bytes.error());
+  const std::uint32_t regions = kind == WireLayoutKind::fully_contiguous ? 1U : shape.num_layers;
+  if (r.fds_.size() != regions)
+    return fail(Errc::invalid_argument, "kv region: {} fds for {} layout regions", r.fds_.size(), regions);
   r.shape_ = shape;
   r.kind_ = kind;
   r.num_blocks_ = num_blocks;
   const std::uint64_t align = shape.alignment;
   r.block_stride_ = (block_bytes(shape) + align - 1) / align * align;
-  const std::uint32_t regions = kind == WireLayoutKind::fully_contiguous ? 1U : shape.num_layers;
-  r.region_bytes_ = kind == WireLayoutKind::fully_contiguous
-                        ? static_cast<std::uint64_t>(num_blocks) * r.block_stride_
-                        : static_cast<std::uint64_t>(num_blocks) * shape.outer_dim * chunk_bytes(shape);
-  if (r.region_bytes_ > kMaxRegionBytes)
-    return fail(Errc::invalid_argument, "kv region: {} bytes per region is over the 1 TiB limit", r.region_bytes_);
-  r.fds_.reserve(regions);
+  r.region_bytes_ = *bytes;
   r.maps_.reserve(regions);
   for (std::uint32_t i = 0; i < regions; ++i) {
-    const int fd = ::memfd_create("kvb-engine-kv", MFD_CLOEXEC);
-    if (fd < 0) return fail(Errc::io_error, "memfd_create for kv region {}: {}", i, std::strerror(errno));
-    r.fds_.push_back(fd);
-    if (::ftruncate(fd, static_cast<off_t>(r.region_bytes_)) != 0)
-      return fail(Errc::io_error, "ftruncate kv region {} to {} bytes: {}", i, r.region_bytes_, std::strerror(errno));
-    void* p = ::mmap(nullptr, r.region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    struct stat st {};
+    if (::fstat(r.fds_[i], &st) != 0) return fail(Errc::io_error, "fstat of kv region {}: {}", i, std::strerror(errno));
+    if (static_cast<std::uint64_t>(st.st_size) < r.region_bytes_)
+      return fail(Errc::invalid_argument, "kv region {} holds {} bytes, the layout needs {}", i, st.st_size,
+                  r.region_bytes_);
+    void* p = ::mmap(nullptr, r.region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, r.fds_[i], 0);
     if (p == MAP_FAILED)
       return fail(Errc::io_error, "mmap kv region {} ({} bytes): {}", i, r.region_bytes_, std::strerror(errno));
     r.maps_.push_back(static_cast<std::byte*>(p));

@@ -1,8 +1,11 @@
 // KvRegion (the client's memfd KV cache) against blockmgr's Layout: the
 // client carries its own copy of the index math, so it must agree exactly.
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -108,6 +111,50 @@ TEST(KvRegion, MoveTransfersOwnership) {
   KvRegion moved = std::move(*region);
   EXPECT_EQ(moved.num_regions(), 1U);
   EXPECT_EQ(region->num_regions(), 0U);  // NOLINT(bugprone-use-after-move): checking the moved-from state
+}
+
+TEST(KvRegion, AdoptMemfdsMapsTheirBytesAndOwnsThem) {
+  const auto sh = shape(2, 2, 4, 8, 1, 256);
+  const auto bytes = KvRegion::region_bytes_for(sh, WireLayoutKind::layer_separate_outer_block, 3);
+  ASSERT_TRUE(bytes) << bytes.error().to_string();
+  std::vector<int> fds;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = ::memfd_create("adopt-test", MFD_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(*bytes)), 0);
+    const unsigned char mark = static_cast<unsigned char>(0x40 + i);
+    ASSERT_EQ(::pwrite(fd, &mark, 1, 0), 1);
+    fds.push_back(fd);
+  }
+  const int probe = ::dup(fds[1]);
+  auto region = KvRegion::adopt_memfds(sh, WireLayoutKind::layer_separate_outer_block, 3, fds);
+  ASSERT_TRUE(region) << region.error().to_string();
+  EXPECT_EQ(region->region_bytes(), *bytes);
+  EXPECT_EQ(std::to_integer<int>(region->chunk(0, 1, 0)[0]), 0x41);  // layer 1's region is the second fd
+  std::memset(region->chunk(2, 1, 1).data(), 0x7E, region->chunk(2, 1, 1).size());
+  unsigned char seen = 0;
+  ASSERT_EQ(::pread(probe, &seen, 1, static_cast<off_t>(region->place(2, 1, 1).offset)), 1);
+  EXPECT_EQ(seen, 0x7E);                                               // the same memory as the fd's
+  region = KvRegion::create(sh, WireLayoutKind::fully_contiguous, 1);  // drops the adopted one: its fds close
+  EXPECT_EQ(::fcntl(fds[0], F_GETFD), -1);
+  ::close(probe);
+}
+
+TEST(KvRegion, AdoptMemfdsRefusesShortOrMiscountedFds) {
+  const auto sh = shape(2, 2, 4, 8, 1, 256);
+  const int small = ::memfd_create("adopt-small", MFD_CLOEXEC);
+  ASSERT_EQ(::ftruncate(small, 64), 0);
+  const int other = ::memfd_create("adopt-other", MFD_CLOEXEC);
+  ASSERT_EQ(::ftruncate(other, 1 << 20), 0);
+  auto short_fd = KvRegion::adopt_memfds(sh, WireLayoutKind::layer_separate_block_outer, 3, {small, other});
+  ASSERT_FALSE(short_fd);
+  EXPECT_EQ(short_fd.error().code, kvb::Errc::invalid_argument);
+  EXPECT_NE(short_fd.error().message.find("holds 64 bytes"), std::string::npos) << short_fd.error().message;
+  EXPECT_EQ(::fcntl(small, F_GETFD), -1);  // owned and closed on error too
+  const int one = ::memfd_create("adopt-one", MFD_CLOEXEC);
+  auto miscount = KvRegion::adopt_memfds(sh, WireLayoutKind::layer_separate_block_outer, 3, {one});
+  ASSERT_FALSE(miscount);
+  EXPECT_NE(miscount.error().message.find("1 fds for 2 layout regions"), std::string::npos);
 }
 
 }  // namespace

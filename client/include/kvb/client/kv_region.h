@@ -50,6 +50,16 @@ class KvRegion {
   /// layer separate kinds), sized and mapped read/write. Errors name the bad
   /// field or the failing syscall and errno.
   [[nodiscard]] static Result<KvRegion> create(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks);
+  /// Adopts memfds made elsewhere, one per layout region in region order (for
+  /// memory an engine already uses, moved onto memfds in place): checks that
+  /// each holds at least region_bytes for this shape, kind and num_blocks,
+  /// maps it read/write and owns it from then on (closed on error too).
+  [[nodiscard]] static Result<KvRegion> adopt_memfds(const BlockShape& shape, WireLayoutKind kind,
+                                                     std::uint32_t num_blocks, std::vector<int> fds);
+  /// Bytes of each region for this shape, kind and num_blocks (what create
+  /// allocates and adopt_memfds requires), or an error naming the bad field.
+  [[nodiscard]] static Result<std::uint64_t> region_bytes_for(const BlockShape& shape, WireLayoutKind kind,
+                                                              std::uint32_t num_blocks);
 
   KvRegion(KvRegion&& other) noexcept;
   KvRegion& operator=(KvRegion&& other) noexcept;
