@@ -2,7 +2,7 @@
 PRESET ?= release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan run replay format-check clean
+.PHONY: all deps build test test-asan test-python python test-vllm run replay format-check clean
 
 all: build
 
@@ -15,9 +15,25 @@ build: deps
 
 test: build
 	ctest --preset $(PRESET) -j $(JOBS)
+	$(MAKE) test-python
 
-test-asan:
-	$(MAKE) test PRESET=asan
+# The Python package (python/, docs/python.md) built into a cached venv.
+PY_VENV ?= build/py-venv
+python: deps
+	JOBS=$(JOBS) python/install-dev.sh $(PY_VENV)
+
+# Its unit tests, against the kvblockd of this build.
+test-python: build python
+	KVBLOCKD_BIN=build/$(PRESET)/daemon/kvblockd $(PY_VENV)/bin/pytest -q python/tests
+
+# vLLM end to end (docs/python.md): a real vLLM CPU engine with the connector.
+# Installs vLLM + torch into build/vllm-venv once (several GB).
+VLLM_VENV ?= build/vllm-venv
+test-vllm: build
+	python/e2e/make-venv.sh $(VLLM_VENV)
+	JOBS=$(JOBS) python/install-dev.sh --into $(VLLM_VENV)
+	KVBLOCKD_BIN=build/$(PRESET)/daemon/kvblockd KVB_E2E_MODEL=$(CURDIR)/build/e2e-model/opt2 \
+	  $(VLLM_VENV)/bin/pytest -q -s python/e2e
 
 # Starts kvblockd on its defaults (temp socket), drives engine_sim, a mixed
 # load and a trace replay through it, prints a results table, stops it.

@@ -7,6 +7,8 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git python3
+  python3-dev python3-venv   # the Python package (python/, built in a venv by make python)
+  libnuma1                  # vLLM CPU (make test-vllm)
   libboost1.81-dev          # Asio (C++20 coroutines, channels), Beast
   libucx-dev ucx-utils      # UCX 1.13 and ucx_perftest / ucx_info
   libspdlog-dev libfmt-dev
