@@ -52,6 +52,9 @@ nb::tuple to_python(const Outcome& o) {
 NB_MODULE(_core, m) {
   using kvbpy::Connection;
   m.doc() = "kvblockd client core (C++ client library binding). Use the kvblockd package, not this module.";
+  // Objects still referenced at interpreter exit (a torch tensor over a region's buffer, a
+  // client in a module global) are normal here; nanobind would list them as leaks.
+  nb::set_leak_warnings(false);
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
