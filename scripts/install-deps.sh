@@ -15,8 +15,9 @@ PACKAGES=(
   libxxhash-dev
   liburing-dev fio          # disk tier (G3) I/O; fio is the baseline of `kvblockd-bench disk`
   libcli11-dev libtomlplusplus-dev libexpected-dev
+  nlohmann-json3-dev        # the one JSON library (stats, kvblockctl, bench lines, traces)
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format
+  clang-format clang-tidy
   redis-server redis-tools  # the baseline of the load benchmark
 )
 

@@ -2,9 +2,12 @@
 // output that loads back, and errors that name the key.
 #include <cstdio>
 #include <fstream>
+#include <set>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
+#include "config_values.h"
 #include "kvb/daemon/config.h"
 
 namespace kvb::daemon {
@@ -110,14 +113,22 @@ TEST(Config, FlagsOverrideTheFileWhichOverridesDefaults) {
   EXPECT_EQ(command.config.copy_slots, DaemonConfig{}.copy_slots);
 }
 
-TEST(Config, BadFlagsExitWithAMessage) {
+TEST(Config, BadFlagsExitWithCode2AndAMessage) {
   auto bad = parse({"--max-sessions", "0"});
   ASSERT_TRUE(bad.exit_code);
-  EXPECT_NE(*bad.exit_code, 0);
+  EXPECT_EQ(*bad.exit_code, kExitBadConfig);
   EXPECT_NE(bad.exit_text.find("max_sessions"), std::string::npos) << bad.exit_text;
-  auto unknown = parse({"--no-such-flag"});
-  ASSERT_TRUE(unknown.exit_code);
-  EXPECT_NE(*unknown.exit_code, 0);
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--no-such-flag"},
+                                                                {"--max-inflight", "abc"},
+                                                                {"--socket-mode", "999"},
+                                                                {"--host-pool-bytes", "12 parsecs"},
+                                                                {"--log-level", "loud"},
+                                                                {"--max-inflight"}}) {
+    auto refused = parse(args);
+    ASSERT_TRUE(refused.exit_code) << args[0];
+    EXPECT_EQ(*refused.exit_code, kExitBadConfig) << args[0] << ": " << refused.exit_text;
+    EXPECT_FALSE(refused.exit_text.empty());
+  }
   auto help = parse({"--help"});
   ASSERT_TRUE(help.exit_code);
   EXPECT_EQ(*help.exit_code, 0);
@@ -126,6 +137,75 @@ TEST(Config, BadFlagsExitWithAMessage) {
   ASSERT_FALSE(print.exit_code);
   EXPECT_TRUE(print.print_config);
   EXPECT_NE(print.config.to_toml().find("socket_mode = '0640'"), std::string::npos) << print.config.to_toml();
+}
+
+TEST(Config, SizesTakeUnits) {
+  using config_values::format_size;
+  using config_values::parse_size;
+  EXPECT_EQ(parse_size("4096").value(), 4096U);
+  EXPECT_EQ(parse_size("8GiB").value(), 8ULL << 30);
+  EXPECT_EQ(parse_size("8 GiB").value(), 8ULL << 30);
+  EXPECT_EQ(parse_size("256MiB").value(), 256ULL << 20);
+  EXPECT_EQ(parse_size("64k").value(), 64ULL << 10);
+  EXPECT_EQ(parse_size("2G").value(), 2ULL << 30);
+  EXPECT_EQ(parse_size("3MB").value(), 3'000'000U);
+  EXPECT_EQ(parse_size("7b").value(), 7U);
+  for (auto bad : {"", "GiB", "1.5GiB", "-1", "12 parsecs", "99999999999999999999", "20000000TiB"}) {
+    EXPECT_FALSE(parse_size(bad)) << bad;
+  }
+  EXPECT_EQ(format_size(256ULL << 20), "256MiB");
+  EXPECT_EQ(format_size(8ULL << 30), "8GiB");
+  EXPECT_EQ(format_size(1000), "1000");
+
+  DaemonConfig c;
+  ASSERT_TRUE(apply_toml(c, "host_pool_bytes = \"8GiB\"\nmax_frame_bytes = \"1MiB\"\n", "f.toml"));
+  EXPECT_EQ(c.host_pool_bytes, 8ULL << 30);
+  EXPECT_EQ(c.max_frame_bytes, 1U << 20);
+  EXPECT_NE(c.to_toml().find("host_pool_bytes = '8GiB'"), std::string::npos) << c.to_toml();
+  auto too_big = apply_toml(c, "max_frame_bytes = \"8GiB\"\n", "f.toml");
+  ASSERT_FALSE(too_big);
+  EXPECT_NE(too_big.error().message.find("max_frame_bytes"), std::string::npos);
+  auto flags = parse({"--host-pool-bytes", "1GiB"});
+  ASSERT_FALSE(flags.exit_code) << flags.exit_text;
+  EXPECT_EQ(flags.config.host_pool_bytes, 1ULL << 30);
+}
+
+TEST(Config, ValidateChecksWhatTheParsersCheck) {
+  DaemonConfig c;
+  c.socket = "/tmp/ok.sock";
+  EXPECT_TRUE(c.validate());
+  c.socket = std::string(200, 'x');
+  ASSERT_FALSE(c.validate());
+  EXPECT_NE(c.validate().error().message.find("socket"), std::string::npos);
+  c.socket = "/tmp/ok.sock";
+  c.log_level = "loud";
+  EXPECT_FALSE(c.validate());
+  c.log_level = "info";
+  c.copy_slots = 0;
+  EXPECT_FALSE(c.validate());
+}
+
+// Every key and flag the code knows is in docs/configuration.md, and every
+// key row of the docs is a key the code knows.
+TEST(Config, DocsListEveryKey) {
+  std::ifstream in(KVB_SOURCE_DIR "/docs/configuration.md");
+  ASSERT_TRUE(in) << "cannot read docs/configuration.md";
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string docs = text.str();
+  std::set<std::string> known;
+  for (const auto& key : config_keys()) {
+    known.insert(key.name);
+    EXPECT_NE(docs.find("| `" + key.name + "` |"), std::string::npos) << key.name << " has no row in the docs";
+    EXPECT_NE(docs.find("`" + key.flag), std::string::npos) << key.flag << " is not in the docs";
+  }
+  std::istringstream lines(docs);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("| `")) continue;
+    const auto end = line.find('`', 3);
+    const std::string name = line.substr(3, end - 3);
+    EXPECT_TRUE(known.contains(name)) << "docs/configuration.md documents '" << name << "', which is not a key";
+  }
 }
 
 }  // namespace

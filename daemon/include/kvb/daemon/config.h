@@ -28,11 +28,25 @@ struct DaemonConfig {
   std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
   std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only
 
-  /// invalid_argument naming the bad key and value, else ok.
+  /// invalid_argument naming the bad key and value (every key's range and
+  /// form, as the TOML and flag parsers check them), else ok.
   [[nodiscard]] Status validate() const;
   /// The effective configuration as TOML (every key, parseable by load).
   [[nodiscard]] std::string to_toml() const;
 };
+
+/// Exit code of kvblockd for a bad flag, config file or key.
+inline constexpr int kExitBadConfig = 2;
+
+/// One configuration key as the user sees it: TOML name ("section.key" for
+/// keys in a [section]), flag and help text.
+struct ConfigKeyInfo {
+  std::string name;
+  std::string flag;
+  std::string help;
+};
+/// Every key, in --print-config order.
+[[nodiscard]] std::vector<ConfigKeyInfo> config_keys();
 
 /// The default socket path: $XDG_RUNTIME_DIR/kvblockd.sock when that
 /// variable names a directory, else /tmp/kvblockd-<uid>.sock.
