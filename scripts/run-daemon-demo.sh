@@ -66,8 +66,11 @@ rc=0
 wait "$daemon_pid" || rc=$?
 daemon_pid=""
 
-field() {  # field JSON KEY: a number or string value of a flat JSON object
-  sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"
+field() {  # field JSON KEY: the value at a dotted KEY of a JSON object (numbers to 3 decimals)
+  python3 -c 'import json, sys
+v = json.loads(sys.argv[1])
+for k in sys.argv[2].split("."): v = v.get(k) if isinstance(v, dict) else None
+print(round(v, 3) if isinstance(v, float) else ("" if v is None else v))' "$1" "$2"
 }
 load_json="$(tail -n 1 "$work/load.txt")"
 stats_json="$(cat "$work/stats.json")"

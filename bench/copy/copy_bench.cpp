@@ -20,6 +20,7 @@
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "kvb/kernels/copy_engines.h"
 #include "kvb/kernels/cuda_regions.h"
@@ -331,18 +332,31 @@ int run_copy(int argc, char** argv) {
   std::printf("%s (same bytes, same buffers, one call): %.2f GB/s (median; best %.2f)\n", baseline_name.c_str(), b,
               b_best);
   std::printf("ratio: %.3f\n", e / b);
-  std::printf(
-      "{\"bench\":\"copy\",\"engine\":\"%s\",\"src_layout\":\"%s\",\"dst_layout\":\"%s\",\"direction\":\"%s\","
-      "\"chunk_bytes\":%llu,\"blocks\":%u,\"layers\":%u,\"outer\":%u,\"bytes\":%llu,\"runs\":%zu,\"iters\":%d,"
-      "\"inflight\":%d,"
-      "\"threads\":%u,\"gbps\":%.3f,\"gbps_best\":%.3f,\"baseline\":\"%s\",\"baseline_gbps\":%.3f,"
-      "\"baseline_gbps_best\":%.3f,\"ratio\":%.4f,\"descriptors\":%s,\"spin_us\":%u,\"poll_us\":%u,\"staging_mib\":%"
-      "llu}\n",
-      a.engine.c_str(), std::string(to_string(*src_kind)).c_str(), std::string(to_string(*dst_kind)).c_str(),
-      *kind == CopyEngineKind::host ? "h2h" : a.direction.c_str(), static_cast<unsigned long long>(a.chunk_bytes),
-      a.blocks, a.layers, a.outer, static_cast<unsigned long long>(total), plan->runs().size(), a.iters, a.inflight,
-      engines.host->workers(), e, e_best, baseline_name.c_str(), b, b_best, e / b, a.descriptors ? "true" : "false",
-      a.spin_us, a.poll_us, static_cast<unsigned long long>(a.staging_mib));
+  const nlohmann::ordered_json json{{"bench", "copy"},
+                                    {"engine", a.engine},
+                                    {"src_layout", to_string(*src_kind)},
+                                    {"dst_layout", to_string(*dst_kind)},
+                                    {"direction", *kind == CopyEngineKind::host ? "h2h" : a.direction},
+                                    {"chunk_bytes", a.chunk_bytes},
+                                    {"blocks", a.blocks},
+                                    {"layers", a.layers},
+                                    {"outer", a.outer},
+                                    {"bytes", total},
+                                    {"runs", plan->runs().size()},
+                                    {"iters", a.iters},
+                                    {"inflight", a.inflight},
+                                    {"threads", engines.host->workers()},
+                                    {"gbps", e},
+                                    {"gbps_best", e_best},
+                                    {"baseline", baseline_name},
+                                    {"baseline_gbps", b},
+                                    {"baseline_gbps_best", b_best},
+                                    {"ratio", e / b},
+                                    {"descriptors", a.descriptors},
+                                    {"spin_us", a.spin_us},
+                                    {"poll_us", a.poll_us},
+                                    {"staging_mib", a.staging_mib}};
+  std::printf("%s\n", json.dump().c_str());
   return 0;
 }
 

@@ -10,7 +10,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -21,9 +20,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "kvb/client/client.h"
+#include "kvb/common/mix64.h"
 #include "load_session.h"
 #include "redis_baseline.h"
+#include "replay/trace_reader.h"
 #include "subcommands.h"
 
 namespace kvb::bench {
@@ -43,13 +46,6 @@ rlim_t raise_fd_limit() {
     (void)::getrlimit(RLIMIT_NOFILE, &lim);
   }
   return lim.rlim_cur;
-}
-
-std::uint64_t splitmix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
 }
 
 const char* mix_name(LoadMix m) {
@@ -102,34 +98,18 @@ bool on_all(std::vector<std::unique_ptr<Worker>>& workers, Fn fn, std::chrono::s
 
 std::vector<std::vector<std::uint64_t>> load_trace_hash_ids(const std::string& path, std::string& error) {
   std::vector<std::vector<std::uint64_t>> out;
-  std::ifstream in(path);
-  if (!in) {
-    error = "cannot open trace '" + path + "'";
+  auto trace = read_trace(path);
+  if (!trace) {
+    error = trace.error().to_string();
     return out;
   }
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto key = line.find("\"hash_ids\"");
-    if (key == std::string::npos) continue;
-    const auto open = line.find('[', key);
-    const auto close = line.find(']', open);
-    if (open == std::string::npos || close == std::string::npos) continue;
-    std::vector<std::uint64_t> ids;
-    const char* p = line.c_str() + open + 1;
-    const char* end = line.c_str() + close;
-    while (p < end) {
-      char* next = nullptr;
-      const unsigned long long v = std::strtoull(p, &next, 10);
-      if (next == p) {
-        ++p;
-        continue;
-      }
-      ids.push_back(splitmix(v + 0x7124CE));  // trace block ids -> 64-bit sequence hashes
-      p = next;
-    }
-    if (!ids.empty()) out.push_back(std::move(ids));
+  out.reserve(trace->size());
+  for (auto& request : *trace) {
+    if (request.hash_ids.empty()) continue;
+    for (auto& id : request.hash_ids) id = mix64(id + 0x7124CE);  // trace block ids -> 64-bit sequence hashes
+    out.push_back(std::move(request.hash_ids));
   }
-  if (out.empty()) error = "no hash_ids in trace '" + path + "'";
+  if (out.empty()) error = "trace '" + path + "' holds no request with hash_ids";
   return out;
 }
 
@@ -344,12 +324,21 @@ int run_load(int argc, char** argv) {
                 baseline->ops_per_s, baseline->p50_ms, baseline->p99_ms, "-", "-", "-");
     std::printf("  ratio kvblockd / redis: %.2f\n", ratio);
   }
-  std::string json = fmt::format(
-      "{{\"bench\":\"load\",\"mix\":\"{}\",\"sessions\":{},\"ready\":{},\"rate\":{:.0f},\"duration_s\":{:.3f},"
-      "\"ops\":{},\"ops_per_s\":{:.1f},\"p50_ms\":{:.4f},\"p99_ms\":{:.4f},\"p999_ms\":{:.4f},\"max_ms\":{:.4f},"
-      "\"errors\":{},\"setup_errors\":{},\"setup_s\":{:.3f}",
-      mix_name(cfg.mix), cfg.sessions, ready, cfg.rate, elapsed, ops, ops_per_s, p50, p99, p999, max_ms, errors,
-      counters.setup_errors.load(), setup_s);
+  nlohmann::ordered_json json{{"bench", "load"},
+                              {"mix", mix_name(cfg.mix)},
+                              {"sessions", cfg.sessions},
+                              {"ready", ready},
+                              {"rate", cfg.rate},
+                              {"duration_s", elapsed},
+                              {"ops", ops},
+                              {"ops_per_s", ops_per_s},
+                              {"p50_ms", p50},
+                              {"p99_ms", p99},
+                              {"p999_ms", p999},
+                              {"max_ms", max_ms},
+                              {"errors", errors},
+                              {"setup_errors", counters.setup_errors.load()},
+                              {"setup_s", setup_s}};
   if (cfg.mix == LoadMix::replay) {
     const auto blocks = counters.replay_blocks.load();
     const double hit =
@@ -358,19 +347,21 @@ int run_load(int argc, char** argv) {
     std::printf("  replay: %llu trace requests (%.2f passes over %zu), prefix hit ratio %.3f of %llu blocks\n",
                 static_cast<unsigned long long>(counters.replay_requests.load()), passes, trace.size(), hit,
                 static_cast<unsigned long long>(blocks));
-    json += fmt::format(",\"replay_requests\":{},\"replay_passes\":{:.3f},\"hit_ratio\":{:.4f}",
-                        counters.replay_requests.load(), passes, hit);
+    json["replay_requests"] = counters.replay_requests.load();
+    json["replay_passes"] = passes;
+    json["hit_ratio"] = hit;
   }
   if (baseline) {
-    json += fmt::format(
-        ",\"baseline\":\"redis-benchmark GET -c {}\",\"baseline_ops_per_s\":{:.1f},\"baseline_p50_ms\":{:.3f},"
-        "\"baseline_p99_ms\":{:.3f},\"ratio\":{:.3f}",
-        cfg.sessions, baseline->ops_per_s, baseline->p50_ms, baseline->p99_ms, ratio);
+    json["baseline"] = fmt::format("redis-benchmark GET -c {}", cfg.sessions);
+    json["baseline_ops_per_s"] = baseline->ops_per_s;
+    json["baseline_p50_ms"] = baseline->p50_ms;
+    json["baseline_p99_ms"] = baseline->p99_ms;
+    json["ratio"] = ratio;
   } else {
-    json += fmt::format(",\"baseline\":null,\"baseline_note\":\"{}\"", why);
+    json["baseline"] = nullptr;
+    json["baseline_note"] = why;
   }
-  json += "}";
-  std::printf("%s\n", json.c_str());
+  std::printf("%s\n", json.dump().c_str());
   return errors == 0 && ready == cfg.sessions ? 0 : 1;
 }
 

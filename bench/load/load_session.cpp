@@ -3,16 +3,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "kvb/common/mix64.h"
+
 namespace kvb::bench {
 
 namespace {
 
-std::uint64_t mix(std::uint64_t x) {  // splitmix64 finalizer
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+using kvb::mix64;
 
 /// Per-thread replay cursor and hit counters (one io thread each).
 thread_local std::size_t t_trace_cursor = 0;
@@ -22,12 +19,12 @@ thread_local std::size_t t_trace_cursor = 0;
 std::vector<std::uint64_t> shared_prefix(std::uint64_t salt, std::uint32_t blocks) {
   std::vector<std::uint64_t> hashes(blocks);
   std::uint64_t h = salt;
-  for (std::uint32_t i = 0; i < blocks; ++i) hashes[i] = h = mix(h ^ (0x9F1Eull + i));
+  for (std::uint32_t i = 0; i < blocks; ++i) hashes[i] = h = mix64(h ^ (0x9F1Eull + i));
   return hashes;
 }
 
 LoadSession::LoadSession(boost::asio::io_context& io, LoadContext& ctx, std::uint32_t index)
-    : io_(io), ctx_(ctx), index_(index), timer_(io), rng_(mix(index + 1)) {}
+    : io_(io), ctx_(ctx), index_(index), timer_(io), rng_(mix64(index + 1)) {}
 
 void LoadSession::setup_failed(const char* step, const Error& e) {
   if (ctx_.counters->setup_errors.fetch_add(1) < 5)
@@ -163,7 +160,7 @@ void LoadSession::issue() {
       return;
     }
     case LoadMix::offload: {
-      const std::uint64_t hash = mix((std::uint64_t{index_} << 32) ^ ++counter_ ^ 0x0FF10ADULL);
+      const std::uint64_t hash = mix64((std::uint64_t{index_} << 32) ^ ++counter_ ^ 0x0FF10ADULL);
       const client::OffloadItem item{BlockId{region_->num_blocks() - 1}, hash};
       session_->async_offload(std::span(&item, 1), [self, sent](Status st) { self->completed(sent, st, "offload"); });
       return;

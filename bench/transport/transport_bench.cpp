@@ -29,6 +29,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <nlohmann/json.hpp>
 
 #include "kvb/common/logging.h"
 #include "kvb/transport/block_transfer.h"
@@ -345,12 +346,6 @@ double median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-std::string json_array(const std::vector<double>& v) {
-  std::string out = "[";
-  for (double x : v) out += fmt::format("{}{:.4f}", out.size() > 1 ? "," : "", x);
-  return out + "]";
-}
-
 int run_client(const Flags& f) {
   // Each repetition: our figures, then ucx_perftest at the same transport
   // and size, so a machine that gets busier or quieter moves both; the
@@ -427,36 +422,35 @@ int run_client(const Flags& f) {
   const double our_gbps = median(gbps);
   const double our_am = median(am_rate);
   const double our_am_sync = median(am_sync_rate);
-  std::string baseline_json = "null";
+  nlohmann::ordered_json baseline_json = nullptr;
   double best_gbps = 0;
   std::string best_test;
   if (f.baseline) {
-    std::string parts;
+    baseline_json = nlohmann::ordered_json::object();
     for (std::size_t t = 0; t < std::size(bw_tests); ++t) {
       if (bw_base[t].empty()) continue;
       const double m = median(bw_base[t]);
-      parts +=
-          fmt::format("\"{}_gbps\":{:.4f},\"{}_gbps_runs\":{},", bw_tests[t], m, bw_tests[t], json_array(bw_base[t]));
+      baseline_json[fmt::format("{}_gbps", bw_tests[t])] = m;
+      baseline_json[fmt::format("{}_gbps_runs", bw_tests[t])] = bw_base[t];
       if (m > best_gbps) best_gbps = m, best_test = bw_tests[t];
     }
     double best_err = 0;
     for (std::size_t t = 0; t < std::size(err_tests); ++t) {
       if (err_base[t].empty()) continue;
       const double m = median(err_base[t]);
-      parts += fmt::format("\"{}_err_handling_gbps\":{:.4f},", err_tests[t], m);
+      baseline_json[fmt::format("{}_err_handling_gbps", err_tests[t])] = m;
       best_err = std::max(best_err, m);
     }
     if (best_err > 0) {
-      parts += fmt::format("\"best_err_handling_gbps\":{:.4f},\"gbps_ratio_err_handling\":{:.3f},", best_err,
-                           our_gbps / best_err);
+      baseline_json["best_err_handling_gbps"] = best_err;
+      baseline_json["gbps_ratio_err_handling"] = our_gbps / best_err;
       std::fprintf(stderr, "like for like (perftest -e, peer error handling as ours): best %.3f GB/s, ratio %.2fx\n",
                    best_err, our_gbps / best_err);
     }
     if (!am_lat.empty()) {
-      parts += fmt::format("\"ucp_am_lat_us\":{:.4f},\"ucp_am_lat_us_runs\":{},", median(am_lat), json_array(am_lat));
+      baseline_json["ucp_am_lat_us"] = median(am_lat);
+      baseline_json["ucp_am_lat_us_runs"] = am_lat;
     }
-    if (!parts.empty()) parts.pop_back();
-    baseline_json = "{" + parts + "}";
   }
   const double am_lat_us = median(am_lat);
   const double bw_ratio = best_gbps > 0 ? our_gbps / best_gbps : 0;
@@ -480,19 +474,34 @@ int run_client(const Flags& f) {
                  "%.2fx (synchronous handler) of the rate implied by ucp_am_lat (%.0f/s)\n",
                  bw_ratio, best_test.c_str(), best_gbps, am_ratio, am_sync_ratio, am_implied);
   }
-  std::printf(
-      "{\"tls\":\"%s\",\"size\":%zu,\"iters\":%zu,\"window\":%zu,\"protocol\":\"%s\",\"spin_us\":%d,"
-      "\"repeat\":%d,\"gbps\":%.4f,\"gbps_runs\":%s,\"am_roundtrips_per_s\":%.1f,\"am_roundtrips_per_s_runs\":%s,"
-      "\"baseline\":%s,\"best_baseline\":\"%s\",\"gbps_ratio\":%.3f,\"am_implied_roundtrips_per_s\":%.1f,"
-      "\"am_ratio\":%.3f,\"am_sync_roundtrips_per_s\":%.1f,\"am_sync_roundtrips_per_s_runs\":%s,"
-      "\"am_sync_ratio\":%.3f,\"gbps_ratio_paired\":%.3f,\"gbps_ratio_paired_runs\":%s,\"am_ratio_paired\":%.3f,"
-      "\"am_ratio_paired_runs\":%s,\"am_sync_ratio_paired\":%.3f,\"am_sync_ratio_paired_runs\":%s,\"am_window\":%zu,"
-      "\"am_windowed_roundtrips_per_s\":%.1f}\n",
-      f.tls.c_str(), f.size, f.iters, f.window, protocol.c_str(), f.spin_us, f.repeat, our_gbps,
-      json_array(gbps).c_str(), our_am, json_array(am_rate).c_str(), baseline_json.c_str(), best_test.c_str(), bw_ratio,
-      am_implied, am_ratio, our_am_sync, json_array(am_sync_rate).c_str(), am_sync_ratio, median(bw_paired),
-      json_array(bw_paired).c_str(), median(am_paired), json_array(am_paired).c_str(), median(am_sync_paired),
-      json_array(am_sync_paired).c_str(), f.am_window, median(am_windowed));
+  const nlohmann::ordered_json json{{"tls", f.tls},
+                                    {"size", f.size},
+                                    {"iters", f.iters},
+                                    {"window", f.window},
+                                    {"protocol", protocol},
+                                    {"spin_us", f.spin_us},
+                                    {"repeat", f.repeat},
+                                    {"gbps", our_gbps},
+                                    {"gbps_runs", gbps},
+                                    {"am_roundtrips_per_s", our_am},
+                                    {"am_roundtrips_per_s_runs", am_rate},
+                                    {"baseline", baseline_json},
+                                    {"best_baseline", best_test},
+                                    {"gbps_ratio", bw_ratio},
+                                    {"am_implied_roundtrips_per_s", am_implied},
+                                    {"am_ratio", am_ratio},
+                                    {"am_sync_roundtrips_per_s", our_am_sync},
+                                    {"am_sync_roundtrips_per_s_runs", am_sync_rate},
+                                    {"am_sync_ratio", am_sync_ratio},
+                                    {"gbps_ratio_paired", median(bw_paired)},
+                                    {"gbps_ratio_paired_runs", bw_paired},
+                                    {"am_ratio_paired", median(am_paired)},
+                                    {"am_ratio_paired_runs", am_paired},
+                                    {"am_sync_ratio_paired", median(am_sync_paired)},
+                                    {"am_sync_ratio_paired_runs", am_sync_paired},
+                                    {"am_window", f.am_window},
+                                    {"am_windowed_roundtrips_per_s", median(am_windowed)}};
+  std::printf("%s\n", json.dump().c_str());
   return 0;
 }
 

@@ -387,6 +387,13 @@ Status BlockManager::onboard(std::span<const BlockLease> g2_blocks, OnboardDone 
   return ok();
 }
 
+TierCounters& operator+=(TierCounters& sum, const TierCounters& other) noexcept {
+  sum.present = sum.present || other.present;
+  for (const auto& field : kTierBlockStates) sum.*field.member += other.*field.member;
+  for (const auto& field : kTierEvents) sum.*field.member += other.*field.member;
+  return sum;
+}
+
 BlockManagerCounters BlockManager::counters() const {
   BlockManagerCounters c = impl_->counters;
   for (Tier t : {Tier::g1, Tier::g2, Tier::g3}) {

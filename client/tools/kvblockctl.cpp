@@ -8,7 +8,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "kvb/client/client.h"
+#include "kvb/common/block_shape.h"
 
 namespace {
 
@@ -31,52 +34,31 @@ kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const k
 
 /// Prints the stats JSON as "key value" lines (nested keys joined with '.').
 /// The JSON stays the contract (--json); this is only a reading aid.
-void print_stats_human(const std::string& json) {
-  std::vector<std::string> prefix;
-  std::string key, value;
-  bool in_string = false, in_key = true;
-  int brackets = 0;
-  auto emit = [&] {
-    if (!key.empty() && !value.empty()) {
-      std::string name;
-      for (const auto& p : prefix) name += p + ".";
-      std::printf("%-28s %s\n", (name + key).c_str(), value.c_str());
-    }
-    key.clear();
-    value.clear();
-    in_key = true;
-  };
-  for (char ch : json) {
-    if (ch == '"' && brackets == 0) {
-      in_string = !in_string;
-      continue;
-    }
-    if (in_string || brackets > 0) {
-      (in_key ? key : value) += ch;
-      if (!in_string && ch == ']') --brackets;
-      continue;
-    }
-    switch (ch) {
-      case '{':
-        if (!key.empty()) prefix.push_back(key);
-        key.clear();
-        in_key = true;
-        break;
-      case '}':
-        emit();
-        if (!prefix.empty()) prefix.pop_back();
-        break;
-      case ',': emit(); break;
-      case ':': in_key = false; break;
-      case '[':
-        ++brackets;
-        value += ch;
-        break;
-      case ' ':
-      case '\n': break;
-      default: (in_key ? key : value) += ch;
-    }
+void print_flat(const nlohmann::json& value, const std::string& name) {
+  if (value.is_object()) {
+    for (const auto& [key, child] : value.items()) print_flat(child, name.empty() ? key : name + "." + key);
+  } else {
+    std::printf("%-28s %s\n", name.c_str(),
+                value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
   }
+}
+
+int print_stats_human(const std::string& json) {
+  const auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    std::fprintf(stderr, "kvblockctl: the daemon's stats are not valid JSON: %s\n", json.c_str());
+    return 1;
+  }
+  print_flat(parsed, "");
+  return 0;
+}
+
+/// A dtype by name (bf16, f16, ...) or by its wire number.
+kvb::Result<kvb::DType> parse_dtype_arg(const std::string& text) {
+  if (text.size() == 1 && text[0] >= '0' && text[0] <= '9') {
+    if (auto dtype = kvb::dtype_from_wire(static_cast<std::uint8_t>(text[0] - '0'))) return *dtype;
+  }
+  return kvb::parse_dtype(text);
 }
 
 }  // namespace
@@ -104,15 +86,13 @@ int main(int argc, char** argv) {
   shape.outer_dim = 2;
   shape.page_size = 16;
   shape.inner_dim = 128;
-  shape.dtype = 2;
-  unsigned dtype = shape.dtype;
+  std::string dtype_name = "bf16";
   lookup_cmd->add_option("--layers", shape.num_layers, "block shape: layers")->capture_default_str();
   lookup_cmd->add_option("--outer-dim", shape.outer_dim, "block shape: 2 (K,V) or 1 (MLA)")->capture_default_str();
   lookup_cmd->add_option("--page-size", shape.page_size, "block shape: tokens per block")->capture_default_str();
   lookup_cmd->add_option("--inner-dim", shape.inner_dim, "block shape: num_kv_heads x head_dim")->capture_default_str();
-  lookup_cmd->add_option("--dtype", dtype, "block shape: 0 u8, 1 f16, 2 bf16, 3 f32, 4 fp8_e4m3, 5 fp8_e5m2")
-      ->capture_default_str()
-      ->check(CLI::Range(0U, 5U));
+  lookup_cmd->add_option("--dtype", dtype_name, "block shape: u8, f16, bf16, f32, fp8_e4m3 or fp8_e5m2 (or its number)")
+      ->capture_default_str();
   lookup_cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
   auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
   auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
@@ -136,7 +116,14 @@ int main(int argc, char** argv) {
   c.set_timeout(std::chrono::milliseconds(timeout_ms));
   kvb::client::BlockShape operator_shape;
   operator_shape.num_layers = 0;  // no KV cache: an operator session
-  if (lookup_cmd->parsed()) shape.dtype = static_cast<std::uint8_t>(dtype);
+  if (lookup_cmd->parsed()) {
+    auto dtype = parse_dtype_arg(dtype_name);
+    if (!dtype) {
+      std::fprintf(stderr, "kvblockctl: lookup --dtype: %s\n", dtype.error().message.c_str());
+      return 2;
+    }
+    shape.dtype = static_cast<std::uint8_t>(*dtype);
+  }
   auto info = hello(c, salt, lookup_cmd->parsed() ? shape : operator_shape);
   if (!info) return report(info.error());
 
@@ -149,7 +136,7 @@ int main(int argc, char** argv) {
     if (!stats) {
       rc = report(stats.error());
     } else {
-      print_stats_human(*stats);
+      rc = print_stats_human(*stats);
     }
   } else if (stats_cmd->parsed()) {
     auto stats = c.stats();
@@ -158,7 +145,7 @@ int main(int argc, char** argv) {
     } else if (json) {
       std::printf("%s\n", stats->c_str());
     } else {
-      print_stats_human(*stats);
+      rc = print_stats_human(*stats);
     }
   } else if (lookup_cmd->parsed()) {
     auto r = c.lookup(hashes, false);

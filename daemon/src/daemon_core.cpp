@@ -1,21 +1,33 @@
 #include "daemon_core.h"
 
-#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace kvb::daemon {
 
+nlohmann::ordered_json tier_json(const TierCounters& tier) {
+  nlohmann::ordered_json out;
+  for (const auto& field : kTierBlockStates) out[std::string(field.name)] = tier.*field.member;
+  for (const auto& field : kTierEvents) out[std::string(field.name)] = tier.*field.member;
+  return out;
+}
+
 std::string DaemonCore::stats_json() const {
+  nlohmann::ordered_json out;
+  out["sessions"] = sessions.size();
+  out["inflight_requests"] = inflight_requests;
   const auto g2 = blocks.g2_counters();
-  return fmt::format(
-      R"({{"sessions":{},"inflight_requests":{},"leased_blocks":{},"pinned_blocks":{},)"
-      R"("copies_running":{},"copies_queued":{},"copy_engine":"{}","layouts":{},"draining":{},"shutting_down":{},)"
-      R"("bytes_offloaded":{},"bytes_onboarded":{},)"
-      R"("g2":{{"capacity":{},"free":{},"partial":{},"complete":{},"registered":{},"inactive":{},"leased":{},)"
-      R"("in_transfer":{},"hits":{},"evictions":{}}}}})",
-      sessions.size(), inflight_requests, g2.leased, pinned_blocks, admission.running(), admission.queued(),
-      admission.engine_name(), blocks.pools().size(), draining, shutting_down, blocks.moved().offload,
-      blocks.moved().onboard, g2.capacity, g2.free, g2.partial, g2.complete, g2.registered, g2.inactive, g2.leased,
-      g2.in_transfer, g2.hits, g2.evictions);
+  out["leased_blocks"] = g2.leased;
+  out["pinned_blocks"] = pinned_blocks;
+  out["copies_running"] = admission.running();
+  out["copies_queued"] = admission.queued();
+  out["copy_engine"] = admission.engine_name();
+  out["layouts"] = blocks.pools().size();
+  out["draining"] = draining;
+  out["shutting_down"] = shutting_down;
+  out["bytes_offloaded"] = blocks.moved().offload;
+  out["bytes_onboarded"] = blocks.moved().onboard;
+  out["g2"] = tier_json(g2);
+  return out.dump();
 }
 
 }  // namespace kvb::daemon

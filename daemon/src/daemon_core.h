@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
 
 #include "block_service.h"
 #include "copy_admission.h"
@@ -39,5 +40,8 @@ struct DaemonCore {
   /// The stats reply: JSON counters (docs/operations.md).
   [[nodiscard]] std::string stats_json() const;
 };
+
+/// One tier's counters as a JSON object: its block states and events by name.
+[[nodiscard]] nlohmann::ordered_json tier_json(const TierCounters& tier);
 
 }  // namespace kvb::daemon

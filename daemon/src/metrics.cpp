@@ -81,23 +81,16 @@ std::string Metrics::render(const DaemonCore& core) const {
                  core.admission.queued());
   const auto g2 = core.blocks.g2_counters();
   fmt::format_to(it, "# HELP kvblockd_blocks Blocks per tier and state.\n# TYPE kvblockd_blocks gauge\n");
-  const std::pair<const char*, std::uint64_t> states[] = {
-      {"capacity", g2.capacity},     {"free", g2.free},
-      {"partial", g2.partial},       {"complete", g2.complete},
-      {"registered", g2.registered}, {"inactive", g2.inactive},
-      {"leased", g2.leased},         {"in_transfer", g2.in_transfer}};
-  for (const auto& [state, value] : states) {
-    fmt::format_to(it, "kvblockd_blocks{{tier=\"g2\",state=\"{}\"}} {}\n", state, value);
+  for (const auto& field : kTierBlockStates) {
+    fmt::format_to(it, "kvblockd_blocks{{tier=\"g2\",state=\"{}\"}} {}\n", field.name, g2.*field.member);
   }
   fmt::format_to(it, "# HELP kvblockd_pinned_blocks Leases held by sessions through lookup(pin=1).\n");
   fmt::format_to(it, "# TYPE kvblockd_pinned_blocks gauge\nkvblockd_pinned_blocks {}\n", core.pinned_blocks);
-  fmt::format_to(it, "# HELP kvblockd_block_hits_total Matched blocks served, by tier.\n");
-  fmt::format_to(it, "# TYPE kvblockd_block_hits_total counter\nkvblockd_block_hits_total{{tier=\"g2\"}} {}\n",
-                 g2.hits);
-  fmt::format_to(it, "# HELP kvblockd_block_evictions_total Registered blocks evicted, by tier.\n");
-  fmt::format_to(it,
-                 "# TYPE kvblockd_block_evictions_total counter\nkvblockd_block_evictions_total{{tier=\"g2\"}} {}\n",
-                 g2.evictions);
+  for (const auto& field : kTierEvents) {
+    fmt::format_to(it, "# HELP kvblockd_block_{0}_total Blocks counted as {0}, by tier.\n", field.name);
+    fmt::format_to(it, "# TYPE kvblockd_block_{0}_total counter\nkvblockd_block_{0}_total{{tier=\"g2\"}} {1}\n",
+                   field.name, g2.*field.member);
+  }
   fmt::format_to(it, "# HELP kvblockd_bytes_moved_total Bytes copied by completed requests, by direction.\n");
   fmt::format_to(it, "# TYPE kvblockd_bytes_moved_total counter\n");
   fmt::format_to(it, "kvblockd_bytes_moved_total{{direction=\"offload\"}} {}\n", core.blocks.moved().offload);

@@ -5,11 +5,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "raw_client.h"
 
@@ -43,15 +45,19 @@ class TestEngine {
 
   /// hello only; true when accepted.
   bool hello(const std::string& name = "test-engine") {
-    auto hello = client_.call(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
-    return hello && hello->code == Errc::ok;
+    auto hello =
+        client_.call_body<proto::HelloReply>(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
+    if (hello) session_id_ = hello->session_id;
+    return static_cast<bool>(hello);
   }
+  /// The session id the daemon gave this engine (after hello).
+  SessionId session_id() const { return session_id_; }
 
   /// The register_kv request for this engine's memfds (see fds()).
   proto::RegisterKvRequest register_request() const {
     proto::RegisterKvRequest reg;
     reg.memory = proto::MemoryHandle::memfd;
-    reg.layout_kind = 1;  // layer_separate_block_outer
+    reg.layout_kind = LayoutKind::layer_separate_block_outer;
     reg.num_blocks = num_blocks_;
     reg.region_bytes = region_bytes_;
     reg.fd_count = static_cast<std::uint32_t>(fds_.size());
@@ -62,13 +68,7 @@ class TestEngine {
   /// hello + register_kv; true when both were accepted.
   bool attach(const std::string& name = "test-engine") {
     if (!hello(name)) return false;
-    proto::RegisterKvRequest reg;
-    reg.memory = proto::MemoryHandle::memfd;
-    reg.layout_kind = 1;  // layer_separate_block_outer
-    reg.num_blocks = num_blocks_;
-    reg.region_bytes = region_bytes_;
-    reg.fd_count = static_cast<std::uint32_t>(fds_.size());
-    auto registered = client_.call(RequestId{next_id()}, reg, fds_);
+    auto registered = client_.call(RequestId{next_id()}, register_request(), fds_);
     return registered && registered->code == Errc::ok;
   }
 
@@ -115,13 +115,22 @@ class TestEngine {
   std::vector<int> fds_;
   std::vector<std::byte*> bases_;
   std::uint64_t last_id_ = 0;
+  SessionId session_id_{0};
 };
 
-/// A counter from the stats JSON ("key":number), or -1.
-inline long long stat_of(const std::string& json, const std::string& key) {
-  const auto at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return -1;
-  return std::stoll(json.substr(at + key.size() + 3));
+/// A number from the stats JSON by its dotted path ("sessions",
+/// "g2.registered"), or -1 when the JSON or the field is missing.
+inline long long stat_of(const std::string& json, const std::string& path) {
+  auto node = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (node.is_discarded()) return -1;
+  for (std::size_t start = 0; start <= path.size();) {
+    const auto dot = std::min(path.find('.', start), path.size());
+    const std::string key = path.substr(start, dot - start);
+    if (!node.is_object() || !node.contains(key)) return -1;
+    node = node[key];
+    start = dot + 1;
+  }
+  return node.is_number() ? node.get<long long>() : -1;
 }
 
 }  // namespace kvb::test

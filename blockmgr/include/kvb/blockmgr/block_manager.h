@@ -29,6 +29,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvb/blockmgr/block_lease.h"
@@ -109,6 +110,31 @@ struct TierCounters {
   std::uint64_t hits = 0;         // matched blocks served from this tier
   std::uint64_t evictions = 0;    // registered blocks evicted from this tier
 };
+
+/// TierCounters by name, for stats and metrics: the block-state gauges and
+/// the event counters. A new field gets one line here and shows up in
+/// stats, metrics and sums.
+template <class T>
+struct TierCounterField {
+  std::string_view name;
+  T TierCounters::*member;
+};
+inline constexpr std::array<TierCounterField<std::uint32_t>, 8> kTierBlockStates{{
+    {"capacity", &TierCounters::capacity},
+    {"free", &TierCounters::free},
+    {"partial", &TierCounters::partial},
+    {"complete", &TierCounters::complete},
+    {"registered", &TierCounters::registered},
+    {"inactive", &TierCounters::inactive},
+    {"leased", &TierCounters::leased},
+    {"in_transfer", &TierCounters::in_transfer},
+}};
+inline constexpr std::array<TierCounterField<std::uint64_t>, 2> kTierEvents{{
+    {"hits", &TierCounters::hits},
+    {"evictions", &TierCounters::evictions},
+}};
+/// Adds every field of `other` (a tier summed over several managers).
+TierCounters& operator+=(TierCounters& sum, const TierCounters& other) noexcept;
 
 /// A plain snapshot of every counter (counters()).
 struct BlockManagerCounters {
