@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "kvb/client/client.h"
+#include "kvb/common/mix64.h"
 
 namespace {
 
@@ -22,18 +23,13 @@ using Clock = std::chrono::steady_clock;
 using kvb::client::Client;
 using kvb::client::KvRegion;
 
-std::uint64_t mix(std::uint64_t x) {  // splitmix64 finalizer
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+using kvb::mix64;
 
 /// The recognizable content of chunk (hash, layer, outer): a keyed byte stream.
 void fill_chunk(std::span<std::byte> chunk, std::uint64_t hash, std::uint32_t layer, std::uint32_t outer) {
-  std::uint64_t state = mix(hash ^ (std::uint64_t{layer} << 32) ^ outer);
+  std::uint64_t state = mix64(hash ^ (std::uint64_t{layer} << 32) ^ outer);
   for (std::size_t i = 0; i < chunk.size(); i += 8) {
-    state = mix(state);
+    state = mix64(state);
     std::memcpy(chunk.data() + i, &state, std::min<std::size_t>(8, chunk.size() - i));
   }
 }
@@ -77,7 +73,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "engine_sim: unknown --layout '%s'\n", layout.c_str());
     return 2;
   }
-  if (salt == 0) salt = mix(static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
+  if (salt == 0) salt = mix64(static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
 
   auto fail = [](const char* step, const kvb::Error& e) {
     std::fprintf(stderr, "engine_sim: %s failed: %s\n", step, e.to_string().c_str());
@@ -101,7 +97,7 @@ int main(int argc, char** argv) {
   // Blocks 0..N-1 hold the prefix; chained hashes as an engine would compute them.
   std::vector<std::uint64_t> hashes(blocks);
   std::uint64_t h = salt;
-  for (std::uint32_t b = 0; b < blocks; ++b) hashes[b] = h = mix(h ^ (0xB10CULL + b));
+  for (std::uint32_t b = 0; b < blocks; ++b) hashes[b] = h = mix64(h ^ (0xB10CULL + b));
   for (std::uint32_t b = 0; b < blocks; ++b)
     for (std::uint32_t l = 0; l < shape.num_layers; ++l)
       for (std::uint32_t o = 0; o < shape.outer_dim; ++o) fill_chunk(region->chunk(b, l, o), hashes[b], l, o);

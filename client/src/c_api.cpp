@@ -193,9 +193,9 @@ int kvb_kv_region_create(const kvb_block_shape* shape, int layout_kind, uint32_t
   return guarded([&] {
     KVB_REQUIRE(shape != nullptr && out != nullptr, "kvb_kv_region_create: shape or out is NULL");
     *out = nullptr;
-    KVB_REQUIRE(layout_kind >= 0 && layout_kind <= 2, "kvb_kv_region_create: layout_kind must be 0, 1 or 2");
-    auto r = kvb::client::KvRegion::create(to_shape(*shape), static_cast<kvb::client::WireLayoutKind>(layout_kind),
-                                           num_blocks);
+    KVB_REQUIRE(layout_kind >= 0 && layout_kind <= static_cast<int>(kvb::kLastLayoutKind),
+                "kvb_kv_region_create: layout_kind must be 0, 1 or 2");
+    auto r = kvb::client::KvRegion::create(to_shape(*shape), static_cast<kvb::LayoutKind>(layout_kind), num_blocks);
     if (!r) return set_error(r.error());
     *out = new kvb_kv_region{std::move(*r)};
     return 0;

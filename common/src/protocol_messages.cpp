@@ -3,6 +3,18 @@
 namespace kvb::proto {
 namespace {
 
+// The wire values of docs/protocol.md are the enums' values: changing either
+// breaks every client.
+static_assert(static_cast<int>(DType::u8) == 0 && static_cast<int>(DType::f16) == 1 &&
+              static_cast<int>(DType::bf16) == 2 && static_cast<int>(DType::f32) == 3 &&
+              static_cast<int>(DType::fp8_e4m3) == 4 && static_cast<int>(DType::fp8_e5m2) == 5 &&
+              kLastDType == DType::fp8_e5m2);
+static_assert(static_cast<int>(LayoutKind::fully_contiguous) == 0 &&
+              static_cast<int>(LayoutKind::layer_separate_block_outer) == 1 &&
+              static_cast<int>(LayoutKind::layer_separate_outer_block) == 2 &&
+              kLastLayoutKind == LayoutKind::layer_separate_outer_block);
+static_assert(static_cast<int>(MemoryHandle::memfd) == 0 && static_cast<int>(MemoryHandle::cuda_ipc) == 1);
+
 constexpr std::uint16_t kMaxErrc = static_cast<std::uint16_t>(Errc::wrong_state);
 
 bool read_bool(WireReader& in, std::string_view field) {
@@ -48,9 +60,24 @@ void read(WireReader& in, WireLayout& out) {
   out.inner_dim = in.u32("layout.inner_dim");
   out.dtype = in.u8("layout.dtype");
   out.alignment = in.u32("layout.alignment");
-  if (out.dtype > 5) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("layout.dtype is {} (expected 0..5)", out.dtype)});
+  if (in.ok() && !dtype_from_wire(out.dtype)) {
+    in.fail_with(Error{Errc::protocol_error,
+                       fmt::format("layout.dtype is {} (expected 0..{})", out.dtype, static_cast<int>(kLastDType))});
   }
+}
+
+Result<LayoutSpec> to_spec(const WireLayout& wire) {
+  const auto dtype = dtype_from_wire(wire.dtype);
+  if (!dtype) return fail(Errc::invalid_argument, "layout: dtype {} is not a known dtype", wire.dtype);
+  LayoutSpec spec{wire.num_layers, wire.outer_dim, wire.page_size, wire.inner_dim, *dtype, wire.alignment};
+  if (auto valid = spec.validate(); !valid) return tl::unexpected(valid.error());
+  return spec;
+}
+
+WireLayout to_wire(const LayoutSpec& spec) noexcept {
+  return WireLayout{
+      spec.num_layers, spec.outer_dim, spec.page_size, spec.inner_dim, static_cast<std::uint8_t>(spec.dtype),
+      spec.alignment};
 }
 
 void write(WireWriter& out, const HelloRequest& in) {
@@ -74,7 +101,7 @@ void read(WireReader& in, HelloRequest& out) {
 
 void write(WireWriter& out, const RegisterKvRequest& in) {
   out.u8(static_cast<std::uint8_t>(in.memory));
-  out.u8(in.layout_kind);
+  out.u8(static_cast<std::uint8_t>(in.layout_kind));
   out.u32(in.num_blocks);
   out.u64(in.region_bytes);
   out.u32(in.fd_count);
@@ -84,7 +111,7 @@ void write(WireWriter& out, const RegisterKvRequest& in) {
 void read(WireReader& in, RegisterKvRequest& out) {
   const std::uint8_t memory = in.u8("memory");
   out.memory = static_cast<MemoryHandle>(memory);
-  out.layout_kind = in.u8("layout_kind");
+  const std::uint8_t layout_kind = in.u8("layout_kind");
   out.num_blocks = in.u32("num_blocks");
   out.region_bytes = in.u64("region_bytes");
   out.fd_count = in.u32("fd_count");
@@ -92,13 +119,17 @@ void read(WireReader& in, RegisterKvRequest& out) {
   out.cuda_ipc_handles.reserve(n);
   for (std::uint32_t i = 0; i < n && in.ok(); ++i) out.cuda_ipc_handles.push_back(in.blob("cuda_ipc_handles[]"));
   if (!in.ok()) return;
-  if (memory > 1) {
+  const auto kind = layout_kind_from_wire(layout_kind);
+  if (memory > static_cast<std::uint8_t>(kLastMemoryHandle)) {
     in.fail_with(Error{Errc::protocol_error, fmt::format("memory is {} (expected 0 memfd or 1 cuda_ipc)", memory)});
-  } else if (out.layout_kind > 2) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("layout_kind is {} (expected 0..2)", out.layout_kind)});
+  } else if (!kind) {
+    in.fail_with(Error{Errc::protocol_error, fmt::format("layout_kind is {} (expected 0..{})", layout_kind,
+                                                         static_cast<int>(kLastLayoutKind))});
   } else if (out.fd_count > kMaxFdsPerFrame) {
     in.fail_with(
         Error{Errc::protocol_error, fmt::format("fd_count {} over the limit of {}", out.fd_count, kMaxFdsPerFrame)});
+  } else {
+    out.layout_kind = *kind;
   }
 }
 
@@ -234,8 +265,10 @@ void read(WireReader& in, LookupReply& out) {
   for (std::uint32_t i = 0; i < n && in.ok(); ++i) {
     const std::uint8_t tier = in.u8("tiers[].tier");
     const std::uint32_t blocks = in.u32("tiers[].blocks");
-    if (tier < 1 || tier > 4) {
-      in.fail_with(Error{Errc::protocol_error, fmt::format("tiers[].tier is {} (expected 1..4)", tier)});
+    if (tier < static_cast<std::uint8_t>(WireTier::g1) || tier > static_cast<std::uint8_t>(kLastWireTier)) {
+      in.fail_with(
+          Error{Errc::protocol_error, fmt::format("tiers[].tier is {} (expected {}..{})", tier,
+                                                  static_cast<int>(WireTier::g1), static_cast<int>(kLastWireTier))});
     }
     out.tiers.push_back(TierMatch{static_cast<WireTier>(tier), blocks});
   }
@@ -250,38 +283,39 @@ void write(WireWriter& out, const RequestStateReply& in) {
 }
 void read(WireReader& in, RequestStateReply& out) {
   const std::uint8_t state = in.u8("state");
-  if (state > 3) in.fail_with(Error{Errc::protocol_error, fmt::format("state is {} (expected 0..3)", state)});
+  if (state > static_cast<std::uint8_t>(kLastRequestState)) {
+    in.fail_with(Error{Errc::protocol_error,
+                       fmt::format("state is {} (expected 0..{})", state, static_cast<int>(kLastRequestState))});
+  }
   out.state = static_cast<RequestState>(state);
   out.message = in.string("message");
 }
 
+namespace {
+
 // stats json and config toml can exceed kMaxStringBytes: they take the rest
 // of the payload (u32 length prefix kept, but not capped at 64 KiB).
-void write(WireWriter& out, const StatsReply& in) {
-  out.u32(static_cast<std::uint32_t>(in.json.size()));
-  out.raw(std::as_bytes(std::span<const char>(in.json.data(), in.json.size())));
+void write_long_text(WireWriter& out, const std::string& text) {
+  out.u32(static_cast<std::uint32_t>(text.size()));
+  out.raw(std::as_bytes(std::span<const char>(text.data(), text.size())));
 }
-void read(WireReader& in, StatsReply& out) {
-  const std::uint32_t n = in.count("json", 1);
+void read_long_text(WireReader& in, std::string_view field, std::string& text) {
+  const std::uint32_t n = in.count(field, 1);
   auto bytes = in.rest();
   if (in.ok() && bytes.size() != n) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("json declares {} bytes, payload has {}", n, bytes.size())});
+    in.fail_with(
+        Error{Errc::protocol_error, fmt::format("{} declares {} bytes, payload has {}", field, n, bytes.size())});
   }
-  out.json.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  text.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-void write(WireWriter& out, const ConfigReply& in) {
-  out.u32(static_cast<std::uint32_t>(in.toml.size()));
-  out.raw(std::as_bytes(std::span<const char>(in.toml.data(), in.toml.size())));
-}
-void read(WireReader& in, ConfigReply& out) {
-  const std::uint32_t n = in.count("toml", 1);
-  auto bytes = in.rest();
-  if (in.ok() && bytes.size() != n) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("toml declares {} bytes, payload has {}", n, bytes.size())});
-  }
-  out.toml.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
+}  // namespace
+
+void write(WireWriter& out, const StatsReply& in) { write_long_text(out, in.json); }
+void read(WireReader& in, StatsReply& out) { read_long_text(in, "json", out.json); }
+
+void write(WireWriter& out, const ConfigReply& in) { write_long_text(out, in.toml); }
+void read(WireReader& in, ConfigReply& out) { read_long_text(in, "toml", out.toml); }
 
 namespace {
 template <class M>

@@ -2,23 +2,28 @@
 
 #include <unordered_set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 
+#include "kvb/common/mix64.h"
 #include "kvb/kernels/async_copy.h"
 
 namespace kvb::daemon {
 
+// Host pools start at a kHugePageBytes boundary, so every alignment a layout
+// may ask for holds for their blocks.
+static_assert(kMaxAlignment <= kHugePageBytes);
+
+namespace {
+/// "kvblockd" in ASCII: keeps the tenant key stream apart from other uses of mix64.
+constexpr std::uint64_t kTenantKeyDomain = 0x6b76626c6f636b64ULL;
+}  // namespace
+
 SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_salt) noexcept {
-  // splitmix64 finaliser over (hash, salt): a bijection of the hash for a
+  // The hash xor a key derived from the salt: a bijection of the hash for a
   // given salt, so two hashes of one tenant never collide with each other.
-  auto mix = [](std::uint64_t x) {
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-  };
-  return SequenceHash{client_hash ^ mix(tenant_salt ^ 0x6b76626c6f636b64ULL)};
+  return SequenceHash{client_hash ^ mix64(tenant_salt ^ kTenantKeyDomain)};
 }
 
 BlockSpace EngineKv::space() const {
@@ -35,17 +40,9 @@ BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std:
 BlockService::~BlockService() = default;
 
 Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
-  LayoutSpec spec;
-  spec.num_layers = wire.num_layers;
-  spec.outer_dim = wire.outer_dim;
-  spec.page_size = wire.page_size;
-  spec.inner_dim = wire.inner_dim;
-  spec.dtype = static_cast<DType>(wire.dtype);
-  spec.alignment = wire.alignment;
-  if (auto valid = spec.validate(); !valid) return tl::unexpected(valid.error());
-  if (spec.alignment > kHugePageBytes) {
-    return fail(Errc::invalid_argument, "layout.alignment {} is over {} bytes", spec.alignment, kHugePageBytes);
-  }
+  auto valid = proto::to_spec(wire);
+  if (!valid) return tl::unexpected(valid.error());
+  const LayoutSpec spec = *valid;
   for (auto& pool : pools_) {
     if (pool->spec.same_block_shape(spec)) return pool.get();
   }
@@ -83,7 +80,7 @@ Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& po
   if (request.memory == proto::MemoryHandle::cuda_ipc) {
     return fail(Errc::unavailable, "register_kv: memory cuda_ipc needs a GPU; this daemon has none");
   }
-  auto layout = Layout::make(pool.spec, static_cast<LayoutKind>(request.layout_kind), request.num_blocks);
+  auto layout = Layout::make(pool.spec, request.layout_kind, request.num_blocks);
   if (!layout) return fail(Errc::invalid_argument, "register_kv: {}", layout.error().message);
   if (request.fd_count != layout->num_regions() || fds.size() != layout->num_regions()) {
     return fail(Errc::invalid_argument, "register_kv: layout {} needs {} fds; fd_count is {} and {} arrived",
@@ -180,7 +177,10 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   submit(std::move(*plan), [this, &manager, held, keys = std::move(keys), kv = std::move(kv),
                             control = std::move(control), done = std::move(done), bytes](Status status) {
     if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
-    if (control->cancelled) return done(fail(Errc::cancelled, "offload cancelled"));
+    if (control->cancelled) {
+      spdlog::debug("offload copy of a request that already ended finished: {} blocks discarded", keys.size());
+      return done(fail(Errc::cancelled, "offload cancelled"));
+    }
     for (std::size_t i = 0; i < keys.size(); ++i) {
       auto committed = manager.commit((*held)[i], keys[i]);
       if (!committed && committed.error().code != Errc::already_exists) return done(committed);
@@ -216,9 +216,13 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   const std::uint64_t bytes = plan->total_bytes();
   submit(std::move(*plan),
          [this, held, kv = std::move(kv), control = std::move(control), done = std::move(done), bytes](Status status) {
+           const std::size_t sources = held->size();
            held->release();
            if (!status) return done(fail(status.error().code, "onboard copy failed: {}", status.error().message));
-           if (control->cancelled) return done(fail(Errc::cancelled, "onboard cancelled"));
+           if (control->cancelled) {
+             spdlog::debug("onboard copy of a request that already ended finished: {} source leases ended", sources);
+             return done(fail(Errc::cancelled, "onboard cancelled"));
+           }
            moved_.onboard += bytes;
            done(kvb::ok());
          });
@@ -226,20 +230,7 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
 
 TierCounters BlockService::g2_counters() const {
   TierCounters sum;
-  for (const auto& pool : pools_) {
-    const auto c = pool->manager->counters().tier(Tier::g2);
-    sum.present = true;
-    sum.capacity += c.capacity;
-    sum.free += c.free;
-    sum.partial += c.partial;
-    sum.complete += c.complete;
-    sum.registered += c.registered;
-    sum.inactive += c.inactive;
-    sum.leased += c.leased;
-    sum.in_transfer += c.in_transfer;
-    sum.hits += c.hits;
-    sum.evictions += c.evictions;
-  }
+  for (const auto& pool : pools_) sum += pool->manager->counters().tier(Tier::g2);
   return sum;
 }
 

@@ -1,5 +1,5 @@
-// KvRegion (the client's memfd KV cache) against blockmgr's Layout: the
-// client carries its own copy of the index math, so it must agree exactly.
+// KvRegion (the client's memfd KV cache) against blockmgr's Layout: both
+// place chunks with common's layout math, so they must agree exactly.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -30,17 +30,6 @@ BlockShape shape(std::uint32_t layers, std::uint32_t outer, std::uint32_t page, 
   return s;
 }
 
-kvb::LayoutSpec to_spec(const BlockShape& s) {
-  kvb::LayoutSpec spec;
-  spec.num_layers = s.num_layers;
-  spec.outer_dim = s.outer_dim;
-  spec.page_size = s.page_size;
-  spec.inner_dim = s.inner_dim;
-  spec.dtype = static_cast<kvb::DType>(s.dtype);
-  spec.alignment = s.alignment;
-  return spec;
-}
-
 TEST(KvRegion, MatchesBlockmgrLayoutForEveryKind) {
   const BlockShape shapes[] = {shape(3, 2, 16, 24, 2, 256), shape(2, 1, 7, 5, 3, 64), shape(1, 2, 3, 3, 0, 512)};
   for (const auto& s : shapes) {
@@ -49,7 +38,7 @@ TEST(KvRegion, MatchesBlockmgrLayoutForEveryKind) {
       const std::uint32_t blocks = 5;
       auto region = KvRegion::create(s, kind, blocks);
       ASSERT_TRUE(region) << region.error().to_string();
-      auto layout = kvb::Layout::make(to_spec(s), static_cast<kvb::LayoutKind>(kind), blocks);
+      auto layout = kvb::Layout::make(kvb::proto::to_spec(s).value(), kind, blocks);
       ASSERT_TRUE(layout) << layout.error().to_string();
       EXPECT_EQ(region->num_regions(), layout->num_regions());
       EXPECT_EQ(region->region_bytes(), layout->region_bytes());

@@ -110,7 +110,7 @@ TEST(Protocol, EveryRequestRoundTrips) {
   expect_round_trip(HelloRequest{1, 1, "engine-0", 0xABCDEFULL, WireLayout{32, 2, 16, 1024, 2, 256}});
   RegisterKvRequest reg;
   reg.memory = MemoryHandle::memfd;
-  reg.layout_kind = 1;
+  reg.layout_kind = LayoutKind::layer_separate_block_outer;
   reg.num_blocks = 100;
   reg.region_bytes = 1 << 20;
   reg.fd_count = 32;

@@ -112,7 +112,7 @@ TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
 
 TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
   proto::RegisterKvRequest reg;
-  reg.layout_kind = 1;
+  reg.layout_kind = LayoutKind::layer_separate_block_outer;
   reg.num_blocks = 4;
   reg.region_bytes = 1024;
   reg.fd_count = 1;  // layer separate needs one fd per layer: 2

@@ -24,7 +24,7 @@ inline constexpr proto::WireLayout kTestLayout{2, 2, 4, 32, 0, 256};
   if (!attached) return tl::unexpected(attached.error());
   pool = *attached;
   proto::RegisterKvRequest reg;
-  reg.layout_kind = 1;
+  reg.layout_kind = LayoutKind::layer_separate_block_outer;
   reg.num_blocks = blocks;
   reg.region_bytes = 128ULL * 2 * blocks;
   reg.fd_count = 2;

@@ -3,10 +3,9 @@
 // On machines without a GPU an engine's "device" KV cache is stood in for by
 // host memory that the daemon can map: one memfd per layout region
 // (memfd_create + ftruncate + mmap), whose fds travel to the daemon with
-// SCM_RIGHTS on the register_kv frame. The index math is the one of
-// docs/architecture.md ("Layouts"); the client library links kvb_common only,
-// so it carries its own copy of those few lines (tests check it against
-// kvb_blockmgr's Layout).
+// SCM_RIGHTS on the register_kv frame. Shapes, layout kinds and the index
+// math are common's (block_shape.h, layout_math.h): the same definitions the
+// daemon and its kernels use.
 #pragma once
 
 #include <cstddef>
@@ -19,18 +18,12 @@
 
 namespace kvb::client {
 
-/// register_kv's layout_kind (docs/protocol.md).
-enum class WireLayoutKind : std::uint8_t {
-  fully_contiguous = 0,
-  layer_separate_block_outer = 1,
-  layer_separate_outer_block = 2,
-};
+/// register_kv's layout_kind (docs/protocol.md): common's LayoutKind.
+using WireLayoutKind = LayoutKind;
 
 /// The model's block shape as hello sends it.
 using BlockShape = proto::WireLayout;
 
-/// Bytes of one element of a wire dtype (0 for an unknown value).
-[[nodiscard]] std::uint32_t wire_dtype_size(std::uint8_t dtype) noexcept;
 /// Bytes of one (block, layer, outer) chunk: page_size x inner_dim x dtype size.
 [[nodiscard]] std::uint64_t chunk_bytes(const BlockShape& shape) noexcept;
 /// Bytes of one block's payload: num_layers x outer_dim chunks.
@@ -68,11 +61,11 @@ class KvRegion {
   ~KvRegion();
 
   [[nodiscard]] const BlockShape& shape() const noexcept { return shape_; }
-  [[nodiscard]] WireLayoutKind kind() const noexcept { return kind_; }
-  [[nodiscard]] std::uint32_t num_blocks() const noexcept { return num_blocks_; }
+  [[nodiscard]] WireLayoutKind kind() const noexcept { return geometry_.kind; }
+  [[nodiscard]] std::uint32_t num_blocks() const noexcept { return geometry_.num_blocks; }
   [[nodiscard]] std::uint32_t num_regions() const noexcept { return static_cast<std::uint32_t>(maps_.size()); }
   /// Bytes of each region (all regions have the same size).
-  [[nodiscard]] std::uint64_t region_bytes() const noexcept { return region_bytes_; }
+  [[nodiscard]] std::uint64_t region_bytes() const noexcept { return kvb::region_bytes(geometry_); }
   /// The memfd of each region, owned by this object (sent with SCM_RIGHTS).
   [[nodiscard]] std::span<const int> fds() const noexcept { return fds_; }
   /// Closes the fds and keeps the mappings: for a process holding very many
@@ -92,10 +85,7 @@ class KvRegion {
   void reset() noexcept;
 
   BlockShape shape_{};
-  WireLayoutKind kind_ = WireLayoutKind::fully_contiguous;
-  std::uint32_t num_blocks_ = 0;
-  std::uint64_t region_bytes_ = 0;
-  std::uint64_t block_stride_ = 0;
+  LayoutGeometry geometry_{};
   std::vector<int> fds_;
   std::vector<std::byte*> maps_;
 };

@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "kvb/common/block_shape.h"
 #include "kvb/common/error.h"
 #include "kvb/common/ids.h"
 #include "kvb/common/protocol_frame.h"
@@ -21,8 +22,8 @@
 
 namespace kvb::proto {
 
-/// The block shape on the wire (blockmgr's LayoutSpec; dtype as its u8:
-/// 0 u8, 1 f16, 2 bf16, 3 f32, 4 fp8_e4m3, 5 fp8_e5m2).
+/// The block shape on the wire: a LayoutSpec (block_shape.h) whose dtype is
+/// its DType's u8 value. Decoding refuses a dtype outside DType.
 struct WireLayout {
   std::uint32_t num_layers = 0;
   std::uint32_t outer_dim = 2;
@@ -32,6 +33,11 @@ struct WireLayout {
   std::uint32_t alignment = 256;
   friend bool operator==(const WireLayout&, const WireLayout&) = default;
 };
+
+/// The LayoutSpec a wire layout names, validated (invalid_argument naming the field).
+[[nodiscard]] Result<LayoutSpec> to_spec(const WireLayout& wire);
+/// The wire form of a spec.
+[[nodiscard]] WireLayout to_wire(const LayoutSpec& spec) noexcept;
 
 // ---- requests (client -> daemon) -------------------------------------------
 
@@ -46,13 +52,14 @@ struct HelloRequest {
 };
 
 enum class MemoryHandle : std::uint8_t { memfd = 0, cuda_ipc = 1 };
+inline constexpr MemoryHandle kLastMemoryHandle = MemoryHandle::cuda_ipc;
 
 /// The frame carries `fd_count` fds as SCM_RIGHTS (memfd: one per layout
 /// region, in region order; cuda_ipc: none).
 struct RegisterKvRequest {
   static constexpr MsgType kType = MsgType::register_kv;
   MemoryHandle memory = MemoryHandle::memfd;
-  std::uint8_t layout_kind = 0;  // 0 fully_contiguous, 1 layer_separate_block_outer, 2 layer_separate_outer_block
+  LayoutKind layout_kind = LayoutKind::fully_contiguous;
   std::uint32_t num_blocks = 0;
   std::uint64_t region_bytes = 0;  // bytes of each region
   std::uint32_t fd_count = 0;
@@ -173,6 +180,7 @@ struct HelloReply {
 };
 
 enum class WireTier : std::uint8_t { g1 = 1, g2 = 2, g3 = 3, g4 = 4 };
+inline constexpr WireTier kLastWireTier = WireTier::g4;
 
 struct TierMatch {
   WireTier tier = WireTier::g2;
@@ -192,6 +200,7 @@ struct ReleaseReply {
 };
 
 enum class RequestState : std::uint8_t { pending = 0, ok = 1, err = 2, unknown = 3 };
+inline constexpr RequestState kLastRequestState = RequestState::unknown;
 
 /// Body of the status and wait replies.
 struct RequestStateReply {

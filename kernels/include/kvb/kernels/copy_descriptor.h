@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kvb/blockmgr/layout_math.h"  // KVB_HOST_DEVICE
+#include "kvb/common/layout_math.h"  // KVB_HOST_DEVICE
 
 namespace kvb {
 

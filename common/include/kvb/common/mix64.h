@@ -1,0 +1,17 @@
+// mix64: the splitmix64 finaliser, a fast bijection of 64-bit values with
+// good avalanche. For deriving ids and keys (tenant-salted registry keys,
+// synthetic hashes in tools and tests), never for content checksums.
+#pragma once
+
+#include <cstdint>
+
+namespace kvb {
+
+[[nodiscard]] constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace kvb
