@@ -23,11 +23,7 @@ namespace kvb::client {
 namespace asio = boost::asio;
 using Socket = asio::local::stream_protocol::socket;
 
-namespace {
-
-constexpr std::size_t kReadChunk = 4096;            // per session: 10,000 sessions stay small
-constexpr std::size_t kMaxBatchFrames = 64;         // frames gathered into one write
-constexpr std::size_t kMaxBatchBytes = 256 * 1024;  // bytes gathered into one write
+namespace detail {
 
 /// A frame waiting to be written; owns dup()s of the fds it carries.
 struct OutFrame {
@@ -41,8 +37,9 @@ struct OutFrame {
 };
 
 /// One request sent and not yet resolved.
-struct Pending {
+struct PendingRequest {
   bool async_op = false;                               // offload / onboard: ends with a notification
+  bool counted = false;                                // counts against the daemon's max_inflight
   bool accepted = false;                               // the reply said accepted
   std::function<void(Result<proto::Reply>)> on_reply;  // requests answered by their reply
   Callback<void> on_done;                              // async ops
@@ -55,6 +52,22 @@ struct Pending {
     }
   }
 };
+
+}  // namespace detail
+
+using detail::OutFrame;
+using Pending = detail::PendingRequest;
+
+namespace {
+
+constexpr std::size_t kReadChunk = 4096;            // per session: 10,000 sessions stay small
+constexpr std::size_t kMaxBatchFrames = 64;         // frames gathered into one write
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;  // bytes gathered into one write
+/// Async requests held back (not yet sent) per unit of the daemon's
+/// max_inflight; beyond that a new one fails at once with busy.
+constexpr std::size_t kHeldPerInflight = 8;
+/// Bytes of frames not yet written; beyond that a new request fails with busy.
+constexpr std::size_t kMaxQueuedBytes = std::size_t{64} << 20;
 
 /// ok, or the reply's own error.
 Status reply_status(const Result<proto::Reply>& reply) {
@@ -74,11 +87,17 @@ struct Session::Impl {
   std::vector<std::byte> read_buffer;
   // Everything below is touched only on the strand.
   std::deque<OutFrame> queue;
+  std::size_t queued_bytes = 0;  // bytes of `queue`
   std::vector<OutFrame> writing_frames;
   std::vector<asio::const_buffer> writing_buffers;
   bool writing = false;
   bool closed = false;
   std::unordered_map<std::uint64_t, Pending> pending;
+  // The daemon's max_inflight (from the hello reply; 0 = not known yet), the
+  // counted requests sent and not resolved, and those held back, in order.
+  std::uint32_t max_inflight = 0;
+  std::uint32_t inflight = 0;
+  std::deque<OutFrame> held;
 };
 
 Session::Session(Executor executor) : impl_(std::make_unique<Impl>(std::move(executor))) {}
@@ -90,6 +109,7 @@ Session::~Session() {
   for (auto& [id, p] : pending) p.fail(Error{Errc::cancelled, "session destroyed"});
   for (auto& f : impl_->queue) f.close_fds();
   for (auto& f : impl_->writing_frames) f.close_fds();
+  for (auto& f : impl_->held) f.close_fds();
 }
 
 Session::Executor Session::executor() const { return impl_->strand; }
@@ -145,6 +165,10 @@ void Session::shut_down(const Error& reason) {
   m.socket.close(ignored);
   for (auto& f : m.queue) f.close_fds();
   m.queue.clear();
+  m.queued_bytes = 0;
+  for (auto& f : m.held) f.close_fds();
+  m.held.clear();
+  m.inflight = 0;
   auto pending = std::move(m.pending);
   m.pending.clear();
   pending_count_.store(0);
@@ -180,6 +204,32 @@ void Session::start_read() {
       });
 }
 
+detail::PendingRequest Session::take(std::uint64_t id) {
+  Impl& m = *impl_;
+  auto it = m.pending.find(id);
+  Pending done = std::move(it->second);
+  m.pending.erase(it);
+  pending_count_.fetch_sub(1, std::memory_order_relaxed);
+  if (done.counted) {
+    --m.inflight;
+    // One counted request ended: the oldest held one may go now.
+    if (!m.held.empty() && (m.max_inflight == 0 || m.inflight < m.max_inflight)) {
+      OutFrame frame = std::move(m.held.front());
+      m.held.pop_front();
+      ++m.inflight;
+      enqueue(std::move(frame));
+    }
+  }
+  return done;
+}
+
+void Session::enqueue(detail::OutFrame frame) {
+  Impl& m = *impl_;
+  m.queued_bytes += frame.bytes.size();
+  m.queue.push_back(std::move(frame));
+  start_write();
+}
+
 void Session::handle_frame(const proto::Frame& frame) {
   Impl& m = *impl_;
   const std::uint64_t id = frame.header.request_id.value();
@@ -197,9 +247,7 @@ void Session::handle_frame(const proto::Frame& frame) {
         p.accepted = true;  // the notification resolves it
         return;
       }
-      Pending done = std::move(p);
-      m.pending.erase(it);
-      pending_count_.fetch_sub(1, std::memory_order_relaxed);
+      Pending done = take(id);
       if (done.async_op) {
         done.on_done(reply_status(*reply));
       } else {
@@ -220,9 +268,7 @@ void Session::handle_frame(const proto::Frame& frame) {
       }
       auto it = m.pending.find(completion->request_id.value());
       if (it == m.pending.end() || !it->second.async_op) return;
-      Pending done = std::move(it->second);
-      m.pending.erase(it);
-      pending_count_.fetch_sub(1, std::memory_order_relaxed);
+      Pending done = take(completion->request_id.value());
       if (completion->ok) {
         done.on_done(ok());
       } else {
@@ -250,6 +296,7 @@ void Session::start_write() {
   if (m.writing || m.closed || m.queue.empty()) return;
   m.writing = true;
   if (!m.queue.front().fds.empty()) {
+    m.queued_bytes -= m.queue.front().bytes.size();
     m.writing_frames.push_back(std::move(m.queue.front()));
     m.queue.pop_front();
     send_with_fds();
@@ -259,6 +306,7 @@ void Session::start_write() {
   while (!m.queue.empty() && m.queue.front().fds.empty() && m.writing_frames.size() < kMaxBatchFrames &&
          bytes < kMaxBatchBytes) {
     bytes += m.queue.front().bytes.size();
+    m.queued_bytes -= m.queue.front().bytes.size();
     m.writing_frames.push_back(std::move(m.queue.front()));
     m.queue.pop_front();
   }
@@ -333,6 +381,9 @@ RequestId Session::send(const M& message, std::function<void(Result<proto::Reply
   const RequestId id{next_request_id_.fetch_add(1, std::memory_order_relaxed)};
   Pending p;
   p.async_op = static_cast<bool>(on_done);
+  // Requests the daemon counts against max_inflight until they end.
+  p.counted =
+      M::kType == proto::MsgType::offload || M::kType == proto::MsgType::onboard || M::kType == proto::MsgType::wait;
   p.on_reply = std::move(on_reply);
   p.on_done = std::move(on_done);
   auto frame = proto::encode_message(id, message);
@@ -347,10 +398,25 @@ RequestId Session::send(const M& message, std::function<void(Result<proto::Reply
     if (m.closed) return fail_later(Error{Errc::peer_lost, "session is closed"});
     if (m.pending.contains(id.value()))
       return fail_later(Error{Errc::already_exists, fmt::format("request id {} is still pending", id)});
+    if (m.queued_bytes + frame->size() > kMaxQueuedBytes) {
+      return fail_later(Error{
+          Errc::busy, fmt::format("client: {} bytes of requests are not yet written to kvblockd", m.queued_bytes)});
+    }
+    const bool hold = p.counted && m.max_inflight != 0 && m.inflight >= m.max_inflight;
+    if (hold && m.held.size() >= std::size_t{m.max_inflight} * kHeldPerInflight) {
+      return fail_later(Error{Errc::busy, fmt::format("client: {} requests in flight and {} waiting to be sent "
+                                                      "(the daemon's max_inflight is {})",
+                                                      m.inflight, m.held.size(), m.max_inflight)});
+    }
+    const bool counted = p.counted;
     m.pending.emplace(id.value(), std::move(p));
     self->pending_count_.fetch_add(1, std::memory_order_relaxed);
-    m.queue.push_back(OutFrame{std::move(*frame), std::move(fds)});
-    self->start_write();
+    if (hold) {
+      m.held.push_back(OutFrame{std::move(*frame), std::move(fds)});
+      return;
+    }
+    if (counted) ++m.inflight;
+    self->enqueue(OutFrame{std::move(*frame), std::move(fds)});
   });
   return id;
 }
@@ -379,13 +445,20 @@ RequestId Session::async_hello(const HelloParams& params, Callback<HelloInfo> do
   req.client_name = params.client_name;
   req.tenant_salt = params.tenant_salt;
   req.layout = params.shape;
-  return send(req, body_reply<proto::HelloReply>(std::move(done), [](proto::HelloReply r) { return r; }), {}, {});
+  // Runs on the strand: from now on the session holds back what max_inflight does not allow.
+  return send(req,
+              body_reply<proto::HelloReply>(std::move(done),
+                                            [self = weak_from_this()](proto::HelloReply r) {
+                                              if (auto s = self.lock()) s->impl_->max_inflight = r.max_inflight;
+                                              return r;
+                                            }),
+              {}, {});
 }
 
 RequestId Session::async_register_kv(const KvRegion& region, Callback<void> done) {
   proto::RegisterKvRequest req;
   req.memory = proto::MemoryHandle::memfd;
-  req.layout_kind = static_cast<std::uint8_t>(region.kind());
+  req.layout_kind = region.kind();
   req.num_blocks = region.num_blocks();
   req.region_bytes = region.region_bytes();
   req.fd_count = region.num_regions();

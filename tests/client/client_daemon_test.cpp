@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -237,6 +238,50 @@ TEST_F(ClientDaemonTest, EveryRequestResolvesExactlyOnce) {
   EXPECT_TRUE(c->bye());
   c.reset();  // closes: nothing may resolve a second time
   EXPECT_EQ(calls.load(), 3 * kEach);
+}
+
+// The client holds async requests beyond the daemon's max_inflight (from the
+// hello reply) and sends each when an earlier one ends, so none is refused
+// busy by the daemon; past 8 x max_inflight held it fails them at once.
+TEST(ClientFlowControl, RequestsBeyondMaxInflightWaitTheirTurn) {
+  kvb::test::DaemonProcess daemon(KVB_DAEMON_BIN, {"--max-inflight", "2"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  auto region = KvRegion::create(small_shape(), WireLayoutKind::fully_contiguous, 8);
+  ASSERT_TRUE(region);
+  auto c = Client::connect(daemon.socket_path());
+  ASSERT_TRUE(c);
+  (*c)->set_timeout(20s);
+  kvb::client::HelloParams hello;
+  hello.shape = region->shape();
+  auto info = (*c)->hello(hello);
+  ASSERT_TRUE(info);
+  ASSERT_EQ(info->max_inflight, 2U);
+  ASSERT_TRUE((*c)->register_kv(*region));
+  constexpr int kAccepted = 2 + 2 * 8;  // in flight + held
+  constexpr int kTotal = kAccepted + 3;
+  std::vector<kvb::Status> results(kTotal, kvb::ok());
+  Countdown all(kTotal);
+  Session& session = (*c)->session();
+  // Started together on the session's strand: no answer can free a slot in between.
+  boost::asio::dispatch(session.executor(), [&] {
+    for (int i = 0; i < kTotal; ++i) {
+      const kvb::client::OffloadItem item{BlockId{static_cast<std::uint32_t>(i % 8)}, 0x7000 + std::uint64_t(i)};
+      session.async_offload(std::span(&item, 1), [&, i](kvb::Status st) {
+        results[i] = st;
+        all.done();
+      });
+    }
+  });
+  ASSERT_TRUE(all.wait_for(30s));
+  for (int i = 0; i < kAccepted; ++i) EXPECT_TRUE(results[i]) << i << ": " << results[i].error().to_string();
+  for (int i = kAccepted; i < kTotal; ++i) {
+    ASSERT_FALSE(results[i]) << i;
+    EXPECT_EQ(results[i].error().code, Errc::busy);
+    EXPECT_NE(results[i].error().message.find("max_inflight is 2"), std::string::npos) << results[i].error().message;
+  }
+  auto stats = (*c)->stats();
+  ASSERT_TRUE(stats);
+  EXPECT_NE(stats->find("\"inflight_requests\":0"), std::string::npos) << *stats;
 }
 
 TEST_F(ClientDaemonTest, RefusalResolvesFromTheReply) {

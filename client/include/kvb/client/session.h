@@ -8,6 +8,12 @@
 // with that reason. One reader per connection and one map of pending
 // requests: no thread or task per request.
 //
+// Flow control: offload, onboard and wait count against the max_inflight the
+// daemon sends in its hello reply. Beyond it the session holds new ones back,
+// in order, and sends each when an earlier one ends (so the daemon never has
+// to refuse them busy); with 8 x max_inflight already held, or 64 MiB of
+// frames not yet written, a new request fails at once with busy.
+//
 // Callbacks run on the session's strand (never inline inside the call that
 // started the request). A callback may start new requests. Do not block the
 // executor's threads inside a callback waiting for another request's result.
@@ -30,6 +36,11 @@
 #include "kvb/common/protocol_messages.h"
 
 namespace kvb::client {
+
+namespace detail {
+struct OutFrame;
+struct PendingRequest;
+}  // namespace detail
 
 template <class T>
 using Callback = std::function<void(Result<T>)>;
@@ -103,6 +114,11 @@ class Session : public std::enable_shared_from_this<Session> {
   explicit Session(Executor executor);
 
   // All of these run on the strand.
+  /// Removes a resolved request (it must be pending) and, if it counted
+  /// against max_inflight, sends the oldest held request.
+  detail::PendingRequest take(std::uint64_t id);
+  /// Queues a frame for the writer.
+  void enqueue(detail::OutFrame frame);
   template <class M>
   RequestId send(const M& message, std::function<void(Result<proto::Reply>)> on_reply, Callback<void> on_done,
                  std::vector<int> fds);
