@@ -130,9 +130,32 @@ DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_
       const ssize_t got = ::read(output_fd_, b, sizeof b);
       if (got < 0 && errno == EINTR) continue;
       if (got <= 0) return;
-      std::lock_guard lock(log_mutex_);
-      if (log_.size() < kLogCap) log_.append(b, static_cast<std::size_t>(got));
+      {
+        std::lock_guard lock(log_mutex_);
+        if (log_.size() < kLogCap) log_.append(b, static_cast<std::size_t>(got));
+      }
+      log_grew_.notify_all();
     }
+  });
+}
+
+bool DaemonProcess::wait_for_log(std::string_view text, std::chrono::milliseconds timeout) const {
+  return wait_for_log_lines([text](std::string_view line) { return line.find(text) != std::string_view::npos; }, 1,
+                            timeout);
+}
+
+bool DaemonProcess::wait_for_log_lines(const std::function<bool(std::string_view)>& match, std::size_t count,
+                                       std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(log_mutex_);
+  return log_grew_.wait_for(lock, timeout, [&] {
+    std::size_t found = 0;
+    std::string_view rest(log_);
+    while (!rest.empty() && found < count) {
+      const auto end = std::min(rest.find('\n'), rest.size());
+      if (match(rest.substr(0, end))) ++found;
+      rest.remove_prefix(std::min(end + 1, rest.size()));
+    }
+    return found >= count;
   });
 }
 

@@ -13,9 +13,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,6 +42,13 @@ class DaemonProcess {
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   /// Everything the daemon wrote to stdout/stderr so far (capped at 4 MiB).
   [[nodiscard]] std::string log() const;
+  /// Waits (on the log's growth, bounded) until log() contains `text`; false
+  /// on timeout. For events another process causes, e.g. "session 3 ended"
+  /// at --log-level debug.
+  [[nodiscard]] bool wait_for_log(std::string_view text, std::chrono::milliseconds timeout) const;
+  /// Waits (bounded) until `count` lines of log() satisfy `match`.
+  [[nodiscard]] bool wait_for_log_lines(const std::function<bool(std::string_view)>& match, std::size_t count,
+                                        std::chrono::milliseconds timeout) const;
   /// Whether the process is still running (not exited, not reaped).
   [[nodiscard]] bool alive() const;
 
@@ -67,6 +77,7 @@ class DaemonProcess {
   int output_fd_ = -1;
   std::thread drain_;
   mutable std::mutex log_mutex_;
+  mutable std::condition_variable log_grew_;
   std::string log_;
 };
 
