@@ -2,7 +2,7 @@
 PRESET ?= release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan test-python python test-vllm run replay format-check clean
+.PHONY: all deps build test test-asan test-python python test-vllm run replay lint format-check clean
 
 all: build
 
@@ -44,6 +44,11 @@ run: build
 replay: build
 	scripts/replay-table.sh build/$(PRESET)
 
+# clang-tidy over every C++ source (findings are errors); CI runs it.
+lint: build
+	scripts/lint.sh build/$(PRESET) $(JOBS)
+
+# clang-format of every C++ file (or of those changed since BASE).
 format-check:
 	scripts/check-format.sh $(BASE)
 
