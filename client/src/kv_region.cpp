@@ -17,6 +17,14 @@ LayoutSpec unchecked_spec(const BlockShape& s) noexcept {
   return LayoutSpec{s.num_layers, s.outer_dim, s.page_size, s.inner_dim, static_cast<DType>(s.dtype), s.alignment};
 }
 
+}  // namespace
+
+std::uint64_t chunk_bytes(const BlockShape& s) noexcept { return unchecked_spec(s).chunk_bytes(); }
+
+std::uint64_t block_bytes(const BlockShape& s) noexcept { return unchecked_spec(s).block_bytes(); }
+
+namespace {
+
 /// The validated geometry of a region set (errors name the field, prefixed "kv region").
 Result<LayoutGeometry> geometry_of(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks) {
   auto spec = proto::to_spec(shape);

@@ -15,6 +15,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "connection.h"
+#include "kvb/common/block_shape.h"
 
 namespace nb = nanobind;
 
@@ -27,11 +28,6 @@ using kvb::client::WireLayoutKind;
 
 namespace {
 
-// Wire dtype numbers (docs/protocol.md, LayoutSpec); sizes come from the client library.
-constexpr std::array<const char*, 6> kDtypeNames{"u8", "f16", "bf16", "f32", "fp8_e4m3", "fp8_e5m2"};
-constexpr std::array<const char*, 3> kKindNames{"fully_contiguous", "layer_separate_block_outer",
-                                                "layer_separate_outer_block"};
-
 [[noreturn]] void raise(Errc code, std::string message) { throw Failure{{code, std::move(message)}}; }
 
 template <class T>
@@ -40,41 +36,34 @@ T value_or_raise(kvb::Result<T> r) {
   return std::move(*r);
 }
 
-/// The DLPack dtype of a wire dtype (fp8 kinds as raw uint8).
-nb::dlpack::dtype dlpack_dtype(std::uint8_t dtype) {
-  switch (dtype) {
-    case 1: return nb::dlpack::dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
-    case 2: return nb::dlpack::dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
-    case 3: return nb::dtype<float>();
-    default: return nb::dtype<std::uint8_t>();
+/// The DLPack dtype of a wire dtype (u8 and the fp8 kinds as raw uint8).
+nb::dlpack::dtype dlpack_dtype(std::uint8_t wire) {
+  switch (kvb::dtype_from_wire(wire).value_or(kvb::DType::u8)) {
+    case kvb::DType::f16: return nb::dlpack::dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
+    case kvb::DType::bf16: return nb::dlpack::dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+    case kvb::DType::f32: return nb::dtype<float>();
+    case kvb::DType::u8:
+    case kvb::DType::fp8_e4m3:
+    case kvb::DType::fp8_e5m2: return nb::dtype<std::uint8_t>();
   }
-}
-
-std::string join(auto names) {
-  std::string out;
-  for (const char* n : names) out += (out.empty() ? "" : ", ") + std::string(n);
-  return out;
+  return nb::dtype<std::uint8_t>();
 }
 
 }  // namespace
 
+// Names and values are common's (block_shape.h): the same tables the daemon uses.
 std::uint8_t dtype_from_name(const std::string& name) {
-  for (std::size_t i = 0; i < kDtypeNames.size(); ++i)
-    if (name == kDtypeNames[i]) return static_cast<std::uint8_t>(i);
-  raise(Errc::invalid_argument, fmt::format("unknown dtype '{}' (one of {})", name, join(kDtypeNames)));
+  return static_cast<std::uint8_t>(value_or_raise(kvb::parse_dtype(name)));
 }
 
 std::string dtype_name(std::uint8_t dtype) {
-  return dtype < kDtypeNames.size() ? kDtypeNames[dtype] : fmt::format("dtype{}", dtype);
+  const auto known = kvb::dtype_from_wire(dtype);
+  return known ? std::string(kvb::to_string(*known)) : fmt::format("dtype{}", dtype);
 }
 
-WireLayoutKind kind_from_name(const std::string& name) {
-  for (std::size_t i = 0; i < kKindNames.size(); ++i)
-    if (name == kKindNames[i]) return static_cast<WireLayoutKind>(i);
-  raise(Errc::invalid_argument, fmt::format("unknown layout kind '{}' (one of {})", name, join(kKindNames)));
-}
+WireLayoutKind kind_from_name(const std::string& name) { return value_or_raise(kvb::parse_layout_kind(name)); }
 
-std::string kind_name(WireLayoutKind kind) { return kKindNames.at(static_cast<std::size_t>(kind)); }
+std::string kind_name(WireLayoutKind kind) { return std::string(kvb::to_string(kind)); }
 
 int share_in_place(std::uintptr_t addr, std::uint64_t nbytes) {
   const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -112,16 +101,14 @@ nb::ndarray<nb::array_api> region_tensor(nb::handle self, std::uint32_t r) {
   if (r >= reg.num_regions())
     raise(Errc::invalid_argument, fmt::format("region {} out of range ({} regions)", r, reg.num_regions()));
   const BlockShape& s = reg.shape();
-  const std::uint64_t es = kvb::client::wire_dtype_size(s.dtype);
+  const std::uint64_t es = kvb::dtype_size(static_cast<kvb::DType>(s.dtype));
   std::vector<std::size_t> shape;
   std::vector<std::int64_t> strides;
   const std::int64_t inner = s.inner_dim;
   const std::int64_t chunk = static_cast<std::int64_t>(s.page_size) * inner;
   switch (reg.kind()) {
     case WireLayoutKind::fully_contiguous: {
-      const auto stride = static_cast<std::int64_t>(s.alignment) *
-                          static_cast<std::int64_t>((kvb::client::block_bytes(s) + s.alignment - 1) / s.alignment) /
-                          static_cast<std::int64_t>(es);
+      const auto stride = static_cast<std::int64_t>(reg.geometry().block_stride / es);
       shape = {reg.num_blocks(), s.num_layers, s.outer_dim, s.page_size, s.inner_dim};
       strides = {stride, chunk * s.outer_dim, chunk, inner, 1};
       break;
@@ -165,7 +152,7 @@ void bind_region(nb::module_& m) {
       .def_ro("inner_dim", &BlockShape::inner_dim)
       .def_ro("alignment", &BlockShape::alignment)
       .def_prop_ro("dtype", [](const BlockShape& s) { return dtype_name(s.dtype); })
-      .def_prop_ro("dtype_size", [](const BlockShape& s) { return kvb::client::wire_dtype_size(s.dtype); })
+      .def_prop_ro("dtype_size", [](const BlockShape& s) { return kvb::dtype_size(static_cast<kvb::DType>(s.dtype)); })
       .def_prop_ro(
           "chunk_bytes", [](const BlockShape& s) { return kvb::client::chunk_bytes(s); },
           "Bytes of one (block, layer, outer) chunk.")

@@ -176,7 +176,7 @@ def test_fully_contiguous_tensor_strides_follow_alignment() -> None:
 
 
 def test_bad_arguments_raise_invalid_argument(shape) -> None:
-    with pytest.raises(errors.InvalidArgument, match="unknown layout kind"):
+    with pytest.raises(errors.InvalidArgument, match="unknown layout"):
         kvblockd.KvRegion.create(shape, "rows", 4)
     with pytest.raises(errors.InvalidArgument, match="unknown dtype"):
         kvblockd.BlockShape(num_layers=1, page_size=16, inner_dim=8, dtype="f64")

@@ -62,6 +62,8 @@ class KvRegion {
 
   [[nodiscard]] const BlockShape& shape() const noexcept { return shape_; }
   [[nodiscard]] WireLayoutKind kind() const noexcept { return geometry_.kind; }
+  /// The layout's geometry (common's layout_math.h): strides, chunk bytes.
+  [[nodiscard]] const LayoutGeometry& geometry() const noexcept { return geometry_; }
   [[nodiscard]] std::uint32_t num_blocks() const noexcept { return geometry_.num_blocks; }
   [[nodiscard]] std::uint32_t num_regions() const noexcept { return static_cast<std::uint32_t>(maps_.size()); }
   /// Bytes of each region (all regions have the same size).
