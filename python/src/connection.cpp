@@ -78,7 +78,8 @@ kvb::client::Callback<T> Connection::completion(std::uint64_t ticket, bool async
 
 void Connection::note_request(std::uint64_t ticket, kvb::RequestId id) {
   std::lock_guard lock(mutex_);
-  if (done_.contains(ticket)) return;  // already answered: nobody will ask
+  // Recorded even when the answer already arrived: the caller asks for the id
+  // (Pending.request_id) before it takes the answer, which erases the entry.
   request_ids_[ticket] = id.value();
 }
 
