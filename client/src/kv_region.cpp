@@ -1,5 +1,6 @@
 #include "kvb/client/kv_region.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,7 +52,7 @@ Result<KvRegion> KvRegion::create(const BlockShape& shape, WireLayoutKind kind, 
   std::vector<int> fds;
   fds.reserve(regions);
   for (std::uint32_t i = 0; i < regions; ++i) {
-    const int fd = ::memfd_create("kvb-engine-kv", MFD_CLOEXEC);
+    const int fd = ::memfd_create("kvb-engine-kv", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
       for (int f : fds) ::close(f);
       return fail(Errc::io_error, "memfd_create for kv region {}: {}", i, std::strerror(errno));
@@ -80,6 +81,16 @@ Result<KvRegion> KvRegion::adopt_memfds(const BlockShape& shape, WireLayoutKind 
   const std::uint64_t bytes = r.region_bytes();
   r.maps_.reserve(regions);
   for (std::uint32_t i = 0; i < regions; ++i) {
+    // kvblockd maps only regions that cannot shrink under its copies: seal
+    // the memfd against shrinking now unless it is already.
+    const int seals = ::fcntl(r.fds_[i], F_GET_SEALS);
+    if (seals < 0)
+      return fail(Errc::invalid_argument, "kv region {}: not a sealable memfd (F_GET_SEALS: {})", i,
+                  std::strerror(errno));
+    if ((seals & F_SEAL_SHRINK) == 0 && ::fcntl(r.fds_[i], F_ADD_SEALS, F_SEAL_SHRINK) != 0)
+      return fail(Errc::invalid_argument,
+                  "kv region {}: the memfd cannot be sealed against shrinking (make it with MFD_ALLOW_SEALING): {}", i,
+                  std::strerror(errno));
     struct stat st {};
     if (::fstat(r.fds_[i], &st) != 0) return fail(Errc::io_error, "fstat of kv region {}: {}", i, std::strerror(errno));
     if (static_cast<std::uint64_t>(st.st_size) < bytes)

@@ -34,8 +34,12 @@ BlockSpace EngineKv::space() const {
 }
 
 BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-                           std::uint32_t max_layouts)
-    : io_(io), engine_(engine), host_pool_bytes_(host_pool_bytes), max_layouts_(max_layouts) {}
+                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks)
+    : io_(io),
+      engine_(engine),
+      host_pool_bytes_(host_pool_bytes),
+      max_layouts_(max_layouts),
+      max_pool_blocks_(max_pool_blocks) {}
 
 BlockService::~BlockService() = default;
 
@@ -55,6 +59,12 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
   if (blocks == 0) {
     return fail(Errc::invalid_argument, "a block of {} bytes does not fit the host pool (host_pool_bytes {})",
                 spec.block_bytes(), host_pool_bytes_);
+  }
+  if (blocks > max_pool_blocks_) {
+    return fail(Errc::invalid_argument,
+                "layout: blocks of {} bytes ({}-byte stride with alignment {}) would make a host pool of {} blocks, "
+                "over max_pool_blocks {}; use larger blocks or a smaller host_pool_bytes",
+                spec.block_bytes(), stride, spec.alignment, blocks, max_pool_blocks_);
   }
   auto layout = Layout::make(spec, LayoutKind::fully_contiguous,
                              static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, 0xFFFFFFFFULL)));

@@ -23,7 +23,7 @@
 #include "kvb/blockmgr/host_region.h"
 #include "kvb/blockmgr/layout.h"
 #include "kvb/common/protocol.h"
-#include "unique_fd.h"
+#include "kvb/common/unique_fd.h"
 
 namespace kvb::daemon {
 
@@ -68,12 +68,17 @@ class BlockService {
  public:
   using Done = std::function<void(Status)>;
 
+  /// Default of max_pool_blocks: blocks (and their metadata) one host pool may have.
+  static constexpr std::uint64_t kDefaultMaxPoolBlocks = std::uint64_t{1} << 20;
+
   BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-               std::uint32_t max_layouts);
+               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks);
   ~BlockService();
 
   /// The pool of `layout`'s block shape, created on first use (a
-  /// host_pool_bytes memfd). Errors: invalid layout (names the field),
+  /// host_pool_bytes memfd). Errors: invalid layout (names the field), a
+  /// shape whose pool would have more than max_pool_blocks blocks
+  /// (invalid_argument: the per-block metadata must stay bounded),
   /// out_of_capacity (max_layouts distinct shapes), io_error (memfd).
   [[nodiscard]] Result<LayoutPool*> attach_layout(const proto::WireLayout& layout);
 
@@ -118,6 +123,7 @@ class BlockService {
   CopyEngine& engine_;
   std::uint64_t host_pool_bytes_;
   std::uint32_t max_layouts_;
+  std::uint64_t max_pool_blocks_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
   MovedBytes moved_;
   std::uint32_t copies_in_flight_ = 0;

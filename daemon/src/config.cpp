@@ -123,6 +123,9 @@ const std::vector<KeyDef>& key_defs() {
                     "Host (G2) pool bytes per distinct block layout (units allowed, e.g. 8GiB)"));
     d.push_back(key("max_layouts", &DaemonConfig::max_layouts, UInt{1},
                     "Distinct block layouts served at once (one host pool each)"));
+    d.push_back(key("max_pool_blocks", &DaemonConfig::max_pool_blocks, UInt{1},
+                    "Most blocks one host pool may have (each costs ~70 bytes of bookkeeping); a block shape "
+                    "that needs more is refused"));
     return d;
   }();
   return defs;

@@ -1,5 +1,6 @@
 #include "engine_region.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -11,8 +12,30 @@ namespace {
 constexpr std::uint64_t kAlign = std::uint64_t{2} << 20;
 }
 
+Status check_cannot_shrink(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0) {
+    return fail(Errc::invalid_argument,
+                "the fd is not a sealable memfd (F_GET_SEALS: {}); create it with MFD_ALLOW_SEALING and seal it "
+                "with F_SEAL_SHRINK",
+                std::strerror(errno));
+  }
+  if ((seals & F_SEAL_SHRINK) == 0) {
+    return fail(Errc::invalid_argument,
+                "the memfd is not sealed against shrinking; add F_SEAL_SHRINK (fcntl F_ADD_SEALS) before passing it");
+  }
+  if ((seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) {
+    return fail(Errc::invalid_argument,
+                "the memfd is sealed against writes; the daemon writes onboarded blocks into it");
+  }
+  return kvb::ok();
+}
+
 Result<std::unique_ptr<EngineRegion>> EngineRegion::map(UniqueFd fd, std::uint64_t bytes) {
   if (bytes == 0) return fail(Errc::invalid_argument, "region_bytes must be > 0");
+  // Before the size check: once F_SEAL_SHRINK is set the size read below is
+  // a floor for as long as the mapping lives.
+  if (auto sealed = check_cannot_shrink(fd.get()); !sealed) return tl::unexpected(sealed.error());
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return fail(Errc::io_error, "fstat of an engine fd: {}", std::strerror(errno));
   if (static_cast<std::uint64_t>(st.st_size) < bytes) {

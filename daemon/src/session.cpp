@@ -22,7 +22,6 @@ namespace asio = boost::asio;
 using proto::MsgType;
 
 constexpr std::size_t kReadBufferBytes = 64 * 1024;
-constexpr std::size_t kMaxQueuedFds = 1024;
 /// A client that stops reading its answers is cut off past this backlog.
 constexpr std::size_t kMaxOutputBacklog = 64U << 20;
 
@@ -50,16 +49,19 @@ long Session::receive(std::byte* buffer, std::size_t capacity) {
   msg.msg_controllen = sizeof(control);
   const ssize_t n = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (n < 0) return -1;
+  std::vector<UniqueFd> fds;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (std::size_t i = 0; i < count; ++i) {
       int fd = -1;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      fds_.emplace_back(fd);
+      fds.emplace_back(fd);
     }
   }
   if ((msg.msg_flags & MSG_CTRUNC) != 0) fds_truncated_ = true;
+  received_bytes_ += static_cast<std::uint64_t>(n);
+  frame_fds_.received(received_bytes_, std::move(fds));
   return static_cast<long>(n);
 }
 
@@ -89,13 +91,14 @@ asio::awaitable<void> Session::read_loop() {
     }
     parser_.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
     wait_first = static_cast<std::size_t>(n) < buffer.size();
-    if (fds_truncated_ || fds_.size() > kMaxQueuedFds) {
+    if (fds_truncated_ || frame_fds_.held() > proto::kMaxFdsPerFrame) {
       protocol_error(
           RequestId{0},
           Error{Errc::protocol_error,
                 fds_truncated_ ? std::string("passed fds were dropped (MSG_CTRUNC): the daemon may be out of "
                                              "file descriptors")
-                               : fmt::format("too many fds passed ({} not claimed by a register_kv)", fds_.size())});
+                               : fmt::format("{} fds passed with one frame (at most {})", frame_fds_.held(),
+                                             proto::kMaxFdsPerFrame)});
       break;
     }
     if (!drain_frames()) break;
@@ -119,15 +122,19 @@ bool Session::drain_frames() {
       return false;
     }
     if (!next->has_value()) return true;
-    handle(**next);
+    handle(**next, frame_fds_.claim(received_bytes_ - parser_.buffered()));
   }
   return false;
 }
 
-void Session::handle(const proto::Frame& frame) {
+void Session::handle(const proto::Frame& frame, std::vector<UniqueFd> fds) {
   const RequestId id = frame.header.request_id;
   const MsgType type = frame.header.type;
   handling_started_ = Clock::now();
+  if (!fds.empty() && type != MsgType::register_kv) {
+    spdlog::debug("session {}: closing {} fds passed with a {} frame", id_, fds.size(), proto::to_string(type));
+    fds.clear();
+  }
   auto decoded = proto::decode_request(type, frame.payload);
   if (!decoded) return protocol_error(id, decoded.error());
   if (in_flight(id)) {
@@ -137,7 +144,7 @@ void Session::handle(const proto::Frame& frame) {
   auto& request = *decoded;
   switch (type) {
     case MsgType::hello: return on_hello(id, std::get<proto::HelloRequest>(request));
-    case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request));
+    case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request), std::move(fds));
     case MsgType::lookup: return on_lookup(id, std::get<proto::LookupRequest>(request));
     case MsgType::offload: return on_offload(id, std::move(std::get<proto::OffloadRequest>(request)));
     case MsgType::onboard: return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request)));
@@ -184,17 +191,17 @@ void Session::on_hello(RequestId id, const proto::HelloRequest& request) {
   reply(id, proto::make_reply(body), "hello");
 }
 
-void Session::on_register_kv(RequestId id, const proto::RegisterKvRequest& request) {
-  // Claim the frame's fds first, so the fd queue stays aligned even on refusal.
-  if (fds_.size() < request.fd_count) {
+void Session::on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds) {
+  // The frame's own fds (FrameFds); any refusal below closes them with it.
+  if (fds.size() < request.fd_count) {
     return protocol_error(
         id, Error{Errc::protocol_error,
-                  fmt::format("register_kv declares {} fds but {} arrived with it", request.fd_count, fds_.size())});
+                  fmt::format("register_kv declares {} fds but {} arrived with it", request.fd_count, fds.size())});
   }
-  std::vector<UniqueFd> fds;
-  for (std::uint32_t i = 0; i < request.fd_count; ++i) {
-    fds.push_back(std::move(fds_.front()));
-    fds_.pop_front();
+  if (fds.size() > request.fd_count) {
+    spdlog::debug("session {}: register_kv {} declares {} fds; closing {} more that came with it", id_, id,
+                  request.fd_count, fds.size() - request.fd_count);
+    fds.resize(request.fd_count);
   }
   if (pool_ == nullptr) {
     return refuse(id, "register_kv", Error{Errc::wrong_state, "register_kv needs a hello with a layout first"});
@@ -519,7 +526,7 @@ void Session::end() {
   core_.pinned_blocks -= pins_.size();
   pins_.clear();  // leases end: pinned blocks become evictable again
   kv_.reset();    // unmapped once no running copy holds it
-  fds_.clear();
+  frame_fds_.clear();
   core_.sessions.erase(id_.value());
   spdlog::debug("session {} ended", id_);
 }

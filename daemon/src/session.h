@@ -26,8 +26,9 @@
 
 #include "block_service.h"
 #include "deadline_queue.h"
+#include "frame_fds.h"
 #include "kvb/common/protocol.h"
-#include "unique_fd.h"
+#include "kvb/common/unique_fd.h"
 
 namespace kvb::daemon {
 
@@ -73,14 +74,17 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   boost::asio::awaitable<void> read_loop();
-  /// recvmsg into `buffer`, queueing received fds; -1 with errno on error.
+  /// recvmsg into `buffer`; the fds that came with it go to frame_fds_; -1
+  /// with errno on error.
   long receive(std::byte* buffer, std::size_t capacity);
   /// Decodes and handles every complete frame; false when the connection must stop reading.
   bool drain_frames();
-  void handle(const proto::Frame& frame);
+  /// One complete frame and the fds that came with it (closed unless a
+  /// register_kv claims them).
+  void handle(const proto::Frame& frame, std::vector<UniqueFd> fds);
 
   void on_hello(RequestId id, const proto::HelloRequest& request);
-  void on_register_kv(RequestId id, const proto::RegisterKvRequest& request);
+  void on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds);
   void on_lookup(RequestId id, const proto::LookupRequest& request);
   void on_offload(RequestId id, proto::OffloadRequest request);
   void on_onboard(RequestId id, proto::OnboardRequest request);
@@ -115,7 +119,8 @@ class Session : public std::enable_shared_from_this<Session> {
   SessionId id_;
   Socket socket_;
   proto::FrameParser parser_;
-  std::deque<UniqueFd> fds_;  // received, not yet claimed by a register_kv
+  FrameFds frame_fds_;                // fds of the frame being received
+  std::uint64_t received_bytes_ = 0;  // stream offset: bytes read so far
   bool fds_truncated_ = false;
 
   std::vector<std::byte> out_;   // frames waiting for the writer

@@ -108,7 +108,7 @@ TEST(KvRegion, AdoptMemfdsMapsTheirBytesAndOwnsThem) {
   ASSERT_TRUE(bytes) << bytes.error().to_string();
   std::vector<int> fds;
   for (int i = 0; i < 2; ++i) {
-    const int fd = ::memfd_create("adopt-test", MFD_CLOEXEC);
+    const int fd = ::memfd_create("adopt-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(*bytes)), 0);
     const unsigned char mark = static_cast<unsigned char>(0x40 + i);
@@ -131,9 +131,9 @@ TEST(KvRegion, AdoptMemfdsMapsTheirBytesAndOwnsThem) {
 
 TEST(KvRegion, AdoptMemfdsRefusesShortOrMiscountedFds) {
   const auto sh = shape(2, 2, 4, 8, 1, 256);
-  const int small = ::memfd_create("adopt-small", MFD_CLOEXEC);
+  const int small = ::memfd_create("adopt-small", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_EQ(::ftruncate(small, 64), 0);
-  const int other = ::memfd_create("adopt-other", MFD_CLOEXEC);
+  const int other = ::memfd_create("adopt-other", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_EQ(::ftruncate(other, 1 << 20), 0);
   auto short_fd = KvRegion::adopt_memfds(sh, WireLayoutKind::layer_separate_block_outer, 3, {small, other});
   ASSERT_FALSE(short_fd);
@@ -144,6 +144,41 @@ TEST(KvRegion, AdoptMemfdsRefusesShortOrMiscountedFds) {
   auto miscount = KvRegion::adopt_memfds(sh, WireLayoutKind::layer_separate_block_outer, 3, {one});
   ASSERT_FALSE(miscount);
   EXPECT_NE(miscount.error().message.find("1 fds for 2 layout regions"), std::string::npos);
+}
+
+// kvblockd maps only regions that cannot shrink under its copies (a shrunk
+// shared mapping turns its next memcpy into SIGBUS): every region is a
+// memfd sealed with F_SEAL_SHRINK, and shrinking it fails.
+TEST(KvRegion, RegionsAreSealedAgainstShrinking) {
+  auto region = KvRegion::create(shape(2, 2, 4, 8, 0, 256), WireLayoutKind::layer_separate_block_outer, 3);
+  ASSERT_TRUE(region) << region.error().to_string();
+  for (int fd : region->fds()) {
+    const int seals = ::fcntl(fd, F_GET_SEALS);
+    ASSERT_GE(seals, 0) << "created with MFD_ALLOW_SEALING";
+    EXPECT_NE(seals & F_SEAL_SHRINK, 0);
+    EXPECT_EQ(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE), 0) << "the daemon writes onboarded blocks into it";
+    EXPECT_NE(::ftruncate(fd, 0), 0);
+    EXPECT_EQ(errno, EPERM);
+  }
+}
+
+// Adopted memfds are sealed against shrinking too; one that cannot be (made
+// without MFD_ALLOW_SEALING) is refused, since kvblockd would refuse it.
+TEST(KvRegion, AdoptedMemfdsAreSealedOrRefused) {
+  const auto sh = shape(1, 2, 4, 8, 1, 256);
+  const auto bytes = KvRegion::region_bytes_for(sh, WireLayoutKind::fully_contiguous, 2);
+  ASSERT_TRUE(bytes);
+  const int sealable = ::memfd_create("adopt-sealable", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(::ftruncate(sealable, static_cast<off_t>(*bytes)), 0);
+  auto adopted = KvRegion::adopt_memfds(sh, WireLayoutKind::fully_contiguous, 2, {sealable});
+  ASSERT_TRUE(adopted) << adopted.error().to_string();
+  EXPECT_NE(::fcntl(adopted->fds()[0], F_GET_SEALS) & F_SEAL_SHRINK, 0);
+  const int plain = ::memfd_create("adopt-plain", MFD_CLOEXEC);
+  ASSERT_EQ(::ftruncate(plain, static_cast<off_t>(*bytes)), 0);
+  auto refused = KvRegion::adopt_memfds(sh, WireLayoutKind::fully_contiguous, 2, {plain});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, kvb::Errc::invalid_argument);
+  EXPECT_NE(refused.error().message.find("sealed"), std::string::npos) << refused.error().message;
 }
 
 }  // namespace

@@ -123,10 +123,21 @@ TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
   EXPECT_EQ(wrong.error().code, Errc::invalid_argument);
   reg.fd_count = 2;
   std::vector<UniqueFd> small;
-  for (int i = 0; i < 2; ++i) small.emplace_back(::memfd_create("kv", MFD_CLOEXEC));  // 0 bytes long
+  for (int i = 0; i < 2; ++i) small.push_back(test::sealed_memfd(0));  // 0 bytes long
   auto tiny = service_.register_kv(*pool_, reg, std::move(small));
   ASSERT_FALSE(tiny);
   EXPECT_NE(tiny.error().message.find("fewer than region_bytes"), std::string::npos) << tiny.error().message;
+  // Only memory that cannot shrink under the daemon's mapping is accepted.
+  std::vector<UniqueFd> unsealed;
+  for (int i = 0; i < 2; ++i) {
+    unsealed.emplace_back(::memfd_create("kv", MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(unsealed.back().get(), 1024), 0);
+  }
+  auto refused = service_.register_kv(*pool_, reg, std::move(unsealed));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::invalid_argument);
+  EXPECT_NE(refused.error().message.find("region 0"), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("F_SEAL_SHRINK"), std::string::npos) << refused.error().message;
   EXPECT_EQ(service_.attach_layout(proto::WireLayout{1, 1, 1, 1, 0, 256}).has_value(), true);
   auto third = service_.attach_layout(proto::WireLayout{3, 1, 1, 1, 0, 256});  // max_layouts 2
   ASSERT_FALSE(third);

@@ -1,7 +1,8 @@
 // TestEngine: an engine-like test peer: a RawClient plus a KV cache in memfds
-// (layer separate, vLLM style) that it registers with the daemon.
+// (EngineMemory: layer separate, vLLM style) that it registers with the daemon.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -20,40 +21,35 @@ namespace kvb::test {
 /// 4 layers x (K,V) x 16 tokens x 64 u8: 1 KiB chunks, 8 KiB blocks.
 inline proto::WireLayout small_layout() { return proto::WireLayout{4, 2, 16, 64, 0, 256}; }
 
-class TestEngine {
+/// How an engine's memfds are sealed before they are passed.
+enum class Seal { shrink, none };
+
+/// An engine's KV cache in memfds (layer separate, vLLM style): one region
+/// per layer, mapped here. Sealed with F_SEAL_SHRINK unless asked otherwise.
+class EngineMemory {
  public:
-  TestEngine(const std::string& socket, std::uint32_t num_blocks, std::uint64_t salt = 0,
-             proto::WireLayout layout = small_layout())
-      : client_(socket), layout_(layout), num_blocks_(num_blocks), salt_(salt) {
+  EngineMemory(proto::WireLayout layout, std::uint32_t num_blocks, Seal seal = Seal::shrink)
+      : layout_(layout), num_blocks_(num_blocks) {
     chunk_ = std::uint64_t{layout.page_size} * layout.inner_dim;  // dtype u8
     region_bytes_ = chunk_ * layout.outer_dim * num_blocks;
     for (std::uint32_t l = 0; l < layout.num_layers; ++l) {
-      const int fd = ::memfd_create("test-engine-kv", MFD_CLOEXEC);
+      const int fd = ::memfd_create("test-engine-kv", MFD_CLOEXEC | MFD_ALLOW_SEALING);
       if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(region_bytes_)) != 0) return;
+      if (seal == Seal::shrink && ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return;
       void* base = ::mmap(nullptr, region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (base == MAP_FAILED) return;
       fds_.push_back(fd);
       bases_.push_back(static_cast<std::byte*>(base));
     }
   }
-  ~TestEngine() {
+  EngineMemory(const EngineMemory&) = delete;
+  EngineMemory& operator=(const EngineMemory&) = delete;
+  ~EngineMemory() {
     for (auto* base : bases_) ::munmap(base, region_bytes_);
     for (int fd : fds_) ::close(fd);
   }
 
-  RawClient& client() { return client_; }
-
-  /// hello only; true when accepted.
-  bool hello(const std::string& name = "test-engine") {
-    auto hello =
-        client_.call_body<proto::HelloReply>(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
-    if (hello) session_id_ = hello->session_id;
-    return static_cast<bool>(hello);
-  }
-  /// The session id the daemon gave this engine (after hello).
-  SessionId session_id() const { return session_id_; }
-
-  /// The register_kv request for this engine's memfds (see fds()).
+  /// The register_kv request for these memfds (see fds()).
   proto::RegisterKvRequest register_request() const {
     proto::RegisterKvRequest reg;
     reg.memory = proto::MemoryHandle::memfd;
@@ -64,15 +60,9 @@ class TestEngine {
     return reg;
   }
   const std::vector<int>& fds() const { return fds_; }
+  std::uint64_t region_bytes() const { return region_bytes_; }
 
-  /// hello + register_kv; true when both were accepted.
-  bool attach(const std::string& name = "test-engine") {
-    if (!hello(name)) return false;
-    auto registered = client_.call(RequestId{next_id()}, register_request(), fds_);
-    return registered && registered->code == Errc::ok;
-  }
-
-  /// Bytes of chunk (block, layer, outer) in the engine's KV.
+  /// Bytes of chunk (block, layer, outer).
   std::byte* chunk(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) {
     return bases_[layer] + (std::uint64_t{block} * layout_.outer_dim + outer) * chunk_;
   }
@@ -103,17 +93,66 @@ class TestEngine {
     return true;
   }
 
-  std::uint64_t next_id() { return ++last_id_; }
-
  private:
-  RawClient client_;
   proto::WireLayout layout_;
   std::uint32_t num_blocks_;
-  std::uint64_t salt_;
   std::uint64_t chunk_ = 0;
   std::uint64_t region_bytes_ = 0;
   std::vector<int> fds_;
   std::vector<std::byte*> bases_;
+};
+
+/// An engine-like test peer: a RawClient plus its EngineMemory, which it
+/// registers with the daemon.
+class TestEngine {
+ public:
+  TestEngine(const std::string& socket, std::uint32_t num_blocks, std::uint64_t salt = 0,
+             proto::WireLayout layout = small_layout(), Seal seal = Seal::shrink)
+      : client_(socket), memory_(layout, num_blocks, seal), layout_(layout), salt_(salt) {}
+
+  RawClient& client() { return client_; }
+  EngineMemory& memory() { return memory_; }
+
+  /// hello only; true when accepted.
+  bool hello(const std::string& name = "test-engine") {
+    auto hello =
+        client_.call_body<proto::HelloReply>(RequestId{next_id()}, proto::HelloRequest{1, 1, name, salt_, layout_});
+    if (hello) session_id_ = hello->session_id;
+    return static_cast<bool>(hello);
+  }
+  /// The session id the daemon gave this engine (after hello).
+  SessionId session_id() const { return session_id_; }
+
+  /// The register_kv request for this engine's memfds (see fds()).
+  proto::RegisterKvRequest register_request() const { return memory_.register_request(); }
+  const std::vector<int>& fds() const { return memory_.fds(); }
+
+  /// register_kv of this engine's memfds; the reply (nullopt when none came).
+  std::optional<proto::Reply> register_kv() {
+    return client_.call(RequestId{next_id()}, memory_.register_request(), memory_.fds());
+  }
+
+  /// hello + register_kv; true when both were accepted.
+  bool attach(const std::string& name = "test-engine") {
+    if (!hello(name)) return false;
+    auto registered = register_kv();
+    return registered && registered->code == Errc::ok;
+  }
+
+  std::byte* chunk(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) {
+    return memory_.chunk(block, layer, outer);
+  }
+  void fill(std::uint32_t block, std::uint32_t seed) { memory_.fill(block, seed); }
+  void zero(std::uint32_t block) { memory_.zero(block); }
+  bool same(std::uint32_t a, std::uint32_t b) { return memory_.same(a, b); }
+
+  std::uint64_t next_id() { return ++last_id_; }
+
+ private:
+  RawClient client_;
+  EngineMemory memory_;
+  proto::WireLayout layout_;
+  std::uint64_t salt_;
   std::uint64_t last_id_ = 0;
   SessionId session_id_{0};
 };

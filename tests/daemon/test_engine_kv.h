@@ -3,6 +3,7 @@
 // `blocks` blocks, backed by fresh memfds, registered with the service.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,6 +13,17 @@
 #include "block_service.h"
 
 namespace kvb::daemon::test {
+
+/// A memfd of `bytes` bytes sealed against shrinking (what kvblockd accepts
+/// as an engine region); -1 on failure.
+[[nodiscard]] inline UniqueFd sealed_memfd(std::uint64_t bytes) {
+  UniqueFd fd(::memfd_create("kv", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (fd.get() < 0 || ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0 ||
+      ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+    return UniqueFd();
+  }
+  return fd;
+}
 
 /// 2 layers, outer 2, page 4, inner 32, u8: 128-byte chunks, 512-byte blocks.
 inline constexpr proto::WireLayout kTestLayout{2, 2, 4, 32, 0, 256};
@@ -30,9 +42,8 @@ inline constexpr proto::WireLayout kTestLayout{2, 2, 4, 32, 0, 256};
   reg.fd_count = 2;
   std::vector<UniqueFd> fds;
   for (int l = 0; l < 2; ++l) {
-    UniqueFd fd(::memfd_create("kv", MFD_CLOEXEC));
-    if (fd.get() < 0 || ::ftruncate(fd.get(), static_cast<off_t>(reg.region_bytes)) != 0)
-      return fail(Errc::io_error, "memfd for the test engine KV cache failed");
+    UniqueFd fd = sealed_memfd(reg.region_bytes);
+    if (fd.get() < 0) return fail(Errc::io_error, "memfd for the test engine KV cache failed");
     fds.push_back(std::move(fd));
   }
   return service.register_kv(*pool, reg, std::move(fds));

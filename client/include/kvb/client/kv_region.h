@@ -2,10 +2,11 @@
 //
 // On machines without a GPU an engine's "device" KV cache is stood in for by
 // host memory that the daemon can map: one memfd per layout region
-// (memfd_create + ftruncate + mmap), whose fds travel to the daemon with
-// SCM_RIGHTS on the register_kv frame. Shapes, layout kinds and the index
-// math are common's (block_shape.h, layout_math.h): the same definitions the
-// daemon and its kernels use.
+// (memfd_create with MFD_ALLOW_SEALING + ftruncate + F_SEAL_SHRINK + mmap),
+// whose fds travel to the daemon with SCM_RIGHTS on the register_kv frame.
+// The daemon refuses a region that could shrink under its mapping. Shapes,
+// layout kinds and the index math are common's (block_shape.h,
+// layout_math.h): the same definitions the daemon and its kernels use.
 #pragma once
 
 #include <cstddef>
@@ -44,9 +45,11 @@ class KvRegion {
   /// field or the failing syscall and errno.
   [[nodiscard]] static Result<KvRegion> create(const BlockShape& shape, WireLayoutKind kind, std::uint32_t num_blocks);
   /// Adopts memfds made elsewhere, one per layout region in region order (for
-  /// memory an engine already uses, moved onto memfds in place): checks that
-  /// each holds at least region_bytes for this shape, kind and num_blocks,
-  /// maps it read/write and owns it from then on (closed on error too).
+  /// memory an engine already uses, moved onto memfds in place): seals each
+  /// against shrinking unless it is already (invalid_argument when it cannot
+  /// be: made without MFD_ALLOW_SEALING), checks that each holds at least
+  /// region_bytes for this shape, kind and num_blocks, maps it read/write and
+  /// owns it from then on (closed on error too).
   [[nodiscard]] static Result<KvRegion> adopt_memfds(const BlockShape& shape, WireLayoutKind kind,
                                                      std::uint32_t num_blocks, std::vector<int> fds);
   /// Bytes of each region for this shape, kind and num_blocks (what create

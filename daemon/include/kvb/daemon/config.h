@@ -26,6 +26,7 @@ struct DaemonConfig {
   std::uint16_t metrics_port = 0;                // 0 = no metrics endpoint
   std::uint64_t host_pool_bytes = 256ULL << 20;  // per distinct block layout
   std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
+  std::uint64_t max_pool_blocks = 1ULL << 20;    // blocks of one host pool (bounds its metadata)
   std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only
 
   /// invalid_argument naming the bad key and value (every key's range and

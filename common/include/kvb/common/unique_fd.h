@@ -1,11 +1,13 @@
-// UniqueFd: owns one file descriptor and closes it in its destructor.
+// UniqueFd: owns one file descriptor and closes it in its destructor. Every
+// fd kvblockd's parts own (the daemon's passed fds, host regions, the client
+// library's memfds and frames) is held in one of these.
 #pragma once
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace kvb::daemon {
+namespace kvb {
 
 class UniqueFd {
  public:
@@ -24,6 +26,7 @@ class UniqueFd {
   ~UniqueFd() { reset(); }
 
   [[nodiscard]] int get() const noexcept { return fd_; }
+  [[nodiscard]] explicit operator bool() const noexcept { return fd_ >= 0; }
   /// Gives up ownership without closing.
   [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
   /// Closes the fd (if any). Idempotent.
@@ -36,4 +39,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace kvb::daemon
+}  // namespace kvb
