@@ -99,8 +99,13 @@ const std::vector<KeyDef>& key_defs() {
                     "Unix socket path (default: $XDG_RUNTIME_DIR/kvblockd.sock, else /tmp/kvblockd-<uid>.sock)"));
     d.push_back(key("socket_mode", &DaemonConfig::socket_mode, OctalMode{}, "Socket file permission bits, octal"));
     d.push_back(key("allowed_uids", &DaemonConfig::allowed_uids, IdList{},
-                    "Uids allowed to connect (SO_PEERCRED); empty = the daemon's own uid. Repeat the flag",
+                    "Uids allowed to connect (SO_PEERCRED); empty = the daemon's own uid (a list replaces it: list it "
+                    "too if it must still connect). Repeat the flag",
                     "--allowed-uid"));
+    d.push_back(
+        key("operator_uids", &DaemonConfig::operator_uids, IdList{},
+            "Uids allowed the operator requests drain and config; empty = the daemon's own uid. Repeat the flag",
+            "--operator-uid"));
     d.push_back(key("log_level", &DaemonConfig::log_level,
                     Choice{{"trace", "debug", "info", "warn", "error", "critical", "off"}}, "Log level (stderr)"));
     d.push_back(key("max_frame_bytes", &DaemonConfig::max_frame_bytes, Size{4096, u32},
@@ -126,6 +131,8 @@ const std::vector<KeyDef>& key_defs() {
     d.push_back(key("max_pool_blocks", &DaemonConfig::max_pool_blocks, UInt{1},
                     "Most blocks one host pool may have (each costs ~70 bytes of bookkeeping); a block shape "
                     "that needs more is refused"));
+    d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
+                    "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
     return d;
   }();
   return defs;

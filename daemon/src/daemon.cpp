@@ -87,6 +87,8 @@ class Daemon {
     core_.gpu_present = engines.has_cuda();
     allowed_uids_ = config.allowed_uids;
     if (allowed_uids_.empty()) allowed_uids_.push_back(::getuid());
+    core_.operator_uids = config.operator_uids;
+    if (core_.operator_uids.empty()) core_.operator_uids.push_back(::getuid());
   }
 
   Status start() {
@@ -155,15 +157,21 @@ class Daemon {
       return refuse_connection(socket, Errc::permission_denied,
                                fmt::format("uid {} is not allowed to attach (allowed_uids)", cred.uid));
     }
-    if (core_.sessions.size() >= core_.config.max_sessions) {
+    if (core_.connections.size() >= core_.config.max_sessions) {
       metrics_.connection_refused("max_sessions");
       return refuse_connection(socket, Errc::out_of_capacity,
-                               fmt::format("{} sessions are attached (max_sessions)", core_.sessions.size()));
+                               fmt::format("{} sessions are attached (max_sessions)", core_.connections.size()));
     }
-    auto session = std::make_shared<Session>(core_, SessionId{core_.next_session_id++}, std::move(socket));
+    auto session = std::make_shared<Session>(core_, SessionId{core_.next_session_id++}, std::move(socket), cred.uid);
     session->start();
   }
 
+  /// Stops accepting and ends every session (their pending requests answered
+  /// err(shutting down)). The loop then runs until every connection has
+  /// closed: each closes once its answers are flushed, or when the grace
+  /// period is over, whichever comes first; the last close cancels the
+  /// grace timer (DaemonCore::on_all_closed), and io.run() returns once the
+  /// copies still running have finished.
   void begin_shutdown() {
     if (core_.shutting_down) return;
     core_.shutting_down = true;
@@ -171,42 +179,31 @@ class Daemon {
     acceptor_.close(ec);
     ::unlink(core_.config.socket.c_str());
     metrics_server_.stop();
-    std::vector<std::shared_ptr<Session>> live;
-    for (auto& [id, weak] : core_.sessions) {
-      if (auto session = weak.lock()) live.push_back(std::move(session));
-    }
-    spdlog::info("shutting down: {} sessions, {} requests in flight, {} copies running", live.size(),
-                 core_.inflight_requests, blocks_.copies_in_flight());
-    for (auto& session : live) session->shutdown();
+    const auto before = core_.totals();
+    spdlog::info("shutting down: {} sessions, {} connections, {} requests in flight, {} copies running",
+                 before.sessions, core_.connections.size(), before.inflight_requests, blocks_.copies_in_flight());
     deadlines_.stop();
-    // Sessions that do not take their last answers in time are closed.
+    if (close_each([](Session& session) { session.shutdown(); }) == 0) return;
+    core_.on_all_closed = [this] { grace_.cancel(); };
     grace_.expires_after(kShutdownGrace);
-    grace_.async_wait(
-        [live = std::vector<std::weak_ptr<Session>>(live.begin(), live.end())](const boost::system::error_code& error) {
-          if (error) return;
-          for (const auto& weak : live) {
-            if (auto session = weak.lock()) session->force_close();
-          }
-        });
-    watch_idle();
-  }
-
-  /// Cancels the grace timer once every session is gone (checked when the
-  /// loop has nothing else to do, so io.run() returns as soon as it can).
-  void watch_idle() {
-    asio::post(io_, [this] {
-      if (core_.sessions.empty() && live_sockets() == 0) {
-        grace_.cancel();
-        return;
-      }
-      idle_check_.emplace(io_);
-      idle_check_->expires_after(std::chrono::milliseconds(10));
-      idle_check_->async_wait([this](const boost::system::error_code& error) {
-        if (!error) watch_idle();
-      });
+    grace_.async_wait([this](const boost::system::error_code& error) {
+      if (error) return;
+      spdlog::warn("shutdown grace of {} s over: closing {} connections that have not taken their answers",
+                   kShutdownGrace.count(), core_.connections.size());
+      close_each([](Session& session) { session.force_close(); });
     });
   }
-  [[nodiscard]] std::size_t live_sockets() const { return core_.sessions.size(); }
+
+  /// Runs `action` on every registered connection (a snapshot: actions may
+  /// close them); the connections still open afterwards.
+  template <class Action>
+  std::size_t close_each(Action action) {
+    std::vector<std::shared_ptr<Session>> live;
+    live.reserve(core_.connections.size());
+    for (auto& [id, session] : core_.connections) live.push_back(session->shared_from_this());
+    for (auto& session : live) action(*session);
+    return core_.connections.size();
+  }
 
   asio::io_context& io_;
   BlockService blocks_;
@@ -217,7 +214,6 @@ class Daemon {
   Local::acceptor acceptor_;
   asio::signal_set signals_;
   asio::steady_timer grace_;
-  std::optional<asio::steady_timer> idle_check_;
   MetricsServer metrics_server_;
   std::vector<std::uint32_t> allowed_uids_;
 };

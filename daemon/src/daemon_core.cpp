@@ -1,6 +1,10 @@
 #include "daemon_core.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
+
+#include "session.h"
 
 namespace kvb::daemon {
 
@@ -11,13 +15,36 @@ nlohmann::ordered_json tier_json(const TierCounters& tier) {
   return out;
 }
 
+DaemonCore::Totals DaemonCore::totals() const {
+  Totals sum;
+  for (const auto& [id, session] : connections) {
+    if (!session->ended()) ++sum.sessions;
+    sum.inflight_requests += session->inflight();
+    sum.pinned_blocks += session->pinned();
+    sum.output_bytes += session->output_bytes();
+  }
+  return sum;
+}
+
+bool DaemonCore::is_operator(std::uint32_t uid) const {
+  return std::find(operator_uids.begin(), operator_uids.end(), uid) != operator_uids.end();
+}
+
+void DaemonCore::connection_closed(SessionId id) {
+  connections.erase(id.value());
+  if (connections.empty() && shutting_down && on_all_closed) on_all_closed();
+}
+
 std::string DaemonCore::stats_json() const {
+  const Totals now = totals();
   nlohmann::ordered_json out;
-  out["sessions"] = sessions.size();
-  out["inflight_requests"] = inflight_requests;
+  out["sessions"] = now.sessions;
+  out["inflight_requests"] = now.inflight_requests;
   const auto g2 = blocks.g2_counters();
   out["leased_blocks"] = g2.leased;
-  out["pinned_blocks"] = pinned_blocks;
+  out["pinned_blocks"] = now.pinned_blocks;
+  out["connections"] = connections.size();
+  out["output_bytes"] = now.output_bytes;
   out["copies_running"] = admission.running();
   out["copies_queued"] = admission.queued();
   out["copy_engine"] = admission.engine_name();

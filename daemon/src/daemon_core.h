@@ -1,12 +1,14 @@
 // DaemonCore: what every session shares: configuration, the event loop, the
 // block service, the copy admission, the deadline queue, metrics, the session
-// registry and the daemon-wide flags. Event-loop thread only.
+// registry (connections) and the daemon-wide flags. Event-loop thread only.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
@@ -30,12 +32,33 @@ struct DaemonCore {
   Metrics& metrics;
   bool gpu_present = false;
 
-  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions;
+  /// Every connection whose socket is open, by session id: the one registry
+  /// of connection state. A session enters at start() and leaves only when
+  /// its socket closes, so one that has ended (bye, shutdown) but still
+  /// flushes its last answers is here until the flush or the shutdown grace
+  /// closes it. Daemon-wide totals (totals()) are derived from it.
+  std::unordered_map<std::uint64_t, Session*> connections;
+  /// Runs when the last connection closes while shutting_down.
+  std::function<void()> on_all_closed;
   std::uint64_t next_session_id = 1;
-  std::uint64_t inflight_requests = 0;  // async requests and waits not yet answered, all sessions
-  std::uint64_t pinned_blocks = 0;      // lookup(pin=1) leases held by sessions
-  bool draining = false;                // drain: no new offload/onboard
-  bool shutting_down = false;           // SIGTERM/SIGINT received
+  std::vector<std::uint32_t> operator_uids;  // resolved: config's, else the daemon's own uid
+  bool draining = false;                     // drain: no new offload/onboard
+  bool shutting_down = false;                // SIGTERM/SIGINT received
+
+  /// What the connections hold now, summed over them (never kept apart).
+  struct Totals {
+    std::uint64_t sessions = 0;           // connections whose session has not ended
+    std::uint64_t inflight_requests = 0;  // async requests and waits not yet answered
+    std::uint64_t pinned_blocks = 0;      // lookup(pin=1) leases
+    std::uint64_t output_bytes = 0;       // answers queued, not yet taken by their clients
+  };
+  [[nodiscard]] Totals totals() const;
+
+  /// Whether a client of `uid` may use the operator requests (drain, config).
+  [[nodiscard]] bool is_operator(std::uint32_t uid) const;
+
+  /// A session's socket closed: it leaves `connections`.
+  void connection_closed(SessionId id);
 
   /// The stats reply: JSON counters (docs/operations.md).
   [[nodiscard]] std::string stats_json() const;

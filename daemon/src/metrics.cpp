@@ -34,6 +34,7 @@ void Metrics::record(std::string_view op, Outcome outcome, double seconds) {
 }
 
 std::string Metrics::render(const DaemonCore& core) const {
+  const DaemonCore::Totals totals = core.totals();
   fmt::memory_buffer out;
   auto it = std::back_inserter(out);
   fmt::format_to(it, "# HELP kvblockd_requests_total Requests answered, by operation and outcome.\n");
@@ -58,7 +59,7 @@ std::string Metrics::render(const DaemonCore& core) const {
     fmt::format_to(it, "kvblockd_request_duration_seconds_count{{op=\"{}\"}} {}\n", h.op, h.count);
   }
   fmt::format_to(it, "# HELP kvblockd_sessions Sessions connected now.\n# TYPE kvblockd_sessions gauge\n");
-  fmt::format_to(it, "kvblockd_sessions {}\n", core.sessions.size());
+  fmt::format_to(it, "kvblockd_sessions {}\n", totals.sessions);
   fmt::format_to(
       it, "# HELP kvblockd_sessions_total Sessions accepted since start.\n# TYPE kvblockd_sessions_total counter\n");
   fmt::format_to(it, "kvblockd_sessions_total {}\n", sessions_total_);
@@ -72,7 +73,7 @@ std::string Metrics::render(const DaemonCore& core) const {
                  protocol_errors_);
   fmt::format_to(it, "# HELP kvblockd_inflight_requests Async requests and waits not yet answered.\n");
   fmt::format_to(it, "# TYPE kvblockd_inflight_requests gauge\nkvblockd_inflight_requests {}\n",
-                 core.inflight_requests);
+                 totals.inflight_requests);
   fmt::format_to(it, "# HELP kvblockd_copies Copies on the host copy engine, running or queued for a slot.\n");
   fmt::format_to(it, "# TYPE kvblockd_copies gauge\n");
   fmt::format_to(it, "kvblockd_copies{{engine=\"{}\",state=\"running\"}} {}\n", core.admission.engine_name(),
@@ -85,7 +86,7 @@ std::string Metrics::render(const DaemonCore& core) const {
     fmt::format_to(it, "kvblockd_blocks{{tier=\"g2\",state=\"{}\"}} {}\n", field.name, g2.*field.member);
   }
   fmt::format_to(it, "# HELP kvblockd_pinned_blocks Leases held by sessions through lookup(pin=1).\n");
-  fmt::format_to(it, "# TYPE kvblockd_pinned_blocks gauge\nkvblockd_pinned_blocks {}\n", core.pinned_blocks);
+  fmt::format_to(it, "# TYPE kvblockd_pinned_blocks gauge\nkvblockd_pinned_blocks {}\n", totals.pinned_blocks);
   for (const auto& field : kTierEvents) {
     fmt::format_to(it, "# HELP kvblockd_block_{0}_total Blocks counted as {0}, by tier.\n", field.name);
     fmt::format_to(it, "# TYPE kvblockd_block_{0}_total counter\nkvblockd_block_{0}_total{{tier=\"g2\"}} {1}\n",

@@ -22,18 +22,22 @@ namespace asio = boost::asio;
 using proto::MsgType;
 
 constexpr std::size_t kReadBufferBytes = 64 * 1024;
+/// Reads one connection does in a row before it lets the others run.
+constexpr int kReadsBeforeYield = 8;
 /// A client that stops reading its answers is cut off past this backlog.
 constexpr std::size_t kMaxOutputBacklog = 64U << 20;
 
 }  // namespace
 
-Session::Session(DaemonCore& core, SessionId id, Socket socket)
-    : core_(core), id_(id), socket_(std::move(socket)), parser_(core.config.max_frame_bytes) {}
+Session::Session(DaemonCore& core, SessionId id, Socket socket, std::uint32_t uid)
+    : core_(core), id_(id), uid_(uid), socket_(std::move(socket)), parser_(core.config.max_frame_bytes) {}
 
-Session::~Session() = default;
+Session::~Session() {
+  if (!closed_) core_.connections.erase(id_.value());  // not reached while the loop runs: close_socket() did it
+}
 
 void Session::start() {
-  core_.sessions.emplace(id_.value(), weak_from_this());
+  core_.connections.emplace(id_.value(), this);
   core_.metrics.session_opened();
   asio::co_spawn(
       socket_.get_executor(), [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
@@ -102,7 +106,7 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     if (!drain_frames()) break;
-    if (++reads_in_a_row >= 8) {  // let other connections run
+    if (++reads_in_a_row >= kReadsBeforeYield) {
       reads_in_a_row = 0;
       co_await asio::post(socket_.get_executor(), asio::use_awaitable);
     }
@@ -152,17 +156,31 @@ void Session::handle(const proto::Frame& frame, std::vector<UniqueFd> fds) {
     case MsgType::status: return on_status(id, std::get<proto::StatusRequest>(request));
     case MsgType::wait: return on_wait(id, std::get<proto::WaitRequest>(request));
     case MsgType::stats: return reply(id, proto::make_reply(proto::StatsReply{core_.stats_json()}), "stats");
-    case MsgType::config: return reply(id, proto::make_reply(proto::ConfigReply{core_.config.to_toml()}), "config");
-    case MsgType::drain:
-      if (!core_.draining) spdlog::info("drain requested by session {}: no new offload/onboard accepted", id_);
-      core_.draining = true;
-      return reply(id, proto::make_empty_reply(), "drain");
+    case MsgType::config:
+    case MsgType::drain: return on_operator(id, type);
     case MsgType::bye:
       reply(id, proto::make_empty_reply(), "bye");
       stop_reading_ = true;
       return;
     default: return protocol_error(id, Error{Errc::protocol_error, "not a request"});
   }
+}
+
+void Session::on_operator(RequestId id, MsgType type) {
+  const auto name = proto::to_string(type);
+  if (!core_.is_operator(uid_)) {
+    spdlog::warn("session {}: {} refused: uid {} is not an operator (operator_uids)", id_, name, uid_);
+    return refuse(id, name,
+                  Error{Errc::permission_denied,
+                        fmt::format("{} needs an operator: uid {} is not in operator_uids", name, uid_)});
+  }
+  if (type == MsgType::config) {
+    return reply(id, proto::make_reply(proto::ConfigReply{core_.config.to_toml()}), name);
+  }
+  if (!core_.draining)
+    spdlog::info("drain requested by session {} (uid {}): no new offload/onboard accepted", id_, uid_);
+  core_.draining = true;
+  reply(id, proto::make_empty_reply(), name);
 }
 
 void Session::on_hello(RequestId id, const proto::HelloRequest& request) {
@@ -217,10 +235,17 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
     return refuse(id, "lookup", Error{Errc::wrong_state, "lookup needs a hello with a layout first"});
   }
   auto result = core_.blocks.lookup(*pool_, salt_, request.hashes);
+  if (request.pin && pins_.size() + result.matched > core_.config.max_session_pins) {
+    // Refused whole: the leases of `result` end here.
+    return refuse(id, "lookup",
+                  Error{Errc::out_of_capacity,
+                        fmt::format("pinning {} more blocks: the session holds {} leases (max_session_pins {}); "
+                                    "release some first",
+                                    result.matched, pins_.size(), core_.config.max_session_pins)});
+  }
   if (request.pin) {
     for (std::uint32_t i = 0; i < result.matched; ++i) {
       pins_.emplace(request.hashes[i], std::move(result.leases[i]));
-      ++core_.pinned_blocks;
     }
   }
   proto::LookupReply body;
@@ -231,40 +256,32 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
-  if (pool_ == nullptr || !kv_) {
-    return refuse(id, "offload", Error{Errc::wrong_state, "offload needs hello with a layout and register_kv first"});
-  }
-  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, "offload", valid.error());
-  accept_async(id, MsgType::offload,
-               [this, pool = pool_, kv = kv_, items = std::move(request.items), id,
-                self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
-                 core_.blocks.start_offload(*pool, std::move(kv), salt_, std::move(items), control,
-                                            [&core = core_, self, id, control](Status result) {
-                                              core.admission.release();
-                                              auto session = self.lock();
-                                              if (session && !control->cancelled) {
-                                                session->complete(id, control->token, std::move(result));
-                                              }
-                                            });
-               });
+  on_copy(id, MsgType::offload, std::move(request), &BlockService::start_offload);
 }
 
 void Session::on_onboard(RequestId id, proto::OnboardRequest request) {
+  on_copy(id, MsgType::onboard, std::move(request), &BlockService::start_onboard);
+}
+
+template <class Request, class Start>
+void Session::on_copy(RequestId id, MsgType op, Request request, Start start) {
+  const auto name = proto::to_string(op);
   if (pool_ == nullptr || !kv_) {
-    return refuse(id, "onboard", Error{Errc::wrong_state, "onboard needs hello with a layout and register_kv first"});
+    return refuse(id, name,
+                  Error{Errc::wrong_state, fmt::format("{} needs hello with a layout and register_kv first", name)});
   }
-  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, "onboard", valid.error());
-  accept_async(id, MsgType::onboard,
-               [this, pool = pool_, kv = kv_, items = std::move(request.items), id,
+  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, name, valid.error());
+  accept_async(id, op,
+               [&core = core_, start, pool = pool_, kv = kv_, salt = salt_, items = std::move(request.items), id,
                 self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
-                 core_.blocks.start_onboard(*pool, std::move(kv), salt_, std::move(items), control,
-                                            [&core = core_, self, id, control](Status result) {
-                                              core.admission.release();
-                                              auto session = self.lock();
-                                              if (session && !control->cancelled) {
-                                                session->complete(id, control->token, std::move(result));
-                                              }
-                                            });
+                 (core.blocks.*start)(*pool, std::move(kv), salt, std::move(items), control,
+                                      [&core, self, id, control](Status result) {
+                                        core.admission.release();
+                                        auto session = self.lock();
+                                        if (session && !control->cancelled) {
+                                          session->complete(id, control->token, std::move(result));
+                                        }
+                                      });
                });
 }
 
@@ -292,7 +309,6 @@ void Session::accept_async(RequestId id, MsgType op, std::function<void(std::sha
   if (!admitted) return refuse(id, name, admitted.error());
   auto& pending = pending_.emplace(id.value(), Pending{op, token, Clock::now(), control, {}, {}}).first->second;
   ++inflight_;
-  ++core_.inflight_requests;
   const auto timeout = std::chrono::milliseconds(core_.config.request_timeout_ms);
   pending.deadline = core_.deadlines.add(Clock::now() + timeout, [self = weak_from_this(), id, token] {
     if (auto session = self.lock()) session->expire(id, token);
@@ -311,7 +327,6 @@ void Session::complete(RequestId id, std::uint64_t token, Status result) {
   if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
   pending.control->cancelled = true;  // a copy still running drops its result
   --inflight_;
-  --core_.inflight_requests;
   const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
   Outcome outcome = Outcome::ok;
   if (!result) {
@@ -348,7 +363,6 @@ void Session::on_release(RequestId id, const proto::ReleaseRequest& request) {
   } else {
     for (const auto hash : request.hashes) released += static_cast<std::uint32_t>(pins_.erase(hash));
   }
-  core_.pinned_blocks -= released;
   reply(id, proto::make_reply(proto::ReleaseReply{released}), "release");
 }
 
@@ -386,7 +400,6 @@ void Session::on_wait(RequestId id, const proto::WaitRequest& request) {
   target->second.waiters.push_back(id);
   auto& wait = waits_.emplace(id.value(), WaitState{request.target, token, Clock::now(), {}}).first->second;
   ++inflight_;
-  ++core_.inflight_requests;
   wait.deadline = core_.deadlines.add(Clock::now() + std::chrono::milliseconds(request.timeout_ms),
                                       [self = weak_from_this(), id, token] {
                                         if (auto session = self.lock()) session->expire_wait(id, token);
@@ -410,7 +423,6 @@ void Session::answer_wait(RequestId wait_id, proto::RequestState state, std::str
   if (it->second.deadline) core_.deadlines.cancel(*it->second.deadline);
   waits_.erase(it);
   --inflight_;
-  --core_.inflight_requests;
   core_.metrics.record("wait", Outcome::ok, std::chrono::duration<double>(Clock::now() - started).count());
   reply(wait_id, proto::make_reply(proto::RequestStateReply{state, std::move(message)}), "");
 }
@@ -519,15 +531,12 @@ void Session::end() {
     core_.metrics.record(proto::to_string(pending.op), Outcome::cancelled,
                          std::chrono::duration<double>(Clock::now() - pending.started).count());
   }
-  core_.inflight_requests -= inflight_;
   inflight_ = 0;
   pending_.clear();
   waits_.clear();
-  core_.pinned_blocks -= pins_.size();
   pins_.clear();  // leases end: pinned blocks become evictable again
   kv_.reset();    // unmapped once no running copy holds it
   frame_fds_.clear();
-  core_.sessions.erase(id_.value());
   spdlog::debug("session {} ended", id_);
 }
 
@@ -536,6 +545,7 @@ void Session::close_socket() {
   closed_ = true;
   boost::system::error_code ec;
   socket_.close(ec);
+  core_.connection_closed(id_);  // last: may end the daemon's shutdown
 }
 
 }  // namespace kvb::daemon

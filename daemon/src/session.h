@@ -6,6 +6,8 @@
 // request: async work completes through callbacks posted to the loop, and
 // deadlines live in the daemon's one DeadlineQueue.
 //
+// The daemon's registry (DaemonCore::connections) holds the session from
+// start() until its socket closes, which may be after the session ended.
 // When the session ends (bye, disconnect, SIGKILLed client, protocol error,
 // shutdown) its pending requests are cancelled (their copies finish, their
 // results are dropped and their written blocks discarded), its pins end and
@@ -38,7 +40,8 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   using Socket = boost::asio::local::stream_protocol::socket;
 
-  Session(DaemonCore& core, SessionId id, Socket socket);
+  /// `uid`: the peer's (SO_PEERCRED at accept).
+  Session(DaemonCore& core, SessionId id, Socket socket, std::uint32_t uid);
   ~Session();
 
   /// Registers the session and starts its reader coroutine.
@@ -50,6 +53,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void force_close();
 
   [[nodiscard]] SessionId id() const noexcept { return id_; }
+  /// Whether the session has ended (its connection may still flush answers).
+  [[nodiscard]] bool ended() const noexcept { return ended_; }
+  /// Async requests and waits not yet answered.
+  [[nodiscard]] std::uint32_t inflight() const noexcept { return inflight_; }
+  /// lookup(pin=1) leases held.
+  [[nodiscard]] std::size_t pinned() const noexcept { return pins_.size(); }
+  /// Answer bytes queued and not yet taken by the client.
+  [[nodiscard]] std::size_t output_bytes() const noexcept { return out_.size() + wbuf_.size(); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -88,9 +99,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_lookup(RequestId id, const proto::LookupRequest& request);
   void on_offload(RequestId id, proto::OffloadRequest request);
   void on_onboard(RequestId id, proto::OnboardRequest request);
+  /// offload and onboard: checks, then admission (accept_async) of a copy
+  /// that BlockService's `start` member runs.
+  template <class Request, class Start>
+  void on_copy(RequestId id, proto::MsgType op, Request request, Start start);
   void on_release(RequestId id, const proto::ReleaseRequest& request);
   void on_status(RequestId id, const proto::StatusRequest& request);
   void on_wait(RequestId id, const proto::WaitRequest& request);
+  /// drain and config: operators only (DaemonCore::is_operator).
+  void on_operator(RequestId id, proto::MsgType type);
 
   /// Admission and bookkeeping common to offload and onboard; `start` runs
   /// when a copy slot is free and must end with finish_copy().
@@ -113,10 +130,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void protocol_error(RequestId echo, const Error& error);
   /// Ends the session (idempotent); see the header comment.
   void end();
+  /// Closes the socket and leaves the daemon's registry (idempotent).
   void close_socket();
 
   DaemonCore& core_;
   SessionId id_;
+  std::uint32_t uid_;
   Socket socket_;
   proto::FrameParser parser_;
   FrameFds frame_fds_;                // fds of the frame being received

@@ -27,7 +27,9 @@ struct DaemonConfig {
   std::uint64_t host_pool_bytes = 256ULL << 20;  // per distinct block layout
   std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
   std::uint64_t max_pool_blocks = 1ULL << 20;    // blocks of one host pool (bounds its metadata)
-  std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only
+  std::uint32_t max_session_pins = 65536;        // lookup(pin=1) leases one session may hold
+  std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only (a list replaces it)
+  std::vector<std::uint32_t> operator_uids;      // may drain / read config; empty = the daemon's own uid
 
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
