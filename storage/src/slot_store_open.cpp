@@ -2,6 +2,7 @@
 // headers (restart recovery), and list the slot files of a directory.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -139,6 +140,13 @@ Result<std::unique_ptr<SlotStore>> SlotStore::open(const SlotStoreOptions& optio
   } else {
     const int err = errno;
     return fail(errc_of_open(err), "cannot open slot file '{}': {}", s->path_, std::strerror(err));
+  }
+  // One process per slot file: a second daemon on the same directory would
+  // overwrite this one's blocks under its index.
+  if (::flock(s->fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    return fail(Errc::unavailable, "slot file '{}' is in use by another process ({}): one kvblockd per disk.path",
+                s->path_, std::strerror(err));
   }
   if (!reuse) {
     if (wanted.slot_count == 0) {

@@ -150,7 +150,8 @@ TEST_P(SlotStoreTest, HeaderByteFlipDropsThatSlotAtRestart) {
     for (std::uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(write(*s, i, 10 + i, i));
   }
   auto geometry = FileHeader::plan(test::page_spec(), 16);
-  test::flip_byte(dir_.path() + "/" + slot_file_name(geometry.shape_id), geometry.header_offset(1) + 20);  // the hash
+  test::flip_byte(dir_.path() + "/" + slot_file_name(geometry.shape_id),
+                  geometry.header_offset(1) + 20);  // its shape id
   auto s = open(options());
   ASSERT_TRUE(s);
   EXPECT_EQ(s->recovery().intact, 2U);
@@ -317,6 +318,15 @@ TEST_P(SlotStoreTest, ReadOnlyDirectoryIsAClearError) {
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code, Errc::unavailable);
   EXPECT_NE(s.error().message.find("cannot create slot file"), std::string::npos) << s.error().message;
+}
+
+TEST_P(SlotStoreTest, ASecondOpenOfTheSameFileIsRefused) {
+  auto first = open(options());
+  ASSERT_TRUE(first);
+  auto second = SlotStore::open(options());
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::unavailable);
+  EXPECT_NE(second.error().message.find("in use by another process"), std::string::npos) << second.error().message;
 }
 
 TEST_P(SlotStoreTest, TooSmallForOneSlotIsAClearError) {
