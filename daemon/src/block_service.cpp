@@ -34,14 +34,49 @@ BlockSpace EngineKv::space() const {
 }
 
 BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks)
+                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks, DiskSettings disk)
     : io_(io),
       engine_(engine),
       host_pool_bytes_(host_pool_bytes),
       max_layouts_(max_layouts),
-      max_pool_blocks_(max_pool_blocks) {}
+      max_pool_blocks_(max_pool_blocks),
+      disk_(std::move(disk)) {}
 
-BlockService::~BlockService() = default;
+BlockService::~BlockService() {
+  // Disk write-backs and reads complete through the loop (post): run it
+  // until none is left, so that no store writes into a freed host pool and
+  // every write-back that was on its way becomes durable.
+  auto in_flight = [&] {
+    std::uint32_t n = 0;
+    for (const auto& pool : pools_) n += pool->manager->transfers_in_flight();
+    return n;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    io_.restart();
+    io_.run_one_for(std::chrono::milliseconds(100));
+  }
+  if (const auto left = in_flight(); left > 0)
+    spdlog::warn("disk tier: {} transfers still in flight after 30 s at shutdown; dropping them", left);
+}
+
+Status BlockService::start_disk() {
+  auto shapes = disk_.start();
+  if (!shapes) return tl::unexpected(shapes.error());
+  for (const LayoutSpec& spec : *shapes) {
+    if (pools_.size() >= max_layouts_) {
+      spdlog::warn("disk tier: more slot files than max_layouts ({}); the others stay closed", max_layouts_);
+      break;
+    }
+    LayoutSpec with_alignment = spec;
+    with_alignment.alignment = 4096;
+    auto pool = add_pool(with_alignment);
+    if (!pool) return fail(pool.error().code, "disk tier: {}", pool.error().message);
+    if (!(*pool)->store)
+      return fail(Errc::unavailable, "disk tier: a slot file of {} could not be reopened", disk_.settings().path);
+  }
+  return kvb::ok();
+}
 
 Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
   auto valid = proto::to_spec(wire);
@@ -54,6 +89,14 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
     return fail(Errc::out_of_capacity, "{} distinct block layouts are served already (max_layouts {})", pools_.size(),
                 max_layouts_);
   }
+  return add_pool(spec);
+}
+
+Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
+  LayoutSpec spec = wanted;
+  // With a disk tier, host blocks start on 4 KiB so that disk reads land in
+  // them directly (O_DIRECT).
+  if (disk_.enabled()) spec.alignment = std::max<std::uint32_t>(spec.alignment, 4096);
   const std::uint64_t stride = (spec.block_bytes() + spec.alignment - 1) / spec.alignment * spec.alignment;
   const std::uint64_t blocks = host_pool_bytes_ / stride;
   if (blocks == 0) {
@@ -71,14 +114,25 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
   if (!layout) return tl::unexpected(layout.error());
   auto region = HostRegion::create(layout->region_bytes(), "kvblockd-g2");
   if (!region) return tl::unexpected(region.error());
-  auto pool = Pool::make(PoolId{static_cast<std::uint32_t>(pools_.size() + 1)}, *layout, std::move(*region));
+  const auto index = static_cast<std::uint32_t>(pools_.size() + 1);
+  auto pool = Pool::make(PoolId{index}, *layout, std::move(*region));
   if (!pool) return tl::unexpected(pool.error());
+  auto entry = std::make_unique<LayoutPool>();
+  entry->spec = wanted;
   BlockManagerConfig config;
   config.g2.pool = std::move(*pool);
+  config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
+  if (disk_.enabled()) {
+    auto store = disk_.open_store(spec);
+    if (store) {
+      entry->store = std::move(*store);
+      config.g3 = disk_.tier_config(*entry->store, PoolId{0x10000 + index});
+    } else {
+      spdlog::error("disk tier: no G3 for block layout {}: {}", pools_.size() + 1, store.error().message);
+    }
+  }
   auto manager = BlockManager::make(std::move(config));
   if (!manager) return tl::unexpected(manager.error());
-  auto entry = std::make_unique<LayoutPool>();
-  entry->spec = spec;
   entry->manager = std::move(*manager);
   pools_.push_back(std::move(entry));
   return pools_.back().get();
@@ -118,6 +172,7 @@ LookupResult BlockService::lookup(LayoutPool& pool, std::uint64_t salt, std::spa
   out.matched = match.matched();
   out.g1_blocks = match.g1_blocks;
   out.g2_blocks = match.g2_blocks;
+  out.g3_blocks = match.g3_blocks;
   out.leases = std::move(match.leases);
   return out;
 }
@@ -211,6 +266,7 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   held->reserve(items.size());
   std::vector<BlockPair> pairs;
   pairs.reserve(items.size());
+  std::vector<std::size_t> on_disk;  // items whose block is only in G3
   for (std::size_t i = 0; i < items.size(); ++i) {
     const SequenceHash key = salted_key(items[i].hash, salt);
     auto match = manager.lookup(std::span(&key, 1));
@@ -218,11 +274,55 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
       return finish_later(
           fail(Errc::not_found, "onboard: items[{}].hash {:#018x} is not held by the daemon", i, items[i].hash));
     }
+    if (match.leases[0].tier() == Tier::g3) on_disk.push_back(i);
     pairs.push_back(BlockPair{match.leases[0].block(), items[i].engine_block});
     held->push_back(std::move(match.leases[0]));
   }
+  if (on_disk.empty()) {
+    return copy_to_engine(manager, std::move(kv), std::move(held), std::move(pairs), std::move(control),
+                          std::move(done));
+  }
+  // Read the disk blocks into G2 first (each checked), then copy from G2.
+  std::vector<BlockLease> g3;
+  g3.reserve(on_disk.size());
+  for (std::size_t i : on_disk) g3.push_back(std::move((*held)[i]));
+  auto promoted = manager.promote(
+      g3, [this, &manager, kv = std::move(kv), held, pairs = std::move(pairs), on_disk, items = std::move(items),
+           control = std::move(control), done](std::vector<Result<BlockLease>> results) mutable {
+        for (std::size_t k = 0; k < results.size(); ++k) {
+          const std::size_t i = on_disk[k];
+          if (!results[k]) {
+            held->release();
+            return done(fail(Errc::not_found,
+                             "onboard: items[{}].hash {:#018x}: its disk copy is unusable ({}); "
+                             "it was dropped",
+                             i, items[i].hash, results[k].error().message));
+          }
+          pairs[i].src = results[k]->block();
+          (*held)[i] = std::move(*results[k]);
+        }
+        if (control->cancelled) {
+          held->release();
+          return done(fail(Errc::cancelled, "onboard cancelled"));
+        }
+        copy_to_engine(manager, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
+      });
+  // The G3 leases are pinned by the promote now (or it failed).
+  g3.clear();
+  if (!promoted) {
+    held->release();
+    return finish_later(fail(promoted.error().code, "onboard: reading from disk: {}", promoted.error().message));
+  }
+}
+
+void BlockService::copy_to_engine(BlockManager& manager, std::shared_ptr<EngineKv> kv,
+                                  std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
+                                  std::shared_ptr<OpControl> control, Done done) {
   auto plan = TransferPlan::build(manager.pool(Tier::g2).space(), kv->space(), pairs);
-  if (!plan) return finish_later(tl::unexpected(plan.error()));
+  if (!plan) {
+    held->release();
+    return boost::asio::post(io_, [done = std::move(done), error = plan.error()] { done(tl::unexpected(error)); });
+  }
   const std::uint64_t bytes = plan->total_bytes();
   submit(std::move(*plan),
          [this, held, kv = std::move(kv), control = std::move(control), done = std::move(done), bytes](Status status) {
@@ -242,6 +342,44 @@ TierCounters BlockService::g2_counters() const {
   TierCounters sum;
   for (const auto& pool : pools_) sum += pool->manager->counters().tier(Tier::g2);
   return sum;
+}
+
+}  // namespace kvb::daemon
+
+namespace kvb::daemon {
+
+DiskTotals BlockService::disk_totals() const {
+  DiskTotals t;
+  for (const auto& pool : pools_) {
+    if (!pool->store) continue;
+    t.enabled = true;
+    t.backend = std::string(pool->store->name());
+    const auto c = pool->manager->counters();
+    const auto& g3 = c.tier(Tier::g3);
+    t.tier += g3;
+    t.writebacks += c.g3_writes;
+    t.writeback_failures += c.g3_write_failures;
+    t.writebacks_skipped += c.g3_writes_skipped;
+    t.admission_rejects += c.g3_admission_rejects;
+    t.promotes += c.promotes;
+    t.promote_failures += c.promote_failures;
+    const auto io = pool->store->counters();
+    t.io.writes += io.writes;
+    t.io.write_failures += io.write_failures;
+    t.io.write_busy += io.write_busy;
+    t.io.reads += io.reads;
+    t.io.read_failures += io.read_failures;
+    t.io.checksum_failures += io.checksum_failures;
+    t.io.io_errors += io.io_errors;
+    t.io.bytes_written += io.bytes_written;
+    t.io.bytes_read += io.bytes_read;
+    t.io.syncs += io.syncs;
+    t.io.writes_in_flight += io.writes_in_flight;
+    t.io.reads_in_flight += io.reads_in_flight;
+    t.io.io_queue_depth += io.io_queue_depth;
+    t.bytes_capacity += std::uint64_t{pool->store->slot_count()} * pool->store->block_bytes();
+  }
+  return t;
 }
 
 }  // namespace kvb::daemon

@@ -18,6 +18,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "disk_tier.h"
 #include "engine_region.h"
 #include "kvb/blockmgr/block_manager.h"
 #include "kvb/blockmgr/host_region.h"
@@ -30,9 +31,11 @@ namespace kvb::daemon {
 /// The salted registry key of a client hash.
 [[nodiscard]] SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_salt) noexcept;
 
-/// One distinct block layout: its host pool's BlockManager.
+/// One distinct block layout: its host pool's BlockManager, and its disk
+/// tier's store when G3 is on (declared first: it outlives the manager).
 struct LayoutPool {
   LayoutSpec spec;
+  std::unique_ptr<storage::SlotStore> store;
   std::unique_ptr<BlockManager> manager;
 };
 
@@ -55,6 +58,7 @@ struct LookupResult {
   std::uint32_t matched = 0;
   std::uint32_t g1_blocks = 0;
   std::uint32_t g2_blocks = 0;
+  std::uint32_t g3_blocks = 0;
   BlockLeases leases;  // one per matched block, prefix order
 };
 
@@ -72,8 +76,16 @@ class BlockService {
   static constexpr std::uint64_t kDefaultMaxPoolBlocks = std::uint64_t{1} << 20;
 
   BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks);
+               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks,
+               DiskSettings disk = {});
+  /// Waits (running the loop) for disk write-backs and reads in flight.
   ~BlockService();
+
+  /// At start, when disk.path is set: checks the directory and reopens the
+  /// slot file of every block shape found there (their pools exist from now
+  /// on, holding the recovered blocks in G3). Errors: the directory is
+  /// unusable and disk.required, or a slot file cannot be reopened.
+  [[nodiscard]] Status start_disk();
 
   /// The pool of `layout`'s block shape, created on first use (a
   /// host_pool_bytes memfd). Errors: invalid layout (names the field), a
@@ -103,8 +115,10 @@ class BlockService {
   /// then, nothing is registered and the written blocks are discarded.
   void start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                      std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, Done done);
-  /// Starts an onboard now: leases the G2 blocks of the salted hashes
-  /// (not_found names a missing hash) and copies them into the engine blocks.
+  /// Starts an onboard now: leases the blocks of the salted hashes
+  /// (not_found names a missing hash), reads those found only on disk into
+  /// G2 first (a block that fails its checksum is dropped: not_found), and
+  /// copies them into the engine blocks.
   void start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                      std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, Done done);
 
@@ -112,18 +126,24 @@ class BlockService {
   [[nodiscard]] const std::vector<std::unique_ptr<LayoutPool>>& pools() const noexcept { return pools_; }
   /// Sum of the G2 tier counters over every pool.
   [[nodiscard]] TierCounters g2_counters() const;
+  /// The disk tier over every pool (enabled = false without one).
+  [[nodiscard]] DiskTotals disk_totals() const;
   [[nodiscard]] const MovedBytes& moved() const noexcept { return moved_; }
   [[nodiscard]] std::uint32_t copies_in_flight() const noexcept { return copies_in_flight_; }
   [[nodiscard]] std::string_view engine_name() const noexcept { return engine_.name(); }
 
  private:
   void submit(TransferPlan plan, std::function<void(Status)> on_loop);
+  [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
+  void copy_to_engine(BlockManager& manager, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
+                      std::vector<BlockPair> pairs, std::shared_ptr<OpControl> control, Done done);
 
   boost::asio::io_context& io_;
   CopyEngine& engine_;
   std::uint64_t host_pool_bytes_;
   std::uint32_t max_layouts_;
   std::uint64_t max_pool_blocks_;
+  DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
   MovedBytes moved_;
   std::uint32_t copies_in_flight_ = 0;

@@ -133,6 +133,25 @@ const std::vector<KeyDef>& key_defs() {
                     "that needs more is refused"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
+    d.push_back(key("disk.path", &DaemonConfig::disk_path, Text{0, 4096},
+                    "Directory of the disk tier's (G3) slot files; empty = no disk tier"));
+    d.push_back(key("disk.bytes", &DaemonConfig::disk_bytes, Size{1},
+                    "Slot file size per distinct block layout (units allowed, e.g. 200GiB)"));
+    d.push_back(key("disk.required", &DaemonConfig::disk_required, Bool{},
+                    "An unusable disk tier at start stops kvblockd (true) or is logged and left out (false)"));
+    d.push_back(key("disk.io_backend", &DaemonConfig::disk_io_backend, Choice{{"auto", "io_uring", "threads"}},
+                    "Disk I/O engine: io_uring, a thread pool, or auto (io_uring where the kernel allows it)"));
+    d.push_back(key("disk.queue_depth", &DaemonConfig::disk_queue_depth, UInt{1, 4096},
+                    "Disk I/O operations in the kernel at once, per slot file"));
+    d.push_back(key("disk.sync_batch", &DaemonConfig::disk_sync_batch, UInt{1, 4096},
+                    "A shared fdatasync starts when this many writes wait for it (or none is left in flight)"));
+    d.push_back(key("disk.write_queue_bytes", &DaemonConfig::disk_write_queue_bytes, Size{1},
+                    "Write-backs accepted and not yet durable, per slot file; beyond it write-backs are skipped"));
+    d.push_back(key("disk.admit_min_frequency", &DaemonConfig::disk_admit_min_frequency, UInt{0, 255},
+                    "Write an evicted host block to disk only if it was used this often lately (0 or 1 = always)"));
+    d.push_back(key("disk.policy", &DaemonConfig::disk_policy, Text{1, 64}, "Eviction policy of the disk tier"));
+    d.push_back(key("disk.inject_faults", &DaemonConfig::disk_inject_faults, Text{0, 1024},
+                    "Drills only: make disk I/O fail or slow, e.g. write_errno=ENOSPC,delay_ms=50 (docs/disk.md)"));
     return d;
   }();
   return defs;

@@ -74,9 +74,10 @@ void refuse_connection(Local::socket& socket, Errc code, const std::string& mess
 
 class Daemon {
  public:
-  Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines)
+  Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines, DiskSettings disk)
       : io_(io),
-        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks),
+        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks,
+                std::move(disk)),
         admission_(std::string(engines.host->name()), config.copy_slots, config.copy_queue),
         deadlines_(io),
         core_{config, io, blocks_, admission_, deadlines_, metrics_},
@@ -92,6 +93,7 @@ class Daemon {
   }
 
   Status start() {
+    if (auto disk = blocks_.start_disk(); !disk) return disk;
     const auto& path = core_.config.socket;
     if (auto claimed = claim_socket_path(path); !claimed) return claimed;
     boost::system::error_code ec;
@@ -235,8 +237,13 @@ int run_daemon(const DaemonConfig& config) {
   // engine threads only post() completions. So the reactor's per-descriptor
   // locks can go (the scheduler keeps its lock for those posts).
   asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
+  auto disk = disk_settings(config);
+  if (!disk) {
+    spdlog::critical("kvblockd cannot start: {}", disk.error().to_string());
+    return 2;
+  }
   {
-    Daemon daemon(config, io, engines);
+    Daemon daemon(config, io, engines, std::move(*disk));
     if (auto started = daemon.start(); !started) {
       spdlog::critical("kvblockd cannot start: {}", started.error().to_string());
       return 1;

@@ -54,6 +54,7 @@ std::string DaemonCore::stats_json() const {
   out["bytes_offloaded"] = blocks.moved().offload;
   out["bytes_onboarded"] = blocks.moved().onboard;
   out["g2"] = tier_json(g2);
+  out["g3"] = disk_stats_json(blocks.disk_totals());
   return out.dump();
 }
 

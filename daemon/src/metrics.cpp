@@ -85,17 +85,26 @@ std::string Metrics::render(const DaemonCore& core) const {
   for (const auto& field : kTierBlockStates) {
     fmt::format_to(it, "kvblockd_blocks{{tier=\"g2\",state=\"{}\"}} {}\n", field.name, g2.*field.member);
   }
+  const auto disk = core.blocks.disk_totals();
+  if (disk.enabled) {
+    for (const auto& field : kTierBlockStates) {
+      fmt::format_to(it, "kvblockd_blocks{{tier=\"g3\",state=\"{}\"}} {}\n", field.name, disk.tier.*field.member);
+    }
+  }
   fmt::format_to(it, "# HELP kvblockd_pinned_blocks Leases held by sessions through lookup(pin=1).\n");
   fmt::format_to(it, "# TYPE kvblockd_pinned_blocks gauge\nkvblockd_pinned_blocks {}\n", totals.pinned_blocks);
   for (const auto& field : kTierEvents) {
     fmt::format_to(it, "# HELP kvblockd_block_{0}_total Blocks counted as {0}, by tier.\n", field.name);
     fmt::format_to(it, "# TYPE kvblockd_block_{0}_total counter\nkvblockd_block_{0}_total{{tier=\"g2\"}} {1}\n",
                    field.name, g2.*field.member);
+    if (disk.enabled)
+      fmt::format_to(it, "kvblockd_block_{}_total{{tier=\"g3\"}} {}\n", field.name, disk.tier.*field.member);
   }
   fmt::format_to(it, "# HELP kvblockd_bytes_moved_total Bytes copied by completed requests, by direction.\n");
   fmt::format_to(it, "# TYPE kvblockd_bytes_moved_total counter\n");
   fmt::format_to(it, "kvblockd_bytes_moved_total{{direction=\"offload\"}} {}\n", core.blocks.moved().offload);
   fmt::format_to(it, "kvblockd_bytes_moved_total{{direction=\"onboard\"}} {}\n", core.blocks.moved().onboard);
+  render_disk_metrics(out, disk);
   return fmt::to_string(out);
 }
 

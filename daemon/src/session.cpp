@@ -252,6 +252,7 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
   body.prefix_blocks = result.matched;
   body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks});
   if (result.g1_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g1, result.g1_blocks});
+  if (result.g3_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g3, result.g3_blocks});
   reply(id, proto::make_reply(body), "lookup");
 }
 
