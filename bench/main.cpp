@@ -20,6 +20,7 @@ constexpr Subcommand kSubcommands[] = {
     {"copy", kvb::bench::run_copy, "copy engine bandwidth against memcpy / cudaMemcpy"},
     {"transport", kvb::bench::run_transport, "UCX block transfer GB/s and active-message round trips"},
     {"load", kvb::bench::run_load, "N concurrent engine sessions against a running kvblockd"},
+    {"disk", kvb::bench::run_disk, "disk tier (G3) write/read GB/s and restart time, beside fio"},
 };
 
 void usage(std::FILE* out) {

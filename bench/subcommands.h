@@ -8,5 +8,6 @@ int run_replay(int argc, char** argv);     // bench/replay: trace replay through
 int run_copy(int argc, char** argv);       // bench/copy: copy engines vs memcpy / cudaMemcpy
 int run_transport(int argc, char** argv);  // bench/transport: UCX transfers and AM round trips
 int run_load(int argc, char** argv);       // bench/load: N engine sessions against kvblockd
+int run_disk(int argc, char** argv);       // bench/disk: disk tier (G3) vs fio, restart time
 
 }  // namespace kvb::bench
