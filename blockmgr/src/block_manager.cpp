@@ -342,6 +342,15 @@ Status BlockManager::discard(BlockLease&& lease) {
   return ok();
 }
 
+Status BlockManager::drop(const BlockLease& lease) {
+  auto ts = impl_->lease_tier(lease);
+  if (!ts) return tl::unexpected(ts.error());
+  if ((*ts)->pool->state_of(lease.block()) != BlockState::registered)
+    return fail(Errc::wrong_state, "block manager: cannot drop {}: it is not registered", lease.ref());
+  impl_->unregister_bad(**ts, lease.block());
+  return ok();
+}
+
 Result<SequenceHash> BlockManager::hash_of(const BlockLease& lease) const {
   auto ts = impl_->lease_tier(lease);
   if (!ts) return tl::unexpected(ts.error());

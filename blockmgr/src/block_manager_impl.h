@@ -191,6 +191,15 @@ struct BlockManager::Impl {
   void finish_promote(Transfer& t);
   Status recover_g3();
 
+  // A registered block whose bytes failed a check leaves the registry now;
+  // settle() frees it once nobody uses it.
+  void unregister_bad(TierState& ts, BlockId b) noexcept {
+    if (ts.pool->state_of(b) != BlockState::registered) return;
+    ts.registry.erase(ts.meta[b.value()].hash);
+    (void)ts.pool->mark_unregistered(ts.ref(b));
+    ++counters.dropped;
+  }
+
   void register_unchecked(TierState& ts, BlockId b, SequenceHash hash) noexcept {
     (void)ts.pool->mark_registered(ts.ref(b));
     ts.meta[b.value()].hash = hash;

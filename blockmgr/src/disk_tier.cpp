@@ -106,10 +106,7 @@ void BlockManager::Impl::finish_promote_part(Transfer& t, std::uint32_t part, St
     // The bytes on disk cannot be vouched for: the block leaves G3 now (its
     // slot is freed when its last lease ends) and is a miss from then on.
     ++counters.promote_failures;
-    if (g3.pool->state_of(slot) == BlockState::registered) {
-      g3.registry.erase(t.hashes[part]);
-      (void)g3.pool->mark_unregistered(g3.ref(slot));
-    }
+    unregister_bad(g3, slot);
     settle(g3, slot);
     free_block(g2, dst);
     t.results[part] = std::move(status);

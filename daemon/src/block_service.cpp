@@ -34,13 +34,16 @@ BlockSpace EngineKv::space() const {
 }
 
 BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks, DiskSettings disk)
+                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks, DiskSettings disk,
+                           bool check_host_blocks)
     : io_(io),
       engine_(engine),
       host_pool_bytes_(host_pool_bytes),
       max_layouts_(max_layouts),
       max_pool_blocks_(max_pool_blocks),
-      disk_(std::move(disk)) {}
+      disk_(std::move(disk)) {
+  integrity_.enabled = check_host_blocks;
+}
 
 BlockService::~BlockService() {
   // Disk write-backs and reads complete through the loop (post): run it
@@ -134,6 +137,7 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   auto manager = BlockManager::make(std::move(config));
   if (!manager) return tl::unexpected(manager.error());
   entry->manager = std::move(*manager);
+  if (integrity_.enabled) entry->host_sums.resize(entry->manager->pool(Tier::g2).capacity());
   pools_.push_back(std::move(entry));
   return pools_.back().get();
 }
@@ -239,7 +243,7 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   if (!plan) return finish_later(tl::unexpected(plan.error()));
   const std::uint64_t bytes = plan->total_bytes();
   auto held = std::make_shared<BlockLeases>(std::move(*leases));
-  submit(std::move(*plan), [this, &manager, held, keys = std::move(keys), kv = std::move(kv),
+  submit(std::move(*plan), [this, &pool, &manager, held, keys = std::move(keys), kv = std::move(kv),
                             control = std::move(control), done = std::move(done), bytes](Status status) {
     if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
     if (control->cancelled) {
@@ -249,6 +253,7 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
     for (std::size_t i = 0; i < keys.size(); ++i) {
       auto committed = manager.commit((*held)[i], keys[i]);
       if (!committed && committed.error().code != Errc::already_exists) return done(committed);
+      if (committed && integrity_.enabled) sum_host_block(pool, (*held)[i]);
     }
     moved_.offload += bytes;
     held->release();  // registered blocks become inactive (matchable, evictable)
@@ -279,15 +284,14 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
     held->push_back(std::move(match.leases[0]));
   }
   if (on_disk.empty()) {
-    return copy_to_engine(manager, std::move(kv), std::move(held), std::move(pairs), std::move(control),
-                          std::move(done));
+    return copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
   }
   // Read the disk blocks into G2 first (each checked), then copy from G2.
   std::vector<BlockLease> g3;
   g3.reserve(on_disk.size());
   for (std::size_t i : on_disk) g3.push_back(std::move((*held)[i]));
   auto promoted = manager.promote(
-      g3, [this, &manager, kv = std::move(kv), held, pairs = std::move(pairs), on_disk, items = std::move(items),
+      g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk, items = std::move(items),
            control = std::move(control), done](std::vector<Result<BlockLease>> results) mutable {
         for (std::size_t k = 0; k < results.size(); ++k) {
           const std::size_t i = on_disk[k];
@@ -299,13 +303,14 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
                              i, items[i].hash, results[k].error().message));
           }
           pairs[i].src = results[k]->block();
+          if (integrity_.enabled) sum_host_block(pool, *results[k]);  // checked against the disk sums just now
           (*held)[i] = std::move(*results[k]);
         }
         if (control->cancelled) {
           held->release();
           return done(fail(Errc::cancelled, "onboard cancelled"));
         }
-        copy_to_engine(manager, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
+        copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
       });
   // The G3 leases are pinned by the promote now (or it failed).
   g3.clear();
@@ -315,9 +320,44 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   }
 }
 
-void BlockService::copy_to_engine(BlockManager& manager, std::shared_ptr<EngineKv> kv,
-                                  std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
-                                  std::shared_ptr<OpControl> control, Done done) {
+void BlockService::sum_host_block(LayoutPool& pool, const BlockLease& lease) {
+  const Pool& g2 = pool.manager->pool(Tier::g2);
+  auto hash = pool.manager->hash_of(lease);
+  if (!hash) return;
+  pool.host_sums[lease.block().value()] = LayoutPool::HostSum{
+      *hash, storage::payload_checksum({g2.block_data(lease.block()), g2.layout().block_bytes()}), true};
+  ++integrity_.summed;
+}
+
+bool BlockService::verify_host_block(LayoutPool& pool, const BlockLease& lease) {
+  const Pool& g2 = pool.manager->pool(Tier::g2);
+  const auto hash = pool.manager->hash_of(lease);
+  const LayoutPool::HostSum& entry = pool.host_sums[lease.block().value()];
+  if (!hash || !entry.set || entry.hash != *hash) {
+    ++integrity_.unchecked;
+    return true;
+  }
+  ++integrity_.checked;
+  if (storage::payload_checksum({g2.block_data(lease.block()), g2.layout().block_bytes()}) == entry.sum) return true;
+  ++integrity_.failures;
+  spdlog::warn("host block {} (G2 block {}) no longer matches the checksum taken when it was stored: dropped", *hash,
+               lease.block());
+  (void)pool.manager->drop(lease);
+  return false;
+}
+
+void BlockService::copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
+                                  std::vector<BlockPair> pairs, std::shared_ptr<OpControl> control, Done done) {
+  BlockManager& manager = *pool.manager;
+  if (integrity_.enabled) {
+    for (std::size_t i = 0; i < held->size(); ++i) {
+      if (verify_host_block(pool, (*held)[i])) continue;
+      held->release();
+      return boost::asio::post(io_, [done = std::move(done), i] {
+        done(fail(Errc::not_found, "onboard: items[{}]: its host copy failed its checksum; it was dropped", i));
+      });
+    }
+  }
   auto plan = TransferPlan::build(manager.pool(Tier::g2).space(), kv->space(), pairs);
   if (!plan) {
     held->release();
@@ -347,6 +387,16 @@ TierCounters BlockService::g2_counters() const {
 }  // namespace kvb::daemon
 
 namespace kvb::daemon {
+
+nlohmann::ordered_json integrity_json(const HostIntegrity& i) {
+  nlohmann::ordered_json j;
+  j["check_host_blocks"] = i.enabled;
+  j["host_blocks_summed"] = i.summed;
+  j["host_blocks_checked"] = i.checked;
+  j["host_blocks_unchecked"] = i.unchecked;
+  j["host_checksum_failures"] = i.failures;
+  return j;
+}
 
 DiskTotals BlockService::disk_totals() const {
   DiskTotals t;

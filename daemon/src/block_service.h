@@ -37,7 +37,26 @@ struct LayoutPool {
   LayoutSpec spec;
   std::unique_ptr<storage::SlotStore> store;
   std::unique_ptr<BlockManager> manager;
+  /// With integrity.check_host_blocks: per G2 block, the XXH3-64 of its
+  /// bytes and the hash it was registered under when they were summed.
+  struct HostSum {
+    SequenceHash hash{};
+    std::uint64_t sum = 0;
+    bool set = false;
+  };
+  std::vector<HostSum> host_sums;
 };
+
+/// The G2 -> engine integrity check (integrity.check_host_blocks). Monotonic.
+struct HostIntegrity {
+  bool enabled = false;
+  std::uint64_t checked = 0;    // host blocks verified before a copy to an engine
+  std::uint64_t unchecked = 0;  // host blocks copied without a sum to check (none recorded)
+  std::uint64_t failures = 0;   // host blocks whose bytes no longer matched: dropped
+  std::uint64_t summed = 0;     // host blocks summed as they entered G2
+};
+/// The "integrity" object of the stats reply.
+[[nodiscard]] nlohmann::ordered_json integrity_json(const HostIntegrity& integrity);
 
 /// An engine's KV cache, mapped into the daemon (memfd regions standing in
 /// for device memory). Shared by the copies that use it, so an unregister or
@@ -76,8 +95,8 @@ class BlockService {
   static constexpr std::uint64_t kDefaultMaxPoolBlocks = std::uint64_t{1} << 20;
 
   BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks,
-               DiskSettings disk = {});
+               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks, DiskSettings disk = {},
+               bool check_host_blocks = false);
   /// Waits (running the loop) for disk write-backs and reads in flight.
   ~BlockService();
 
@@ -129,13 +148,18 @@ class BlockService {
   /// The disk tier over every pool (enabled = false without one).
   [[nodiscard]] DiskTotals disk_totals() const;
   [[nodiscard]] const MovedBytes& moved() const noexcept { return moved_; }
+  [[nodiscard]] const HostIntegrity& host_integrity() const noexcept { return integrity_; }
   [[nodiscard]] std::uint32_t copies_in_flight() const noexcept { return copies_in_flight_; }
   [[nodiscard]] std::string_view engine_name() const noexcept { return engine_.name(); }
 
  private:
   void submit(TransferPlan plan, std::function<void(Status)> on_loop);
   [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
-  void copy_to_engine(BlockManager& manager, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
+  // integrity.check_host_blocks: sum a block that entered G2 / verify one
+  // about to be copied to an engine (false: it failed and was dropped).
+  void sum_host_block(LayoutPool& pool, const BlockLease& lease);
+  [[nodiscard]] bool verify_host_block(LayoutPool& pool, const BlockLease& lease);
+  void copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
                       std::vector<BlockPair> pairs, std::shared_ptr<OpControl> control, Done done);
 
   boost::asio::io_context& io_;
@@ -146,6 +170,7 @@ class BlockService {
   DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
   MovedBytes moved_;
+  HostIntegrity integrity_;
   std::uint32_t copies_in_flight_ = 0;
 };
 

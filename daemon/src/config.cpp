@@ -152,6 +152,8 @@ const std::vector<KeyDef>& key_defs() {
     d.push_back(key("disk.policy", &DaemonConfig::disk_policy, Text{1, 64}, "Eviction policy of the disk tier"));
     d.push_back(key("disk.inject_faults", &DaemonConfig::disk_inject_faults, Text{0, 1024},
                     "Drills only: make disk I/O fail or slow, e.g. write_errno=ENOSPC,delay_ms=50 (docs/disk.md)"));
+    d.push_back(key("integrity.check_host_blocks", &DaemonConfig::integrity_check_host_blocks, Bool{},
+                    "Sum host (G2) blocks as they are stored and check them before every copy to an engine"));
     return d;
   }();
   return defs;

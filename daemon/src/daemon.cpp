@@ -76,8 +76,8 @@ class Daemon {
  public:
   Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines, DiskSettings disk)
       : io_(io),
-        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks,
-                std::move(disk)),
+        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks, std::move(disk),
+                config.integrity_check_host_blocks),
         admission_(std::string(engines.host->name()), config.copy_slots, config.copy_queue),
         deadlines_(io),
         core_{config, io, blocks_, admission_, deadlines_, metrics_},

@@ -55,6 +55,7 @@ std::string DaemonCore::stats_json() const {
   out["bytes_onboarded"] = blocks.moved().onboard;
   out["g2"] = tier_json(g2);
   out["g3"] = disk_stats_json(blocks.disk_totals());
+  out["integrity"] = integrity_json(blocks.host_integrity());
   return out.dump();
 }
 

@@ -114,6 +114,22 @@ TEST(BlockManager, AFailedWriteIsDiscardedNeverRegistered) {
   EXPECT_TRUE((*leases)[1]) << "a refused discard leaves the lease alone";
 }
 
+TEST(BlockManager, ADroppedBlockIsAMissAndFreedWhenItsLeaseEnds) {
+  ManualClock clock;
+  auto bm = make_g2_manager(2, clock);
+  auto leases = bm->allocate(Tier::g2, 1);
+  ASSERT_TRUE(leases.has_value());
+  ASSERT_TRUE(bm->commit((*leases)[0], h(7)).has_value());
+  ASSERT_TRUE(bm->drop((*leases)[0]).has_value());
+  EXPECT_EQ(bm->peek(std::vector{h(7)}), 0U) << "a dropped block must never match again";
+  EXPECT_EQ(bm->counters().dropped, 1U);
+  EXPECT_EQ(bm->drop((*leases)[0]).error().code, Errc::wrong_state);
+  EXPECT_EQ(bm->pool(Tier::g2).free_count(), 1U) << "still leased";
+  leases->release();
+  EXPECT_EQ(bm->pool(Tier::g2).free_count(), 2U);
+  EXPECT_EQ(bm->counters().tier(Tier::g2).registered, 0U);
+}
+
 TEST(BlockManager, ForeignLeasesAreRejected) {
   ManualClock clock;
   auto a = make_g2_manager(2, clock);

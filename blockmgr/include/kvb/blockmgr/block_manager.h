@@ -156,6 +156,7 @@ struct BlockManagerCounters {
   std::uint64_t g3_admission_rejects = 0;  // G2 victims used less than admit_min_frequency: dropped
   std::uint64_t promotes = 0;              // G3 blocks read (and verified) into G2
   std::uint64_t promote_failures = 0;      // reads that failed (I/O or a check): the G3 block was dropped
+  std::uint64_t dropped = 0;               // registered blocks dropped because their bytes failed a check
   std::uint32_t transfers_in_flight = 0;
   [[nodiscard]] const TierCounters& tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)]; }
 };
@@ -219,6 +220,10 @@ class BlockManager {
   /// Ends a write lease and returns its (partial or complete) block to free.
   /// wrong_state for a registered block (its lease is left untouched).
   [[nodiscard]] Status discard(BlockLease&& lease);
+  /// The leased block's bytes can no longer be vouched for (a checksum
+  /// failed): it stops being findable now, a miss from then on, and is freed
+  /// when its last lease ends. wrong_state when it is not registered.
+  [[nodiscard]] Status drop(const BlockLease& lease);
   /// The hash a leased registered block is registered under.
   [[nodiscard]] Result<SequenceHash> hash_of(const BlockLease& lease) const;
 

@@ -41,6 +41,7 @@ struct DaemonConfig {
   std::uint32_t disk_admit_min_frequency = 2;           // G2 victims used fewer times are not written to disk
   std::string disk_policy = "lru";                      // G3 eviction policy
   std::string disk_inject_faults;                       // drills only: a FaultPlan (docs/disk.md)
+  bool integrity_check_host_blocks = false;  // sum host blocks when stored, check them before engine copies
 
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
