@@ -48,3 +48,28 @@ done
 echo
 echo "unbounded = the theoretical maximum for this trace: $baseline"
 echo "(G2 row: a host tier of 10M tokens; evicted G1 blocks are written back to it and onboarded on a hit)"
+
+# G1 + G2 + G3: the disk tier is a real slot store (SlotStore, O_DIRECT where
+# the file system has it; /dev/shm when writable, so the table measures
+# placement, not the device). Evicted G2 blocks are written to it, with or
+# without the frequency admission filter (disk.admit_min_frequency).
+disk_replay() {
+  local json
+  json="$("$bench" replay --trace "$trace" "$@" 2>/dev/null | tail -n 1)"
+  field() { sed -E "s/.*\"$1\":\"?([^,\"}]*).*/\1/" <<<"$json"; }
+  echo "$(field hit_ratio) $(field g3_hit_blocks) $(field g3_writes) $(field seconds)"
+}
+echo
+echo "with a disk tier (G3): G1 1M tokens, G2 3M tokens"
+printf '%-8s %-10s %-22s %10s %10s %10s %8s\n' policy "G3" "admission" "hit ratio" "G3 hits" "G3 writes" seconds
+printf '%-8s %-10s %-22s %10s %10s %10s %8s\n' ------ -- --------- --------- ------- --------- -------
+for policy in lru s3fifo; do
+  for row in "0 1 none" "30000000 1 every-victim" "30000000 2 used>=2"; do
+    read -r disk admit label <<<"$row"
+    read -r ratio g3 writes secs < <(disk_replay --capacity-tokens 1000000 --host-capacity-tokens 3000000 \
+      --disk-capacity-tokens "$disk" --disk-admit-min-frequency "$admit" --policy "$policy")
+    dlabel="30M tok"
+    [[ "$disk" == 0 ]] && { dlabel="-"; label="-"; }
+    printf '%-8s %-10s %-22s %10.4f %10s %10s %8s\n' "$policy" "$dlabel" "$label" "$ratio" "$g3" "$writes" "$secs"
+  done
+done

@@ -171,7 +171,7 @@ int run_disk(int argc, char** argv) {
   app.add_option("--bytes", a.bytes, "size of the tier and of fio's file (default 2 GiB)");
   app.add_option("--queue-depth", a.queue_depth, "I/Os in flight, both sides (default 32)")->check(CLI::Range(1, 1024));
   app.add_option("--backend", a.backend, "slot store I/O backend: auto, io_uring, threads");
-  app.add_option("--fio", a.fio, "fio program (default: fio on PATH)");
+  app.add_option("--fio", a.fio, "fio program (default: fio on PATH; 'none' skips the baseline)");
   app.add_option("--rounds", a.rounds, "rounds of fio + store, alternating (medians reported)")
       ->check(CLI::Range(1, 20));
   app.add_flag("--keep", a.keep, "keep the slot file (default: removed at the end)");
@@ -217,7 +217,7 @@ int run_disk(int argc, char** argv) {
   int rc = 0;
   for (int round = 0; round < a.rounds && rc == 0; ++round) {
     FioJob job{a.fio, a.dir + "/fio-baseline.dat", payload_bytes, a.block_bytes, a.queue_depth, ioengine, true};
-    auto fw = run_fio(job);
+    auto fw = a.fio == "none" ? Result<FioResult>(fail(Errc::unavailable, "--fio none")) : run_fio(job);
     job.write = false;
     auto fr = fw ? run_fio(job) : fw;
     std::filesystem::remove(job.file);

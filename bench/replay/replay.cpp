@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <unordered_set>
 
 #include "kvb/blockmgr/block_manager.h"
 #include "kvb/blockmgr/host_region.h"
+#include "replay_disk.h"
 
 namespace kvb::bench {
 namespace {
@@ -48,6 +50,30 @@ Result<std::uint32_t> capacity_blocks(std::uint64_t tokens, std::uint32_t block_
   return static_cast<std::uint32_t>(std::min<std::uint64_t>({want, std::max<std::uint64_t>(distinct, 1), 1U << 30}));
 }
 
+// Promotes the G3 leases among by_position[0, m) into G2 (waiting on the
+// disk's completions); a block that fails its read stays a G3 lease.
+Status promote_from_disk(BlockManager& bm, ReplayDisk& disk, std::vector<BlockLease>& by_position, std::size_t m) {
+  std::vector<std::size_t> positions;
+  std::vector<BlockLease> g3;
+  for (std::size_t i = 0; i < m; ++i) {
+    if (by_position[i].tier() != Tier::g3) continue;
+    positions.push_back(i);
+    g3.push_back(std::move(by_position[i]));
+  }
+  std::optional<std::vector<Result<BlockLease>>> promoted;
+  auto started = bm.promote(g3, [&](std::vector<Result<BlockLease>> r) { promoted = std::move(r); });
+  if (started) {
+    if (auto s = disk.pump_until([&] { return promoted.has_value(); }); !s) return s;
+  }
+  for (std::size_t j = 0; j < positions.size(); ++j) {
+    if (started && (*promoted)[j])
+      by_position[positions[j]] = std::move(*(*promoted)[j]);
+    else
+      by_position[positions[j]] = std::move(g3[j]);  // no room in G2: counted as a hit, served from disk
+  }
+  return ok();
+}
+
 }  // namespace
 
 Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const ReplayConfig& config) {
@@ -74,6 +100,22 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
     bmc.g2 = TierConfig{std::move(*g2), config.policy};
     bmc.engine = &engine;
   }
+  std::unique_ptr<ReplayDisk> disk;  // declared before the manager: outlives it
+  if (config.disk_capacity_tokens != 0) {
+    if (config.host_capacity_tokens == 0)
+      return fail(Errc::invalid_argument, "disk-capacity-tokens needs a G2 tier (host-capacity-tokens)");
+    auto g3_blocks =
+        capacity_blocks(config.disk_capacity_tokens, config.block_tokens, r.distinct_blocks, "disk-capacity-tokens");
+    if (!g3_blocks) return tl::unexpected(g3_blocks.error());
+    r.g3_blocks = *g3_blocks;
+    auto made_disk = ReplayDisk::make(bmc.g2.pool->layout().spec(), r.g3_blocks, config.disk_dir);
+    if (!made_disk) return tl::unexpected(made_disk.error());
+    disk = std::move(*made_disk);
+    bmc.g3.store = &disk->store();
+    bmc.g3.policy = config.policy;
+    bmc.g3.admit_min_frequency = config.disk_admit_min_frequency;
+    bmc.post = disk->poster();
+  }
   auto made = BlockManager::make(std::move(bmc));
   if (!made) return tl::unexpected(made.error());
   BlockManager& bm = **made;
@@ -94,10 +136,16 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
     r.hit_blocks += m;
     r.g1_hit_blocks += match.g1_blocks;
     r.g2_hit_blocks += match.g2_blocks;
+    r.g3_hit_blocks += match.g3_blocks;
     for (std::size_t i = 0; i < m; ++i) by_position[i] = std::move(match.leases[i]);
 
+    // Read the G3 part of the prefix into G2 (then it is onboarded as G2 hits).
+    if (match.g3_blocks > 0) {
+      if (auto s = promote_from_disk(bm, *disk, by_position, m); !s) return tl::unexpected(s.error());
+    }
+
     // Bring the G2 part of the prefix into G1 (an explicit onboard request).
-    if (match.g2_blocks > 0) {
+    if (match.g2_blocks + match.g3_blocks > 0) {
       std::vector<std::size_t> positions;
       BlockLeases g2_leases;
       for (std::size_t i = 0; i < m; ++i) {
@@ -108,6 +156,9 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
       }
       std::optional<Result<BlockLeases>> onboarded;
       auto started = bm.onboard(g2_leases.view(), [&](Result<BlockLeases> res) { onboarded = std::move(res); });
+      if (started && disk) {  // completions are posted when a disk tier runs
+        if (auto s = disk->pump_until([&] { return onboarded.has_value(); }); !s) return tl::unexpected(s.error());
+      }
       if (started && onboarded && onboarded->has_value()) {
         for (std::size_t j = 0; j < positions.size(); ++j) by_position[positions[j]] = std::move((**onboarded)[j]);
       } else {  // no room in G1 (or a copy error): serve from G2
@@ -136,6 +187,11 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
     }
     // End the request: tail first, so LRU evicts a sequence's tail first.
     while (!by_position.empty()) by_position.pop_back();
+    // Let this request's write-backs land before the next lookup.
+    if (disk) {
+      if (auto s = disk->pump_until([&] { return bm.transfers_in_flight() == 0; }); !s)
+        return tl::unexpected(s.error());
+    }
 
     ++r.requests;
     r.blocks += n;
@@ -148,6 +204,8 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
   r.g1_evictions = c.tier(Tier::g1).evictions;
   r.offloads = c.offloads;
   r.onboards = c.onboards;
+  r.g3_writes = c.g3_writes;
+  r.g3_admission_rejects = c.g3_admission_rejects;
   if (config.progress) config.progress(r.requests, trace.size(), r.hit_ratio());
   return r;
 }
@@ -159,13 +217,16 @@ std::string to_json(const ReplayResult& r, const ReplayConfig& config) {
                             : static_cast<double>(r.hit_blocks) / static_cast<double>(r.unbounded_hit_blocks);
   return fmt::format(
       "{{\"hit_ratio\":{:.6f},\"requests\":{},\"blocks\":{},\"hit_blocks\":{},\"g1_hit_blocks\":{},"
-      "\"g2_hit_blocks\":{},\"evictions\":{},\"g1_evictions\":{},\"offloads\":{},\"onboards\":{},"
+      "\"g2_hit_blocks\":{},\"g3_hit_blocks\":{},\"g3_blocks\":{},\"disk_capacity_tokens\":{},"
+      "\"disk_admit_min_frequency\":{},\"g3_writes\":{},\"g3_admission_rejects\":{},\"evictions\":{},\"g1_evictions\":{"
+      "},\"offloads\":{},\"onboards\":{},"
       "\"uncached_blocks\":{},\"policy\":\"{}\",\"block_tokens\":{},\"capacity_tokens\":{},\"g1_blocks\":{},"
       "\"host_capacity_tokens\":{},\"g2_blocks\":{},\"distinct_blocks\":{},"
       "\"baseline_unbounded_hit_ratio\":{:.6f},\"ratio_to_baseline\":{:.4f},\"seconds\":{:.3f},"
       "\"requests_per_second\":{:.0f}}}",
-      r.hit_ratio(), r.requests, r.blocks, r.hit_blocks, r.g1_hit_blocks, r.g2_hit_blocks, r.evictions, r.g1_evictions,
-      r.offloads, r.onboards, r.uncached_blocks, config.policy, config.block_tokens,
+      r.hit_ratio(), r.requests, r.blocks, r.hit_blocks, r.g1_hit_blocks, r.g2_hit_blocks, r.g3_hit_blocks, r.g3_blocks,
+      config.disk_capacity_tokens, config.disk_admit_min_frequency, r.g3_writes, r.g3_admission_rejects, r.evictions,
+      r.g1_evictions, r.offloads, r.onboards, r.uncached_blocks, config.policy, config.block_tokens,
       config.capacity_tokens == 0 ? std::string("\"unbounded\"") : std::to_string(config.capacity_tokens), r.g1_blocks,
       config.host_capacity_tokens, r.g2_blocks, r.distinct_blocks, r.unbounded_hit_ratio(), of_max, r.seconds, rate);
 }

@@ -1,5 +1,6 @@
 // kvblockd-bench replay --trace FILE --capacity-tokens N [--block-tokens 512]
-//   [--policy lru|s3fifo] [--host-capacity-tokens M] [--max-requests K]
+//   [--policy lru|s3fifo] [--host-capacity-tokens M] [--disk-capacity-tokens D]
+//   [--disk-admit-min-frequency F] [--disk-dir DIR] [--max-requests K]
 // Progress on stderr; the last line of stdout is one JSON object.
 #include <charconv>
 #include <cstdio>
@@ -31,6 +32,7 @@ int kvb::bench::run_replay(int argc, char** argv) {
   std::string trace_path;
   std::string capacity = "unbounded";
   std::string host_capacity = "0";
+  std::string disk_capacity = "0";
   std::size_t max_requests = 0;
   ReplayConfig config;
   app.add_option("--trace", trace_path, "JSONL trace (timestamp, input_length, output_length, hash_ids)")
@@ -46,6 +48,13 @@ int kvb::bench::run_replay(int argc, char** argv) {
       ->default_val("lru");
   app.add_option("--host-capacity-tokens", host_capacity, "adds a G2 host tier of M tokens (0 = none)")
       ->default_val("0");
+  app.add_option("--disk-capacity-tokens", disk_capacity,
+                 "adds a G3 disk tier of D tokens (0 = none; needs a G2 tier): a real slot store in a temp dir")
+      ->default_val("0");
+  app.add_option("--disk-admit-min-frequency", config.disk_admit_min_frequency,
+                 "G3 admission filter: G2 victims used fewer times are not written (0 or 1 = all)")
+      ->default_val(1);
+  app.add_option("--disk-dir", config.disk_dir, "parent of the G3 temp dir (default /dev/shm, else $TMPDIR)");
   app.add_option("--max-requests", max_requests, "replay only the first K requests (0 = all)")->default_val(0);
   try {
     app.parse(argc, argv);
@@ -60,6 +69,12 @@ int kvb::bench::run_replay(int argc, char** argv) {
   if (!parse_tokens(host_capacity, config.host_capacity_tokens)) {
     std::fprintf(stderr, "replay: --host-capacity-tokens: expected a number of tokens, got '%s'\n",
                  host_capacity.c_str());
+    return 2;
+  }
+
+  if (!parse_tokens(disk_capacity, config.disk_capacity_tokens)) {
+    std::fprintf(stderr, "replay: --disk-capacity-tokens: expected a number of tokens, got '%s'\n",
+                 disk_capacity.c_str());
     return 2;
   }
 

@@ -84,12 +84,17 @@ Status BlockManager::promote(std::span<const BlockLease> g3_blocks, PromoteDone 
     im.pin(*g2, t.dst[i]);
     g2->meta[t.dst[i].value()].hash = t.hashes[i];
   }
+  // The reads are started from copies: a store may complete one at once,
+  // and a `post` that runs on this thread may then end the transfer.
+  const std::vector<BlockId> slots = t.src;
+  const std::vector<BlockId> dsts = t.dst;
+  const std::vector<SequenceHash> hashes = t.hashes;
   const std::uint64_t ticket = im.next_ticket++;
-  const auto& pending = im.transfers.emplace(ticket, std::move(t)).first->second;
+  im.transfers.emplace(ticket, std::move(t));
   const std::uint64_t bytes = g2->pool->layout().block_bytes();
   for (std::uint32_t i = 0; i < n; ++i) {
-    const std::span<std::byte> into(g2->pool->block_data(pending.dst[i]), bytes);
-    im.store->read(pending.src[i], pending.hashes[i], into, im.make_done(ticket, i));
+    const std::span<std::byte> into(g2->pool->block_data(dsts[i]), bytes);
+    im.store->read(slots[i], hashes[i], into, im.make_done(ticket, i));
   }
   return ok();
 }

@@ -27,7 +27,7 @@ struct DiskSettings {
   std::uint32_t queue_depth = 64;
   std::uint32_t sync_batch = 32;
   std::uint64_t write_queue_bytes = 128ULL << 20;
-  std::uint32_t admit_min_frequency = 2;
+  std::uint32_t admit_min_frequency = 1;
   std::string policy = "lru";
   std::optional<storage::FaultPlan> faults;
 };

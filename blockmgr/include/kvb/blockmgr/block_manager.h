@@ -60,8 +60,9 @@ struct DiskTierConfig {
   std::string policy = "lru";
   /// A G2 victim is written back to G3 only when its hash was used (stored
   /// or hit) at least this often lately (a frequency sketch, as KVBM's
-  /// filter); 0 or 1 = every victim.
-  std::uint32_t admit_min_frequency = 2;
+  /// filter); 0 or 1 = every victim (the default: on the shared trace the
+  /// filter costs more hits than it saves writes; docs/disk.md).
+  std::uint32_t admit_min_frequency = 1;
 };
 
 /// Runs a closure on the manager's owning thread (see the locking rule).

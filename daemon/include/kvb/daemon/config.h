@@ -38,7 +38,7 @@ struct DaemonConfig {
   std::uint32_t disk_queue_depth = 64;     // I/O operations in the kernel at once, per slot file
   std::uint32_t disk_sync_batch = 32;      // a shared fdatasync starts when this many writes wait for it
   std::uint64_t disk_write_queue_bytes = 128ULL << 20;  // write-backs accepted, not yet durable; beyond: skipped
-  std::uint32_t disk_admit_min_frequency = 2;           // G2 victims used fewer times are not written to disk
+  std::uint32_t disk_admit_min_frequency = 1;           // G2 victims used fewer times are not written to disk
   std::string disk_policy = "lru";                      // G3 eviction policy
   std::string disk_inject_faults;                       // drills only: a FaultPlan (docs/disk.md)
   bool integrity_check_host_blocks = false;  // sum host blocks when stored, check them before engine copies
