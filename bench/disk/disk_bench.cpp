@@ -110,7 +110,10 @@ Result<StoreRun> run_store(const Args& a, storage::SlotStoreOptions opts) {
     out.direct = store.direct_io();
     std::vector<std::byte> src(a.block_bytes);
     for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::byte>(i * 131 + 7);
-    Window window(a.queue_depth);
+    // The device sees queue_depth I/Os (the ring); the store holds more
+    // blocks than that, since each one also waits for its syncs and its
+    // header: keep 4 x queue_depth accepted so the device queue stays full.
+    Window window(4 * a.queue_depth);
     const auto w0 = Clock::now();
     for (std::uint32_t i = 0; i < blocks; ++i) {
       window.acquire();
@@ -201,7 +204,8 @@ int run_disk(int argc, char** argv) {
   opts.bytes = a.bytes;
   opts.backend = *backend;
   opts.queue_depth = a.queue_depth;
-  opts.write_queue_bytes = std::uint64_t{a.queue_depth} * (a.block_bytes + 4096);
+  opts.write_queue_bytes = 4ULL * a.queue_depth * (a.block_bytes + 4096);
+  opts.sync_batch = a.queue_depth;
   const auto geometry = storage::FileHeader::plan(opts.spec, storage::FileHeader::slots_for_bytes(opts.spec, a.bytes));
   const std::string slot_file = a.dir + "/" + storage::slot_file_name(geometry.shape_id);
   const std::uint64_t payload_bytes = std::uint64_t{geometry.slot_count} * a.block_bytes;
