@@ -1,10 +1,25 @@
 #include "kvb/blockmgr/eviction_policy.h"
 
+#include <string>
+
 #include "eviction_policies.h"
 
 namespace kvb {
 
-std::string_view eviction_policy_names() noexcept { return "lru, s3fifo"; }
+namespace {
+constexpr std::string_view kPolicies[] = {"lru", "s3fifo"};
+}  // namespace
+
+std::span<const std::string_view> eviction_policies() noexcept { return kPolicies; }
+
+std::string_view eviction_policy_names() noexcept {
+  static const std::string names = [] {
+    std::string joined;
+    for (std::string_view p : kPolicies) joined += (joined.empty() ? "" : ", ") + std::string(p);
+    return joined;
+  }();
+  return names;
+}
 
 Result<std::unique_ptr<EvictionPolicy>> make_eviction_policy(std::string_view name, std::uint32_t capacity,
                                                              const Clock& clock) {

@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "config_values.h"
+#include "kvb/blockmgr/eviction_policy.h"
 
 namespace kvb::daemon {
 namespace {
@@ -22,6 +23,7 @@ namespace {
 /// The longest socket path a sockaddr_un holds (its sun_path less the NUL).
 constexpr std::size_t kMaxSocketPathBytes = sizeof(sockaddr_un::sun_path) - 1;
 
+using config_values::Bool;
 using config_values::Choice;
 using config_values::IdList;
 using config_values::OctalMode;
@@ -149,7 +151,9 @@ const std::vector<KeyDef>& key_defs() {
                     "Write-backs accepted and not yet durable, per slot file; beyond it write-backs are skipped"));
     d.push_back(key("disk.admit_min_frequency", &DaemonConfig::disk_admit_min_frequency, UInt{0, 255},
                     "Write an evicted host block to disk only if it was used this often lately (0 or 1 = always)"));
-    d.push_back(key("disk.policy", &DaemonConfig::disk_policy, Text{1, 64}, "Eviction policy of the disk tier"));
+    d.push_back(key("disk.policy", &DaemonConfig::disk_policy,
+                    Choice{std::vector<std::string_view>(eviction_policies().begin(), eviction_policies().end())},
+                    "Eviction policy of the disk tier: " + std::string(eviction_policy_names())));
     d.push_back(key("disk.inject_faults", &DaemonConfig::disk_inject_faults, Text{0, 1024},
                     "Drills only: make disk I/O fail or slow, e.g. write_errno=ENOSPC,delay_ms=50 (docs/disk.md)"));
     d.push_back(key("integrity.check_host_blocks", &DaemonConfig::integrity_check_host_blocks, Bool{},

@@ -139,6 +139,28 @@ TEST(Config, BadFlagsExitWithCode2AndAMessage) {
   EXPECT_NE(print.config.to_toml().find("socket_mode = '0640'"), std::string::npos) << print.config.to_toml();
 }
 
+// disk.policy names an eviction policy: anything else is refused while the
+// configuration is read (flag or file), with exit code 2 and the valid names.
+TEST(Config, UnknownDiskPolicyIsRefusedWithTheValidNames) {
+  auto refused = parse({"--disk-policy", "fifo"});
+  ASSERT_TRUE(refused.exit_code);
+  EXPECT_EQ(*refused.exit_code, kExitBadConfig);
+  EXPECT_NE(refused.exit_text.find("disk.policy"), std::string::npos) << refused.exit_text;
+  EXPECT_NE(refused.exit_text.find("'fifo'"), std::string::npos) << refused.exit_text;
+  EXPECT_NE(refused.exit_text.find("lru, s3fifo"), std::string::npos) << refused.exit_text;
+  DaemonConfig c;
+  auto file = apply_toml(c, "[disk]\npolicy = \"clock\"\n", "f.toml");
+  ASSERT_FALSE(file);
+  EXPECT_NE(file.error().message.find("disk.policy"), std::string::npos) << file.error().message;
+  c.disk_policy = "";
+  EXPECT_FALSE(c.validate());
+  for (const char* name : {"lru", "s3fifo"}) {
+    auto accepted = parse({"--disk-policy", name});
+    ASSERT_FALSE(accepted.exit_code) << name << ": " << accepted.exit_text;
+    EXPECT_EQ(accepted.config.disk_policy, name);
+  }
+}
+
 TEST(Config, SizesTakeUnits) {
   using config_values::format_size;
   using config_values::parse_size;

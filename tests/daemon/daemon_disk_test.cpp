@@ -368,6 +368,16 @@ TEST(DaemonDisk, MissingDirectoryIsAStartErrorOrALoggedDowngrade) {
   EXPECT_FALSE(j["g3"]["enabled"].get<bool>()) << j.dump();
 }
 
+TEST(DaemonDisk, UnknownPolicyIsRefusedWithExitCode2) {
+  DiskDir dir;
+  DaemonProcess daemon(KVBLOCKD_PATH, disk_args(dir.path(), {"--disk-policy", "fifo"}), 20s);
+  EXPECT_FALSE(daemon.ready());
+  EXPECT_EQ(daemon.wait_exit(20s), 2);
+  EXPECT_NE(daemon.log().find("config key 'disk.policy' = 'fifo' is not one of: "), std::string::npos) << daemon.log();
+  EXPECT_NE(daemon.log().find("lru"), std::string::npos) << "names the valid policies: " << daemon.log();
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "nothing is created before the config is checked";
+}
+
 TEST(DaemonDisk, ReadOnlyDirectoryIsAStartError) {
   DiskDir dir;
   std::string ro = dir.path() + "/ro";

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "kvb/blockmgr/clock.h"
@@ -58,7 +59,10 @@ class EvictionPolicy {
   [[nodiscard]] virtual std::optional<std::uint64_t> oldest_inactive_ns() const = 0;
 };
 
-/// "lru, s3fifo": the names make_eviction_policy accepts.
+/// The names make_eviction_policy accepts, the default first.
+[[nodiscard]] std::span<const std::string_view> eviction_policies() noexcept;
+
+/// "lru, s3fifo": the same names as one string.
 [[nodiscard]] std::string_view eviction_policy_names() noexcept;
 
 /// A policy for a tier of `capacity` blocks (block ids 0..capacity-1), reading
