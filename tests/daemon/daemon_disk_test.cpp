@@ -211,7 +211,9 @@ TEST(DaemonDisk, SigkillDuringWriteBacksLosesNoBlockReportedOnDisk) {
   for (std::uint32_t b = 0; b < offloaded; ++b) {
     const std::uint64_t hash = 5000 + b;
     const int tier = tier_of(engine, hash);
-    if (on_disk.contains(hash)) EXPECT_EQ(tier, 3) << "hash " << hash << " was on disk before the kill";
+    if (on_disk.contains(hash)) {
+      EXPECT_EQ(tier, 3) << "hash " << hash << " was on disk before the kill";
+    }
     if (tier == 0) continue;
     if (!on_disk.contains(hash)) ++found_beyond;
     bool same = false;
