@@ -32,16 +32,16 @@ struct DaemonConfig {
   std::vector<std::uint32_t> operator_uids;      // may drain / read config; empty = the daemon's own uid
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
   std::string disk_path;
-  std::uint64_t disk_bytes = 16ULL << 30;  // slot file size per distinct block layout
-  bool disk_required = true;               // unusable disk tier at start: error (true) or logged downgrade
-  std::string disk_io_backend = "auto";    // auto, io_uring, threads
-  std::uint32_t disk_queue_depth = 64;     // I/O operations in the kernel at once, per slot file
-  std::uint32_t disk_sync_batch = 32;      // a shared fdatasync starts when this many writes wait for it
+  std::uint64_t disk_bytes = 16ULL << 30;               // slot file size per distinct block layout
+  bool disk_required = true;                            // unusable disk tier at start: error (true) or logged downgrade
+  std::string disk_io_backend = "auto";                 // auto, io_uring, threads
+  std::uint32_t disk_queue_depth = 64;                  // I/O operations in the kernel at once, per slot file
+  std::uint32_t disk_sync_batch = 32;                   // a shared fdatasync starts when this many writes wait for it
   std::uint64_t disk_write_queue_bytes = 128ULL << 20;  // write-backs accepted, not yet durable; beyond: skipped
   std::uint32_t disk_admit_min_frequency = 1;           // G2 victims used fewer times are not written to disk
   std::string disk_policy = "lru";                      // G3 eviction policy
   std::string disk_inject_faults;                       // drills only: a FaultPlan (docs/disk.md)
-  bool integrity_check_host_blocks = false;  // sum host blocks when stored, check them before engine copies
+  bool integrity_check_host_blocks = false;             // sum host blocks when stored, check them before engine copies
 
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
