@@ -1,7 +1,8 @@
 // Mooncake-format JSONL traces (kvcache-ai/Mooncake FAST'25 release): one
 // JSON object a line with timestamp (ms), input_length, output_length
 // (tokens) and hash_ids (one id per block, each id already chaining its
-// prefix). A small strict parser: no JSON library is needed.
+// prefix). Parsed with nlohmann-json's SAX interface straight into a
+// TraceRequest (no DOM): the 12k-line shared trace reads in tens of ms.
 #pragma once
 
 #include <cstdint>

@@ -199,10 +199,13 @@ TEST(TraceReader, ErrorsNameTheLineAndWhatWasExpected) {
            Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1, -2]})", "hash_ids"},
            Case{R"({"timestamp": 0, "input_length": 1.5, "output_length": 1, "hash_ids": []})", "fraction"},
            Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1 2]})", "expected ']'"},
-           Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": []} x)", "after the object"},
-           Case{R"({"timestamp": x})", "expected a number"},
+           Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": []} x)",
+                "expected end of input"},
+           Case{R"({"timestamp": x})", "invalid literal"},
+           Case{R"({"timestamp": "0", "input_length": 1, "output_length": 1, "hash_ids": []})", "expected a number"},
+           Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1, [2]]})", "hash_ids"},
            Case{R"([1, 2])", "expected '{'"},
-           Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1)", "end of line"},
+           Case{R"({"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [1)", "end of input"},
        }) {
     auto r = parse_trace_line(c.line, 17);
     ASSERT_FALSE(r.has_value()) << c.line;
