@@ -84,8 +84,9 @@ BENCHMARK(BM_Baseline_MallocFree);
 
 // A stream of 32-block sequences over a 65536-block tier in steady state
 // (evicting): each sequence shares its first 16 blocks with an earlier one
-// (match) and brings 16 new blocks (allocate + complete + register); then
-// its leases end. Items = block hashes looked up (32 per sequence).
+// (match) and brings 16 new blocks (allocate + complete + register, each
+// with its parent hash); then its leases end. Items = block hashes looked
+// up (32 per sequence).
 void BM_MatchRegister(benchmark::State& state, const char* policy) {
   constexpr std::uint32_t kLen = 32, kShared = 16, kPrefixes = 256;
   auto bm = make_manager(65536, policy);
@@ -103,13 +104,17 @@ void BM_MatchRegister(benchmark::State& state, const char* policy) {
     matched += match.matched();
     const std::uint32_t fresh_n = kLen - match.matched();
     auto fresh = bm->allocate(Tier::g1, fresh_n);
-    for (std::uint32_t i = 0; i < fresh_n; ++i) (void)bm->commit((*fresh)[i], seq[match.matched() + i]);
+    for (std::uint32_t i = 0; i < fresh_n; ++i) {
+      const std::uint32_t pos = match.matched() + i;
+      (void)bm->commit((*fresh)[i], seq[pos], pos > 0 ? std::optional(seq[pos - 1]) : std::nullopt);
+    }
   }
   state.SetItemsProcessed(state.iterations() * kLen);
   state.counters["matched_per_seq"] = static_cast<double>(matched) / static_cast<double>(state.iterations());
 }
 BENCHMARK_CAPTURE(BM_MatchRegister, lru, "lru");
 BENCHMARK_CAPTURE(BM_MatchRegister, s3fifo, "s3fifo");
+BENCHMARK_CAPTURE(BM_MatchRegister, prefix, "prefix");
 
 // Match only: lookup of a fully registered 32-block sequence (leases taken
 // and released). Items = block hashes.
@@ -207,6 +212,7 @@ int main(int argc, char** argv) {
   summary(reporter, "allocate+free (BlockManager, x1)", "BM_ManagerAllocateRelease/1", 20e6, "BM_Baseline_MallocFree");
   summary(reporter, "match+register (lru)", "BM_MatchRegister/lru", 5e6, "BM_Baseline_UnorderedMap");
   summary(reporter, "match+register (s3fifo)", "BM_MatchRegister/s3fifo", 5e6, "BM_Baseline_UnorderedMap");
+  summary(reporter, "match+register (prefix)", "BM_MatchRegister/prefix", 5e6, "BM_Baseline_UnorderedMap");
   summary(reporter, "match only", "BM_Match", 5e6, "BM_Baseline_UnorderedMap");
   return 0;
 }

@@ -5,6 +5,9 @@
 #include <optional>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
+
+#include "belady_policy.h"
 #include "kvb/blockmgr/block_manager.h"
 #include "kvb/blockmgr/host_region.h"
 #include "replay_disk.h"
@@ -74,22 +77,44 @@ Status promote_from_disk(BlockManager& bm, ReplayDisk& disk, std::vector<BlockLe
   return ok();
 }
 
+// The tier config for `policy`: a named policy, or Belady reading `future`.
+TierConfig tier_config(std::unique_ptr<Pool> pool, const std::string& policy, const TraceFuture* future) {
+  TierConfig tc{std::move(pool), policy, {}};
+  if (policy == "belady") {
+    tc.make_policy = [future](std::uint32_t capacity, const Clock& clock) {
+      return make_belady_policy(capacity, *future, clock);
+    };
+  }
+  return tc;
+}
+
 }  // namespace
+
+std::string replay_policy_names() { return fmt::format("{}, belady", eviction_policy_names()); }
 
 Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const ReplayConfig& config) {
   if (config.block_tokens == 0)
     return fail(Errc::invalid_argument, "block-tokens must be > 0 (got {})", config.block_tokens);
+  if (config.policy != "belady") {
+    const ManualClock probe;
+    if (!make_eviction_policy(config.policy, 1, probe))
+      return fail(Errc::invalid_argument, "unknown policy '{}' (valid: {})", config.policy, replay_policy_names());
+  }
   ReplayResult r;
   scan_unbounded(trace, r);
   auto g1_blocks = capacity_blocks(config.capacity_tokens, config.block_tokens, r.distinct_blocks, "capacity-tokens");
   if (!g1_blocks) return tl::unexpected(g1_blocks.error());
   r.g1_blocks = *g1_blocks;
 
+  std::unique_ptr<TraceFuture> future;  // only Belady reads it
+  if (config.policy == "belady") future = std::make_unique<TraceFuture>(trace);
+  ManualClock clock;  // the trace's time: policies see the gaps between requests
   SyncHostCopyEngine engine;
   BlockManagerConfig bmc;
+  bmc.clock = &clock;
   auto g1 = make_pool(PoolId{1}, r.g1_blocks, config.block_tokens);
   if (!g1) return tl::unexpected(g1.error());
-  bmc.g1 = TierConfig{std::move(*g1), config.policy};
+  bmc.g1 = tier_config(std::move(*g1), config.policy, future.get());
   if (config.host_capacity_tokens != 0) {
     auto g2_blocks =
         capacity_blocks(config.host_capacity_tokens, config.block_tokens, r.distinct_blocks, "host-capacity-tokens");
@@ -97,13 +122,16 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
     r.g2_blocks = *g2_blocks;
     auto g2 = make_pool(PoolId{2}, r.g2_blocks, config.block_tokens);
     if (!g2) return tl::unexpected(g2.error());
-    bmc.g2 = TierConfig{std::move(*g2), config.policy};
+    bmc.g2 = tier_config(std::move(*g2), config.policy, future.get());
     bmc.engine = &engine;
   }
   std::unique_ptr<ReplayDisk> disk;  // declared before the manager: outlives it
   if (config.disk_capacity_tokens != 0) {
     if (config.host_capacity_tokens == 0)
       return fail(Errc::invalid_argument, "disk-capacity-tokens needs a G2 tier (host-capacity-tokens)");
+    if (config.policy == "belady")
+      return fail(Errc::invalid_argument, "policy belady has no disk tier: run disk-capacity-tokens with {}",
+                  eviction_policy_names());
     auto g3_blocks =
         capacity_blocks(config.disk_capacity_tokens, config.block_tokens, r.distinct_blocks, "disk-capacity-tokens");
     if (!g3_blocks) return tl::unexpected(g3_blocks.error());
@@ -125,6 +153,9 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
   std::vector<BlockLease> by_position;   // the request's leases, indexed by block position
   std::vector<std::size_t> to_allocate;  // positions that need a fresh block
   for (const TraceRequest& req : trace) {
+    const auto at_ns = static_cast<std::uint64_t>(std::max(0.0, req.timestamp_ms) * 1e6);
+    if (at_ns > clock.now_ns()) clock.advance(at_ns - clock.now_ns());
+    if (future) future->set_now(r.requests);
     const std::size_t n = req.hash_ids.size();
     hashes.clear();
     for (std::uint64_t id : req.hash_ids) hashes.emplace_back(id);  // ids already chain their prefix
@@ -182,7 +213,8 @@ Result<ReplayResult> replay_trace(std::span<const TraceRequest> trace, const Rep
       for (std::size_t j = 0; j < k; ++j) {
         const std::size_t pos = to_allocate[j];
         // (no data to copy: the block is "written" as soon as it is allocated)
-        if (auto s = bm.commit((*fresh)[j], hashes[pos]); s) by_position[pos] = std::move((*fresh)[j]);
+        const auto parent = pos > 0 ? std::optional(hashes[pos - 1]) : std::nullopt;
+        if (auto s = bm.commit((*fresh)[j], hashes[pos], parent); s) by_position[pos] = std::move((*fresh)[j]);
       }
     }
     // End the request: tail first, so LRU evicts a sequence's tail first.
@@ -215,20 +247,39 @@ std::string to_json(const ReplayResult& r, const ReplayConfig& config) {
   const double of_max = r.unbounded_hit_blocks == 0
                             ? 0.0
                             : static_cast<double>(r.hit_blocks) / static_cast<double>(r.unbounded_hit_blocks);
-  return fmt::format(
-      "{{\"hit_ratio\":{:.6f},\"requests\":{},\"blocks\":{},\"hit_blocks\":{},\"g1_hit_blocks\":{},"
-      "\"g2_hit_blocks\":{},\"g3_hit_blocks\":{},\"g3_blocks\":{},\"disk_capacity_tokens\":{},"
-      "\"disk_admit_min_frequency\":{},\"g3_writes\":{},\"g3_admission_rejects\":{},\"evictions\":{},\"g1_evictions\":{"
-      "},\"offloads\":{},\"onboards\":{},"
-      "\"uncached_blocks\":{},\"policy\":\"{}\",\"block_tokens\":{},\"capacity_tokens\":{},\"g1_blocks\":{},"
-      "\"host_capacity_tokens\":{},\"g2_blocks\":{},\"distinct_blocks\":{},"
-      "\"baseline_unbounded_hit_ratio\":{:.6f},\"ratio_to_baseline\":{:.4f},\"seconds\":{:.3f},"
-      "\"requests_per_second\":{:.0f}}}",
-      r.hit_ratio(), r.requests, r.blocks, r.hit_blocks, r.g1_hit_blocks, r.g2_hit_blocks, r.g3_hit_blocks, r.g3_blocks,
-      config.disk_capacity_tokens, config.disk_admit_min_frequency, r.g3_writes, r.g3_admission_rejects, r.evictions,
-      r.g1_evictions, r.offloads, r.onboards, r.uncached_blocks, config.policy, config.block_tokens,
-      config.capacity_tokens == 0 ? std::string("\"unbounded\"") : std::to_string(config.capacity_tokens), r.g1_blocks,
-      config.host_capacity_tokens, r.g2_blocks, r.distinct_blocks, r.unbounded_hit_ratio(), of_max, r.seconds, rate);
+  nlohmann::ordered_json j;
+  j["hit_ratio"] = r.hit_ratio();
+  j["requests"] = r.requests;
+  j["blocks"] = r.blocks;
+  j["hit_blocks"] = r.hit_blocks;
+  j["g1_hit_blocks"] = r.g1_hit_blocks;
+  j["g2_hit_blocks"] = r.g2_hit_blocks;
+  j["g3_hit_blocks"] = r.g3_hit_blocks;
+  j["g3_blocks"] = r.g3_blocks;
+  j["disk_capacity_tokens"] = config.disk_capacity_tokens;
+  j["disk_admit_min_frequency"] = config.disk_admit_min_frequency;
+  j["g3_writes"] = r.g3_writes;
+  j["g3_admission_rejects"] = r.g3_admission_rejects;
+  j["evictions"] = r.evictions;
+  j["g1_evictions"] = r.g1_evictions;
+  j["offloads"] = r.offloads;
+  j["onboards"] = r.onboards;
+  j["uncached_blocks"] = r.uncached_blocks;
+  j["policy"] = config.policy;
+  j["block_tokens"] = config.block_tokens;
+  if (config.capacity_tokens == 0)
+    j["capacity_tokens"] = "unbounded";
+  else
+    j["capacity_tokens"] = config.capacity_tokens;
+  j["g1_blocks"] = r.g1_blocks;
+  j["host_capacity_tokens"] = config.host_capacity_tokens;
+  j["g2_blocks"] = r.g2_blocks;
+  j["distinct_blocks"] = r.distinct_blocks;
+  j["baseline_unbounded_hit_ratio"] = r.unbounded_hit_ratio();
+  j["ratio_to_baseline"] = of_max;
+  j["seconds"] = r.seconds;
+  j["requests_per_second"] = rate;
+  return j.dump();
 }
 
 }  // namespace kvb::bench

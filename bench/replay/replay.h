@@ -1,10 +1,11 @@
 // Trace replay through the real BlockManager (kvblockd-bench replay).
 //
-// Per request: lookup() the longest registered prefix and count its blocks
-// as hits (from any tier); onboard the part found only in G2 into G1; lease
-// blocks of the rest that G1 already holds; allocate, complete and register
-// the others in G1 (as many as G1 can hold: the request's own leased blocks
-// cannot be evicted); then end the request's leases tail first.
+// Per request: move the clock to the request's timestamp; lookup() the
+// longest registered prefix and count its blocks as hits (from any tier);
+// onboard the part found only in G2 into G1; lease blocks of the rest that G1
+// already holds; allocate, complete and register the others in G1, each with
+// the hash before it as its parent (as many as G1 can hold: the request's own
+// leased blocks cannot be evicted); then end the request's leases tail first.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@ namespace kvb::bench {
 struct ReplayConfig {
   std::uint64_t capacity_tokens = 0;           // G1 size; 0 = unbounded (every distinct block fits)
   std::uint32_t block_tokens = 512;            // tokens per block (the trace's hash ids are 512-token blocks)
-  std::string policy = "lru";                  // eviction policy of both tiers
+  std::string policy = "prefix";               // eviction policy of every tier, or "belady" (offline optimum)
   std::uint64_t host_capacity_tokens = 0;      // G2 size; 0 = no G2 tier
   std::uint64_t disk_capacity_tokens = 0;      // G3 size; 0 = no G3 tier (needs G2): a real slot store
   std::uint32_t disk_admit_min_frequency = 1;  // G3 admission filter (0 or 1: every G2 victim is written)
@@ -58,6 +59,9 @@ struct ReplayResult {
     return blocks == 0 ? 0.0 : static_cast<double>(unbounded_hit_blocks) / static_cast<double>(blocks);
   }
 };
+
+/// "lru, s3fifo, prefix, belady": the policies replay_trace accepts.
+[[nodiscard]] std::string replay_policy_names();
 
 /// Replays `trace`. Errors: a capacity below one block, an unknown policy,
 /// or a BlockManager error (named).

@@ -1,5 +1,5 @@
 // kvblockd-bench replay --trace FILE --capacity-tokens N [--block-tokens 512]
-//   [--policy lru|s3fifo] [--host-capacity-tokens M] [--disk-capacity-tokens D]
+//   [--policy prefix|lru|s3fifo|belady] [--host-capacity-tokens M] [--disk-capacity-tokens D]
 //   [--disk-admit-min-frequency F] [--disk-dir DIR] [--max-requests K]
 // Progress on stderr; the last line of stdout is one JSON object.
 #include <charconv>
@@ -8,7 +8,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "kvb/blockmgr/eviction_policy.h"
 #include "replay.h"
 #include "subcommands.h"
 
@@ -44,8 +43,10 @@ int kvb::bench::run_replay(int argc, char** argv) {
   app.add_option("--block-tokens", config.block_tokens, "tokens per block")
       ->default_val(512)
       ->check(CLI::PositiveNumber);
-  app.add_option("--policy", config.policy, fmt::format("eviction policy ({})", kvb::eviction_policy_names()))
-      ->default_val("lru");
+  app.add_option("--policy", config.policy,
+                 fmt::format("eviction policy ({}; belady = the offline optimum, reading the trace's future)",
+                             kvb::bench::replay_policy_names()))
+      ->default_val("prefix");
   app.add_option("--host-capacity-tokens", host_capacity, "adds a G2 host tier of M tokens (0 = none)")
       ->default_val("0");
   app.add_option("--disk-capacity-tokens", disk_capacity,

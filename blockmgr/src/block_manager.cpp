@@ -37,7 +37,7 @@ Result<std::vector<BlockId>> BlockManager::Impl::take_blocks(TierState& ts, std:
   return blocks;
 }
 
-void BlockManager::Impl::start_offload(BlockId g1_block, SequenceHash hash) {
+void BlockManager::Impl::start_offload(BlockId g1_block, SequenceHash hash, const BlockOrigin& origin) {
   TierState& g1 = *tier(Tier::g1);
   TierState& g2 = *tier(Tier::g2);
   if (g2.registry.contains(hash) || g2.incoming.contains(hash)) {
@@ -59,7 +59,7 @@ void BlockManager::Impl::start_offload(BlockId g1_block, SequenceHash hash) {
   pin(g2, dst);
   pin(g1, g1_block);
   const std::uint64_t ticket = next_ticket++;
-  transfers.emplace(ticket, Transfer{Transfer::Kind::offload, {g1_block}, {dst}, {hash}, {}, {}, {}, 0});
+  transfers.emplace(ticket, Transfer{Transfer::Kind::offload, {g1_block}, {dst}, {hash}, {}, {}, {}, 0, {origin}});
   const BlockPair pair{g1_block, dst};
   submit(ticket, TransferPlan::build(g1.pool->space(), g2.pool->space(), std::span(&pair, 1)));
 }
@@ -105,7 +105,7 @@ void BlockManager::Impl::finish_offload(const Transfer& t, const Status& status)
     free_block(g2, dst);
     return;
   }
-  register_unchecked(g2, dst, hash);
+  register_unchecked(g2, dst, hash, t.origins[0]);
   settle(g2, dst);  // inactive: into G2's policy
 }
 
@@ -132,7 +132,7 @@ void BlockManager::Impl::finish_onboard(Transfer& t, const Status& status) {
       free_block(g1, b);  // someone else brought it to G1 meanwhile: serve theirs
       leases.push_back(acquire(g1, BlockId{existing}));
     } else {
-      register_unchecked(g1, b, t.hashes[i]);
+      register_unchecked(g1, b, t.hashes[i], t.origins[i]);
       leases.push_back(acquire(g1, b));
     }
   }
@@ -195,7 +195,9 @@ Result<std::unique_ptr<BlockManager>> BlockManager::make(BlockManagerConfig conf
   for (Tier t : {Tier::g1, Tier::g2}) {
     TierConfig& tc = t == Tier::g1 ? config.g1 : config.g2;
     if (!tc.pool) continue;
-    auto policy = make_eviction_policy(tc.policy, tc.pool->capacity(), *impl->clock);
+    auto policy = tc.make_policy
+                      ? Result<std::unique_ptr<EvictionPolicy>>(tc.make_policy(tc.pool->capacity(), *impl->clock))
+                      : make_eviction_policy(tc.policy, tc.pool->capacity(), *impl->clock);
     if (!policy) return fail(policy.error().code, "block manager: tier {}: {}", to_string(t), policy.error().message);
     impl->tiers[static_cast<std::size_t>(t)] = std::make_unique<TierState>(t, std::move(tc.pool), std::move(*policy));
   }
@@ -311,7 +313,7 @@ Status BlockManager::mark_complete(const BlockLease& lease) {
   return (*ts)->pool->mark_complete(lease.ref());
 }
 
-Status BlockManager::register_block(const BlockLease& lease, SequenceHash hash) {
+Status BlockManager::register_block(const BlockLease& lease, SequenceHash hash, std::optional<SequenceHash> parent) {
   auto tsr = impl_->lease_tier(lease);
   if (!tsr) return tl::unexpected(tsr.error());
   TierState& ts = **tsr;
@@ -323,14 +325,14 @@ Status BlockManager::register_block(const BlockLease& lease, SequenceHash hash) 
     ++impl_->counters.register_conflicts;
     return fail(Errc::already_exists, "block manager: hash {} is already registered in {}", hash, to_string(ts.tier));
   }
-  impl_->register_unchecked(ts, lease.block(), hash);
+  impl_->register_unchecked(ts, lease.block(), hash, BlockOrigin{parent, 1, false});
   impl_->count_use(hash);
   return ok();
 }
 
-Status BlockManager::commit(const BlockLease& lease, SequenceHash hash) {
+Status BlockManager::commit(const BlockLease& lease, SequenceHash hash, std::optional<SequenceHash> parent) {
   if (auto s = mark_complete(lease); !s) return s;
-  return register_block(lease, hash);
+  return register_block(lease, hash, parent);
 }
 
 Status BlockManager::discard(BlockLease&& lease) {
@@ -379,6 +381,7 @@ Status BlockManager::onboard(std::span<const BlockLease> g2_blocks, OnboardDone 
       return fail(Errc::wrong_state, "block manager: onboard: {} is not registered", lease.ref());
     t.src.push_back(lease.block());
     t.hashes.push_back(g2->meta[lease.block().value()].hash);
+    t.origins.push_back(g2->meta[lease.block().value()].origin());
   }
   auto dst = im.take_blocks(*g1, static_cast<std::uint32_t>(t.src.size()));
   if (!dst) return tl::unexpected(dst.error());

@@ -19,9 +19,18 @@ namespace detail {
 
 struct BlockMeta {
   SequenceHash hash{};       // valid while registered or while a transfer writes it
+  SequenceHash parent{};     // the hash before it in its sequence, if has_parent
   std::uint32_t leases = 0;  // BlockLeases alive on the block
   std::uint16_t pins = 0;    // transfers using the block (as source or destination)
+  std::uint8_t uses = 0;     // while registered: BlockOrigin::uses, plus one per hit here
   bool in_policy = false;    // inactive: held by the eviction policy
+  bool has_parent = false;
+  bool extended = false;  // BlockOrigin::extended
+
+  // What another tier learns when this block is copied there.
+  [[nodiscard]] BlockOrigin origin() const noexcept {
+    return BlockOrigin{has_parent ? std::optional(parent) : std::nullopt, uses, extended};
+  }
 };
 
 struct TierState {
@@ -51,8 +60,9 @@ struct Transfer {
   std::vector<SequenceHash> hashes;
   OnboardDone done;
   PromoteDone promote_done;
-  std::vector<Status> results;  // promote: one per block, filled as reads end
-  std::uint32_t remaining = 0;  // promote: reads not yet ended
+  std::vector<Status> results;       // promote: one per block, filled as reads end
+  std::uint32_t remaining = 0;       // promote: reads not yet ended
+  std::vector<BlockOrigin> origins;  // of each hash, for the destination tier's policy
 };
 
 }  // namespace detail
@@ -88,6 +98,7 @@ struct BlockManager::Impl {
       if (m.in_policy) {
         ts.policy->on_reactivated(b);
         m.in_policy = false;
+        if (m.uses < 255) ++m.uses;
       }
     }
     ++live_leases;
@@ -145,9 +156,9 @@ struct BlockManager::Impl {
     ++ts.evictions;
     ++counters.evictions;
     if (ts.tier == Tier::g1 && offload_on_evict && tier(Tier::g2) != nullptr) {
-      start_offload(victim, m.hash);
+      start_offload(victim, m.hash, m.origin());
     } else if (ts.tier == Tier::g2 && tier(Tier::g3) != nullptr) {
-      write_back_to_g3(victim, m.hash);
+      write_back_to_g3(victim, m.hash, m.origin());
     } else {
       free_block(ts, victim);
     }
@@ -180,12 +191,12 @@ struct BlockManager::Impl {
     engine->submit(std::move(*plan), make_done(ticket));
   }
 
-  void start_offload(BlockId g1_block, SequenceHash hash);
+  void start_offload(BlockId g1_block, SequenceHash hash, const BlockOrigin& origin);
   void finish(std::uint64_t ticket, std::uint32_t part, Status status);
   void finish_offload(const Transfer& t, const Status& status);
   void finish_onboard(Transfer& t, const Status& status);
   // disk_tier.cpp
-  void write_back_to_g3(BlockId g2_block, SequenceHash hash);
+  void write_back_to_g3(BlockId g2_block, SequenceHash hash, const BlockOrigin& origin);
   void finish_write_back(const Transfer& t, const Status& status);
   void finish_promote_part(Transfer& t, std::uint32_t part, Status status);
   void finish_promote(Transfer& t);
@@ -200,10 +211,25 @@ struct BlockManager::Impl {
     ++counters.dropped;
   }
 
-  void register_unchecked(TierState& ts, BlockId b, SequenceHash hash) noexcept {
+  // Registers `b` as `hash` and tells the tier's policy, with the parent
+  // resolved to its block when it is registered in this tier.
+  void register_unchecked(TierState& ts, BlockId b, SequenceHash hash, const BlockOrigin& origin) {
     (void)ts.pool->mark_registered(ts.ref(b));
-    ts.meta[b.value()].hash = hash;
+    BlockMeta& m = ts.meta[b.value()];
+    m.hash = hash;
+    m.parent = origin.parent.value_or(SequenceHash{});
+    m.has_parent = origin.parent.has_value();
+    m.uses = origin.uses;
+    m.extended = origin.extended;
+    std::optional<BlockId> parent_block;
+    if (origin.parent && *origin.parent != hash) {
+      if (const std::uint32_t p = ts.registry.find(*origin.parent); p != detail::kNil) {
+        parent_block = BlockId{p};
+        ts.meta[p].extended = true;  // no longer the end of its sequence
+      }
+    }
     ts.registry.insert(hash, b.value());
+    ts.policy->on_registered(b, hash, origin, parent_block);
   }
 
   // --- checks -------------------------------------------------------------

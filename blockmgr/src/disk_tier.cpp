@@ -5,7 +5,7 @@
 
 namespace kvb {
 
-void BlockManager::Impl::write_back_to_g3(BlockId g2_block, SequenceHash hash) {
+void BlockManager::Impl::write_back_to_g3(BlockId g2_block, SequenceHash hash, const BlockOrigin& origin) {
   TierState& g2 = *tier(Tier::g2);
   TierState& g3 = *tier(Tier::g3);
   auto drop = [&](std::uint64_t& counter) {
@@ -28,7 +28,7 @@ void BlockManager::Impl::write_back_to_g3(BlockId g2_block, SequenceHash hash) {
     free_block(g3, slot);
     return drop(counters.g3_writes_skipped);  // the write queue is full (busy)
   }
-  transfers.emplace(ticket, Transfer{Transfer::Kind::write_back, {g2_block}, {slot}, {hash}, {}, {}, {}, 0});
+  transfers.emplace(ticket, Transfer{Transfer::Kind::write_back, {g2_block}, {slot}, {hash}, {}, {}, {}, 0, {origin}});
   g3.meta[slot.value()].hash = hash;
   g3.incoming.insert(hash);
   pin(g3, slot);
@@ -48,8 +48,8 @@ void BlockManager::Impl::finish_write_back(const Transfer& t, const Status& stat
   }
   ++counters.g3_writes;
   (void)g3.pool->mark_complete(g3.ref(slot));
-  register_unchecked(g3, slot, hash);  // only write-backs register in G3, one per hash (incoming)
-  settle(g3, slot);                    // inactive: into G3's policy
+  register_unchecked(g3, slot, hash, t.origins[0]);  // only write-backs register in G3, one per hash (incoming)
+  settle(g3, slot);                                  // inactive: into G3's policy
 }
 
 Status BlockManager::promote(std::span<const BlockLease> g3_blocks, PromoteDone done) {
@@ -71,6 +71,7 @@ Status BlockManager::promote(std::span<const BlockLease> g3_blocks, PromoteDone 
       return fail(Errc::wrong_state, "block manager: promote: {} is not registered", lease.ref());
     t.src.push_back(lease.block());
     t.hashes.push_back(g3->meta[lease.block().value()].hash);
+    t.origins.push_back(g3->meta[lease.block().value()].origin());
   }
   if (t.src.empty()) return fail(Errc::invalid_argument, "block manager: promote of no block");
   auto dst = im.take_blocks(*g2, static_cast<std::uint32_t>(t.src.size()));
@@ -136,7 +137,7 @@ void BlockManager::Impl::finish_promote(Transfer& t) {
       free_block(g2, b);  // stored into G2 meanwhile: serve that block
       out.emplace_back(acquire(g2, BlockId{existing}));
     } else {
-      register_unchecked(g2, b, t.hashes[i]);
+      register_unchecked(g2, b, t.hashes[i], t.origins[i]);
       out.emplace_back(acquire(g2, b));
     }
   }
@@ -155,7 +156,7 @@ Status BlockManager::Impl::recover_g3() {
     if (g3.registry.contains(b.hash))
       return fail(Errc::internal, "block manager: G3 recovery: the store listed hash {} twice", b.hash);
     (void)g3.pool->mark_complete(g3.ref(b.slot));
-    register_unchecked(g3, b.slot, b.hash);
+    register_unchecked(g3, b.slot, b.hash, BlockOrigin{});  // a restart forgets parents and uses
     settle(g3, b.slot);
   }
   return ok();

@@ -10,5 +10,6 @@ namespace kvb::detail {
 
 [[nodiscard]] std::unique_ptr<EvictionPolicy> make_lru_policy(std::uint32_t capacity, const Clock& clock);
 [[nodiscard]] std::unique_ptr<EvictionPolicy> make_s3fifo_policy(std::uint32_t capacity, const Clock& clock);
+[[nodiscard]] std::unique_ptr<EvictionPolicy> make_prefix_policy(std::uint32_t capacity, const Clock& clock);
 
 }  // namespace kvb::detail

@@ -7,7 +7,7 @@
 namespace kvb {
 
 namespace {
-constexpr std::string_view kPolicies[] = {"lru", "s3fifo"};
+constexpr std::string_view kPolicies[] = {"prefix", "lru", "s3fifo"};
 }  // namespace
 
 std::span<const std::string_view> eviction_policies() noexcept { return kPolicies; }
@@ -25,6 +25,7 @@ Result<std::unique_ptr<EvictionPolicy>> make_eviction_policy(std::string_view na
                                                              const Clock& clock) {
   if (name == "lru") return detail::make_lru_policy(capacity, clock);
   if (name == "s3fifo") return detail::make_s3fifo_policy(capacity, clock);
+  if (name == "prefix") return detail::make_prefix_policy(capacity, clock);
   return fail(Errc::invalid_argument, "unknown eviction policy '{}' (valid: {})", name, eviction_policy_names());
 }
 

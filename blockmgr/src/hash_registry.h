@@ -1,7 +1,9 @@
-// HashRegistry: SequenceHash -> BlockId for the registered blocks of one tier
-// (one entry per hash). A fixed-size open-addressing table (linear probing,
-// backward-shift deletion) sized for the pool, so it never rehashes and
-// never allocates after construction. Private to blockmgr/src.
+// HashRegistry: SequenceHash -> a 32-bit value, one entry per hash: the
+// block registered as the hash for a tier's registry, a ring slot for a
+// ghost, a count for the prefix policy. A fixed-size open-addressing table
+// (linear probing, backward-shift deletion) sized for its maximum, so it
+// never rehashes and never allocates after construction. Values are never
+// kNil (it marks empty slots). Private to blockmgr/src.
 #pragma once
 
 #include <algorithm>
@@ -34,7 +36,18 @@ class HashRegistry {
   }
   [[nodiscard]] bool contains(SequenceHash hash) const noexcept { return find(hash) != kNil; }
 
-  /// Adds hash -> block. Precondition: `hash` is absent and size() < max_entries.
+  /// The value of `hash`, writable in place (not to kNil); nullptr when
+  /// absent. Valid until the next insert or erase.
+  [[nodiscard]] std::uint32_t* find_value(SequenceHash hash) noexcept {
+    for (std::uint64_t i = home(hash);; i = (i + 1) & mask_) {
+      Slot& s = slots_[i];
+      if (s.block == kNil) return nullptr;
+      if (s.key == hash.value()) return &s.block;
+    }
+  }
+
+  /// Adds hash -> block (a value). Precondition: `hash` is absent, block != kNil
+  /// and size() < max_entries.
   void insert(SequenceHash hash, std::uint32_t block) noexcept {
     std::uint64_t i = home(hash);
     while (slots_[i].block != kNil) i = (i + 1) & mask_;

@@ -1,5 +1,5 @@
 // IntrusiveFifo: a doubly linked FIFO of block ids 0..capacity-1 whose links
-// live in two arrays indexed by block id. O(1) push, pop, unlink. A block is
+// live in two arrays indexed by block id. O(1) push (either end), pop, unlink. A block is
 // in at most one IntrusiveFifo of a given link array at a time. Private to
 // blockmgr/src.
 #pragma once
@@ -36,6 +36,18 @@ class IntrusiveFifo {
     else
       head_ = id;
     tail_ = id;
+    ++size_;
+  }
+
+  /// Puts `id` ahead of every entry (it leaves first).
+  void push_front(std::uint32_t id) noexcept {
+    links_->next[id] = head_;
+    links_->prev[id] = kNil;
+    if (head_ != kNil)
+      links_->prev[head_] = id;
+    else
+      tail_ = id;
+    head_ = id;
     ++size_;
   }
 

@@ -20,14 +20,13 @@ class LruPolicy final : public EvictionPolicy {
     fifo_.push_back(block.value());
   }
   void on_reactivated(BlockId block) override { fifo_.unlink(block.value()); }
-  void on_removed(BlockId block) override { fifo_.unlink(block.value()); }
 
   std::optional<BlockId> evict() override {
     if (fifo_.empty()) return std::nullopt;
     return BlockId{fifo_.pop_front()};
   }
   std::uint32_t size() const noexcept override { return fifo_.size(); }
-  std::optional<std::uint64_t> oldest_inactive_ns() const override {
+  std::optional<std::uint64_t> oldest_inactive_since_ns() const override {
     if (fifo_.empty()) return std::nullopt;
     return since_[fifo_.front()];
   }

@@ -80,12 +80,6 @@ class S3FifoPolicy final : public EvictionPolicy {
 
   void on_reactivated(BlockId block) override { fifo(block.value()).unlink(block.value()); }
 
-  void on_removed(BlockId block) override {
-    const std::uint32_t b = block.value();
-    fifo(b).unlink(b);
-    home_[b] = Home::none;
-  }
-
   std::optional<BlockId> evict() override {
     for (;;) {
       const std::uint32_t held = small_.size() + main_.size();
@@ -116,7 +110,7 @@ class S3FifoPolicy final : public EvictionPolicy {
 
   std::uint32_t size() const noexcept override { return small_.size() + main_.size(); }
 
-  std::optional<std::uint64_t> oldest_inactive_ns() const override {
+  std::optional<std::uint64_t> oldest_inactive_since_ns() const override {
     std::optional<std::uint64_t> oldest;
     for (const IntrusiveFifo* f : {&small_, &main_}) {
       if (f->empty()) continue;

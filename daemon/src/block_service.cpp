@@ -1,6 +1,7 @@
 #include "block_service.h"
 
 #include <unordered_set>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/bind_executor.hpp>
@@ -224,13 +225,17 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   };
   BlockManager& manager = *pool.manager;
   std::vector<SequenceHash> keys;
+  std::vector<std::optional<SequenceHash>> parents;  // items are a chain: each extends the one before
   std::vector<BlockId> sources;
   std::unordered_set<SequenceHash> seen;
+  std::optional<SequenceHash> previous;
   for (const auto& item : items) {
     const SequenceHash key = salted_key(item.hash, salt);
+    const auto parent = std::exchange(previous, key);
     if (!seen.insert(key).second) continue;
     if (manager.peek(std::span(&key, 1)) > 0) continue;  // already held: nothing to copy
     keys.push_back(key);
+    parents.push_back(parent);
     sources.push_back(item.engine_block);
   }
   if (keys.empty()) return finish_later(kvb::ok());
@@ -243,15 +248,16 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   if (!plan) return finish_later(tl::unexpected(plan.error()));
   const std::uint64_t bytes = plan->total_bytes();
   auto held = std::make_shared<BlockLeases>(std::move(*leases));
-  submit(std::move(*plan), [this, &pool, &manager, held, keys = std::move(keys), kv = std::move(kv),
-                            control = std::move(control), done = std::move(done), bytes](Status status) {
+  submit(std::move(*plan), [this, &pool, &manager, held, keys = std::move(keys), parents = std::move(parents),
+                            kv = std::move(kv), control = std::move(control), done = std::move(done),
+                            bytes](Status status) {
     if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
     if (control->cancelled) {
       spdlog::debug("offload copy of a request that already ended finished: {} blocks discarded", keys.size());
       return done(fail(Errc::cancelled, "offload cancelled"));
     }
     for (std::size_t i = 0; i < keys.size(); ++i) {
-      auto committed = manager.commit((*held)[i], keys[i]);
+      auto committed = manager.commit((*held)[i], keys[i], parents[i]);
       if (!committed && committed.error().code != Errc::already_exists) return done(committed);
       if (committed && integrity_.enabled) sum_host_block(pool, (*held)[i]);
     }

@@ -129,8 +129,8 @@ class BlockService {
   [[nodiscard]] Status check_items(const EngineKv& kv, std::span<const proto::OnboardItem> items) const;
 
   /// Starts an offload now: copies the engine blocks into fresh G2 blocks,
-  /// then commits each under its salted hash (already present hashes are
-  /// skipped). `done` runs once on the loop. When `control` is cancelled by
+  /// then commits each under its salted hash, with the item before it as its
+  /// parent (already present hashes are skipped). `done` runs once on the loop. When `control` is cancelled by
   /// then, nothing is registered and the written blocks are discarded.
   void start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                      std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, Done done);

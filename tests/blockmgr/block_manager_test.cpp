@@ -244,7 +244,7 @@ TEST(BlockManager, LruOrderFollowsTheClockAcrossSequences) {
   { auto s = store(*bm, hashes({10, 20})); }
   clock.advance(100);
   { auto again = bm->lookup(hashes({1, 2})); }  // sequence 1 used again: now the newest
-  EXPECT_EQ(bm->policy(Tier::g2).oldest_inactive_ns(), 100U) << "sequence 10,20 released at t=100";
+  EXPECT_EQ(bm->policy(Tier::g2).oldest_inactive_since_ns(), 100U) << "sequence 10,20 released at t=100";
   auto fresh = bm->allocate(Tier::g2, 2);
   ASSERT_TRUE(fresh.has_value());
   EXPECT_EQ(bm->peek(hashes({1, 2})), 2U);
@@ -260,6 +260,26 @@ TEST(BlockManager, S3FifoKeepsReusedBlocksOverNewOnes) {
   ASSERT_TRUE(fresh.has_value());
   EXPECT_EQ(bm->peek(hashes({1, 2})), 2U) << "reused blocks survive";
   EXPECT_EQ(bm->peek(hashes({3})) + bm->peek(hashes({4})), 0U);
+}
+
+TEST(BlockManager, CommitTellsThePolicyTheParentSoPrefixEvictsLeavesFirst) {
+  // Sequence 1 -> 2 -> 3, each block its own request, released head first:
+  // LRU would evict 1 and strand 2 and 3.
+  ManualClock clock;
+  auto bm = make_g2_manager(3, clock, "prefix");
+  const auto seq = hashes({1, 2, 3});
+  for (std::size_t i = 0; i < seq.size(); ++i) {
+    auto lease = bm->allocate(Tier::g2, 1);
+    ASSERT_TRUE(lease.has_value());
+    ASSERT_TRUE(bm->commit((*lease)[0], seq[i], i > 0 ? std::optional(seq[i - 1]) : std::nullopt).has_value());
+    clock.advance(1'000'000'000);
+  }
+  for (std::uint32_t expect_left : {2U, 1U, 0U}) {
+    auto fresh = bm->allocate(Tier::g2, 1);
+    ASSERT_TRUE(fresh.has_value()) << fresh.error().to_string();
+    EXPECT_EQ(bm->peek(seq), expect_left) << "the tail goes first";
+    ASSERT_TRUE(bm->commit((*fresh)[0], h(100 + expect_left)).has_value());
+  }
 }
 
 TEST(BlockManager, FindLeasesOneRegisteredBlockWithoutCounting) {

@@ -31,9 +31,10 @@ TEST(EvictionPolicy, UnknownNameListsTheValidNames) {
   ASSERT_FALSE(p.has_value());
   EXPECT_EQ(p.error().code, Errc::invalid_argument);
   EXPECT_NE(p.error().message.find("'fifo'"), std::string::npos) << p.error().message;
-  EXPECT_NE(p.error().message.find("lru, s3fifo"), std::string::npos) << p.error().message;
+  EXPECT_NE(p.error().message.find("lru, s3fifo, prefix"), std::string::npos) << p.error().message;
   EXPECT_EQ(make("lru", 4, clock)->name(), "lru");
   EXPECT_EQ(make("s3fifo", 4, clock)->name(), "s3fifo");
+  EXPECT_EQ(make("prefix", 4, clock)->name(), "prefix");
 }
 
 TEST(EvictionPolicy, LruEvictsLeastRecentlyReleasedFirst) {
@@ -44,14 +45,12 @@ TEST(EvictionPolicy, LruEvictsLeastRecentlyReleasedFirst) {
     clock.advance(10);
   }
   EXPECT_EQ(p->size(), 3U);
-  EXPECT_EQ(p->oldest_inactive_ns(), 1000U);
+  EXPECT_EQ(p->oldest_inactive_since_ns(), 1000U);
   hit(*p, 3, SequenceHash{3});  // 3 becomes the most recent (released at t=1030)
-  EXPECT_EQ(p->oldest_inactive_ns(), 1010U) << "block 1 is now the oldest";
+  EXPECT_EQ(p->oldest_inactive_since_ns(), 1010U) << "block 1 is now the oldest";
   p->on_reactivated(BlockId{2});  // leased: not evictable
   EXPECT_EQ(drain(*p), (std::vector<std::uint32_t>{1, 3}));
-  EXPECT_FALSE(p->oldest_inactive_ns().has_value());
-  p->on_inactive(BlockId{2}, SequenceHash{2});
-  p->on_removed(BlockId{2});
+  EXPECT_FALSE(p->oldest_inactive_since_ns().has_value());
   EXPECT_FALSE(p->evict().has_value());
 }
 
@@ -129,9 +128,9 @@ TEST(EvictionPolicy, S3FifoOldestTracksTheClock) {
   p->on_inactive(BlockId{0}, SequenceHash{1});
   clock.advance(5);
   p->on_inactive(BlockId{1}, SequenceHash{2});
-  EXPECT_EQ(p->oldest_inactive_ns(), 50U);
-  p->on_removed(BlockId{0});
-  EXPECT_EQ(p->oldest_inactive_ns(), 55U);
+  EXPECT_EQ(p->oldest_inactive_since_ns(), 50U);
+  EXPECT_EQ(p->evict(), BlockId{0});
+  EXPECT_EQ(p->oldest_inactive_since_ns(), 55U);
   EXPECT_EQ(p->size(), 1U);
 }
 

@@ -28,7 +28,7 @@ void check_consistent(BlockManager& bm, std::uint64_t universe) {
 }
 
 TEST(RegistryStress, RandomOperationsKeepTheRegistryConsistent) {
-  for (const char* policy : {"lru", "s3fifo"}) {
+  for (const char* policy : {"lru", "s3fifo", "prefix"}) {
     ManualClock clock;
     BlockManagerConfig config;
     config.g2.pool = test::make_host_pool(2, 64);
@@ -49,8 +49,9 @@ TEST(RegistryStress, RandomOperationsKeepTheRegistryConsistent) {
           const SequenceHash hash{rng() % kUniverse};
           if (rng() % 8 == 0) {
             ASSERT_TRUE(bm->discard(std::move((*leases)[i])).has_value());
-          } else {
-            (void)bm->commit((*leases)[i], hash);
+          } else {  // a random parent, often unregistered, sometimes a cycle: the tree must cope
+            const auto parent = rng() % 3 == 0 ? std::nullopt : std::optional(SequenceHash{rng() % kUniverse});
+            (void)bm->commit((*leases)[i], hash, parent);
           }
         }
         if (rng() % 2 == 0) held.push_back(std::move(*leases));

@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "belady_policy.h"
 #include "replay.h"
 #include "trace_reader.h"
 
@@ -118,6 +119,7 @@ TEST(Replay, LruEqualsTheReferenceLruOnTheSharedTrace) {
   for (std::size_t capacity : {100, 1000}) {
     ReplayConfig config;
     config.capacity_tokens = capacity * 512;
+    config.policy = "lru";
     auto r = replay_trace(*trace, config);
     ASSERT_TRUE(r.has_value()) << r.error().to_string();
     EXPECT_EQ(r->hit_blocks, reference_lru_hits(*trace, capacity)) << "capacity " << capacity;
@@ -127,7 +129,7 @@ TEST(Replay, LruEqualsTheReferenceLruOnTheSharedTrace) {
 
 TEST(Replay, UnboundedCapacityReachesTheTheoreticalMaximum) {
   const auto trace = synthetic_trace(500, 7);
-  for (const char* policy : {"lru", "s3fifo"}) {
+  for (const char* policy : {"lru", "s3fifo", "prefix", "belady"}) {
     ReplayConfig config;
     config.capacity_tokens = 0;
     config.policy = policy;
@@ -155,6 +157,61 @@ TEST(Replay, AG2TierOnlyAddsHits) {
   EXPECT_LE(b->hit_blocks, b->unbounded_hit_blocks);
 }
 
+TEST(Replay, BeladyIsAnUpperBoundForEveryPolicy) {
+  const auto trace = synthetic_trace(3000, 11);
+  for (std::size_t capacity : {16, 40, 120}) {
+    ReplayConfig config;
+    config.capacity_tokens = capacity * 512;
+    config.policy = "belady";
+    auto best = replay_trace(trace, config);
+    ASSERT_TRUE(best.has_value()) << best.error().to_string();
+    for (const char* policy : {"lru", "s3fifo", "prefix"}) {
+      config.policy = policy;
+      auto r = replay_trace(trace, config);
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      EXPECT_GE(best->hit_blocks, r->hit_blocks) << policy << " at " << capacity << " blocks";
+    }
+    config.host_capacity_tokens = capacity * 4 * 512;  // and with a G2 tier
+    config.policy = "belady";
+    auto tiered = replay_trace(trace, config);
+    ASSERT_TRUE(tiered.has_value()) << tiered.error().to_string();
+    EXPECT_GE(tiered->hit_blocks, best->hit_blocks);
+  }
+}
+
+TEST(Replay, TraceFutureAnswersTheNextRequestThatNamesAHash) {
+  std::vector<TraceRequest> trace(4);
+  trace[0].hash_ids = {1, 2};
+  trace[1].hash_ids = {1};
+  trace[3].hash_ids = {2, 2};
+  TraceFuture future(trace);
+  future.set_now(0);
+  EXPECT_EQ(future.next_use(SequenceHash{1}), 1U);
+  EXPECT_EQ(future.next_use(SequenceHash{2}), 3U);
+  EXPECT_EQ(future.next_use(SequenceHash{9}), TraceFuture::kNever);
+  future.set_now(1);
+  EXPECT_EQ(future.next_use(SequenceHash{1}), TraceFuture::kNever);
+  EXPECT_EQ(future.next_use(SequenceHash{2}), 3U);
+}
+
+TEST(Replay, PrefixBeatsLruOnTheSharedTraceAtEveryCapacityOfTheTable) {
+  const auto path = shared_trace_path();
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no shared trace at " << path << " (set KVB_TRACE)";
+  auto trace = read_trace(path);
+  ASSERT_TRUE(trace.has_value()) << trace.error().to_string();
+  for (std::uint64_t tokens : {1'000'000, 3'000'000, 10'000'000, 30'000'000}) {
+    ReplayConfig config;
+    config.capacity_tokens = tokens;
+    config.policy = "lru";
+    auto lru = replay_trace(*trace, config);
+    config.policy = "prefix";
+    auto prefix = replay_trace(*trace, config);
+    ASSERT_TRUE(lru.has_value() && prefix.has_value());
+    EXPECT_GE(prefix->hit_ratio(), lru->hit_ratio() - 0.002) << tokens << " tokens";
+    if (tokens == 3'000'000) EXPECT_GT(prefix->hit_ratio(), lru->hit_ratio() + 0.04) << "3M: the gain that matters";
+  }
+}
+
 TEST(Replay, RejectsACapacityBelowOneBlockAndUnknownPolicies) {
   const auto trace = synthetic_trace(10, 1);
   ReplayConfig config;
@@ -166,7 +223,7 @@ TEST(Replay, RejectsACapacityBelowOneBlockAndUnknownPolicies) {
   config.policy = "clock";
   auto bad = replay_trace(trace, config);
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message.find("lru, s3fifo"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("lru, s3fifo, prefix, belady"), std::string::npos) << bad.error().message;
 }
 
 // ---- the trace reader -------------------------------------------------------

@@ -86,10 +86,13 @@ class FaultyCopyEngine final : public CopyEngine {
 };
 
 std::unique_ptr<BlockManager> make_two_tier(std::uint32_t g1_blocks, std::uint32_t g2_blocks, CopyEngine& engine,
-                                            const Clock& clock, PostToOwner post = {}) {
+                                            const Clock& clock, PostToOwner post = {},
+                                            const std::string& policy = "lru") {
   BlockManagerConfig config;
   config.g1.pool = test::make_host_pool(1, g1_blocks);
   config.g2.pool = test::make_host_pool(2, g2_blocks);
+  config.g1.policy = policy;
+  config.g2.policy = policy;
   config.engine = &engine;
   config.clock = &clock;
   config.post = std::move(post);
@@ -137,6 +140,36 @@ TEST(Tiers, EvictingARegisteredG1BlockWritesItBackToG2) {
   EXPECT_EQ(c.tier(Tier::g1).evictions, 2U);
   EXPECT_EQ(c.tier(Tier::g2).registered, 2U);
   EXPECT_EQ(c.transfers_in_flight, 0U);
+}
+
+TEST(Tiers, AWriteBackCarriesTheParentAndTheUseCountToG2) {
+  constexpr std::uint64_t kMinute = 60'000'000'000;
+  ManualClock clock;
+  SyncHostCopyEngine engine;
+  auto bm = make_two_tier(2, 3, engine, clock, {}, "prefix");
+  {  // 1 -> 2 in G1, used 3 times
+    auto leases = bm->allocate(Tier::g1, 2);
+    ASSERT_TRUE(leases.has_value());
+    ASSERT_TRUE(bm->commit((*leases)[0], h(1)).has_value());
+    ASSERT_TRUE(bm->commit((*leases)[1], h(2), h(1)).has_value());
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto hit = bm->lookup(hashes({1, 2}));
+  }
+  {  // G1 needs both blocks: 2 then 1 go to G2 (2 arrives before its parent)
+    auto fresh = bm->allocate(Tier::g1, 2);
+    ASSERT_TRUE(fresh.has_value());
+  }
+  clock.advance(kMinute);
+  store_with_data(*bm, Tier::g2, hashes({7}));
+  { auto hit = bm->lookup(hashes({7})); }  // 7: newer, used twice
+  // G2 is full. 7 is the newest, but 1 and 2 bring 3 uses each (a longer
+  // bonus), and 1 may not go before its child 2.
+  auto room = bm->allocate(Tier::g2, 1);
+  ASSERT_TRUE(room.has_value()) << room.error().to_string();
+  EXPECT_EQ(bm->peek(hashes({7})), 0U);
+  const auto match = bm->peek(hashes({1, 2}));
+  EXPECT_EQ(match, 2U) << "the written-back sequence stays whole";
 }
 
 TEST(Tiers, LookupPrefersG1ThenG2) {

@@ -40,6 +40,7 @@ class DiskTierTest : public testing::Test {
     ASSERT_TRUE(pool);
     BlockManagerConfig c;
     c.g2.pool = std::move(*pool);
+    c.g2.policy = "lru";  // these tests name G2's victims in release order
     c.g3.store = store_.get();
     c.g3.admit_min_frequency = admit;
     c.post = events_.poster();

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,10 +44,16 @@
 
 namespace kvb {
 
+/// Makes a tier's eviction policy for `capacity` blocks.
+using PolicyFactory = std::function<std::unique_ptr<EvictionPolicy>(std::uint32_t capacity, const Clock& clock)>;
+
 /// One tier's pool and eviction policy. A null pool means "no such tier".
 struct TierConfig {
   std::unique_ptr<Pool> pool;
-  std::string policy = "lru";  // make_eviction_policy name
+  std::string policy = "prefix";  // make_eviction_policy name (docs/eviction.md)
+  /// When set, makes the policy instead of `policy` (e.g. an offline
+  /// reference that knows the future, for benchmarks).
+  PolicyFactory make_policy;
 };
 
 /// The disk tier (G3): its bytes live in a BlockStore, its bookkeeping
@@ -212,12 +219,18 @@ class BlockManager {
   /// partial -> complete: the caller has written every byte of the block.
   [[nodiscard]] Status mark_complete(const BlockLease& lease);
   /// complete -> registered as `hash` in the lease's tier: from now on lookup
-  /// finds it. Errors: wrong_state (not complete, e.g. still partial),
-  /// already_exists (the tier already holds `hash`; the block stays complete
-  /// and is discarded when its lease ends), invalid_argument (foreign lease).
-  [[nodiscard]] Status register_block(const BlockLease& lease, SequenceHash hash);
+  /// finds it. `parent` is the hash of the block before it in its sequence
+  /// (nullopt: the first block, or unknown); the eviction policy uses it to
+  /// see the prefix tree ("prefix" evicts leaves first), and it travels with
+  /// the block to other tiers. Errors: wrong_state (not complete, e.g. still
+  /// partial), already_exists (the tier already holds `hash`; the block stays
+  /// complete and is discarded when its lease ends), invalid_argument
+  /// (foreign lease).
+  [[nodiscard]] Status register_block(const BlockLease& lease, SequenceHash hash,
+                                      std::optional<SequenceHash> parent = std::nullopt);
   /// mark_complete + register_block.
-  [[nodiscard]] Status commit(const BlockLease& lease, SequenceHash hash);
+  [[nodiscard]] Status commit(const BlockLease& lease, SequenceHash hash,
+                              std::optional<SequenceHash> parent = std::nullopt);
   /// Ends a write lease and returns its (partial or complete) block to free.
   /// wrong_state for a registered block (its lease is left untouched).
   [[nodiscard]] Status discard(BlockLease&& lease);

@@ -2,7 +2,6 @@
 // move time themselves, so no test sleeps.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <ctime>
 
@@ -18,24 +17,11 @@ class Clock {
   [[nodiscard]] virtual std::uint64_t now_ns() const noexcept = 0;
 };
 
-/// std::chrono::steady_clock.
-class SteadyClock final : public Clock {
- public:
-  [[nodiscard]] std::uint64_t now_ns() const noexcept override {
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count());
-  }
-  /// A process-wide instance.
-  [[nodiscard]] static const SteadyClock& instance() noexcept {
-    static const SteadyClock clock;
-    return clock;
-  }
-};
-
 /// CLOCK_MONOTONIC_COARSE: a few ms resolution for a few ns a call. The
-/// BlockManager's default: policies read the time on every release, and
-/// their order never depends on the resolution (only the age metric does).
+/// BlockManager's default: policies read the time on every release. "lru"
+/// and "s3fifo" order blocks by release order, never by the clock; "prefix"
+/// compares release times plus a bonus of minutes, which the resolution does
+/// not change in any way that matters.
 class CoarseClock final : public Clock {
  public:
   [[nodiscard]] std::uint64_t now_ns() const noexcept override {

@@ -1,10 +1,13 @@
 // EvictionPolicy: which inactive registered block of one tier goes first.
 //
 // The policy only ever holds *inactive* blocks: registered, with no lease and
-// no transfer in flight. BlockManager calls on_inactive() when a block's last
-// lease ends, on_reactivated() when a lookup leases it again (a hit), and
-// evict() when it needs a block. A block in the policy is never leased; a
-// leased block is never in the policy, hence never evicted.
+// no transfer in flight. BlockManager calls on_registered() when a block is
+// registered (with the hash of its parent in the sequence, when known),
+// on_inactive() when a block's last lease ends, on_reactivated() when a
+// lookup leases it again (a hit), and evict() when it needs a block. A block
+// in the policy is never leased; a leased block is never in the policy, hence
+// never evicted. A registered block leaves its tier only through evict(), so
+// evict() is also where a policy forgets it.
 //
 // Policies (make_eviction_policy by name):
 //   "lru"    least recently released first. Blocks released together keep
@@ -15,7 +18,15 @@
 //            enter a small FIFO (10%); blocks hit again go to the main FIFO
 //            with a frequency (0..3) that buys reinsertion; hashes evicted from
 //            the small FIFO are remembered in a ghost FIFO and come back in main.
-// Every operation is O(1) (amortized for s3fifo's reinsertions).
+//   "prefix" the prefix tree plus frequency and recency (prefix_policy.cpp):
+//            only leaves of the tree (blocks no registered block of the tier
+//            extends) are evicted while a leaf is inactive, so a child never
+//            outlives its parent; a sequence's last block that nothing
+//            extended and nobody reused goes first; among the other leaves,
+//            the lowest of (release time + bonus growing with the block's
+//            use count, remembered across evictions by a ghost) goes first.
+// Every operation is O(1) (amortized for s3fifo's reinsertions and for
+// prefix's parked interior blocks).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +42,21 @@
 
 namespace kvb {
 
+/// What a tier learns about a block when it is registered there.
+struct BlockOrigin {
+  /// The hash of the block before it in its sequence; nullopt for the first
+  /// block of a sequence or when the caller does not know it. The parent need
+  /// not be registered in this tier (now or ever).
+  std::optional<SequenceHash> parent;
+  /// Requests that used the block so far, counting the one that wrote it and
+  /// the hits in the tier it comes from (a write-back or an onboard carries
+  /// the count along). 1 = a new block. Saturates at 255.
+  std::uint8_t uses = 1;
+  /// Some block was registered (in any tier) as its child while it was
+  /// registered: it is not the end of its sequence.
+  bool extended = false;
+};
+
 class EvictionPolicy {
  public:
   EvictionPolicy() = default;
@@ -38,31 +64,37 @@ class EvictionPolicy {
   EvictionPolicy& operator=(const EvictionPolicy&) = delete;
   virtual ~EvictionPolicy() = default;
 
-  /// The name it was made with ("lru", "s3fifo").
+  /// The name it was made with ("lru", "s3fifo", "prefix").
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+  /// `block` was registered as `hash` (it is leased: not yet evictable). It
+  /// stays registered until evict() returns it. `parent_block` is the block
+  /// registered in this tier as origin.parent, if there is one. Policies
+  /// that need neither the prefix tree nor use counts ignore this call.
+  virtual void on_registered(BlockId /*block*/, SequenceHash /*hash*/, const BlockOrigin& /*origin*/,
+                             std::optional<BlockId> /*parent_block*/) {}
   /// `block` (registered as `hash`) lost its last lease: it may be evicted.
-  /// Precondition: block < capacity and not already held.
+  /// Precondition: block < capacity, not already held, and (for "prefix")
+  /// announced by on_registered since it was last evicted.
   virtual void on_inactive(BlockId block, SequenceHash hash) = 0;
   /// A held block was leased again (a hit): it leaves the policy.
   /// Precondition: the block is held.
   virtual void on_reactivated(BlockId block) = 0;
-  /// A held block leaves without eviction (dropped by its owner).
-  /// Precondition: the block is held.
-  virtual void on_removed(BlockId block) = 0;
   /// Picks a victim, removes it from the policy and returns it; nullopt when
-  /// nothing is held.
+  /// nothing is held. The caller unregisters it.
   [[nodiscard]] virtual std::optional<BlockId> evict() = 0;
   /// Number of blocks held (evictable).
   [[nodiscard]] virtual std::uint32_t size() const noexcept = 0;
-  /// Clock time (ns) at which the longest-waiting held block entered its
-  /// queue; nullopt when empty. For metrics ("oldest inactive block age").
-  [[nodiscard]] virtual std::optional<std::uint64_t> oldest_inactive_ns() const = 0;
+  /// The clock time (ns, a timestamp, not an age) at which the
+  /// longest-waiting held block became inactive; nullopt when empty. Its age
+  /// is clock.now_ns() minus this. For tests and diagnostics: no metric
+  /// exports it yet.
+  [[nodiscard]] virtual std::optional<std::uint64_t> oldest_inactive_since_ns() const = 0;
 };
 
 /// The names make_eviction_policy accepts, the default first.
 [[nodiscard]] std::span<const std::string_view> eviction_policies() noexcept;
 
-/// "lru, s3fifo": the same names as one string.
+/// "prefix, lru, s3fifo": the same names as one string.
 [[nodiscard]] std::string_view eviction_policy_names() noexcept;
 
 /// A policy for a tier of `capacity` blocks (block ids 0..capacity-1), reading

@@ -1,10 +1,12 @@
 // SequenceHash: the 64-bit chained hash of a full block of tokens.
 //
-//   h_i = XXH3_64(h_{i-1} || tokens of block i, seed = salt),  h_{-1} = kSequenceRoot
+//   h_i = XXH3_64(h_{i-1} || salt || tokens of block i, seed = salt),  h_{-1} = kSequenceRoot
 //
 // Equal hashes mean equal prefixes (up to 64-bit collisions). The salt (one
 // per tenant) enters every link of the chain, so sequences hashed with
 // different salts never match unless the tenants opt in to share a salt.
+// (h_{i-1} and the salt enter as two u64, the tokens as u32, in the host's
+// byte order.)
 #pragma once
 
 #include <compare>
