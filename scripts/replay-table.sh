@@ -60,7 +60,7 @@ printf '%-8s %-8s %8s %8s %8s %8s %11s %10s\n' -- -- --- ------ ------ ------ --
 for g1 in 1000000 3000000 10000000 30000000; do row "$g1" 0; done
 for g1 in 1000000 3000000 10000000 30000000; do row "$g1" $((4 * g1)); done
 echo
-echo "unbounded capacity (every block fits) = the theoretical maximum for this trace: $baseline"
+printf 'unbounded capacity (every block fits) = the theoretical maximum for this trace: %.4f\n' "$baseline"
 echo "gap closed = (prefix - lru) / (belady - lru). G2 rows: a host tier of 4x G1; evicted G1 blocks are"
 echo "written back to it and onboarded on a hit (both tiers run the row's policy)."
 
