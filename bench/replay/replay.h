@@ -60,7 +60,7 @@ struct ReplayResult {
   }
 };
 
-/// "lru, s3fifo, prefix, belady": the policies replay_trace accepts.
+/// "prefix, lru, s3fifo, belady": the policies replay_trace accepts.
 [[nodiscard]] std::string replay_policy_names();
 
 /// Replays `trace`. Errors: a capacity below one block, an unknown policy,

@@ -36,12 +36,13 @@ BlockSpace EngineKv::space() const {
 
 BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
                            std::uint32_t max_layouts, std::uint64_t max_pool_blocks, DiskSettings disk,
-                           bool check_host_blocks)
+                           bool check_host_blocks, std::string eviction_policy)
     : io_(io),
       engine_(engine),
       host_pool_bytes_(host_pool_bytes),
       max_layouts_(max_layouts),
       max_pool_blocks_(max_pool_blocks),
+      eviction_policy_(std::move(eviction_policy)),
       disk_(std::move(disk)) {
   integrity_.enabled = check_host_blocks;
 }
@@ -125,6 +126,7 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   entry->spec = wanted;
   BlockManagerConfig config;
   config.g2.pool = std::move(*pool);
+  config.g2.policy = eviction_policy_;
   config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
   if (disk_.enabled()) {
     auto store = disk_.open_store(spec);
@@ -248,23 +250,23 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   if (!plan) return finish_later(tl::unexpected(plan.error()));
   const std::uint64_t bytes = plan->total_bytes();
   auto held = std::make_shared<BlockLeases>(std::move(*leases));
-  submit(std::move(*plan), [this, &pool, &manager, held, keys = std::move(keys), parents = std::move(parents),
-                            kv = std::move(kv), control = std::move(control), done = std::move(done),
-                            bytes](Status status) {
-    if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
-    if (control->cancelled) {
-      spdlog::debug("offload copy of a request that already ended finished: {} blocks discarded", keys.size());
-      return done(fail(Errc::cancelled, "offload cancelled"));
-    }
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      auto committed = manager.commit((*held)[i], keys[i], parents[i]);
-      if (!committed && committed.error().code != Errc::already_exists) return done(committed);
-      if (committed && integrity_.enabled) sum_host_block(pool, (*held)[i]);
-    }
-    moved_.offload += bytes;
-    held->release();  // registered blocks become inactive (matchable, evictable)
-    done(kvb::ok());
-  });
+  submit(std::move(*plan),
+         [this, &pool, &manager, held, keys = std::move(keys), parents = std::move(parents), kv = std::move(kv),
+          control = std::move(control), done = std::move(done), bytes](Status status) {
+           if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
+           if (control->cancelled) {
+             spdlog::debug("offload copy of a request that already ended finished: {} blocks discarded", keys.size());
+             return done(fail(Errc::cancelled, "offload cancelled"));
+           }
+           for (std::size_t i = 0; i < keys.size(); ++i) {
+             auto committed = manager.commit((*held)[i], keys[i], parents[i]);
+             if (!committed && committed.error().code != Errc::already_exists) return done(committed);
+             if (committed && integrity_.enabled) sum_host_block(pool, (*held)[i]);
+           }
+           moved_.offload += bytes;
+           held->release();  // registered blocks become inactive (matchable, evictable)
+           done(kvb::ok());
+         });
 }
 
 void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,

@@ -94,9 +94,10 @@ class BlockService {
   /// Default of max_pool_blocks: blocks (and their metadata) one host pool may have.
   static constexpr std::uint64_t kDefaultMaxPoolBlocks = std::uint64_t{1} << 20;
 
+  /// `eviction_policy`: the host pools' policy (make_eviction_policy name).
   BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
                std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks, DiskSettings disk = {},
-               bool check_host_blocks = false);
+               bool check_host_blocks = false, std::string eviction_policy = "prefix");
   /// Waits (running the loop) for disk write-backs and reads in flight.
   ~BlockService();
 
@@ -167,6 +168,7 @@ class BlockService {
   std::uint64_t host_pool_bytes_;
   std::uint32_t max_layouts_;
   std::uint64_t max_pool_blocks_;
+  std::string eviction_policy_;
   DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
   MovedBytes moved_;

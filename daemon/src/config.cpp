@@ -135,6 +135,9 @@ const std::vector<KeyDef>& key_defs() {
                     "that needs more is refused"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
+    d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy,
+                    Choice{std::vector<std::string_view>(eviction_policies().begin(), eviction_policies().end())},
+                    "Which inactive host block goes first: prefix, lru or s3fifo (docs/eviction.md)"));
     d.push_back(key("disk.path", &DaemonConfig::disk_path, Text{0, 4096},
                     "Directory of the disk tier's (G3) slot files; empty = no disk tier"));
     d.push_back(key("disk.bytes", &DaemonConfig::disk_bytes, Size{1},

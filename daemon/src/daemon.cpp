@@ -77,7 +77,7 @@ class Daemon {
   Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines, DiskSettings disk)
       : io_(io),
         blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks, std::move(disk),
-                config.integrity_check_host_blocks),
+                config.integrity_check_host_blocks, config.eviction_policy),
         admission_(std::string(engines.host->name()), config.copy_slots, config.copy_queue),
         deadlines_(io),
         core_{config, io, blocks_, admission_, deadlines_, metrics_},

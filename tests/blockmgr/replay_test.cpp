@@ -223,7 +223,7 @@ TEST(Replay, RejectsACapacityBelowOneBlockAndUnknownPolicies) {
   config.policy = "clock";
   auto bad = replay_trace(trace, config);
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message.find("lru, s3fifo, prefix, belady"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("prefix, lru, s3fifo, belady"), std::string::npos) << bad.error().message;
 }
 
 // ---- the trace reader -------------------------------------------------------

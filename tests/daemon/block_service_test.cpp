@@ -110,6 +110,69 @@ TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
   EXPECT_EQ(service_.g2_counters().leased, 0U);
 }
 
+// A host pool of 3 blocks on `policy`, to see which block an offload evicts.
+struct TinyPool {
+  explicit TinyPool(std::string policy)
+      : service{io, engine, 3 * 512, 1, BlockService::kDefaultMaxPoolBlocks, DiskSettings{}, false, std::move(policy)} {
+    auto registered = test::register_test_engine_kv(service, pool, kEngineBlocks);
+    EXPECT_TRUE(registered) << registered.error().to_string();
+    if (registered) kv = *registered;
+  }
+  ~TinyPool() {
+    io.restart();
+    io.run_for(5s);
+  }
+  Status offload(std::vector<proto::OffloadItem> items) {
+    std::optional<Status> done;
+    service.start_offload(*pool, kv, 1, std::move(items), std::make_shared<OpControl>(),
+                          [&](Status s) { done = std::move(s); });
+    io.restart();
+    for (int i = 0; i < 10000 && !done; ++i) io.run_one_for(10ms);
+    return done ? *done : fail(Errc::timeout, "no completion");
+  }
+  // Whether the pool holds `hash`, without leasing it (a lookup would count a use).
+  bool holds(std::uint64_t hash) const {
+    const SequenceHash key = salted_key(hash, 1);
+    return pool->manager->peek(std::span(&key, 1)) == 1;
+  }
+
+  boost::asio::io_context io;
+  HostCopyEngine engine{HostCopyEngineOptions{.workers = 1}};
+  BlockService service;
+  LayoutPool* pool = nullptr;
+  std::shared_ptr<EngineKv> kv;
+};
+
+TEST(BlockServiceEviction, TheEvictionPolicySettingReachesThePoolsAndPrefixIsTheDefault) {
+  for (const char* policy : {"prefix", "lru", "s3fifo"}) {
+    TinyPool tiny(policy);
+    EXPECT_EQ(tiny.pool->manager->policy(Tier::g2).name(), policy);
+  }
+  boost::asio::io_context io;
+  HostCopyEngine engine{HostCopyEngineOptions{.workers = 1}};
+  BlockService defaults{io, engine, 1ULL << 20, 1};
+  LayoutPool* pool = nullptr;
+  ASSERT_TRUE(test::register_test_engine_kv(defaults, pool, 4));
+  EXPECT_EQ(pool->manager->policy(Tier::g2).name(), "prefix");
+}
+
+TEST(BlockServiceEviction, AnOffloadsItemsAreAChainThatPrefixKeepsWhole) {
+  // 10 is stored alone, then extended by 11 in an offload of [10, 11], then an
+  // unrelated 20 arrives. The pool is full: storing 30 evicts one block.
+  // prefix knows 11 extends 10 (the offload's chain), so the dead end 11 goes
+  // and 10 stays; lru evicts 10, the oldest, and strands 11.
+  for (const auto& [policy, keeps_10] : {std::pair{"prefix", true}, std::pair{"lru", false}}) {
+    TinyPool tiny(policy);
+    ASSERT_TRUE(tiny.offload({{BlockId{0}, 10}}));
+    ASSERT_TRUE(tiny.offload({{BlockId{0}, 10}, {BlockId{1}, 11}}));
+    ASSERT_TRUE(tiny.offload({{BlockId{2}, 20}}));
+    ASSERT_TRUE(tiny.offload({{BlockId{3}, 30}}));
+    EXPECT_EQ(tiny.holds(10), keeps_10) << policy;
+    EXPECT_EQ(tiny.holds(11), !keeps_10) << policy;
+    EXPECT_TRUE(tiny.holds(20) && tiny.holds(30)) << policy;
+  }
+}
+
 TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
   proto::RegisterKvRequest reg;
   reg.layout_kind = LayoutKind::layer_separate_block_outer;

@@ -62,6 +62,7 @@ status_history = 7
 metrics_port = 9400
 host_pool_bytes = 1048576
 max_layouts = 2
+eviction_policy = "lru"
 allowed_uids = [0, 1000]
 )",
                             "test.toml");
@@ -71,6 +72,7 @@ allowed_uids = [0, 1000]
   EXPECT_EQ(c.request_timeout_ms, 1234U);
   EXPECT_EQ(c.metrics_port, 9400);
   EXPECT_EQ(c.allowed_uids, (std::vector<std::uint32_t>{0, 1000}));
+  EXPECT_EQ(c.eviction_policy, "lru");
   DaemonConfig again;
   ASSERT_TRUE(apply_toml(again, c.to_toml(), "printed"));
   EXPECT_EQ(again.to_toml(), c.to_toml());
@@ -90,6 +92,10 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(range.error().message.find("metrics_port"), std::string::npos);
   auto mode = apply_toml(c, "socket_mode = \"0999\"\n", "f.toml");
   ASSERT_FALSE(mode);
+  auto policy = apply_toml(c, "eviction_policy = \"mru\"\n", "f.toml");
+  ASSERT_FALSE(policy);
+  EXPECT_NE(policy.error().message.find("eviction_policy"), std::string::npos) << policy.error().message;
+  EXPECT_NE(policy.error().message.find("s3fifo"), std::string::npos) << "lists the valid names";
   auto syntax = apply_toml(c, "max_sessions = \n", "f.toml");
   ASSERT_FALSE(syntax);
   EXPECT_NE(syntax.error().message.find("f.toml"), std::string::npos);
@@ -123,6 +129,7 @@ TEST(Config, BadFlagsExitWithCode2AndAMessage) {
                                                                 {"--socket-mode", "999"},
                                                                 {"--host-pool-bytes", "12 parsecs"},
                                                                 {"--log-level", "loud"},
+                                                                {"--eviction-policy", "mru"},
                                                                 {"--max-inflight"}}) {
     auto refused = parse(args);
     ASSERT_TRUE(refused.exit_code) << args[0];

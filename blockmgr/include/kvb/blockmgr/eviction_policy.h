@@ -91,7 +91,7 @@ class EvictionPolicy {
   [[nodiscard]] virtual std::optional<std::uint64_t> oldest_inactive_since_ns() const = 0;
 };
 
-/// The names make_eviction_policy accepts, the default first.
+/// The names make_eviction_policy accepts, the default ("prefix") first.
 [[nodiscard]] std::span<const std::string_view> eviction_policies() noexcept;
 
 /// "prefix, lru, s3fifo": the same names as one string.

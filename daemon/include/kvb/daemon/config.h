@@ -28,6 +28,7 @@ struct DaemonConfig {
   std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
   std::uint64_t max_pool_blocks = 1ULL << 20;    // blocks of one host pool (bounds its metadata)
   std::uint32_t max_session_pins = 65536;        // lookup(pin=1) leases one session may hold
+  std::string eviction_policy = "prefix";        // the host pools' policy (docs/eviction.md)
   std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only (a list replaces it)
   std::vector<std::uint32_t> operator_uids;      // may drain / read config; empty = the daemon's own uid
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
