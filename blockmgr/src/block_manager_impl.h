@@ -208,6 +208,7 @@ struct BlockManager::Impl {
     if (ts.pool->state_of(b) != BlockState::registered) return;
     ts.registry.erase(ts.meta[b.value()].hash);
     (void)ts.pool->mark_unregistered(ts.ref(b));
+    ts.policy->on_dropped(b);  // it left without evict(): the policy forgets it too
     ++counters.dropped;
   }
 

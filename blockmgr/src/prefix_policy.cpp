@@ -120,6 +120,11 @@ class PrefixPolicy final : public EvictionPolicy {
     if (uses_[b] < kMaxUses) ++uses_[b];
   }
 
+  void on_dropped(BlockId block) override {
+    const std::uint32_t b = block.value();
+    if (where_[b] == Where::active) forget(b);  // out of the tree: its parent may be a leaf again
+  }
+
   std::optional<BlockId> evict() override {
     if (held_ == 0) return std::nullopt;
     std::uint32_t victim = pick_leaf();

@@ -45,6 +45,11 @@ class Tier {
     policy->on_reactivated(BlockId{b});
     release(b);
   }
+  // Block `b` (leased) fails a check and leaves the tier without evict().
+  void drop(std::uint32_t b) {
+    policy->on_dropped(BlockId{b});
+    block_of.erase(hash_of[b]);
+  }
   // Evicts one block; returns its hash (0 when nothing could be evicted).
   std::uint64_t evict() {
     auto b = policy->evict();
@@ -175,6 +180,24 @@ TEST(PrefixPolicy, AParentWithALeasedChildWaitsWhileAnotherLeafIsEvictable) {
   t.release(1);
   EXPECT_EQ(t.evict(), 901U);
   EXPECT_EQ(t.evict(), 900U);
+}
+
+TEST(PrefixPolicy, ADroppedChildLeavesTheTreeAndItsBlockCanBeReused) {
+  // 500 -> 501; 501 (leased) fails a check and is dropped: 500 is a leaf
+  // again, so it goes before the younger unrelated 600. Block 1 then holds
+  // another hash, with no trace of 501.
+  Tier t;
+  t.add(0, 500);
+  t.add(1, 501, 500);
+  t.add(2, 600, std::nullopt, /*uses=*/2);
+  t.release(0);
+  t.clock.advance(kMinute);
+  t.release(2);
+  t.drop(1);
+  EXPECT_EQ(t.evict(), 500U) << "a dropped child must not hold its parent up";
+  t.add(1, 700, 600);
+  t.release(1);
+  EXPECT_EQ(t.drain(), (std::vector<std::uint64_t>{700, 600}));
 }
 
 TEST(PrefixPolicy, RemembersTheUsesOfEvictedHashes) {

@@ -6,8 +6,9 @@
 // on_inactive() when a block's last lease ends, on_reactivated() when a
 // lookup leases it again (a hit), and evict() when it needs a block. A block
 // in the policy is never leased; a leased block is never in the policy, hence
-// never evicted. A registered block leaves its tier only through evict(), so
-// evict() is also where a policy forgets it.
+// never evicted. A registered block leaves its tier through evict(), or,
+// leased, through on_dropped() when its bytes failed a check (a corrupt disk
+// read, a changed host block): those are where a policy forgets it.
 //
 // Policies (make_eviction_policy by name):
 //   "lru"    least recently released first. Blocks released together keep
@@ -79,6 +80,9 @@ class EvictionPolicy {
   /// A held block was leased again (a hit): it leaves the policy.
   /// Precondition: the block is held.
   virtual void on_reactivated(BlockId block) = 0;
+  /// A leased block (announced by on_registered, not held) left the tier
+  /// without evict(): its bytes failed a check. Forget it as evict() would.
+  virtual void on_dropped(BlockId /*block*/) {}
   /// Picks a victim, removes it from the policy and returns it; nullopt when
   /// nothing is held. The caller unregisters it.
   [[nodiscard]] virtual std::optional<BlockId> evict() = 0;
