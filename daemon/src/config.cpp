@@ -131,6 +131,10 @@ const std::vector<KeyDef>& key_defs() {
     d.push_back(key("max_pool_blocks", &DaemonConfig::max_pool_blocks, UInt{1},
                     "Most blocks one host pool may have (each costs ~70 bytes of bookkeeping); a block shape "
                     "that needs more is refused"));
+    d.push_back(key("frame_timeout_ms", &DaemonConfig::frame_timeout_ms, UInt{1},
+                    "A frame whose first byte came must be complete within this (ms), else the connection closes"));
+    d.push_back(key("hello_timeout_ms", &DaemonConfig::hello_timeout_ms, UInt{1},
+                    "A connection that has not said hello and sends no request for this long (ms) is closed"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
     return d;

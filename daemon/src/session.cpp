@@ -39,6 +39,7 @@ Session::~Session() {
 void Session::start() {
   core_.connections.emplace(id_.value(), this);
   core_.metrics.session_opened();
+  rearm_deadline(true);
   asio::co_spawn(
       socket_.get_executor(), [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
 }
@@ -105,7 +106,9 @@ asio::awaitable<void> Session::read_loop() {
                                              proto::kMaxFdsPerFrame)});
       break;
     }
+    const std::uint64_t before = frames_handled_;
     if (!drain_frames()) break;
+    rearm_deadline(frames_handled_ != before);
     if (++reads_in_a_row >= kReadsBeforeYield) {
       reads_in_a_row = 0;
       co_await asio::post(socket_.get_executor(), asio::use_awaitable);
@@ -126,6 +129,7 @@ bool Session::drain_frames() {
       return false;
     }
     if (!next->has_value()) return true;
+    ++frames_handled_;
     handle(**next, frame_fds_.claim(received_bytes_ - parser_.buffered()));
   }
   return false;
@@ -495,6 +499,50 @@ void Session::protocol_error(RequestId echo, const Error& error) {
   end();
 }
 
+void Session::abort_connection(Errc code, const std::string& message) {
+  spdlog::info("session {}: closing: {}", id_, message);
+  if (!writing_ && out_.empty()) {
+    auto frame = proto::encode_message(RequestId{0}, proto::ErrorFrame{code, message});
+    if (frame) (void)::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  stop_reading_ = true;
+  end();
+  close_socket();
+}
+
+void Session::rearm_deadline(bool progressed) {
+  const bool for_frame = parser_.mid_frame();
+  const bool wanted = for_frame || !hello_done_;
+  // Keep a running frame deadline while the same frame is still incomplete.
+  if (deadline_ && wanted && !progressed && for_frame == deadline_for_frame_) return;
+  if (deadline_) {
+    core_.deadlines.cancel(*deadline_);
+    deadline_.reset();
+  }
+  if (!wanted || ended_) return;
+  deadline_for_frame_ = for_frame;
+  const auto after =
+      std::chrono::milliseconds(for_frame ? core_.config.frame_timeout_ms : core_.config.hello_timeout_ms);
+  const std::uint64_t token = ++deadline_token_;
+  deadline_ = core_.deadlines.add(Clock::now() + after, [self = weak_from_this(), token] {
+    if (auto session = self.lock()) session->connection_deadline(token);
+  });
+}
+
+void Session::connection_deadline(std::uint64_t token) {
+  if (token != deadline_token_ || !deadline_) return;
+  deadline_.reset();  // it has fired: its entry is gone
+  if (ended_) return;
+  if (deadline_for_frame_) {
+    return abort_connection(Errc::timeout,
+                            fmt::format("a frame was not complete {} ms after it began ({} bytes of it came; "
+                                        "frame_timeout_ms)",
+                                        core_.config.frame_timeout_ms, parser_.buffered()));
+  }
+  abort_connection(Errc::timeout,
+                   fmt::format("no hello and no request for {} ms (hello_timeout_ms)", core_.config.hello_timeout_ms));
+}
+
 void Session::shutdown() {
   if (ended_) return;
   // End every pending request with err(shutting down); copies still running
@@ -522,6 +570,10 @@ void Session::force_close() {
 void Session::end() {
   if (ended_) return;
   ended_ = true;
+  if (deadline_) {
+    core_.deadlines.cancel(*deadline_);
+    deadline_.reset();
+  }
   for (auto& [id, wait] : waits_) {
     if (wait.deadline) core_.deadlines.cancel(*wait.deadline);
   }
