@@ -20,6 +20,8 @@ constexpr Subcommand kSubcommands[] = {
     {"copy", kvb::bench::run_copy, "copy engine bandwidth against memcpy / cudaMemcpy"},
     {"transport", kvb::bench::run_transport, "UCX block transfer GB/s and active-message round trips"},
     {"load", kvb::bench::run_load, "N concurrent engine sessions against a running kvblockd"},
+    {"gpu-request", kvb::bench::run_gpu_request,
+     "an engine's device KV blocks through a running kvblockd vs pinned cudaMemcpy (GPU)"},
 };
 
 void usage(std::FILE* out) {

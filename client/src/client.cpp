@@ -64,6 +64,10 @@ Status Client::register_kv(const KvRegion& region) {
   return call<void>([&](Callback<void> cb) { session_->async_register_kv(region, std::move(cb)); });
 }
 
+Status Client::register_device_kv(const DeviceKv& kv) {
+  return call<void>([&](Callback<void> cb) { session_->async_register_device_kv(kv, std::move(cb)); });
+}
+
 Result<LookupResult> Client::lookup(std::span<const std::uint64_t> hashes, bool pin) {
   return call<LookupResult>([&](Callback<LookupResult> cb) { session_->async_lookup(hashes, pin, std::move(cb)); });
 }
@@ -74,6 +78,13 @@ Status Client::offload(std::span<const OffloadItem> items) {
 
 Status Client::onboard(std::span<const OnboardItem> items) {
   return call<void>([&](Callback<void> cb) { session_->async_onboard(items, std::move(cb)); });
+}
+
+Status Client::onboard_layers(std::span<const OnboardItem> items, std::uint32_t layers_per_group,
+                              ProgressCallback on_progress) {
+  return call<void>([&](Callback<void> cb) {
+    session_->async_onboard_layers(items, layers_per_group, std::move(on_progress), std::move(cb));
+  });
 }
 
 Result<std::uint32_t> Client::release(std::span<const std::uint64_t> hashes) {

@@ -21,21 +21,28 @@ std::string_view to_string(MsgType type) noexcept {
     case MsgType::bye: return "bye";
     case MsgType::drain: return "drain";
     case MsgType::config: return "config";
+    case MsgType::onboard_layers: return "onboard_layers";
     case MsgType::reply: return "reply";
     case MsgType::notification: return "notification";
     case MsgType::error: return "error";
+    case MsgType::progress: return "progress";
   }
   return "unknown";
 }
 
+namespace {
+constexpr auto kLastRequest = static_cast<std::uint16_t>(MsgType::onboard_layers);
+constexpr auto kLastAnswer = static_cast<std::uint16_t>(MsgType::progress);
+}  // namespace
+
 bool is_known_type(std::uint16_t type) noexcept {
-  return (type >= static_cast<std::uint16_t>(MsgType::hello) && type <= static_cast<std::uint16_t>(MsgType::config)) ||
-         (type >= static_cast<std::uint16_t>(MsgType::reply) && type <= static_cast<std::uint16_t>(MsgType::error));
+  return (type >= static_cast<std::uint16_t>(MsgType::hello) && type <= kLastRequest) ||
+         (type >= static_cast<std::uint16_t>(MsgType::reply) && type <= kLastAnswer);
 }
 
 bool is_request_type(MsgType type) noexcept {
   const auto value = static_cast<std::uint16_t>(type);
-  return value >= static_cast<std::uint16_t>(MsgType::hello) && value <= static_cast<std::uint16_t>(MsgType::config);
+  return value >= static_cast<std::uint16_t>(MsgType::hello) && value <= kLastRequest;
 }
 
 namespace {

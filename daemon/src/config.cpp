@@ -22,6 +22,7 @@ namespace {
 /// The longest socket path a sockaddr_un holds (its sun_path less the NUL).
 constexpr std::size_t kMaxSocketPathBytes = sizeof(sockaddr_un::sun_path) - 1;
 
+using config_values::Bool;
 using config_values::Choice;
 using config_values::IdList;
 using config_values::OctalMode;
@@ -137,6 +138,10 @@ const std::vector<KeyDef>& key_defs() {
                     "A connection that has not said hello and sends no request for this long (ms) is closed"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
+    d.push_back(key("devices", &DaemonConfig::devices, IdList{},
+                    "CUDA device ordinals served; empty = every usable GPU. Repeat the flag", "--device"));
+    d.push_back(key("pin_host_pools", &DaemonConfig::pin_host_pools, Bool{},
+                    "Register the host (G2) pools with CUDA (cudaHostRegister) when a GPU is present"));
     return d;
   }();
   return defs;

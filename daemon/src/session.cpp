@@ -155,7 +155,12 @@ void Session::handle(const proto::Frame& frame, std::vector<UniqueFd> fds) {
     case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request), std::move(fds));
     case MsgType::lookup: return on_lookup(id, std::get<proto::LookupRequest>(request));
     case MsgType::offload: return on_offload(id, std::move(std::get<proto::OffloadRequest>(request)));
-    case MsgType::onboard: return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request)));
+    case MsgType::onboard:
+      return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request).items), 0, MsgType::onboard);
+    case MsgType::onboard_layers: {
+      auto& layered = std::get<proto::OnboardLayersRequest>(request);
+      return on_onboard(id, std::move(layered.items), layered.layers_per_group, MsgType::onboard_layers);
+    }
     case MsgType::release: return on_release(id, std::get<proto::ReleaseRequest>(request));
     case MsgType::status: return on_status(id, std::get<proto::StatusRequest>(request));
     case MsgType::wait: return on_wait(id, std::get<proto::WaitRequest>(request));
@@ -260,32 +265,55 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
-  on_copy(id, MsgType::offload, std::move(request), &BlockService::start_offload);
+  on_copy(id, MsgType::offload, std::move(request.items),
+          [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+             std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
+            blocks.start_offload(pool, std::move(kv), salt, std::move(items), std::move(control), std::move(done));
+          });
 }
 
-void Session::on_onboard(RequestId id, proto::OnboardRequest request) {
-  on_copy(id, MsgType::onboard, std::move(request), &BlockService::start_onboard);
+void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
+                         MsgType op) {
+  if (op == MsgType::onboard_layers && layers_per_group == 0) {
+    return refuse(id, proto::to_string(op),
+                  Error{Errc::invalid_argument, "onboard_layers: layers_per_group must be >= 1 (got 0)"});
+  }
+  on_copy(id, op, std::move(items),
+          [id, layers_per_group, self = weak_from_this()](
+              BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+              std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
+            OnboardProgress progress{layers_per_group, nullptr};
+            if (layers_per_group != 0) {
+              const std::uint32_t num_layers = kv->layout.spec().num_layers;
+              progress.announce = [self, id, num_layers](LayerRange range) {
+                if (auto session = self.lock())
+                  session->send_message(id, proto::Progress{range.first, range.first + range.count, num_layers});
+              };
+            }
+            blocks.start_onboard(pool, std::move(kv), salt, std::move(items), std::move(progress), std::move(control),
+                                 std::move(done));
+          });
 }
 
-template <class Request, class Start>
-void Session::on_copy(RequestId id, MsgType op, Request request, Start start) {
+template <class Items, class Start>
+void Session::on_copy(RequestId id, MsgType op, Items items, Start start) {
   const auto name = proto::to_string(op);
   if (pool_ == nullptr || !kv_) {
     return refuse(id, name,
                   Error{Errc::wrong_state, fmt::format("{} needs hello with a layout and register_kv first", name)});
   }
-  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, name, valid.error());
+  if (auto valid = core_.blocks.check_items(*kv_, items); !valid) return refuse(id, name, valid.error());
   accept_async(id, op,
-               [&core = core_, start, pool = pool_, kv = kv_, salt = salt_, items = std::move(request.items), id,
-                self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
-                 (core.blocks.*start)(*pool, std::move(kv), salt, std::move(items), control,
-                                      [&core, self, id, control](Status result) {
-                                        core.admission.release();
-                                        auto session = self.lock();
-                                        if (session && !control->cancelled) {
-                                          session->complete(id, control->token, std::move(result));
-                                        }
-                                      });
+               [&core = core_, start = std::move(start), pool = pool_, kv = kv_, salt = salt_, items = std::move(items),
+                id, self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
+                 start(core.blocks, *pool, std::move(kv), salt, std::move(items), control,
+                       [&core, self, id, control](Status result) {
+                         core.admission.release();
+                         auto session = self.lock();
+                         if (session && !control->cancelled) {
+                           session->complete(id, control->token, std::move(result));
+                         }
+                       });
                });
 }
 

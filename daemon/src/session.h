@@ -98,11 +98,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds);
   void on_lookup(RequestId id, const proto::LookupRequest& request);
   void on_offload(RequestId id, proto::OffloadRequest request);
-  void on_onboard(RequestId id, proto::OnboardRequest request);
-  /// offload and onboard: checks, then admission (accept_async) of a copy
-  /// that BlockService's `start` member runs.
-  template <class Request, class Start>
-  void on_copy(RequestId id, proto::MsgType op, Request request, Start start);
+  /// onboard (layers_per_group 0) and onboard_layers (progress per group).
+  void on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
+                  proto::MsgType op);
+  /// offload and the onboards: checks, then admission (accept_async) of a
+  /// copy that `start` begins on BlockService.
+  template <class Items, class Start>
+  void on_copy(RequestId id, proto::MsgType op, Items items, Start start);
   void on_release(RequestId id, const proto::ReleaseRequest& request);
   void on_status(RequestId id, const proto::StatusRequest& request);
   void on_wait(RequestId id, const proto::WaitRequest& request);

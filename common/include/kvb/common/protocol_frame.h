@@ -38,17 +38,19 @@ enum class MsgType : std::uint16_t {
   bye = 10,
   drain = 11,
   config = 12,
+  onboard_layers = 13,
   // daemon -> client
   reply = 0x8001,
   notification = 0x8002,
   error = 0x8003,
+  progress = 0x8004,
 };
 
 /// Stable lower-case name ("hello", "register_kv", ..., "reply"); "unknown" otherwise.
 [[nodiscard]] std::string_view to_string(MsgType type) noexcept;
-/// One of the 15 types above.
+/// One of the 17 types above.
 [[nodiscard]] bool is_known_type(std::uint16_t type) noexcept;
-/// A client -> daemon type (hello .. config).
+/// A client -> daemon type (hello .. onboard_layers).
 [[nodiscard]] bool is_request_type(MsgType type) noexcept;
 
 struct FrameHeader {

@@ -32,6 +32,8 @@ struct DaemonConfig {
   std::uint32_t hello_timeout_ms = 10000;        // a connection without hello idle this long is closed
   std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only (a list replaces it)
   std::vector<std::uint32_t> operator_uids;      // may drain / read config; empty = the daemon's own uid
+  std::vector<int> devices;                      // CUDA ordinals the daemon serves; empty = every usable GPU
+  bool pin_host_pools = true;                    // cudaHostRegister the G2 pools when a GPU is present
 
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
