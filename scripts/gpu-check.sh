@@ -20,6 +20,11 @@
 #   scripts/gpu-pack.sh [BUILD_DIR] [PACK_DIR]      # here: the binaries + their libraries
 #   scripts/gpu-check.sh PACK_DIR OUT_DIR [full]     # there
 #
+# With the device tool: build here (a CUDA build of every target), run
+# scripts/gpu-pack.sh (it writes .gpu-pack/, ignored by git), then run
+#   scripts/gpu-check.sh .gpu-pack $OUT        with carry [".gpu-pack"]
+# and timeout_s 600.
+#
 # OUT_DIR gets summary.txt (device, verdicts, figures), tests.log,
 # sanitizer.log, bench.jsonl (one JSON line per benchmark run) and
 # bench.log. Exit status: non-zero when a test or sanitizer run fails
@@ -54,19 +59,22 @@ nvidia-smi --query-gpu=name,driver_version,pcie.link.gen.max,pcie.link.width.max
 run_test() {  # run_test NAME CMD...: gtest output to tests.log, verdict to the summary
   local name=$1
   shift
-  echo "== $name" >>"$out/tests.log"
-  "$@" >>"$out/tests.log" 2>&1
+  local log="$out/.test.log"
+  "$@" >"$log" 2>&1
   local s=$?
-  local counts
-  counts="$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/tests.log" | tail -3 | tr '\n' ' ')"
-  note "test $name: exit $s ($(elapsed) s) $counts"
+  { echo "== $name (exit $s)"; cat "$log"; } >>"$out/tests.log"
+  note "test $name: exit $s ($(elapsed) s): $(grep -oE '^\[  PASSED  \] [0-9]+ tests?' "$log" | sed 's/.*] //') passed," \
+    "$(grep -oE '^\[  SKIPPED \] [0-9]+ tests?' "$log" | sed 's/.*] //') skipped," \
+    "$(grep -cE '^\[  FAILED  \] .*\(' "$log") failed"
+  grep -E '^\[  FAILED  \] .*\(' "$log" | tee -a "$summary"
+  grep -m1 -A1 ' Skipped$' "$log" | tail -1 | sed 's/^/  first skip reason: /' | tee -a "$summary"
+  rm -f "$log"
   [ "$s" -eq 0 ] || rc=1
 }
 note "== tests"
 run_test test_kernels_gpu "$bin/test_kernels_gpu"
 run_test "test_kernels_host CopyEngines" "$bin/test_kernels_host" --gtest_filter='CopyEngines.*'
 run_test test_daemon_gpu "$bin/test_daemon_gpu"
-grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -20 | tee -a "$summary"
 
 # ---- helpers: a kvblockd on a temp socket --------------------------------------
 work="$(mktemp -d /tmp/kvb-gpu-check-XXXXXX)"
@@ -99,7 +107,8 @@ stop_daemon() {  # the daemon's exit status
 }
 
 # ---- 2. compute-sanitizer -------------------------------------------------------
-if command -v compute-sanitizer >/dev/null; then
+[ -x /usr/local/cuda/bin/compute-sanitizer ] && PATH="$PATH:/usr/local/cuda/bin"
+if command -v compute-sanitizer >/dev/null && command -v nvidia-smi >/dev/null; then
   note "== compute-sanitizer"
   compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
     "$bin/test_kernels_gpu" --gtest_filter='*cuda_kernel*:*cuda_staged*' >>"$out/sanitizer.log" 2>&1
@@ -123,16 +132,27 @@ if command -v compute-sanitizer >/dev/null; then
     rc=1
   fi
 else
-  note "compute-sanitizer: not on PATH, skipped"
+  note "compute-sanitizer: skipped (compute-sanitizer or nvidia-smi not on PATH)"
 fi
 
 # ---- 3. the issue's benchmark through kvblockd ------------------------------------
-bench() {  # bench SUBCOMMAND ARGS...: its last stdout line to bench.jsonl
+bench() {  # bench SUBCOMMAND ARGS...: its JSON line to bench.jsonl; a failure to the summary
   echo "-- $*" >>"$out/bench.log"
-  "$bin/kvblockd-bench" "$@" 2>>"$out/bench.log" | tee -a "$out/bench.log" | tail -1 >>"$out/bench.jsonl"
+  local res="$out/.bench.out"
+  "$bin/kvblockd-bench" "$@" >"$res" 2>>"$out/bench.log"
+  local s=$?
+  cat "$res" >>"$out/bench.log"
+  if [ "$s" -eq 0 ] && tail -1 "$res" | grep -q '^{'; then
+    tail -1 "$res" >>"$out/bench.jsonl"
+  else
+    note "bench $1 failed (exit $s): $* -> $(tail -1 "$out/bench.log")"
+  fi
+  rm -f "$res"
 }
 note "== gpu-request (64-block Llama-3-8B request through kvblockd)"
-if start_daemon "$work/bench-daemon.log"; then
+if ! command -v nvidia-smi >/dev/null; then
+  note "no nvidia-smi: no GPU here, benchmarks skipped"
+elif start_daemon "$work/bench-daemon.log"; then
   for h in ipc vmm; do
     bench gpu-request --socket "$work/kvblockd.sock" --device 0 --blocks 64 --handles "$h"
     grep -E '^(offload|onboard|one-block)' "$out/bench.log" | tail -3 | sed "s/^/  $h: /" | tee -a "$summary"
@@ -142,6 +162,7 @@ fi
 
 # ---- 4. the copy engines' sweep ----------------------------------------------------
 note "== copy sweep ($mode; budget ${budget} s, $(elapsed) s used)"
+command -v nvidia-smi >/dev/null || budget=0
 chunks="32768 1048576"
 [ "$mode" = full ] && chunks="4096 32768 262144 1048576"
 over() { [ "$(elapsed)" -ge "$budget" ]; }
