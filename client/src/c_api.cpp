@@ -129,7 +129,8 @@ int kvb_client_register_device_kv(kvb_client* client, const kvb_block_shape* sha
   return guarded([&] {
     KVB_REQUIRE(client != nullptr && shape != nullptr, "kvb_client_register_device_kv: client or shape is NULL");
     KVB_REQUIRE(region_ptrs != nullptr || region_count == 0, "kvb_client_register_device_kv: region_ptrs is NULL");
-    KVB_REQUIRE(layout_kind >= 0 && layout_kind <= 2, "kvb_client_register_device_kv: layout_kind must be 0, 1 or 2");
+    KVB_REQUIRE(layout_kind >= 0 && layout_kind <= static_cast<int>(kvb::kLastLayoutKind),
+                "kvb_client_register_device_kv: layout_kind must be 0, 1 or 2");
     KVB_REQUIRE(handles >= 0 && handles <= 2, "kvb_client_register_device_kv: handles must be 0, 1 or 2");
     kvb::client::DeviceKvSpec spec;
     spec.shape = to_shape(*shape);

@@ -95,7 +95,7 @@ Status plan_device_request(const DeviceKvSpec& spec, std::span<const DeviceAlloc
     return fail(Errc::invalid_argument, "device kv: region_bytes {} is under the {} bytes the layout needs",
                 region_bytes, needed);
   out = proto::RegisterKvRequest{};
-  out.layout_kind = static_cast<std::uint8_t>(spec.kind);
+  out.layout_kind = spec.kind;
   out.num_blocks = spec.num_blocks;
   out.region_bytes = region_bytes;
   allocation_bases.clear();

@@ -138,7 +138,8 @@ void read(WireReader& in, RegisterKvRequest& out) {
   if (!in.ok()) return;
   const auto kind = layout_kind_from_wire(layout_kind);
   if (memory > static_cast<std::uint8_t>(kLastMemoryHandle)) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("memory is {} (expected 0 memfd, 1 cuda_ipc or 2 cuda_vmm)", memory)});
+    in.fail_with(
+        Error{Errc::protocol_error, fmt::format("memory is {} (expected 0 memfd, 1 cuda_ipc or 2 cuda_vmm)", memory)});
   } else if (!kind) {
     in.fail_with(Error{Errc::protocol_error, fmt::format("layout_kind is {} (expected 0..{})", layout_kind,
                                                          static_cast<int>(kLastLayoutKind))});

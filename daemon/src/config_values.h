@@ -193,8 +193,7 @@ struct IdList {
     T out;
     for (const auto& element : *array) {
       const auto value = element.value<std::int64_t>();
-      if (!element.is_integer() || !value || *value < 0 ||
-          static_cast<std::uint64_t>(*value) > max_id<T>()) {
+      if (!element.is_integer() || !value || *value < 0 || static_cast<std::uint64_t>(*value) > max_id<T>()) {
         return fail(Errc::invalid_argument, "config key '{}' holds a value that is not an id", name);
       }
       out.push_back(static_cast<typename T::value_type>(*value));

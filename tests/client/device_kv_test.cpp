@@ -30,7 +30,7 @@ TEST(DeviceKvPlan, RegionsInOneAllocationShareItWithTheirOffsets) {
   std::vector<std::uint64_t> bases;
   ASSERT_TRUE(plan_device_request(spec, found, r, bases));
   EXPECT_EQ(r.memory, proto::MemoryHandle::cuda_ipc);
-  EXPECT_EQ(r.layout_kind, 1);
+  EXPECT_EQ(r.layout_kind, WireLayoutKind::layer_separate_block_outer);
   EXPECT_EQ(r.num_blocks, 4U);
   EXPECT_EQ(r.region_bytes, *KvRegion::region_bytes_for(spec.shape, spec.kind, 4));
   EXPECT_EQ(r.region_bytes, 4U * 2 * 2048);

@@ -45,6 +45,18 @@ TEST(DaemonGpuPaths, DeviceRegisterIsRefusedWithTheReasonWithoutAGpu) {
   EXPECT_EQ(ok->code, Errc::ok) << ok->message;
 }
 
+// `devices` naming a GPU that is not there (no CUDA here, or fewer than 65
+// GPUs on a GPU machine) refuses the start with the reason, exit 1.
+TEST(DaemonGpuPaths, ADeviceThatIsNotUsableRefusesTheStart) {
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--device", "64"});
+  EXPECT_FALSE(daemon.ready()) << daemon.log();
+  const auto code = daemon.wait_exit(20s);
+  ASSERT_TRUE(code) << "kvblockd kept running with --device 64:\n" << daemon.log();
+  EXPECT_EQ(*code, 1) << daemon.log();
+  EXPECT_NE(daemon.log().find("devices names CUDA device 64, which is not usable here"), std::string::npos)
+      << daemon.log();
+}
+
 TEST(DaemonGpuPaths, OnboardLayersPushesProgressInLayerOrderThenTheNotification) {
   DaemonProcess daemon(KVBLOCKD_PATH);
   ASSERT_TRUE(daemon.ready()) << daemon.log();

@@ -91,7 +91,7 @@ Layout test_layout(LayoutKind kind, std::uint32_t blocks) {
 proto::RegisterKvRequest ipc_request(const Layout& layout) {
   proto::RegisterKvRequest r;
   r.memory = proto::MemoryHandle::cuda_ipc;
-  r.layout_kind = static_cast<std::uint8_t>(layout.kind());
+  r.layout_kind = layout.kind();
   r.num_blocks = layout.num_blocks();
   r.region_bytes = layout.region_bytes();
   r.cuda_ipc_handles = {std::vector<std::byte>(64, std::byte{1})};
