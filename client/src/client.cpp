@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <exception>
 #include <future>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -36,13 +37,20 @@ Client::Client(std::unique_ptr<boost::asio::io_context> io, std::shared_ptr<Sess
 }
 
 Client::~Client() {
-  session_->close();
-  // close() resolves every pending request on the io thread; then stop it.
-  std::promise<void> closed;
-  boost::asio::post(session_->executor(), [&closed] { closed.set_value(); });
-  closed.get_future().wait_for(std::chrono::seconds(5));
-  io_->stop();
-  if (thread_.joinable()) thread_.join();
+  // A failure to post or to join (out of memory, a thread error) cannot be
+  // recovered here: the io thread would outlive the objects it uses. Say so
+  // by terminating, as an exception escaping a destructor would.
+  try {
+    session_->close();
+    // close() resolves every pending request on the io thread; then stop it.
+    std::promise<void> closed;
+    boost::asio::post(session_->executor(), [&closed] { closed.set_value(); });
+    closed.get_future().wait_for(std::chrono::seconds(5));
+    io_->stop();
+    if (thread_.joinable()) thread_.join();
+  } catch (...) {
+    std::terminate();
+  }
   session_.reset();
 }
 

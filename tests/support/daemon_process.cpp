@@ -57,6 +57,7 @@ int exit_code_of(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 
 /// posix_spawn with stdout/stderr redirected to the given fds (-1: inherit).
 pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;

@@ -52,7 +52,7 @@ class PeerService {
   // Shared with the park handlers: a handler still parked when the service
   // is destroyed (the in-process "kill") keeps it alive.
   struct Park {
-    explicit Park(asio::any_io_executor ex) : gate(ex), changed(ex) {}
+    explicit Park(const asio::any_io_executor& ex) : gate(ex), changed(ex) {}
     AsyncEvent gate;
     AsyncEvent changed;
     std::size_t parked = 0;

@@ -113,6 +113,7 @@ TEST_P(TransportTest, PutGetRandomChunkListsWithNotification) {
             // Read every chunk back with get and compare with what was sent.
             std::vector<std::byte> back(kRemoteSize);
             std::vector<RmaChunk> gets;
+            gets.reserve(chunks.size());
             for (const auto& c : chunks)
               gets.push_back({back.data() + (c.local - local.data()), c.remote_address, c.length});
             auto ep = client_->endpoint(kPeer);

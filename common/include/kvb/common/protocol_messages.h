@@ -261,9 +261,12 @@ struct ConfigReply {
 
 // ---- payload codecs ---------------------------------------------------------
 
+// M names a type: it cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define KVB_PROTO_CODEC(M)                  \
   void write(WireWriter& out, const M& in); \
   void read(WireReader& in, M& out)
+// NOLINTEND(bugprone-macro-parentheses)
 KVB_PROTO_CODEC(WireLayout);
 KVB_PROTO_CODEC(HelloRequest);
 KVB_PROTO_CODEC(RegisterKvRequest);
