@@ -4,11 +4,11 @@
 // the io_context that owns them.
 #pragma once
 
-#include <utility>
 #include <chrono>
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <utility>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
