@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,7 +48,7 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{"engine_sim: attach to kvblockd, offload / lookup / onboard blocks and verify the bytes"};
   std::string socket = kvb::client::default_socket_path();
   std::uint32_t blocks = 32;
@@ -230,4 +231,16 @@ int main(int argc, char** argv) {
   std::printf("  verify   %s (%llu bad chunks)\n", bad_chunks == 0 ? "byte-exact" : "MISMATCH",
               static_cast<unsigned long long>(bad_chunks));
   return bad_chunks == 0 ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine_sim: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "engine_sim: an unknown exception\n");
+    return 1;
+  }
 }

@@ -61,9 +61,9 @@ using Pending = detail::PendingRequest;
 
 namespace {
 
-constexpr std::size_t kReadChunk = 4096;            // per session: 10,000 sessions stay small
-constexpr std::size_t kMaxBatchFrames = 64;         // frames gathered into one write
-constexpr std::size_t kMaxBatchBytes = 256 * 1024;  // bytes gathered into one write
+constexpr std::size_t kReadChunk = 4096;             // per session: 10,000 sessions stay small
+constexpr std::size_t kMaxBatchFrames = 64;          // frames gathered into one write
+constexpr std::size_t kMaxBatchBytes = 256U * 1024;  // bytes gathered into one write
 /// Async requests held back (not yet sent) per unit of the daemon's
 /// max_inflight; beyond that a new one fails at once with busy.
 constexpr std::size_t kHeldPerInflight = 8;
@@ -80,7 +80,7 @@ Status reply_status(const Result<proto::Reply>& reply) {
 }  // namespace
 
 struct Session::Impl {
-  explicit Impl(Executor ex) : strand(asio::make_strand(ex)), socket(strand), read_buffer(kReadChunk) {}
+  explicit Impl(const Executor& ex) : strand(asio::make_strand(ex)), socket(strand), read_buffer(kReadChunk) {}
 
   asio::strand<Executor> strand;
   Socket socket;
@@ -448,7 +448,7 @@ std::function<void(Result<proto::Reply>)> body_reply(Callback<T> done, Convert c
 }
 
 std::function<void(Result<proto::Reply>)> empty_reply(Callback<void> done) {
-  return [done = std::move(done)](Result<proto::Reply> reply) { done(reply_status(reply)); };
+  return [done = std::move(done)](const Result<proto::Reply>& reply) { done(reply_status(reply)); };
 }
 
 }  // namespace

@@ -133,7 +133,7 @@ void FrameParser::feed(std::span<const std::byte> bytes) {
   if (consumed_ > 0 && consumed_ == buffer_.size()) {
     buffer_.clear();
     consumed_ = 0;
-  } else if (consumed_ > 64 * 1024 && consumed_ * 2 > buffer_.size()) {
+  } else if (consumed_ > 64U * 1024 && consumed_ * 2 > buffer_.size()) {
     buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_));
     consumed_ = 0;
   }

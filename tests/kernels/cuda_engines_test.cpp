@@ -105,10 +105,11 @@ class CudaEngines : public ::testing::TestWithParam<CopyEngineKind> {
     CudaSpace src(spec, sk, 9, src_mem, device_), dst(spec, dk, 7, dst_mem, device_);
     const std::vector<BlockPair> pairs{
         {BlockId{8}, BlockId{0}}, {BlockId{0}, BlockId{6}}, {BlockId{3}, BlockId{3}}, {BlockId{4}, BlockId{4}}};
-    copy_and_compare(
-        src, dst, pairs,
-        static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 + static_cast<unsigned>(sk) * 7 + static_cast<unsigned>(dk),
-        fmt::format("{} -> {} layers {}+{}", to_string(sk), to_string(dk), layers.first, layers.count), layers);
+    copy_and_compare(src, dst, pairs,
+                     static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 +
+                         std::uint64_t{static_cast<unsigned>(sk)} * 7 + static_cast<unsigned>(dk),
+                     fmt::format("{} -> {} layers {}+{}", to_string(sk), to_string(dk), layers.first, layers.count),
+                     layers);
   }
 
   // Fills both spaces (seeded), runs one plan of `pairs` on the engine and

@@ -122,11 +122,8 @@ KVB_HOST_DEVICE inline void copy_aligned(unsigned char* dst, const unsigned char
 /// when they agree modulo 4, else bytes. Running every lane in [0, lanes)
 /// copies d.bytes bytes exactly once each.
 KVB_HOST_DEVICE inline void copy_descriptor_part(const CopyDescriptor& d, std::uint32_t lane, std::uint32_t lanes) {
-  // Descriptors carry addresses as integers (they cross the host/device boundary).
-  // NOLINTBEGIN(performance-no-int-to-ptr)
   auto* dst = reinterpret_cast<unsigned char*>(static_cast<std::uintptr_t>(d.dst));
   const auto* src = reinterpret_cast<const unsigned char*>(static_cast<std::uintptr_t>(d.src));
-  // NOLINTEND(performance-no-int-to-ptr)
   const std::uint64_t mismatch = d.src ^ d.dst;
   if ((mismatch & 15) == 0) {
     detail::copy_aligned<detail::Vec16>(dst, src, d.bytes, lane, lanes);
