@@ -159,8 +159,17 @@ Result<std::optional<Frame>> FrameParser::next() {
   return std::optional<Frame>{std::move(frame)};
 }
 
+std::string_view format_completion_ok(RequestId request_id, std::span<char, kCompletionOkBytes> out) noexcept {
+  char* end = std::to_chars(out.data(), out.data() + out.size() - 3, request_id.value()).ptr;
+  std::memcpy(end, ":ok", 3);
+  return std::string_view(out.data(), static_cast<std::size_t>(end + 3 - out.data()));
+}
+
 std::string format_completion(RequestId request_id, const Status& result) {
-  if (result) return fmt::format("{}:ok", request_id);
+  if (result) {
+    std::array<char, kCompletionOkBytes> text;
+    return std::string(format_completion_ok(request_id, text));
+  }
   return fmt::format("{}:err({})", request_id, result.error().message);
 }
 

@@ -1,5 +1,6 @@
 // The IPC protocol codec: round trips of every message and every malformed
 // case the daemon must refuse (docs/protocol.md).
+#include <array>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -313,6 +314,15 @@ TEST(Frame, TruncatedFrameWaitsForMoreBytes) {
   ASSERT_TRUE(next);
   EXPECT_FALSE(next->has_value());
   EXPECT_TRUE(parser.mid_frame());
+}
+
+TEST(Completion, OkTextWithoutAllocationHoldsTheLargestId) {
+  std::array<char, kCompletionOkBytes> text;
+  EXPECT_EQ(format_completion_ok(RequestId{~std::uint64_t{0}}, text), "18446744073709551615:ok");
+  EXPECT_EQ(format_completion_ok(RequestId{0}, text), "0:ok");
+  auto parsed = parse_completion(format_completion_ok(RequestId{~std::uint64_t{0}}, text));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->request_id, RequestId{~std::uint64_t{0}});
 }
 
 TEST(Completion, FormatsAndParsesBothShapes) {

@@ -121,7 +121,15 @@ struct Completion {
 };
 
 /// "<id>:ok" or "<id>:err(<message>)" (message = the error's message).
+/// Used for IPC notifications and for active-message responses between
+/// workers alike: the one definition of the text.
 [[nodiscard]] std::string format_completion(RequestId request_id, const Status& result);
+/// The longest "<id>:ok": 20 digits and ":ok".
+inline constexpr std::size_t kCompletionOkBytes = 23;
+/// format_completion's "<id>:ok" written into `out` without allocating (hot
+/// paths); returns the text, a view of `out`.
+[[nodiscard]] std::string_view format_completion_ok(RequestId request_id,
+                                                    std::span<char, kCompletionOkBytes> out) noexcept;
 /// Parses format_completion's text; protocol_error when it is not one.
 [[nodiscard]] Result<Completion> parse_completion(std::string_view text);
 
