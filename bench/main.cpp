@@ -21,6 +21,8 @@ constexpr Subcommand kSubcommands[] = {
     {"transport", kvb::bench::run_transport, "UCX block transfer GB/s and active-message round trips"},
     {"load", kvb::bench::run_load, "N concurrent engine sessions against a running kvblockd"},
     {"disk", kvb::bench::run_disk, "disk tier (G3) write/read GB/s and restart time, beside fio"},
+    {"gpu-request", kvb::bench::run_gpu_request,
+     "an engine's device KV blocks through a running kvblockd vs pinned cudaMemcpy (GPU)"},
 };
 
 void usage(std::FILE* out) {

@@ -1,20 +1,30 @@
 // engine_sim: an engine-like program on top of the kvblockd client library.
 //
-// It attaches to kvblockd, registers a KV cache (memfd regions standing in for
-// GPU memory), writes recognizable bytes into N blocks, offloads them under
-// chained sequence hashes, looks the prefix up, onboards the blocks into N
-// OTHER engine blocks and checks every byte. Prints a short report; the exit
-// code is non-zero on any error or mismatch.
+// It attaches to kvblockd, registers a KV cache (memfd regions, or with
+// --device N regions in GPU memory shared through CUDA IPC or VMM fds),
+// writes recognizable bytes into N blocks, offloads them under chained
+// sequence hashes, looks the prefix up, onboards the blocks into N OTHER
+// engine blocks (layer by layer with --layerwise G) and checks every byte.
+// Prints a short report; the exit code is non-zero on any error or mismatch.
+// --hold stops after the offload and waits to be killed (tests kill it to
+// check that the daemon releases a dead engine's device memory).
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "device_engine_kv.h"
 #include "kvb/client/client.h"
+#include "kvb/client/device_kv.h"
 #include "kvb/common/mix64.h"
 
 namespace {
@@ -38,7 +48,7 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{"engine_sim: attach to kvblockd, offload / lookup / onboard blocks and verify the bytes"};
   std::string socket = kvb::client::default_socket_path();
   std::uint32_t blocks = 32;
@@ -50,6 +60,11 @@ int main(int argc, char** argv) {
   shape.inner_dim = 128;
   shape.dtype = 2;  // bf16: 4 KiB chunks, 32 KiB blocks
   std::uint64_t salt = 0;
+  int device = -1;
+  std::string handles = "auto";
+  bool per_region = false;
+  std::uint32_t layerwise = 0;
+  bool hold = false;
   app.add_option("--socket", socket, "kvblockd's Unix socket")->capture_default_str();
   app.add_option("--blocks", blocks, "blocks to offload and onboard")
       ->capture_default_str()
@@ -59,6 +74,15 @@ int main(int argc, char** argv) {
   app.add_option("--layers", shape.num_layers, "layers")->capture_default_str();
   app.add_option("--page-size", shape.page_size, "tokens per block")->capture_default_str();
   app.add_option("--inner-dim", shape.inner_dim, "num_kv_heads x head_dim")->capture_default_str();
+  app.add_option("--outer-dim", shape.outer_dim, "2 = K,V; 1 = MLA")->capture_default_str()->check(CLI::Range(1, 2));
+  app.add_option("--device", device, "CUDA device of the KV cache (-1: memfd host memory)")->capture_default_str();
+  app.add_option("--handles", handles, "device memory: auto | ipc (cudaMalloc) | vmm (cuMemCreate)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "ipc", "vmm"}));
+  app.add_flag("--per-region", per_region, "device memory: one allocation per region (default: one for all)");
+  app.add_option("--layerwise", layerwise, "onboard layer by layer, N layers per group (0: one onboard)")
+      ->capture_default_str();
+  app.add_flag("--hold", hold, "stop after the offload and wait to be killed");
   app.add_option("--salt", salt, "tenant salt (0: one from the clock)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -80,8 +104,27 @@ int main(int argc, char** argv) {
     return 1;
   };
 
-  auto region = KvRegion::create(shape, kind, 2 * blocks);
-  if (!region) return fail("creating the KV region", region.error());
+  // The KV cache: memfd regions, or device memory with a host mirror.
+  std::optional<KvRegion> host_kv;
+  std::optional<kvb::example::DeviceEngineKv> device_kv;
+  KvRegion* region = nullptr;
+  if (device >= 0) {
+    kvb::example::DeviceEngineKvOptions options;
+    options.device = device;
+    options.handles = handles == "vmm"   ? kvb::client::DeviceHandles::cuda_vmm
+                      : handles == "ipc" ? kvb::client::DeviceHandles::cuda_ipc
+                                         : kvb::client::DeviceHandles::automatic;
+    options.one_allocation = !per_region;
+    auto made = kvb::example::DeviceEngineKv::create(shape, kind, 2 * blocks, options);
+    if (!made) return fail("allocating the device KV cache", made.error());
+    device_kv.emplace(std::move(*made));
+    region = &device_kv->mirror();
+  } else {
+    auto made = KvRegion::create(shape, kind, 2 * blocks);
+    if (!made) return fail("creating the KV region", made.error());
+    host_kv.emplace(std::move(*made));
+    region = &*host_kv;
+  }
   auto connected = Client::connect(socket);
   if (!connected) return fail("connect", connected.error());
   Client& c = **connected;
@@ -92,7 +135,6 @@ int main(int argc, char** argv) {
   hello.shape = shape;
   auto info = c.hello(hello);
   if (!info) return fail("hello", info.error());
-  if (auto st = c.register_kv(*region); !st) return fail("register_kv", st.error());
 
   // Blocks 0..N-1 hold the prefix; chained hashes as an engine would compute them.
   std::vector<std::uint64_t> hashes(blocks);
@@ -101,12 +143,30 @@ int main(int argc, char** argv) {
   for (std::uint32_t b = 0; b < blocks; ++b)
     for (std::uint32_t l = 0; l < shape.num_layers; ++l)
       for (std::uint32_t o = 0; o < shape.outer_dim; ++o) fill_chunk(region->chunk(b, l, o), hashes[b], l, o);
+  std::string memory = "memfd";
+  if (device_kv) {
+    if (auto st = device_kv->upload(); !st) return fail("uploading the blocks to the device", st.error());
+    auto exported = kvb::client::DeviceKv::export_regions(device_kv->spec());
+    if (!exported) return fail("exporting the device KV cache", exported.error());
+    memory = fmt::format("device {} ({}, {} allocation{})", device,
+                         exported->request().memory == kvb::proto::MemoryHandle::cuda_vmm ? "VMM fds" : "CUDA IPC",
+                         exported->request().allocation_bytes.size(),
+                         exported->request().allocation_bytes.size() == 1 ? "" : "s");
+    if (auto st = c.register_device_kv(*exported); !st) return fail("register_kv (device)", st.error());
+  } else {
+    if (auto st = c.register_kv(*region); !st) return fail("register_kv", st.error());
+  }
 
   std::vector<kvb::client::OffloadItem> offload(blocks);
   for (std::uint32_t b = 0; b < blocks; ++b) offload[b] = {kvb::BlockId{b}, hashes[b]};
   auto t0 = Clock::now();
   if (auto st = c.offload(offload); !st) return fail("offload", st.error());
   const double offload_ms = ms_since(t0);
+  if (hold) {
+    std::printf("engine_sim: holding (pid %d, %s)\n", static_cast<int>(::getpid()), memory.c_str());
+    std::fflush(stdout);
+    for (;;) ::pause();  // until killed
+  }
 
   t0 = Clock::now();
   auto found = c.lookup(hashes);
@@ -120,8 +180,27 @@ int main(int argc, char** argv) {
   std::vector<kvb::client::OnboardItem> onboard(blocks);
   for (std::uint32_t b = 0; b < blocks; ++b) onboard[b] = {hashes[b], kvb::BlockId{blocks + b}};
   t0 = Clock::now();
-  if (auto st = c.onboard(onboard); !st) return fail("onboard", st.error());
+  std::uint32_t groups = 0, next_layer = 0;
+  bool in_order = true;
+  if (layerwise > 0) {
+    auto st = c.onboard_layers(onboard, layerwise, [&](const kvb::client::LayerProgress& p) {
+      in_order = in_order && p.layer_begin == next_layer && p.layer_end > p.layer_begin;
+      next_layer = p.layer_end;
+      ++groups;
+    });
+    if (!st) return fail("onboard_layers", st.error());
+    if (!in_order || next_layer != shape.num_layers) {
+      std::fprintf(stderr, "engine_sim: layer progress out of order or incomplete (%u groups, last layer %u)\n", groups,
+                   next_layer);
+      return 1;
+    }
+  } else if (auto st = c.onboard(onboard); !st) {
+    return fail("onboard", st.error());
+  }
   const double onboard_ms = ms_since(t0);
+  if (device_kv) {
+    if (auto st = device_kv->download(); !st) return fail("reading the blocks back from the device", st.error());
+  }
 
   // Every chunk of every onboarded block must equal what was offloaded.
   std::uint64_t bad_chunks = 0;
@@ -142,13 +221,26 @@ int main(int argc, char** argv) {
   (void)c.bye();
 
   const double mib = static_cast<double>(blocks) * static_cast<double>(kvb::client::block_bytes(shape)) / (1 << 20);
-  std::printf("engine_sim: session %llu on kvblockd %s, layout %s, %u blocks of %llu bytes (%.2f MiB)\n",
+  std::printf("engine_sim: session %llu on kvblockd %s, layout %s, %u blocks of %llu bytes (%.2f MiB), %s\n",
               static_cast<unsigned long long>(info->session_id.value()), info->server_version.c_str(), layout.c_str(),
-              blocks, static_cast<unsigned long long>(kvb::client::block_bytes(shape)), mib);
+              blocks, static_cast<unsigned long long>(kvb::client::block_bytes(shape)), mib, memory.c_str());
   std::printf("  offload  %8.2f ms  (%.0f MiB/s)\n", offload_ms, mib / (offload_ms / 1000.0));
   std::printf("  lookup   %8.2f ms  prefix %u/%u\n", lookup_ms, found->prefix_blocks, blocks);
-  std::printf("  onboard  %8.2f ms  (%.0f MiB/s)\n", onboard_ms, mib / (onboard_ms / 1000.0));
+  std::printf("  onboard  %8.2f ms  (%.0f MiB/s)%s\n", onboard_ms, mib / (onboard_ms / 1000.0),
+              layerwise > 0 ? fmt::format(", {} layer groups in order", groups).c_str() : "");
   std::printf("  verify   %s (%llu bad chunks)\n", bad_chunks == 0 ? "byte-exact" : "MISMATCH",
               static_cast<unsigned long long>(bad_chunks));
   return bad_chunks == 0 ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine_sim: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "engine_sim: an unknown exception\n");
+    return 1;
+  }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The daemon demo (`make run`): start kvblockd on its
-# defaults with a temp socket, run the engine simulator, a short mixed load
-# and a trace replay through the daemon, print a results table and the
-# daemon's counters, then stop it with SIGTERM and check it exited 0.
+# defaults with a temp socket, run the engine simulator (and, when the daemon
+# has a GPU, again with its KV cache in GPU memory), a short mixed load and a
+# trace replay through the daemon, print a results table and the daemon's
+# counters, then stop it with SIGTERM and check it exited 0.
 # usage: scripts/run-daemon-demo.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +47,15 @@ fi
 echo "== engine_sim: attach, register a memfd KV cache, offload / lookup / onboard, verify bytes"
 "$sim" --socket "$sock" --blocks 64 | tee "$work/sim.txt"
 
+gpu_sim=""
+if "$ctl" --socket "$sock" stats --json | grep -q '"gpu_present":true'; then
+  echo "== engine_sim on GPU 0: a Llama-3-8B-shaped KV cache in device memory (CUDA IPC), offload, onboard layer by layer, verify bytes"
+  "$sim" --socket "$sock" --device 0 --blocks 64 --layers 32 --inner-dim 1024 --layerwise 4 | tee "$work/sim-gpu.txt"
+  gpu_sim="$work/sim-gpu.txt"
+else
+  echo "== no GPU in kvblockd (stats: gpu_present false): the device KV path is skipped"
+fi
+
 echo "== load: $sessions sessions, mixed (60 % lookup, 20 % onboard, 20 % offload), $seconds s"
 "$bench" load --socket "$sock" --sessions "$sessions" --duration "$seconds" --mix mixed --baseline off \
   2>"$work/load.err" | tee "$work/load.txt"
@@ -77,6 +87,10 @@ stats_json="$(cat "$work/stats.json")"
 echo
 echo "== results"
 printf '%-28s %s\n' "engine_sim verify" "$(grep -o 'byte-exact\|MISMATCH' "$work/sim.txt")"
+if [[ -n "$gpu_sim" ]]; then
+  printf '%-28s %s; %s\n' "engine_sim on GPU 0" "$(grep -o 'byte-exact\|MISMATCH' "$gpu_sim")" \
+    "$(grep -E '^  (offload|onboard)' "$gpu_sim" | tr -s ' ' | tr '\n' ';')"
+fi
 printf '%-28s %s ops/s, p50 %s ms, p99 %s ms, errors %s\n' "mixed load ($sessions sessions)" \
   "$(field "$load_json" ops_per_s)" "$(field "$load_json" p50_ms)" "$(field "$load_json" p99_ms)" \
   "$(field "$load_json" errors)"

@@ -232,13 +232,14 @@ int run_copy(int argc, char** argv) {
   options.cuda.completion_spin_us = a.spin_us;
   options.cuda.completion_poll_us = a.poll_us;
   options.cuda.direct_chunks = !a.descriptors;
-  CopyEngines engines = make_copy_engines(options);
-  CopyEngine* engine = engines.get(*kind);
-  if (engine == nullptr && !engines.has_cuda())
-    return fail_with(fmt::format("--engine {} needs a CUDA device: {}", a.engine, engines.cuda_unavailable));
-  if (engine == nullptr)
+  CopyEngines engines(options);
+  auto got = engines.get(*kind, a.device);
+  if (!got && !engines.has_cuda())
+    return fail_with(fmt::format("--engine {} needs a CUDA device: {}", a.engine, engines.cuda_unavailable()));
+  if (!got)
     return fail_with(
-        fmt::format("--engine {} is not available with this device and build (see the log line above)", a.engine));
+        fmt::format("--engine {} is not available with this device and build: {}", a.engine, got.error().message));
+  CopyEngine* engine = *got;
 
   const std::uint64_t src_bytes = space_bytes(*src_layout), dst_bytes = space_bytes(*dst_layout);
   std::unique_ptr<HostBuffer> host_src, host_dst;
@@ -345,7 +346,7 @@ int run_copy(int argc, char** argv) {
                                     {"runs", plan->runs().size()},
                                     {"iters", a.iters},
                                     {"inflight", a.inflight},
-                                    {"threads", engines.host->workers()},
+                                    {"threads", engines.host().workers()},
                                     {"gbps", e},
                                     {"gbps_best", e_best},
                                     {"baseline", baseline_name},

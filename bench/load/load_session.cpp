@@ -156,13 +156,14 @@ void LoadSession::issue() {
       std::vector<client::OnboardItem> items;
       const std::uint32_t n = std::min<std::uint32_t>(cfg.onboard_blocks, static_cast<std::uint32_t>(prefix.size()));
       for (std::uint32_t i = 0; i < n; ++i) items.push_back({prefix[i], BlockId{i}});
-      session_->async_onboard(items, [self, sent](Status st) { self->completed(sent, st, "onboard"); });
+      session_->async_onboard(items, [self, sent](const Status& st) { self->completed(sent, st, "onboard"); });
       return;
     }
     case LoadMix::offload: {
       const std::uint64_t hash = mix64((std::uint64_t{index_} << 32) ^ ++counter_ ^ 0x0FF10ADULL);
       const client::OffloadItem item{BlockId{region_->num_blocks() - 1}, hash};
-      session_->async_offload(std::span(&item, 1), [self, sent](Status st) { self->completed(sent, st, "offload"); });
+      session_->async_offload(std::span(&item, 1),
+                              [self, sent](const Status& st) { self->completed(sent, st, "offload"); });
       return;
     }
     case LoadMix::replay: {
@@ -186,7 +187,8 @@ void LoadSession::issue() {
         for (std::size_t i = r->prefix_blocks; i < ids.size() && items.size() < cap; ++i)
           items.push_back({BlockId{static_cast<std::uint32_t>(items.size())}, ids[i]});
         if (items.empty()) return self->completed(sent, ok(), "replay");
-        self->session_->async_offload(items, [self, sent](Status st) { self->completed(sent, st, "replay offload"); });
+        self->session_->async_offload(items,
+                                      [self, sent](const Status& st) { self->completed(sent, st, "replay offload"); });
       });
       return;
     }
@@ -197,7 +199,7 @@ void LoadSession::issue() {
 void LoadSession::finish() {
   timer_.cancel();
   if (!session_ || !session_->is_open()) return;
-  session_->async_bye([self = shared_from_this()](Status) { self->session_->close(); });
+  session_->async_bye([self = shared_from_this()](const Status&) { self->session_->close(); });
 }
 
 }  // namespace kvb::bench

@@ -54,6 +54,7 @@ std::optional<RedisBaseline> run_redis_baseline(std::uint32_t clients, std::uint
   std::vector<std::string> args = {"redis-server", "--port", "0",         "--unixsocket",    sock, "--save", "",
                                    "--dir",        dir,      "--logfile", dir + "/redis.log"};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = -1;

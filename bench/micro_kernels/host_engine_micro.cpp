@@ -64,7 +64,7 @@ void BM_HostEngineGather(benchmark::State& state) {
     TransferPlan p = *plan;
     bool done = false;
     const auto t0 = Clock::now();
-    engine.submit(std::move(p), [&](Status) {
+    engine.submit(std::move(p), [&](const Status&) {
       std::lock_guard lock(m);
       done = true;
       cv.notify_one();

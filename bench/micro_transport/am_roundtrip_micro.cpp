@@ -79,7 +79,7 @@ void BM_ManagerRoundTrip(benchmark::State& state, const std::string& tls, bool s
           for (std::size_t i = 0; i < n && failure.empty(); ++i) {
             const std::uint64_t seq = i;
             std::memcpy(ping.data(), &seq, sizeof(seq));
-            auto r = co_await client->send_request(PeerId{1}, "ping", std::move(ping), 10s);
+            auto r = co_await client->send_request(PeerId{1}, "ping", Bytes(ping), 10s);
             if (!r) {
               failure = r.error().to_string();
             } else if (r->size() != 64 || std::memcmp(r->data(), &seq, sizeof(seq)) != 0) {

@@ -26,18 +26,18 @@ Result<std::unique_ptr<Pool>> Pool::make(PoolId id, Layout layout, std::unique_p
   if (base % layout.spec().alignment != 0)
     return fail(Errc::invalid_argument, "pool {}: region base {:#x} is not aligned to the layout's alignment {}", id,
                 base, layout.spec().alignment);
-  return std::unique_ptr<Pool>(new Pool(id, std::move(layout), std::move(region)));
+  return std::unique_ptr<Pool>(new Pool(id, layout, std::move(region)));
 }
 
 Result<std::unique_ptr<Pool>> Pool::make_without_memory(PoolId id, Layout layout) {
   if (layout.kind() != LayoutKind::fully_contiguous)
     return fail(Errc::invalid_argument, "pool {}: layout kind must be fully_contiguous (got {})", id,
                 to_string(layout.kind()));
-  return std::unique_ptr<Pool>(new Pool(id, std::move(layout), nullptr));
+  return std::unique_ptr<Pool>(new Pool(id, layout, nullptr));
 }
 
 Pool::Pool(PoolId id, Layout layout, std::unique_ptr<MemoryRegion> region)
-    : id_(id), layout_(std::move(layout)), region_(std::move(region)) {
+    : id_(id), layout_(layout), region_(std::move(region)) {
   const std::uint32_t n = layout_.num_blocks();
   states_.assign(n, BlockState::free);
   free_list_.reserve(n);

@@ -30,7 +30,8 @@ Status BlockSpace::validate() const {
   return ok();
 }
 
-Result<TransferPlan> TransferPlan::build(BlockSpace src, BlockSpace dst, std::span<const BlockPair> pairs) {
+Result<TransferPlan> TransferPlan::build(BlockSpace src, BlockSpace dst, std::span<const BlockPair> pairs,
+                                         LayerRange layers) {
   if (auto v = src.validate(); !v) return fail(Errc::invalid_argument, "source {}", v.error().message);
   if (auto v = dst.validate(); !v) return fail(Errc::invalid_argument, "destination {}", v.error().message);
   if (!src.layout.spec().same_block_shape(dst.layout.spec()))
@@ -40,6 +41,11 @@ Result<TransferPlan> TransferPlan::build(BlockSpace src, BlockSpace dst, std::sp
                 src.layout.spec().inner_dim, to_string(src.layout.spec().dtype), dst.layout.spec().num_layers,
                 dst.layout.spec().outer_dim, dst.layout.spec().page_size, dst.layout.spec().inner_dim,
                 to_string(dst.layout.spec().dtype));
+  const std::uint32_t num_layers = src.layout.spec().num_layers;
+  if (layers.count == 0 && layers.first == 0) layers.count = num_layers;
+  if (layers.count == 0 || layers.first >= num_layers || layers.count > num_layers - layers.first)
+    return fail(Errc::invalid_argument, "transfer plan: layers [{}, {}) are not inside the block's {} layers",
+                layers.first, std::uint64_t{layers.first} + layers.count, num_layers);
   std::unordered_set<std::uint32_t> seen_dst;
   seen_dst.reserve(pairs.size());
   for (const auto& p : pairs) {
@@ -55,14 +61,15 @@ Result<TransferPlan> TransferPlan::build(BlockSpace src, BlockSpace dst, std::sp
 
   TransferPlan plan(std::move(src), std::move(dst));
   plan.pairs_.assign(pairs.begin(), pairs.end());
+  plan.layers_ = layers;
   const auto& sl = plan.src_.layout;
   const auto& dl = plan.dst_.layout;
-  const std::uint32_t layers = sl.spec().num_layers;
+  const std::uint32_t layer_end = layers.first + layers.count;
   const std::uint32_t outer = sl.spec().outer_dim;
   const std::uint64_t chunk = sl.chunk_bytes();
   plan.runs_.reserve(pairs.size());
   for (const auto& p : pairs) {
-    for (std::uint32_t l = 0; l < layers; ++l) {
+    for (std::uint32_t l = layers.first; l < layer_end; ++l) {
       for (std::uint32_t o = 0; o < outer; ++o) {
         const auto s = sl.chunk(p.src, l, o);
         const auto d = dl.chunk(p.dst, l, o);
@@ -78,7 +85,7 @@ Result<TransferPlan> TransferPlan::build(BlockSpace src, BlockSpace dst, std::sp
       }
     }
   }
-  plan.num_chunks_ = static_cast<std::uint64_t>(pairs.size()) * layers * outer;
+  plan.num_chunks_ = static_cast<std::uint64_t>(pairs.size()) * layers.count * outer;
   plan.total_bytes_ = plan.num_chunks_ * chunk;
   return plan;
 }

@@ -123,6 +123,28 @@ int kvb_client_register_kv(kvb_client* client, const kvb_kv_region* region) {
   });
 }
 
+int kvb_client_register_device_kv(kvb_client* client, const kvb_block_shape* shape, int layout_kind,
+                                  uint32_t num_blocks, const uint64_t* region_ptrs, size_t region_count,
+                                  uint64_t region_bytes, int handles) {
+  return guarded([&] {
+    KVB_REQUIRE(client != nullptr && shape != nullptr, "kvb_client_register_device_kv: client or shape is NULL");
+    KVB_REQUIRE(region_ptrs != nullptr || region_count == 0, "kvb_client_register_device_kv: region_ptrs is NULL");
+    KVB_REQUIRE(layout_kind >= 0 && layout_kind <= static_cast<int>(kvb::kLastLayoutKind),
+                "kvb_client_register_device_kv: layout_kind must be 0, 1 or 2");
+    KVB_REQUIRE(handles >= 0 && handles <= 2, "kvb_client_register_device_kv: handles must be 0, 1 or 2");
+    kvb::client::DeviceKvSpec spec;
+    spec.shape = to_shape(*shape);
+    spec.kind = static_cast<kvb::client::WireLayoutKind>(layout_kind);
+    spec.num_blocks = num_blocks;
+    spec.region_ptrs.assign(region_ptrs, region_ptrs + region_count);
+    spec.region_bytes = region_bytes;
+    spec.handles = static_cast<kvb::client::DeviceHandles>(handles);
+    auto kv = kvb::client::DeviceKv::export_regions(spec);
+    if (!kv) return set_error(kv.error());
+    return status_code(client->client->register_device_kv(*kv));
+  });
+}
+
 int kvb_client_lookup(kvb_client* client, const uint64_t* hashes, size_t count, int pin, uint32_t* prefix_blocks) {
   return guarded([&] {
     KVB_REQUIRE(client != nullptr, "kvb_client_lookup: client is NULL");
@@ -153,6 +175,24 @@ int kvb_client_onboard(kvb_client* client, const uint64_t* hashes, const uint32_
     std::vector<kvb::client::OnboardItem> items(count);
     for (size_t i = 0; i < count; ++i) items[i] = {hashes[i], kvb::BlockId{engine_blocks[i]}};
     return status_code(client->client->onboard(items));
+  });
+}
+
+int kvb_client_onboard_layers(kvb_client* client, const uint64_t* hashes, const uint32_t* engine_blocks, size_t count,
+                              uint32_t layers_per_group, kvb_layer_progress_fn on_progress, void* user) {
+  return guarded([&] {
+    KVB_REQUIRE(client != nullptr, "kvb_client_onboard_layers: client is NULL");
+    KVB_REQUIRE((engine_blocks != nullptr && hashes != nullptr) || count == 0,
+                "kvb_client_onboard_layers: engine_blocks or hashes is NULL");
+    std::vector<kvb::client::OnboardItem> items(count);
+    for (size_t i = 0; i < count; ++i) items[i] = {hashes[i], kvb::BlockId{engine_blocks[i]}};
+    kvb::client::ProgressCallback progress;
+    if (on_progress != nullptr) {
+      progress = [on_progress, user](const kvb::client::LayerProgress& p) {
+        on_progress(user, p.layer_begin, p.layer_end, p.num_layers);
+      };
+    }
+    return status_code(client->client->onboard_layers(items, layers_per_group, std::move(progress)));
   });
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <exception>
 #include <future>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -36,13 +37,20 @@ Client::Client(std::unique_ptr<boost::asio::io_context> io, std::shared_ptr<Sess
 }
 
 Client::~Client() {
-  session_->close();
-  // close() resolves every pending request on the io thread; then stop it.
-  std::promise<void> closed;
-  boost::asio::post(session_->executor(), [&closed] { closed.set_value(); });
-  closed.get_future().wait_for(std::chrono::seconds(5));
-  io_->stop();
-  if (thread_.joinable()) thread_.join();
+  // A failure to post or to join (out of memory, a thread error) cannot be
+  // recovered here: the io thread would outlive the objects it uses. Say so
+  // by terminating, as an exception escaping a destructor would.
+  try {
+    session_->close();
+    // close() resolves every pending request on the io thread; then stop it.
+    std::promise<void> closed;
+    boost::asio::post(session_->executor(), [&closed] { closed.set_value(); });
+    closed.get_future().wait_for(std::chrono::seconds(5));
+    io_->stop();
+    if (thread_.joinable()) thread_.join();
+  } catch (...) {
+    std::terminate();
+  }
   session_.reset();
 }
 
@@ -64,6 +72,10 @@ Status Client::register_kv(const KvRegion& region) {
   return call<void>([&](Callback<void> cb) { session_->async_register_kv(region, std::move(cb)); });
 }
 
+Status Client::register_device_kv(const DeviceKv& kv) {
+  return call<void>([&](Callback<void> cb) { session_->async_register_device_kv(kv, std::move(cb)); });
+}
+
 Result<LookupResult> Client::lookup(std::span<const std::uint64_t> hashes, bool pin) {
   return call<LookupResult>([&](Callback<LookupResult> cb) { session_->async_lookup(hashes, pin, std::move(cb)); });
 }
@@ -74,6 +86,13 @@ Status Client::offload(std::span<const OffloadItem> items) {
 
 Status Client::onboard(std::span<const OnboardItem> items) {
   return call<void>([&](Callback<void> cb) { session_->async_onboard(items, std::move(cb)); });
+}
+
+Status Client::onboard_layers(std::span<const OnboardItem> items, std::uint32_t layers_per_group,
+                              ProgressCallback on_progress) {
+  return call<void>([&](Callback<void> cb) {
+    session_->async_onboard_layers(items, layers_per_group, std::move(on_progress), std::move(cb));
+  });
 }
 
 Result<std::uint32_t> Client::release(std::span<const std::uint64_t> hashes) {

@@ -136,12 +136,12 @@ void KvRegion::reset() noexcept {
   fds_.clear();
 }
 
-ChunkPlace KvRegion::place(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept {
-  return {chunk_region(geometry_, layer), chunk_offset(geometry_, block, layer, outer)};
+ChunkLocation KvRegion::place(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept {
+  return chunk_location(geometry_, block, layer, outer);
 }
 
 std::span<std::byte> KvRegion::chunk(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept {
-  const ChunkPlace p = place(block, layer, outer);
+  const ChunkLocation p = place(block, layer, outer);
   return {maps_[p.region] + p.offset, static_cast<std::size_t>(geometry_.chunk_bytes)};
 }
 

@@ -43,6 +43,7 @@ struct PendingRequest {
   bool accepted = false;                               // the reply said accepted
   std::function<void(Result<proto::Reply>)> on_reply;  // requests answered by their reply
   Callback<void> on_done;                              // async ops
+  ProgressCallback on_progress;                        // onboard_layers
 
   void fail(const Error& e) const {
     if (async_op) {
@@ -60,9 +61,9 @@ using Pending = detail::PendingRequest;
 
 namespace {
 
-constexpr std::size_t kReadChunk = 4096;            // per session: 10,000 sessions stay small
-constexpr std::size_t kMaxBatchFrames = 64;         // frames gathered into one write
-constexpr std::size_t kMaxBatchBytes = 256 * 1024;  // bytes gathered into one write
+constexpr std::size_t kReadChunk = 4096;             // per session: 10,000 sessions stay small
+constexpr std::size_t kMaxBatchFrames = 64;          // frames gathered into one write
+constexpr std::size_t kMaxBatchBytes = 256U * 1024;  // bytes gathered into one write
 /// Async requests held back (not yet sent) per unit of the daemon's
 /// max_inflight; beyond that a new one fails at once with busy.
 constexpr std::size_t kHeldPerInflight = 8;
@@ -79,7 +80,7 @@ Status reply_status(const Result<proto::Reply>& reply) {
 }  // namespace
 
 struct Session::Impl {
-  explicit Impl(Executor ex) : strand(asio::make_strand(ex)), socket(strand), read_buffer(kReadChunk) {}
+  explicit Impl(const Executor& ex) : strand(asio::make_strand(ex)), socket(strand), read_buffer(kReadChunk) {}
 
   asio::strand<Executor> strand;
   Socket socket;
@@ -276,6 +277,17 @@ void Session::handle_frame(const proto::Frame& frame) {
       }
       return;
     }
+    case proto::MsgType::progress: {
+      auto progress = proto::decode_payload<proto::Progress>(frame.payload);
+      if (!progress) {
+        shut_down(Error{Errc::protocol_error, "bad progress from kvblockd: " + progress.error().message});
+        return;
+      }
+      auto it = m.pending.find(id);
+      if (it == m.pending.end() || !it->second.on_progress) return;
+      it->second.on_progress(*progress);
+      return;
+    }
     case proto::MsgType::error: {
       auto err = proto::decode_payload<proto::ErrorFrame>(frame.payload);
       shut_down(err ? Error{err->code, "kvblockd closed the connection: " + err->message}
@@ -377,7 +389,7 @@ void Session::finish_write(const boost::system::error_code& ec, std::size_t) {
 
 template <class M>
 RequestId Session::send(const M& message, std::function<void(Result<proto::Reply>)> on_reply, Callback<void> on_done,
-                        std::vector<int> fds) {
+                        std::vector<int> fds, ProgressCallback on_progress) {
   const RequestId id{next_request_id_.fetch_add(1, std::memory_order_relaxed)};
   Pending p;
   p.async_op = static_cast<bool>(on_done);
@@ -386,6 +398,7 @@ RequestId Session::send(const M& message, std::function<void(Result<proto::Reply
       M::kType == proto::MsgType::offload || M::kType == proto::MsgType::onboard || M::kType == proto::MsgType::wait;
   p.on_reply = std::move(on_reply);
   p.on_done = std::move(on_done);
+  p.on_progress = std::move(on_progress);
   auto frame = proto::encode_message(id, message);
   asio::dispatch(impl_->strand, [self = shared_from_this(), id, p = std::move(p), frame = std::move(frame),
                                  fds = std::move(fds)]() mutable {
@@ -435,7 +448,7 @@ std::function<void(Result<proto::Reply>)> body_reply(Callback<T> done, Convert c
 }
 
 std::function<void(Result<proto::Reply>)> empty_reply(Callback<void> done) {
-  return [done = std::move(done)](Result<proto::Reply> reply) { done(reply_status(reply)); };
+  return [done = std::move(done)](const Result<proto::Reply>& reply) { done(reply_status(reply)); };
 }
 
 }  // namespace
@@ -481,6 +494,21 @@ RequestId Session::async_register_kv(const KvRegion& region, Callback<void> done
   return send(req, empty_reply(std::move(done)), {}, std::move(fds));
 }
 
+RequestId Session::async_register_device_kv(const DeviceKv& kv, Callback<void> done) {
+  std::vector<int> fds;
+  for (int fd : kv.fds()) {
+    const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+      for (int c : fds) ::close(c);
+      const Error e{Errc::io_error, fmt::format("dup of a VMM fd {}: {}", fd, std::strerror(errno))};
+      asio::post(impl_->strand, [done = std::move(done), e] { done(tl::unexpected(e)); });
+      return RequestId{0};
+    }
+    fds.push_back(copy);
+  }
+  return send(kv.request(), empty_reply(std::move(done)), {}, std::move(fds));
+}
+
 RequestId Session::async_lookup(std::span<const std::uint64_t> hashes, bool pin, Callback<LookupResult> done) {
   proto::LookupRequest req;
   req.pin = pin;
@@ -498,6 +526,14 @@ RequestId Session::async_onboard(std::span<const OnboardItem> items, Callback<vo
   proto::OnboardRequest req;
   req.items.assign(items.begin(), items.end());
   return send(req, {}, std::move(done), {});
+}
+
+RequestId Session::async_onboard_layers(std::span<const OnboardItem> items, std::uint32_t layers_per_group,
+                                        ProgressCallback on_progress, Callback<void> done) {
+  proto::OnboardLayersRequest req;
+  req.layers_per_group = layers_per_group;
+  req.items.assign(items.begin(), items.end());
+  return send(req, {}, std::move(done), {}, std::move(on_progress));
 }
 
 RequestId Session::async_release(std::span<const std::uint64_t> hashes, Callback<std::uint32_t> done) {

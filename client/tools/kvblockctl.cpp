@@ -3,6 +3,7 @@
 // Exit codes: 0 ok, 1 the daemon answered an error or is unreachable, 2 usage.
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,8 @@ kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const k
 /// The JSON stays the contract (--json); this is only a reading aid.
 void print_flat(const nlohmann::json& value, const std::string& name) {
   if (value.is_object()) {
-    for (const auto& [key, child] : value.items()) print_flat(child, name.empty() ? key : name + "." + key);
+    for (const auto& [key, child] : value.items())
+      print_flat(child, name.empty() ? key : std::string(name).append(".").append(key));
   } else {
     std::printf("%-28s %s\n", name.c_str(),
                 value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
@@ -63,7 +65,7 @@ kvb::Result<kvb::DType> parse_dtype_arg(const std::string& text) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{"kvblockctl: inspect and operate a running kvblockd"};
   app.require_subcommand(1);
   std::string socket = kvb::client::default_socket_path();
@@ -172,4 +174,16 @@ int main(int argc, char** argv) {
   }
   (void)c.bye();
   return rc;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvblockctl: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "kvblockctl: an unknown exception\n");
+    return 1;
+  }
 }

@@ -21,21 +21,28 @@ std::string_view to_string(MsgType type) noexcept {
     case MsgType::bye: return "bye";
     case MsgType::drain: return "drain";
     case MsgType::config: return "config";
+    case MsgType::onboard_layers: return "onboard_layers";
     case MsgType::reply: return "reply";
     case MsgType::notification: return "notification";
     case MsgType::error: return "error";
+    case MsgType::progress: return "progress";
   }
   return "unknown";
 }
 
+namespace {
+constexpr auto kLastRequest = static_cast<std::uint16_t>(MsgType::onboard_layers);
+constexpr auto kLastAnswer = static_cast<std::uint16_t>(MsgType::progress);
+}  // namespace
+
 bool is_known_type(std::uint16_t type) noexcept {
-  return (type >= static_cast<std::uint16_t>(MsgType::hello) && type <= static_cast<std::uint16_t>(MsgType::config)) ||
-         (type >= static_cast<std::uint16_t>(MsgType::reply) && type <= static_cast<std::uint16_t>(MsgType::error));
+  return (type >= static_cast<std::uint16_t>(MsgType::hello) && type <= kLastRequest) ||
+         (type >= static_cast<std::uint16_t>(MsgType::reply) && type <= kLastAnswer);
 }
 
 bool is_request_type(MsgType type) noexcept {
   const auto value = static_cast<std::uint16_t>(type);
-  return value >= static_cast<std::uint16_t>(MsgType::hello) && value <= static_cast<std::uint16_t>(MsgType::config);
+  return value >= static_cast<std::uint16_t>(MsgType::hello) && value <= kLastRequest;
 }
 
 namespace {
@@ -126,7 +133,7 @@ void FrameParser::feed(std::span<const std::byte> bytes) {
   if (consumed_ > 0 && consumed_ == buffer_.size()) {
     buffer_.clear();
     consumed_ = 0;
-  } else if (consumed_ > 64 * 1024 && consumed_ * 2 > buffer_.size()) {
+  } else if (consumed_ > 64U * 1024 && consumed_ * 2 > buffer_.size()) {
     buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_));
     consumed_ = 0;
   }
@@ -152,8 +159,17 @@ Result<std::optional<Frame>> FrameParser::next() {
   return std::optional<Frame>{std::move(frame)};
 }
 
+std::string_view format_completion_ok(RequestId request_id, std::span<char, kCompletionOkBytes> out) noexcept {
+  char* end = std::to_chars(out.data(), out.data() + out.size() - 3, request_id.value()).ptr;
+  std::memcpy(end, ":ok", 3);
+  return std::string_view(out.data(), static_cast<std::size_t>(end + 3 - out.data()));
+}
+
 std::string format_completion(RequestId request_id, const Status& result) {
-  if (result) return fmt::format("{}:ok", request_id);
+  if (result) {
+    std::array<char, kCompletionOkBytes> text;
+    return std::string(format_completion_ok(request_id, text));
+  }
   return fmt::format("{}:err({})", request_id, result.error().message);
 }
 

@@ -107,6 +107,13 @@ void write(WireWriter& out, const RegisterKvRequest& in) {
   out.u32(in.fd_count);
   out.count(in.cuda_ipc_handles.size(), "cuda_ipc_handles");
   for (const auto& handle : in.cuda_ipc_handles) out.blob(handle, "cuda_ipc_handles[]");
+  out.blob(in.device_uuid, "device_uuid");
+  write_u64_list(out, in.allocation_bytes, "allocation_bytes");
+  out.count(in.regions.size(), "regions");
+  for (const auto& region : in.regions) {
+    out.u32(region.allocation);
+    out.u64(region.offset);
+  }
 }
 void read(WireReader& in, RegisterKvRequest& out) {
   const std::uint8_t memory = in.u8("memory");
@@ -118,10 +125,21 @@ void read(WireReader& in, RegisterKvRequest& out) {
   const std::uint32_t n = in.count("cuda_ipc_handles", 4);
   out.cuda_ipc_handles.reserve(n);
   for (std::uint32_t i = 0; i < n && in.ok(); ++i) out.cuda_ipc_handles.push_back(in.blob("cuda_ipc_handles[]"));
+  out.device_uuid = in.blob("device_uuid");
+  read_u64_list(in, out.allocation_bytes, "allocation_bytes");
+  const std::uint32_t regions = in.count("regions", 12);
+  out.regions.reserve(regions);
+  for (std::uint32_t i = 0; i < regions && in.ok(); ++i) {
+    DeviceRegionRef region;
+    region.allocation = in.u32("regions[].allocation");
+    region.offset = in.u64("regions[].offset");
+    out.regions.push_back(region);
+  }
   if (!in.ok()) return;
   const auto kind = layout_kind_from_wire(layout_kind);
   if (memory > static_cast<std::uint8_t>(kLastMemoryHandle)) {
-    in.fail_with(Error{Errc::protocol_error, fmt::format("memory is {} (expected 0 memfd or 1 cuda_ipc)", memory)});
+    in.fail_with(
+        Error{Errc::protocol_error, fmt::format("memory is {} (expected 0 memfd, 1 cuda_ipc or 2 cuda_vmm)", memory)});
   } else if (!kind) {
     in.fail_with(Error{Errc::protocol_error, fmt::format("layout_kind is {} (expected 0..{})", layout_kind,
                                                          static_cast<int>(kLastLayoutKind))});
@@ -178,6 +196,17 @@ void read(WireReader& in, OnboardRequest& out) {
   }
 }
 
+void write(WireWriter& out, const OnboardLayersRequest& in) {
+  out.u32(in.layers_per_group);
+  write(out, OnboardRequest{in.items});
+}
+void read(WireReader& in, OnboardLayersRequest& out) {
+  out.layers_per_group = in.u32("layers_per_group");
+  OnboardRequest items;
+  read(in, items);
+  out.items = std::move(items.items);
+}
+
 void write(WireWriter& out, const ReleaseRequest& in) { write_u64_list(out, in.hashes, "hashes"); }
 void read(WireReader& in, ReleaseRequest& out) { read_u64_list(in, out.hashes, "hashes"); }
 
@@ -222,6 +251,21 @@ void write(WireWriter& out, const Notification& in) {
 void read(WireReader& in, Notification& out) {
   out.code = read_errc(in, "code");
   out.text = in.string("text");
+}
+
+void write(WireWriter& out, const Progress& in) {
+  out.u32(in.layer_begin);
+  out.u32(in.layer_end);
+  out.u32(in.num_layers);
+}
+void read(WireReader& in, Progress& out) {
+  out.layer_begin = in.u32("layer_begin");
+  out.layer_end = in.u32("layer_end");
+  out.num_layers = in.u32("num_layers");
+  if (in.ok() && !(out.layer_begin < out.layer_end && out.layer_end <= out.num_layers)) {
+    in.fail_with(Error{Errc::protocol_error, fmt::format("progress layers [{}, {}) of {} is not a layer range",
+                                                         out.layer_begin, out.layer_end, out.num_layers)});
+  }
 }
 
 void write(WireWriter& out, const ErrorFrame& in) {
@@ -342,9 +386,11 @@ Result<AnyRequest> decode_request(MsgType type, std::span<const std::byte> paylo
     case MsgType::bye: return decode_as<ByeRequest>(payload);
     case MsgType::drain: return decode_as<DrainRequest>(payload);
     case MsgType::config: return decode_as<ConfigRequest>(payload);
+    case MsgType::onboard_layers: return decode_as<OnboardLayersRequest>(payload);
     case MsgType::reply:
     case MsgType::notification:
-    case MsgType::error: break;
+    case MsgType::error:
+    case MsgType::progress: break;
   }
   return fail(Errc::protocol_error, "message type {:#06x} ({}) is not a request", static_cast<std::uint16_t>(type),
               to_string(type));

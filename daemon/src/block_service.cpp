@@ -7,8 +7,10 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 
+#include "device_kv.h"
 #include "kvb/common/mix64.h"
 #include "kvb/kernels/async_copy.h"
+#include "layer_groups.h"
 
 namespace kvb::daemon {
 
@@ -34,17 +36,9 @@ BlockSpace EngineKv::space() const {
   return out;
 }
 
-BlockService::BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-                           std::uint32_t max_layouts, std::uint64_t max_pool_blocks, DiskSettings disk,
-                           bool check_host_blocks, std::string eviction_policy)
-    : io_(io),
-      engine_(engine),
-      host_pool_bytes_(host_pool_bytes),
-      max_layouts_(max_layouts),
-      max_pool_blocks_(max_pool_blocks),
-      eviction_policy_(std::move(eviction_policy)),
-      disk_(std::move(disk)) {
-  integrity_.enabled = check_host_blocks;
+BlockService::BlockService(boost::asio::io_context& io, CopyEngines& engines, BlockServiceOptions options)
+    : io_(io), engines_(engines), options_(std::move(options)), disk_(std::move(options_.disk)) {
+  integrity_.enabled = options_.check_host_blocks;
 }
 
 BlockService::~BlockService() {
@@ -69,8 +63,8 @@ Status BlockService::start_disk() {
   auto shapes = disk_.start();
   if (!shapes) return tl::unexpected(shapes.error());
   for (const LayoutSpec& spec : *shapes) {
-    if (pools_.size() >= max_layouts_) {
-      spdlog::warn("disk tier: more slot files than max_layouts ({}); the others stay closed", max_layouts_);
+    if (pools_.size() >= options_.max_layouts) {
+      spdlog::warn("disk tier: more slot files than max_layouts ({}); the others stay closed", options_.max_layouts);
       break;
     }
     LayoutSpec with_alignment = spec;
@@ -90,9 +84,9 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
   for (auto& pool : pools_) {
     if (pool->spec.same_block_shape(spec)) return pool.get();
   }
-  if (pools_.size() >= max_layouts_) {
+  if (pools_.size() >= options_.max_layouts) {
     return fail(Errc::out_of_capacity, "{} distinct block layouts are served already (max_layouts {})", pools_.size(),
-                max_layouts_);
+                options_.max_layouts);
   }
   return add_pool(spec);
 }
@@ -103,30 +97,44 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   // them directly (O_DIRECT).
   if (disk_.enabled()) spec.alignment = std::max<std::uint32_t>(spec.alignment, 4096);
   const std::uint64_t stride = (spec.block_bytes() + spec.alignment - 1) / spec.alignment * spec.alignment;
-  const std::uint64_t blocks = host_pool_bytes_ / stride;
+  const std::uint64_t blocks = options_.host_pool_bytes / stride;
   if (blocks == 0) {
     return fail(Errc::invalid_argument, "a block of {} bytes does not fit the host pool (host_pool_bytes {})",
-                spec.block_bytes(), host_pool_bytes_);
+                spec.block_bytes(), options_.host_pool_bytes);
   }
-  if (blocks > max_pool_blocks_) {
+  if (blocks > options_.max_pool_blocks) {
     return fail(Errc::invalid_argument,
                 "layout: blocks of {} bytes ({}-byte stride with alignment {}) would make a host pool of {} blocks, "
                 "over max_pool_blocks {}; use larger blocks or a smaller host_pool_bytes",
-                spec.block_bytes(), stride, spec.alignment, blocks, max_pool_blocks_);
+                spec.block_bytes(), stride, spec.alignment, blocks, options_.max_pool_blocks);
   }
   auto layout = Layout::make(spec, LayoutKind::fully_contiguous,
                              static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, 0xFFFFFFFFULL)));
   if (!layout) return tl::unexpected(layout.error());
   auto region = HostRegion::create(layout->region_bytes(), "kvblockd-g2");
   if (!region) return tl::unexpected(region.error());
+  std::unique_ptr<MemoryRegion> pin;
+  if (options_.pin) {
+    auto pinned = options_.pin((*region)->data(), (*region)->size());
+    if (pinned) {
+      pin = std::move(*pinned);
+      ++pinned_pools_;
+    } else {
+      if (pin_failures_++ == 0)
+        spdlog::warn(
+            "G2 host pool of {} bytes could not be pinned ({}); copies between it and device memory go "
+            "through the staged engine's pinned bounce buffer (slower). Logged once.",
+            (*region)->size(), pinned.error().message);
+    }
+  }
   const auto index = static_cast<std::uint32_t>(pools_.size() + 1);
-  auto pool = Pool::make(PoolId{index}, *layout, std::move(*region));
+  auto pool = Pool::make(PoolId{index}, *layout, std::make_unique<HostPoolRegion>(std::move(*region), std::move(pin)));
   if (!pool) return tl::unexpected(pool.error());
   auto entry = std::make_unique<LayoutPool>();
   entry->spec = wanted;
   BlockManagerConfig config;
   config.g2.pool = std::move(*pool);
-  config.g2.policy = eviction_policy_;
+  config.g2.policy = options_.eviction_policy;
   config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
   if (disk_.enabled()) {
     auto store = disk_.open_store(spec);
@@ -148,11 +156,9 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
 Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& pool,
                                                             const proto::RegisterKvRequest& request,
                                                             std::vector<UniqueFd> fds) {
-  if (request.memory == proto::MemoryHandle::cuda_ipc) {
-    return fail(Errc::unavailable, "register_kv: memory cuda_ipc needs a GPU; this daemon has none");
-  }
   auto layout = Layout::make(pool.spec, request.layout_kind, request.num_blocks);
   if (!layout) return fail(Errc::invalid_argument, "register_kv: {}", layout.error().message);
+  if (request.memory != proto::MemoryHandle::memfd) return import_device_kv(engines_, *layout, request, std::move(fds));
   if (request.fd_count != layout->num_regions() || fds.size() != layout->num_regions()) {
     return fail(Errc::invalid_argument, "register_kv: layout {} needs {} fds; fd_count is {} and {} arrived",
                 to_string(layout->kind()), layout->num_regions(), request.fd_count, fds.size());
@@ -161,7 +167,7 @@ Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& po
     return fail(Errc::invalid_argument, "register_kv: region_bytes {} is under the {} bytes the layout needs",
                 request.region_bytes, layout->region_bytes());
   }
-  auto kv = std::make_shared<EngineKv>(EngineKv{*layout, {}});
+  auto kv = std::make_shared<EngineKv>(EngineKv{*layout, {}, -1});
   for (std::size_t i = 0; i < fds.size(); ++i) {
     auto region = EngineRegion::map(std::move(fds[i]), request.region_bytes);
     if (!region) return fail(region.error().code, "register_kv: region {}: {}", i, region.error().message);
@@ -211,9 +217,15 @@ Status BlockService::check_items(const EngineKv& kv, std::span<const proto::Onbo
   return kvb::ok();
 }
 
-void BlockService::submit(TransferPlan plan, std::function<void(Status)> on_loop) {
+void BlockService::submit(TransferPlan plan, int device, std::function<void(Status)> on_loop) {
+  auto engine = options_.select ? options_.select(plan.src().kind(), plan.dst().kind(), device)
+                                : select_engine(engines_, plan.src().kind(), plan.dst().kind(), device);
+  if (!engine) {
+    boost::asio::post(io_, [on_loop = std::move(on_loop), error = engine.error()] { on_loop(tl::unexpected(error)); });
+    return;
+  }
   ++copies_in_flight_;
-  async_copy(engine_, std::move(plan),
+  async_copy(**engine, std::move(plan),
              boost::asio::bind_executor(io_, [this, on_loop = std::move(on_loop)](Status status) {
                --copies_in_flight_;
                on_loop(std::move(status));
@@ -250,7 +262,8 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   if (!plan) return finish_later(tl::unexpected(plan.error()));
   const std::uint64_t bytes = plan->total_bytes();
   auto held = std::make_shared<BlockLeases>(std::move(*leases));
-  submit(std::move(*plan),
+  const int device = kv->device;
+  submit(std::move(*plan), device,
          [this, &pool, &manager, held, keys = std::move(keys), parents = std::move(parents), kv = std::move(kv),
           control = std::move(control), done = std::move(done), bytes](Status status) {
            if (!status) return done(fail(status.error().code, "offload copy failed: {}", status.error().message));
@@ -270,7 +283,8 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
 }
 
 void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-                                 std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, Done done) {
+                                 std::vector<proto::OnboardItem> items, OnboardProgress progress,
+                                 std::shared_ptr<OpControl> control, Done done) {
   auto finish_later = [this, &done](Status status) {
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
@@ -292,15 +306,17 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
     held->push_back(std::move(match.leases[0]));
   }
   if (on_disk.empty()) {
-    return copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
+    return copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(progress),
+                          std::move(control), std::move(done));
   }
   // Read the disk blocks into G2 first (each checked), then copy from G2.
   std::vector<BlockLease> g3;
   g3.reserve(on_disk.size());
   for (std::size_t i : on_disk) g3.push_back(std::move((*held)[i]));
-  auto promoted = manager.promote(
-      g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk, items = std::move(items),
-           control = std::move(control), done](std::vector<Result<BlockLease>> results) mutable {
+  auto promoted =
+      manager.promote(g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk,
+                           items = std::move(items), progress = std::move(progress), control = std::move(control),
+                           done](std::vector<Result<BlockLease>> results) mutable {
         for (std::size_t k = 0; k < results.size(); ++k) {
           const std::size_t i = on_disk[k];
           if (!results[k]) {
@@ -318,7 +334,8 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
           held->release();
           return done(fail(Errc::cancelled, "onboard cancelled"));
         }
-        copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(control), std::move(done));
+        copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(progress), std::move(control),
+                       std::move(done));
       });
   // The G3 leases are pinned by the promote now (or it failed).
   g3.clear();
@@ -355,7 +372,12 @@ bool BlockService::verify_host_block(LayoutPool& pool, const BlockLease& lease) 
 }
 
 void BlockService::copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
-                                  std::vector<BlockPair> pairs, std::shared_ptr<OpControl> control, Done done) {
+                                  std::vector<BlockPair> pairs, OnboardProgress progress,
+                                  std::shared_ptr<OpControl> control, Done done) {
+  auto finish_later = [this, &done, &held](Status status) {
+    held->release();
+    boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
+  };
   BlockManager& manager = *pool.manager;
   if (integrity_.enabled) {
     for (std::size_t i = 0; i < held->size(); ++i) {
@@ -366,24 +388,41 @@ void BlockService::copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv
       });
     }
   }
-  auto plan = TransferPlan::build(manager.pool(Tier::g2).space(), kv->space(), pairs);
-  if (!plan) {
-    held->release();
-    return boost::asio::post(io_, [done = std::move(done), error = plan.error()] { done(tl::unexpected(error)); });
+  // One plan per layer group, all submitted now: the engine runs them in
+  // order on one stream (CUDA) or side by side (host workers); LayerGroups
+  // announces the groups in layer order whatever order they finish in.
+  auto groups = std::make_shared<LayerGroups>(kv->layout.spec().num_layers, progress.layers_per_group);
+  std::vector<TransferPlan> plans;
+  plans.reserve(groups->size());
+  std::uint64_t bytes = 0;
+  for (std::size_t g = 0; g < groups->size(); ++g) {
+    auto plan = TransferPlan::build(manager.pool(Tier::g2).space(), kv->space(), pairs, groups->range(g));
+    if (!plan) return finish_later(tl::unexpected(plan.error()));
+    bytes += plan->total_bytes();
+    plans.push_back(std::move(*plan));
   }
-  const std::uint64_t bytes = plan->total_bytes();
-  submit(std::move(*plan),
-         [this, held, kv = std::move(kv), control = std::move(control), done = std::move(done), bytes](Status status) {
-           const std::size_t sources = held->size();
-           held->release();
-           if (!status) return done(fail(status.error().code, "onboard copy failed: {}", status.error().message));
-           if (control->cancelled) {
-             spdlog::debug("onboard copy of a request that already ended finished: {} source leases ended", sources);
-             return done(fail(Errc::cancelled, "onboard cancelled"));
-           }
-           moved_.onboard += bytes;
-           done(kvb::ok());
-         });
+  auto announce = std::make_shared<std::function<void(LayerRange)>>(std::move(progress.announce));
+  auto shared_done = std::make_shared<Done>(std::move(done));
+  const int device = kv->device;
+  for (std::size_t g = 0; g < plans.size(); ++g) {
+    submit(std::move(plans[g]), device,
+           [this, g, groups, announce, held, kv, control, shared_done, bytes](Status status) {
+             const bool all_ended = groups->finish(g, status, [&](LayerRange range) {
+               if (!control->cancelled && *announce) (*announce)(range);
+             });
+             if (!all_ended) return;
+             const std::size_t sources = held->size();
+             held->release();  // no copy reads the G2 blocks any more
+             if (const auto& error = groups->error())
+               return (*shared_done)(fail(error->code, "onboard copy failed: {}", error->message));
+             if (control->cancelled) {
+               spdlog::debug("onboard copy of a request that already ended finished: {} source leases ended", sources);
+               return (*shared_done)(fail(Errc::cancelled, "onboard cancelled"));
+             }
+             moved_.onboard += bytes;
+             (*shared_done)(kvb::ok());
+           });
+  }
 }
 
 TierCounters BlockService::g2_counters() const {

@@ -1,12 +1,16 @@
 // BlockService: the daemon's block operations over blockmgr's BlockManager
-// and a CopyEngine: one host (G2) pool per distinct block layout, engine KV
-// caches mapped from memfds, lookup / offload / onboard.
+// and the copy engines: one host (G2) pool per distinct block layout (pinned
+// for CUDA when the daemon has a GPU), engine KV caches mapped from memfds or
+// imported from device memory (device_kv.h), lookup / offload / onboard
+// (whole, or layer by layer with progress).
 //
-// Event-loop thread only (BlockManager's one locking rule). Copies run on the
-// engine's threads; their completions come back through asio::post, so the
-// loop never blocks on a copy. Tenants: every client hash is mixed with the
-// session's tenant salt before it reaches the registry, so tenants only match
-// each other's blocks when they share a salt.
+// Event-loop thread only (BlockManager's one locking rule). Every plan runs
+// on the engine the selection rule picks for its memory (select_engine:
+// host, or a CUDA engine of the engine KV's device, started on first use);
+// every completion comes back the same way, through async_copy's post to
+// the loop, so the loop never blocks on a copy. Tenants: every client hash
+// is mixed with the session's tenant salt before it reaches the registry, so
+// tenants only match each other's blocks when they share a salt.
 #pragma once
 
 #include <cstdint>
@@ -20,11 +24,13 @@
 
 #include "disk_tier.h"
 #include "engine_region.h"
+#include "host_pool_region.h"
 #include "kvb/blockmgr/block_manager.h"
 #include "kvb/blockmgr/host_region.h"
 #include "kvb/blockmgr/layout.h"
 #include "kvb/common/protocol.h"
 #include "kvb/common/unique_fd.h"
+#include "kvb/kernels/copy_engines.h"
 
 namespace kvb::daemon {
 
@@ -58,12 +64,14 @@ struct HostIntegrity {
 /// The "integrity" object of the stats reply.
 [[nodiscard]] nlohmann::ordered_json integrity_json(const HostIntegrity& integrity);
 
-/// An engine's KV cache, mapped into the daemon (memfd regions standing in
-/// for device memory). Shared by the copies that use it, so an unregister or
-/// a session end never unmaps memory under a running copy.
+/// An engine's KV cache, mapped into the daemon: memfd regions (host
+/// memory), or windows of device allocations imported from the engine
+/// (device_kv.h). Shared by the copies that use it, so an unregister or a
+/// session end never unmaps memory under a running copy.
 struct EngineKv {
   Layout layout;
-  std::vector<std::unique_ptr<EngineRegion>> regions;
+  std::vector<std::unique_ptr<MemoryRegion>> regions;  // one per layout region
+  int device = -1;                                     // CUDA ordinal of device memory, else -1
   [[nodiscard]] BlockSpace space() const;
 };
 
@@ -87,17 +95,40 @@ struct MovedBytes {
   std::uint64_t onboard = 0;  // G2 -> engine
 };
 
+struct BlockServiceOptions {
+  std::uint64_t host_pool_bytes = 256ULL << 20;  // per distinct block layout
+  std::uint32_t max_layouts = 4;
+  /// Blocks (and their metadata) one host pool may have; a block shape that
+  /// needs more is refused.
+  std::uint64_t max_pool_blocks = std::uint64_t{1} << 20;
+  /// Pins each new host pool (empty: pools stay pageable, e.g. no GPU). A
+  /// failure is logged once; that pool stays pageable.
+  HostPinning pin;
+  /// Picks the engine of a plan; empty: select_engine() over the
+  /// CopyEngines (tests put a fault-injecting engine here).
+  std::function<Result<CopyEngine*>(MemoryKind src, MemoryKind dst, int device)> select;
+  /// The disk tier (G3); an empty path: none.
+  DiskSettings disk;
+  /// integrity.check_host_blocks: sum host blocks as they enter G2 and check
+  /// them before every copy to an engine.
+  bool check_host_blocks = false;
+  /// The host pools' eviction policy (make_eviction_policy name).
+  std::string eviction_policy = "prefix";
+};
+
+/// Per-layer progress of an onboard: `announce` runs on the loop for each
+/// group of `layers_per_group` layers, in layer order, once every engine
+/// block holds those layers. layers_per_group 0: one group, no announce.
+struct OnboardProgress {
+  std::uint32_t layers_per_group = 0;
+  std::function<void(LayerRange)> announce;
+};
+
 class BlockService {
  public:
   using Done = std::function<void(Status)>;
 
-  /// Default of max_pool_blocks: blocks (and their metadata) one host pool may have.
-  static constexpr std::uint64_t kDefaultMaxPoolBlocks = std::uint64_t{1} << 20;
-
-  /// `eviction_policy`: the host pools' policy (make_eviction_policy name).
-  BlockService(boost::asio::io_context& io, CopyEngine& engine, std::uint64_t host_pool_bytes,
-               std::uint32_t max_layouts, std::uint64_t max_pool_blocks = kDefaultMaxPoolBlocks, DiskSettings disk = {},
-               bool check_host_blocks = false, std::string eviction_policy = "prefix");
+  BlockService(boost::asio::io_context& io, CopyEngines& engines, BlockServiceOptions options);
   /// Waits (running the loop) for disk write-backs and reads in flight.
   ~BlockService();
 
@@ -114,9 +145,10 @@ class BlockService {
   /// out_of_capacity (max_layouts distinct shapes), io_error (memfd).
   [[nodiscard]] Result<LayoutPool*> attach_layout(const proto::WireLayout& layout);
 
-  /// Maps the engine's memfd regions. Errors: fd count or sizes do not match
-  /// the layout (invalid_argument naming the field), mmap (io_error),
-  /// cuda_ipc without a GPU (unavailable).
+  /// Maps the engine's memfd regions, or imports its device allocations
+  /// (device_kv.h). Errors: fd count or sizes do not match the layout
+  /// (invalid_argument naming the field), mmap (io_error), device memory
+  /// without a GPU or on a device this daemon does not serve (unavailable).
   [[nodiscard]] Result<std::shared_ptr<EngineKv>> register_kv(const LayoutPool& pool,
                                                               const proto::RegisterKvRequest& request,
                                                               std::vector<UniqueFd> fds);
@@ -138,9 +170,12 @@ class BlockService {
   /// Starts an onboard now: leases the blocks of the salted hashes
   /// (not_found names a missing hash), reads those found only on disk into
   /// G2 first (a block that fails its checksum is dropped: not_found), and
-  /// copies them into the engine blocks.
+  /// copies them into the engine blocks, one plan per layer group of
+  /// `progress` (announced in layer order). `done` runs once every plan has
+  /// ended; the leases end then.
   void start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-                     std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, Done done);
+                     std::vector<proto::OnboardItem> items, OnboardProgress progress,
+                     std::shared_ptr<OpControl> control, Done done);
 
   /// Every layout's pool, for stats and metrics.
   [[nodiscard]] const std::vector<std::unique_ptr<LayoutPool>>& pools() const noexcept { return pools_; }
@@ -151,29 +186,35 @@ class BlockService {
   [[nodiscard]] const MovedBytes& moved() const noexcept { return moved_; }
   [[nodiscard]] const HostIntegrity& host_integrity() const noexcept { return integrity_; }
   [[nodiscard]] std::uint32_t copies_in_flight() const noexcept { return copies_in_flight_; }
-  [[nodiscard]] std::string_view engine_name() const noexcept { return engine_.name(); }
+  [[nodiscard]] CopyEngines& engines() const noexcept { return engines_; }
+  /// Host pools pinned for CUDA / left pageable because pinning failed.
+  [[nodiscard]] std::uint32_t pinned_pools() const noexcept { return pinned_pools_; }
+  [[nodiscard]] std::uint32_t pin_failures() const noexcept { return pin_failures_; }
 
  private:
-  void submit(TransferPlan plan, std::function<void(Status)> on_loop);
+  /// Runs `plan` on the engine the selection rule picks for its memory
+  /// (`device`: the device memory side's ordinal); `on_loop` runs once on
+  /// the loop with the result (a selection error too).
+  void submit(TransferPlan plan, int device, std::function<void(Status)> on_loop);
   [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
   // integrity.check_host_blocks: sum a block that entered G2 / verify one
   // about to be copied to an engine (false: it failed and was dropped).
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
   [[nodiscard]] bool verify_host_block(LayoutPool& pool, const BlockLease& lease);
   void copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
-                      std::vector<BlockPair> pairs, std::shared_ptr<OpControl> control, Done done);
+                      std::vector<BlockPair> pairs, OnboardProgress progress, std::shared_ptr<OpControl> control,
+                      Done done);
 
   boost::asio::io_context& io_;
-  CopyEngine& engine_;
-  std::uint64_t host_pool_bytes_;
-  std::uint32_t max_layouts_;
-  std::uint64_t max_pool_blocks_;
-  std::string eviction_policy_;
+  CopyEngines& engines_;
+  BlockServiceOptions options_;
   DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
   MovedBytes moved_;
   HostIntegrity integrity_;
   std::uint32_t copies_in_flight_ = 0;
+  std::uint32_t pinned_pools_ = 0;
+  std::uint32_t pin_failures_ = 0;
 };
 
 }  // namespace kvb::daemon

@@ -133,6 +133,10 @@ const std::vector<KeyDef>& key_defs() {
     d.push_back(key("max_pool_blocks", &DaemonConfig::max_pool_blocks, UInt{1},
                     "Most blocks one host pool may have (each costs ~70 bytes of bookkeeping); a block shape "
                     "that needs more is refused"));
+    d.push_back(key("frame_timeout_ms", &DaemonConfig::frame_timeout_ms, UInt{1},
+                    "A frame whose first byte came must be complete within this (ms), else the connection closes"));
+    d.push_back(key("hello_timeout_ms", &DaemonConfig::hello_timeout_ms, UInt{1},
+                    "A connection that has not said hello and sends no request for this long (ms) is closed"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
     d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy,
@@ -161,6 +165,10 @@ const std::vector<KeyDef>& key_defs() {
                     "Drills only: make disk I/O fail or slow, e.g. write_errno=ENOSPC,delay_ms=50 (docs/disk.md)"));
     d.push_back(key("integrity.check_host_blocks", &DaemonConfig::integrity_check_host_blocks, Bool{},
                     "Sum host (G2) blocks as they are stored and check them before every copy to an engine"));
+    d.push_back(key("devices", &DaemonConfig::devices, IdList{},
+                    "CUDA device ordinals served; empty = every usable GPU. Repeat the flag", "--device"));
+    d.push_back(key("pin_host_pools", &DaemonConfig::pin_host_pools, Bool{},
+                    "Register the host (G2) pools with CUDA (cudaHostRegister) when a GPU is present"));
     return d;
   }();
   return defs;

@@ -174,10 +174,18 @@ struct OctalMode {
   }
 };
 
-/// A list of uids / gids (32-bit); the flag repeats, one id each.
+/// A list of ids (uids, GPU ordinals), each within the element type's range;
+/// the flag repeats, one id each.
 struct IdList {
   static constexpr bool kRepeatable = true;
-  [[nodiscard]] Status check(const std::string&, const std::vector<std::uint32_t>&) const { return kvb::ok(); }
+  template <class T>
+  static constexpr std::uint64_t max_id() {
+    return static_cast<std::uint64_t>(std::numeric_limits<typename T::value_type>::max());
+  }
+  template <class T>
+  [[nodiscard]] Status check(const std::string&, const T&) const {
+    return kvb::ok();
+  }
   template <class T>
   [[nodiscard]] Result<T> from_toml(const std::string& name, const toml::node& node) const {
     const auto* array = node.as_array();
@@ -185,10 +193,10 @@ struct IdList {
     T out;
     for (const auto& element : *array) {
       const auto value = element.value<std::int64_t>();
-      if (!element.is_integer() || !value || *value < 0 || *value > std::numeric_limits<std::uint32_t>::max()) {
+      if (!element.is_integer() || !value || *value < 0 || static_cast<std::uint64_t>(*value) > max_id<T>()) {
         return fail(Errc::invalid_argument, "config key '{}' holds a value that is not an id", name);
       }
-      out.push_back(static_cast<std::uint32_t>(*value));
+      out.push_back(static_cast<typename T::value_type>(*value));
     }
     return out;
   }
@@ -197,10 +205,10 @@ struct IdList {
     T out;
     for (const auto& text : texts) {
       auto value = parse_unsigned(text);
-      if (!value || *value > std::numeric_limits<std::uint32_t>::max()) {
+      if (!value || *value > max_id<T>()) {
         return fail(Errc::invalid_argument, "config key '{}': '{}' is not an id", name, text);
       }
-      out.push_back(static_cast<std::uint32_t>(*value));
+      out.push_back(static_cast<typename T::value_type>(*value));
     }
     return out;
   }

@@ -22,6 +22,7 @@
 #include "daemon_core.h"
 #include "kvb/common/logging.h"
 #include "kvb/kernels/copy_engines.h"
+#include "kvb/kernels/cuda_regions.h"
 #include "metrics_server.h"
 #include "session.h"
 
@@ -72,13 +73,30 @@ void refuse_connection(Local::socket& socket, Errc code, const std::string& mess
   socket.close(ec);
 }
 
+BlockServiceOptions block_service_options(const DaemonConfig& config, const CopyEngines& engines, DiskSettings disk) {
+  BlockServiceOptions options;
+  options.host_pool_bytes = config.host_pool_bytes;
+  options.max_layouts = config.max_layouts;
+  options.max_pool_blocks = config.max_pool_blocks;
+  options.disk = std::move(disk);
+  options.check_host_blocks = config.integrity_check_host_blocks;
+  options.eviction_policy = config.eviction_policy;
+  if (engines.has_cuda() && config.pin_host_pools) {
+    options.pin = [](std::byte* base, std::uint64_t bytes) -> Result<std::unique_ptr<MemoryRegion>> {
+      auto pinned = PinnedHostRegion::register_existing(base, bytes);
+      if (!pinned) return tl::unexpected(pinned.error());
+      return std::unique_ptr<MemoryRegion>(std::move(*pinned));
+    };
+  }
+  return options;
+}
+
 class Daemon {
  public:
   Daemon(const DaemonConfig& config, asio::io_context& io, CopyEngines& engines, DiskSettings disk)
       : io_(io),
-        blocks_(io, *engines.host, config.host_pool_bytes, config.max_layouts, config.max_pool_blocks, std::move(disk),
-                config.integrity_check_host_blocks, config.eviction_policy),
-        admission_(std::string(engines.host->name()), config.copy_slots, config.copy_queue),
+        blocks_(io, engines, block_service_options(config, engines, std::move(disk))),
+        admission_(std::string(engines.host().name()), config.copy_slots, config.copy_queue),
         deadlines_(io),
         core_{config, io, blocks_, admission_, deadlines_, metrics_},
         acceptor_(io),
@@ -232,7 +250,15 @@ int run_daemon(const DaemonConfig& config) {
   spdlog::info("open file limit: {}", fd_limit);
   CopyEngineOptions engine_options;
   engine_options.host.workers = config.copy_threads;
-  CopyEngines engines = make_copy_engines(engine_options);
+  engine_options.devices = config.devices;
+  CopyEngines engines(engine_options);
+  for (const int ordinal : config.devices) {
+    if (engines.device(ordinal) == nullptr) {
+      spdlog::critical("kvblockd cannot start: devices names CUDA device {}, which is not usable here ({})", ordinal,
+                       engines.has_cuda() ? "see the copy engines line above" : engines.cuda_unavailable());
+      return 1;
+    }
+  }
   // One thread runs the loop and starts every socket/timer operation; copy
   // engine threads only post() completions. So the reactor's per-descriptor
   // locks can go (the scheduler keeps its lock for those posts).

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "device_kv.h"
+#include "kvb/kernels/device_memory.h"
 #include "session.h"
 
 namespace kvb::daemon {
@@ -35,6 +37,25 @@ void DaemonCore::connection_closed(SessionId id) {
   if (connections.empty() && shutting_down && on_all_closed) on_all_closed();
 }
 
+namespace {
+
+// The GPU part of the stats: devices, engines started, device KV imports,
+// G2 pinning.
+void add_gpu_json(nlohmann::ordered_json& out, const BlockService& blocks) {
+  out["gpu_present"] = blocks.engines().has_cuda();
+  auto devices = nlohmann::ordered_json::array();
+  for (const auto& d : blocks.engines().devices()) {
+    devices.push_back({{"ordinal", d.ordinal}, {"name", d.name}, {"uuid", format_uuid(d.uuid)}});
+  }
+  out["devices"] = std::move(devices);
+  out["copy_engines"] = blocks.engines().built();
+  out["device_kv_allocations"] = ImportedDeviceMemory::live();
+  out["pinned_host_pools"] = blocks.pinned_pools();
+  out["host_pool_pin_failures"] = blocks.pin_failures();
+}
+
+}  // namespace
+
 std::string DaemonCore::stats_json() const {
   const Totals now = totals();
   nlohmann::ordered_json out;
@@ -51,6 +72,7 @@ std::string DaemonCore::stats_json() const {
   out["layouts"] = blocks.pools().size();
   out["draining"] = draining;
   out["shutting_down"] = shutting_down;
+  add_gpu_json(out, blocks);
   out["bytes_offloaded"] = blocks.moved().offload;
   out["bytes_onboarded"] = blocks.moved().onboard;
   out["g2"] = tier_json(g2);

@@ -39,6 +39,7 @@ Session::~Session() {
 void Session::start() {
   core_.connections.emplace(id_.value(), this);
   core_.metrics.session_opened();
+  rearm_deadline(true);
   asio::co_spawn(
       socket_.get_executor(), [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
 }
@@ -105,7 +106,9 @@ asio::awaitable<void> Session::read_loop() {
                                              proto::kMaxFdsPerFrame)});
       break;
     }
+    const std::uint64_t before = frames_handled_;
     if (!drain_frames()) break;
+    rearm_deadline(frames_handled_ != before);
     if (++reads_in_a_row >= kReadsBeforeYield) {
       reads_in_a_row = 0;
       co_await asio::post(socket_.get_executor(), asio::use_awaitable);
@@ -126,6 +129,7 @@ bool Session::drain_frames() {
       return false;
     }
     if (!next->has_value()) return true;
+    ++frames_handled_;
     handle(**next, frame_fds_.claim(received_bytes_ - parser_.buffered()));
   }
   return false;
@@ -151,7 +155,12 @@ void Session::handle(const proto::Frame& frame, std::vector<UniqueFd> fds) {
     case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request), std::move(fds));
     case MsgType::lookup: return on_lookup(id, std::get<proto::LookupRequest>(request));
     case MsgType::offload: return on_offload(id, std::move(std::get<proto::OffloadRequest>(request)));
-    case MsgType::onboard: return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request)));
+    case MsgType::onboard:
+      return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request).items), 0, MsgType::onboard);
+    case MsgType::onboard_layers: {
+      auto& layered = std::get<proto::OnboardLayersRequest>(request);
+      return on_onboard(id, std::move(layered.items), layered.layers_per_group, MsgType::onboard_layers);
+    }
     case MsgType::release: return on_release(id, std::get<proto::ReleaseRequest>(request));
     case MsgType::status: return on_status(id, std::get<proto::StatusRequest>(request));
     case MsgType::wait: return on_wait(id, std::get<proto::WaitRequest>(request));
@@ -257,32 +266,55 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
-  on_copy(id, MsgType::offload, std::move(request), &BlockService::start_offload);
+  on_copy(id, MsgType::offload, std::move(request.items),
+          [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+             std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
+            blocks.start_offload(pool, std::move(kv), salt, std::move(items), std::move(control), std::move(done));
+          });
 }
 
-void Session::on_onboard(RequestId id, proto::OnboardRequest request) {
-  on_copy(id, MsgType::onboard, std::move(request), &BlockService::start_onboard);
+void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
+                         MsgType op) {
+  if (op == MsgType::onboard_layers && layers_per_group == 0) {
+    return refuse(id, proto::to_string(op),
+                  Error{Errc::invalid_argument, "onboard_layers: layers_per_group must be >= 1 (got 0)"});
+  }
+  on_copy(id, op, std::move(items),
+          [id, layers_per_group, self = weak_from_this()](
+              BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+              std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
+            OnboardProgress progress{layers_per_group, nullptr};
+            if (layers_per_group != 0) {
+              const std::uint32_t num_layers = kv->layout.spec().num_layers;
+              progress.announce = [self, id, num_layers](LayerRange range) {
+                if (auto session = self.lock())
+                  session->send_message(id, proto::Progress{range.first, range.first + range.count, num_layers});
+              };
+            }
+            blocks.start_onboard(pool, std::move(kv), salt, std::move(items), std::move(progress), std::move(control),
+                                 std::move(done));
+          });
 }
 
-template <class Request, class Start>
-void Session::on_copy(RequestId id, MsgType op, Request request, Start start) {
+template <class Items, class Start>
+void Session::on_copy(RequestId id, MsgType op, Items items, Start start) {
   const auto name = proto::to_string(op);
   if (pool_ == nullptr || !kv_) {
     return refuse(id, name,
                   Error{Errc::wrong_state, fmt::format("{} needs hello with a layout and register_kv first", name)});
   }
-  if (auto valid = core_.blocks.check_items(*kv_, request.items); !valid) return refuse(id, name, valid.error());
+  if (auto valid = core_.blocks.check_items(*kv_, items); !valid) return refuse(id, name, valid.error());
   accept_async(id, op,
-               [&core = core_, start, pool = pool_, kv = kv_, salt = salt_, items = std::move(request.items), id,
-                self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
-                 (core.blocks.*start)(*pool, std::move(kv), salt, std::move(items), control,
-                                      [&core, self, id, control](Status result) {
-                                        core.admission.release();
-                                        auto session = self.lock();
-                                        if (session && !control->cancelled) {
-                                          session->complete(id, control->token, std::move(result));
-                                        }
-                                      });
+               [&core = core_, start = std::move(start), pool = pool_, kv = kv_, salt = salt_, items = std::move(items),
+                id, self = weak_from_this()](std::shared_ptr<OpControl> control) mutable {
+                 start(core.blocks, *pool, std::move(kv), salt, std::move(items), control,
+                       [&core, self, id, control](Status result) {
+                         core.admission.release();
+                         auto session = self.lock();
+                         if (session && !control->cancelled) {
+                           session->complete(id, control->token, std::move(result));
+                         }
+                       });
                });
 }
 
@@ -496,6 +528,50 @@ void Session::protocol_error(RequestId echo, const Error& error) {
   end();
 }
 
+void Session::abort_connection(Errc code, const std::string& message) {
+  spdlog::info("session {}: closing: {}", id_, message);
+  if (!writing_ && out_.empty()) {
+    auto frame = proto::encode_message(RequestId{0}, proto::ErrorFrame{code, message});
+    if (frame) (void)::send(socket_.native_handle(), frame->data(), frame->size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  stop_reading_ = true;
+  end();
+  close_socket();
+}
+
+void Session::rearm_deadline(bool progressed) {
+  const bool for_frame = parser_.mid_frame();
+  const bool wanted = for_frame || !hello_done_;
+  // Keep a running frame deadline while the same frame is still incomplete.
+  if (deadline_ && wanted && !progressed && for_frame == deadline_for_frame_) return;
+  if (deadline_) {
+    core_.deadlines.cancel(*deadline_);
+    deadline_.reset();
+  }
+  if (!wanted || ended_) return;
+  deadline_for_frame_ = for_frame;
+  const auto after =
+      std::chrono::milliseconds(for_frame ? core_.config.frame_timeout_ms : core_.config.hello_timeout_ms);
+  const std::uint64_t token = ++deadline_token_;
+  deadline_ = core_.deadlines.add(Clock::now() + after, [self = weak_from_this(), token] {
+    if (auto session = self.lock()) session->connection_deadline(token);
+  });
+}
+
+void Session::connection_deadline(std::uint64_t token) {
+  if (token != deadline_token_ || !deadline_) return;
+  deadline_.reset();  // it has fired: its entry is gone
+  if (ended_) return;
+  if (deadline_for_frame_) {
+    return abort_connection(Errc::timeout,
+                            fmt::format("a frame was not complete {} ms after it began ({} bytes of it came; "
+                                        "frame_timeout_ms)",
+                                        core_.config.frame_timeout_ms, parser_.buffered()));
+  }
+  abort_connection(Errc::timeout,
+                   fmt::format("no hello and no request for {} ms (hello_timeout_ms)", core_.config.hello_timeout_ms));
+}
+
 void Session::shutdown() {
   if (ended_) return;
   // End every pending request with err(shutting down); copies still running
@@ -523,6 +599,10 @@ void Session::force_close() {
 void Session::end() {
   if (ended_) return;
   ended_ = true;
+  if (deadline_) {
+    core_.deadlines.cancel(*deadline_);
+    deadline_.reset();
+  }
   for (auto& [id, wait] : waits_) {
     if (wait.deadline) core_.deadlines.cancel(*wait.deadline);
   }

@@ -98,11 +98,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds);
   void on_lookup(RequestId id, const proto::LookupRequest& request);
   void on_offload(RequestId id, proto::OffloadRequest request);
-  void on_onboard(RequestId id, proto::OnboardRequest request);
-  /// offload and onboard: checks, then admission (accept_async) of a copy
-  /// that BlockService's `start` member runs.
-  template <class Request, class Start>
-  void on_copy(RequestId id, proto::MsgType op, Request request, Start start);
+  /// onboard (layers_per_group 0) and onboard_layers (progress per group).
+  void on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
+                  proto::MsgType op);
+  /// offload and the onboards: checks, then admission (accept_async) of a
+  /// copy that `start` begins on BlockService.
+  template <class Items, class Start>
+  void on_copy(RequestId id, proto::MsgType op, Items items, Start start);
   void on_release(RequestId id, const proto::ReleaseRequest& request);
   void on_status(RequestId id, const proto::StatusRequest& request);
   void on_wait(RequestId id, const proto::WaitRequest& request);
@@ -128,6 +130,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void write_next();
   /// Sends an error frame and closes this connection after it.
   void protocol_error(RequestId echo, const Error& error);
+  /// Closes this connection now, after an error frame written only if the
+  /// socket takes it at once (for clients that may not read: timeouts).
+  void abort_connection(Errc code, const std::string& message);
+  /// Arms (or clears) the connection's one deadline after a read: a frame
+  /// begun must complete within frame_timeout_ms; a connection without hello
+  /// must send a request every hello_timeout_ms. `progressed`: a frame completed.
+  void rearm_deadline(bool progressed);
+  void connection_deadline(std::uint64_t token);
   /// Ends the session (idempotent); see the header comment.
   void end();
   /// Closes the socket and leaves the daemon's registry (idempotent).
@@ -140,7 +150,11 @@ class Session : public std::enable_shared_from_this<Session> {
   proto::FrameParser parser_;
   FrameFds frame_fds_;                // fds of the frame being received
   std::uint64_t received_bytes_ = 0;  // stream offset: bytes read so far
+  std::uint64_t frames_handled_ = 0;
   bool fds_truncated_ = false;
+  std::optional<DeadlineQueue::Handle> deadline_;  // frame_timeout_ms / hello_timeout_ms, see rearm_deadline
+  std::uint64_t deadline_token_ = 0;
+  bool deadline_for_frame_ = false;
 
   std::vector<std::byte> out_;   // frames waiting for the writer
   std::vector<std::byte> wbuf_;  // the frames being written

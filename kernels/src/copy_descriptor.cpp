@@ -53,7 +53,8 @@ ChunkPlan make_chunk_plan(const TransferPlan& plan) {
   };
   side(plan.src(), out.src);
   side(plan.dst(), out.dst);
-  out.layers = plan.src().layout.spec().num_layers;
+  out.first_layer = plan.layers().first;
+  out.layers = plan.layers().count;
   out.outer = plan.src().layout.spec().outer_dim;
   out.chunk_bytes = plan.src().layout.chunk_bytes();
   out.chunks = plan.num_chunks();

@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 
-#include <spdlog/spdlog.h>
-
+#include "finish_copy.h"
 #include "stream_copy.h"
 
 namespace kvb {
@@ -19,21 +17,6 @@ struct HostCopyEngine::Job {
 
   Job(TransferPlan p, CopyDone d) : plan(std::move(p)), done(std::move(d)) {}
 };
-
-namespace {
-
-// Runs `done` and keeps an exception from escaping into a worker.
-void finish(CopyDone& done, Status status) noexcept {
-  try {
-    done(std::move(status));
-  } catch (const std::exception& e) {
-    spdlog::error("host copy engine: completion callback threw: {}", e.what());
-  } catch (...) {
-    spdlog::error("host copy engine: completion callback threw a non-exception");
-  }
-}
-
-}  // namespace
 
 HostCopyEngine::HostCopyEngine(HostCopyEngineOptions options) : options_(options) {
   if (options_.workers == 0) options_.workers = std::max(1U, std::thread::hardware_concurrency());
@@ -73,13 +56,14 @@ HostCopyEngineStats HostCopyEngine::stats() const noexcept {
 
 void HostCopyEngine::submit(TransferPlan plan, CopyDone done) {
   if (!supports(plan.src().kind(), plan.dst().kind())) {
-    finish(done, fail(Errc::unsupported, "host copy engine cannot copy {} -> {} memory", to_string(plan.src().kind()),
-                      to_string(plan.dst().kind())));
+    detail::finish_copy(name(), done,
+                        fail(Errc::unsupported, "host copy engine cannot copy {} -> {} memory",
+                             to_string(plan.src().kind()), to_string(plan.dst().kind())));
     return;
   }
   const std::uint64_t total = plan.total_bytes();
   if (total == 0) {
-    finish(done, ok());
+    detail::finish_copy(name(), done, ok());
     return;
   }
   auto job = std::make_shared<Job>(std::move(plan), std::move(done));
@@ -96,7 +80,7 @@ void HostCopyEngine::submit(TransferPlan plan, CopyDone done) {
     std::lock_guard lock(mutex_);
     if (stopping_) {
       // Only reachable from a `done` that submits during destruction.
-      finish(job->done, fail(Errc::shutting_down, "host copy engine is shutting down"));
+      detail::finish_copy(name(), job->done, fail(Errc::shutting_down, "host copy engine is shutting down"));
       return;
     }
     // Piece boundaries at multiples of 64 bytes keep streaming stores whole.
@@ -128,7 +112,7 @@ void HostCopyEngine::worker_loop() {
     Job& job = *piece.job;
     if (job.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       plans_.fetch_add(1, std::memory_order_relaxed);
-      finish(job.done, ok());
+      detail::finish_copy(name(), job.done, ok());
     }
   }
 }

@@ -26,113 +26,79 @@ namespace {
 constexpr std::size_t kPage = 4096;
 constexpr std::size_t kGroup = 4 * kPage;  // four pages copied side by side
 
-// Every body routine: dst 64-byte aligned, bytes a multiple of 64.
-
-__attribute__((target("avx512f"))) void body_avx512(std::byte* dst, const std::byte* src, std::size_t bytes) {
-  std::size_t done = 0;
-  for (; done + kGroup <= bytes; done += kGroup) {
-    for (std::size_t off = 0; off < kPage; off += 128) {
-      for (std::size_t p = 0; p < 4; ++p) {
-        const std::byte* s = src + done + p * kPage + off;
-        std::byte* d = dst + done + p * kPage + off;
-        _mm_prefetch(reinterpret_cast<const char*>(s + 256), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(s + 320), _MM_HINT_T0);
-        const __m512i a = _mm512_loadu_si512(s);
-        const __m512i b = _mm512_loadu_si512(s + 64);
-        _mm512_stream_si512(reinterpret_cast<__m512i*>(d), a);
-        _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64), b);
-      }
-    }
-  }
-  for (; done < bytes; done += 64)
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + done), _mm512_loadu_si512(src + done));
+inline void prefetch_ahead(const std::byte* s) {
+  _mm_prefetch(reinterpret_cast<const char*>(s + 256), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(s + 320), _MM_HINT_T0);
 }
 
-// Four bodies side by side, 128 bytes of each in turn.
-__attribute__((target("avx512f"))) void group_avx512(const CopySegment* g) {
-  std::size_t longest = 0;
-  for (std::size_t p = 0; p < 4; ++p) longest = g[p].bytes > longest ? g[p].bytes : longest;
-  for (std::size_t off = 0; off < longest; off += 128) {
-    for (std::size_t p = 0; p < 4; ++p) {
-      if (off >= g[p].bytes) continue;
-      const std::byte* s = g[p].src + off;
-      std::byte* d = g[p].dst + off;
-      _mm_prefetch(reinterpret_cast<const char*>(s + 256), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(s + 320), _MM_HINT_T0);
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(d), _mm512_loadu_si512(s));
-      if (g[p].bytes - off >= 128) _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64), _mm512_loadu_si512(s + 64));
-    }
-  }
-}
+// One body/group pair per instruction set, from the same loops
+// (stream_copy_loops.inc), each compiled for its target.
 
-__attribute__((target("avx2"))) inline __m256i load32(const std::byte* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#endif
+namespace avx512 {
+inline void copy_line(std::byte* d, const std::byte* s) {
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(d), _mm512_loadu_si512(s));
 }
-__attribute__((target("avx2"))) inline void stream32(std::byte* p, __m256i v) {
-  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+inline void copy_line_pair(std::byte* d, const std::byte* s) {
+  const __m512i a = _mm512_loadu_si512(s);
+  const __m512i b = _mm512_loadu_si512(s + 64);
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(d), a);
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64), b);
 }
+#include "stream_copy_loops.inc"
+}  // namespace avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+namespace avx2 {
+inline __m256i load32(const std::byte* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline void stream32(std::byte* p, __m256i v) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v); }
+inline void copy_line(std::byte* d, const std::byte* s) {
+  const __m256i a = load32(s), b = load32(s + 32);
+  stream32(d, a);
+  stream32(d + 32, b);
+}
+inline void copy_line_pair(std::byte* d, const std::byte* s) {
+  const __m256i a = load32(s), b = load32(s + 32), c = load32(s + 64), e = load32(s + 96);
+  stream32(d, a);
+  stream32(d + 32, b);
+  stream32(d + 64, c);
+  stream32(d + 96, e);
+}
+#include "stream_copy_loops.inc"
+}  // namespace avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 
-__attribute__((target("avx2"))) void body_avx2(std::byte* dst, const std::byte* src, std::size_t bytes) {
-  std::size_t done = 0;
-  for (; done + kGroup <= bytes; done += kGroup) {
-    for (std::size_t off = 0; off < kPage; off += 128) {
-      for (std::size_t p = 0; p < 4; ++p) {
-        const std::byte* s = src + done + p * kPage + off;
-        std::byte* d = dst + done + p * kPage + off;
-        _mm_prefetch(reinterpret_cast<const char*>(s + 256), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(s + 320), _MM_HINT_T0);
-        const __m256i a = load32(s), b = load32(s + 32), c = load32(s + 64), e = load32(s + 96);
-        stream32(d, a);
-        stream32(d + 32, b);
-        stream32(d + 64, c);
-        stream32(d + 96, e);
-      }
-    }
-  }
-  for (; done < bytes; done += 64) {
-    const __m256i a = load32(src + done), b = load32(src + done + 32);
-    stream32(dst + done, a);
-    stream32(dst + done + 32, b);
-  }
+namespace sse2 {  // the x86-64 baseline: no target needed
+inline __m128i load16(const std::byte* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+inline void stream16(std::byte* p, __m128i v) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), v); }
+inline void copy_line(std::byte* d, const std::byte* s) {
+  const __m128i a = load16(s), b = load16(s + 16), c = load16(s + 32), e = load16(s + 48);
+  stream16(d, a);
+  stream16(d + 16, b);
+  stream16(d + 32, c);
+  stream16(d + 48, e);
 }
-
-__attribute__((target("avx2"))) void group_avx2(const CopySegment* g) {
-  std::size_t longest = 0;
-  for (std::size_t p = 0; p < 4; ++p) longest = g[p].bytes > longest ? g[p].bytes : longest;
-  for (std::size_t off = 0; off < longest; off += 128) {
-    for (std::size_t p = 0; p < 4; ++p) {
-      if (off >= g[p].bytes) continue;
-      const std::byte* s = g[p].src + off;
-      std::byte* d = g[p].dst + off;
-      _mm_prefetch(reinterpret_cast<const char*>(s + 256), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(s + 320), _MM_HINT_T0);
-      const __m256i a = load32(s), b = load32(s + 32);
-      stream32(d, a);
-      stream32(d + 32, b);
-      if (g[p].bytes - off >= 128) {
-        const __m256i c = load32(s + 64), e = load32(s + 96);
-        stream32(d + 64, c);
-        stream32(d + 96, e);
-      }
-    }
-  }
+inline void copy_line_pair(std::byte* d, const std::byte* s) {
+  copy_line(d, s);
+  copy_line(d + 64, s + 64);
 }
-
-void body_sse2(std::byte* dst, const std::byte* src, std::size_t bytes) {
-  const auto load = [](const std::byte* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); };
-  const auto store = [](std::byte* p, __m128i v) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), v); };
-  for (std::size_t done = 0; done < bytes; done += 64) {
-    const __m128i a = load(src + done), b = load(src + done + 16), c = load(src + done + 32), e = load(src + done + 48);
-    store(dst + done, a);
-    store(dst + done + 16, b);
-    store(dst + done + 32, c);
-    store(dst + done + 48, e);
-  }
-}
-
-void group_sse2(const CopySegment* g) {
-  for (std::size_t p = 0; p < 4; ++p) body_sse2(g[p].dst, g[p].src, g[p].bytes);
-}
+#include "stream_copy_loops.inc"
+}  // namespace sse2
 
 using Body = void (*)(std::byte*, const std::byte*, std::size_t);
 using Group = void (*)(const CopySegment*);
@@ -144,9 +110,9 @@ struct Routines {
 
 Routines pick_routines() noexcept {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {body_avx512, group_avx512};
-  if (__builtin_cpu_supports("avx2")) return {body_avx2, group_avx2};
-  return {body_sse2, group_sse2};
+  if (__builtin_cpu_supports("avx512f")) return {avx512::body, avx512::group};
+  if (__builtin_cpu_supports("avx2")) return {avx2::body, avx2::group};
+  return {sse2::body, sse2::group};
 }
 
 const Routines kRoutines = pick_routines();

@@ -327,7 +327,7 @@ TEST(BlockManager, MovedLeasesReleaseOnce) {
   BlockLease a = std::move(leases[0]);
   BlockLease b;
   b = std::move(a);
-  EXPECT_FALSE(a);
+  EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
   EXPECT_TRUE(b);
   EXPECT_EQ(bm->counters().tier(Tier::g2).leased, 1U);
   b.release();

@@ -143,9 +143,9 @@ TEST(Replay, UnboundedCapacityReachesTheTheoreticalMaximum) {
 TEST(Replay, AG2TierOnlyAddsHits) {
   const auto trace = synthetic_trace(2000, 9);
   ReplayConfig g1_only;
-  g1_only.capacity_tokens = 30 * 512;
+  g1_only.capacity_tokens = 30ULL * 512;
   ReplayConfig tiered = g1_only;
-  tiered.host_capacity_tokens = 300 * 512;
+  tiered.host_capacity_tokens = 300ULL * 512;
   auto a = replay_trace(trace, g1_only);
   auto b = replay_trace(trace, tiered);
   ASSERT_TRUE(a.has_value());

@@ -48,7 +48,7 @@ TEST(SequenceHash, DifferentSaltsNeverMatch) {
   std::unordered_set<SequenceHash> salt1;
   std::vector<SequenceHash> salt2;
   for (std::uint32_t s = 0; s < 200; ++s) {
-    const auto t = tokens(8 * 16, s);
+    const auto t = tokens(std::size_t{8} * 16, s);
     const auto h1 = *hash_token_blocks(t, 16, 1);
     const auto h2 = *hash_token_blocks(t, 16, 2);
     salt1.insert(h1.begin(), h1.end());

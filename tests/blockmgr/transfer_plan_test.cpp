@@ -96,6 +96,44 @@ TEST(TransferPlan, RejectsOutOfRangeDuplicateAndMismatchedShapes) {
   EXPECT_NE(r4.error().message.find("destination block space: region 0 holds"), std::string::npos);
 }
 
+// A layer-wise onboard copies one group of layers per plan: each plan holds
+// exactly its layers' chunks, and the groups together copy every chunk.
+TEST(TransferPlan, LayerRangesCopyOnlyTheirLayers) {
+  for (auto kind :
+       {LayoutKind::fully_contiguous, LayoutKind::layer_separate_block_outer, LayoutKind::layer_separate_outer_block}) {
+    HostSpace src(LayoutKind::fully_contiguous, 4), dst(kind, 4);
+    src.fill_pattern(3);
+    std::vector<BlockPair> pairs{{BlockId{0}, BlockId{2}}, {BlockId{3}, BlockId{1}}};
+    SyncHostCopyEngine engine;
+    for (std::uint32_t first = 0; first < 3; ++first) {
+      auto plan = TransferPlan::build(src.space, dst.space, pairs, LayerRange{first, 1});
+      ASSERT_TRUE(plan) << plan.error().to_string();
+      EXPECT_EQ(plan->layers().first, first);
+      EXPECT_EQ(plan->num_chunks(), 2U * 1 * 2);
+      EXPECT_EQ(plan->total_bytes(), 2U * 2 * 64);
+      engine.submit(std::move(*plan), [](Status s) { EXPECT_TRUE(s); });
+      for (auto p : pairs)
+        for (std::uint32_t l = 0; l < 3; ++l)
+          for (std::uint32_t o = 0; o < 2; ++o) {
+            const bool copied = l <= first;
+            EXPECT_EQ(std::memcmp(src.chunk(p.src, l, o), dst.chunk(p.dst, l, o), 64) == 0, copied)
+                << to_string(kind) << " after layer " << first << ": block " << p.dst.value() << " layer " << l;
+          }
+    }
+  }
+  HostSpace a(LayoutKind::fully_contiguous, 2), b(LayoutKind::fully_contiguous, 2);
+  std::vector<BlockPair> one{{BlockId{0}, BlockId{1}}};
+  auto all = TransferPlan::build(a.space, b.space, one);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->layers().first, 0U);
+  EXPECT_EQ(all->layers().count, 3U);
+  for (LayerRange bad : {LayerRange{3, 1}, LayerRange{1, 3}, LayerRange{2, 0}}) {
+    auto r = TransferPlan::build(a.space, b.space, one, bad);
+    ASSERT_FALSE(r) << bad.first << "+" << bad.count;
+    EXPECT_NE(r.error().message.find("layers ["), std::string::npos) << r.error().message;
+  }
+}
+
 TEST(SyncHostCopyEngine, RefusesDeviceMemory) {
   HostSpace a(LayoutKind::fully_contiguous, 2), b(LayoutKind::fully_contiguous, 2);
   b.space.regions[0].kind = MemoryKind::device;

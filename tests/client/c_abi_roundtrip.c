@@ -9,6 +9,20 @@
 
 #define BLOCKS 8u
 
+/* Layer-wise progress: records the ranges in arrival order. */
+struct progress_log {
+  uint32_t calls;
+  uint32_t next_layer; /* where the next range must begin */
+  int out_of_order;
+};
+
+static void on_layers(void* user, uint32_t begin, uint32_t end, uint32_t num_layers) {
+  struct progress_log* log = (struct progress_log*)user;
+  if (begin != log->next_layer || end <= begin || end > num_layers) log->out_of_order = 1;
+  log->next_layer = end;
+  ++log->calls;
+}
+
 static int check(int rc, const char* what) {
   if (rc != KVB_OK) fprintf(stderr, "c_abi: %s failed: %s (%s)\n", what, kvb_error_name(rc), kvb_last_error());
   return rc;
@@ -23,7 +37,8 @@ int main(int argc, char** argv) {
   kvb_kv_region* region = NULL;
   kvb_client* client = NULL;
   uint64_t session = 0, hashes[BLOCKS];
-  uint32_t src[BLOCKS], dst[BLOCKS], prefix = 0, released = 0, b, l, o;
+  uint32_t src[BLOCKS], dst[BLOCKS], again[BLOCKS], prefix = 0, released = 0, b, l, o;
+  struct progress_log progress = {0, 0, 0};
   size_t bytes = 0, i, needed = 0;
   char stats[4096];
   int rc = 1;
@@ -62,6 +77,16 @@ int main(int argc, char** argv) {
             goto out;
           }
       }
+  /* The same blocks again, layer by layer, into blocks 0..7: one progress
+   * call per layer, in layer order, before the call returns. */
+  for (b = 0; b < BLOCKS; ++b) again[b] = b;
+  if (check(kvb_client_onboard_layers(client, hashes, again, BLOCKS, 1, on_layers, &progress), "onboard_layers"))
+    goto out;
+  if (progress.calls != shape.num_layers || progress.out_of_order || progress.next_layer != shape.num_layers) {
+    fprintf(stderr, "c_abi: onboard_layers progress: %u calls, out of order %d, last layer %u\n", progress.calls,
+            progress.out_of_order, progress.next_layer);
+    goto out;
+  }
   if (check(kvb_client_release(client, NULL, 0, &released), "release")) goto out;
   /* A too small buffer is refused with the size needed. */
   if (kvb_client_stats(client, stats, 1, &needed) != KVB_EINVAL || needed < 2) {

@@ -163,6 +163,40 @@ INSTANTIATE_TEST_SUITE_P(Layouts, RoundTrip,
                          ::testing::Values(WireLayoutKind::fully_contiguous, WireLayoutKind::layer_separate_block_outer,
                                            WireLayoutKind::layer_separate_outer_block));
 
+// vLLM's wait_for_layer_load: progress per layer group, in layer order,
+// before the onboard resolves; each announced layer already holds its bytes.
+TEST_F(ClientDaemonTest, OnboardLayersReportsEachGroupInOrderBeforeItResolves) {
+  kvb::client::BlockShape shape = small_shape();
+  shape.num_layers = 6;
+  auto region = KvRegion::create(shape, WireLayoutKind::layer_separate_block_outer, 8);
+  ASSERT_TRUE(region);
+  auto c = attach(*region);
+  ASSERT_TRUE(c);
+  std::vector<kvb::client::OffloadItem> off;
+  std::vector<kvb::client::OnboardItem> on;
+  for (std::uint32_t b = 0; b < 4; ++b) {
+    fill(*region, b, 50 + b);
+    off.push_back({BlockId{b}, 0x7700 + b});
+    on.push_back({0x7700 + b, BlockId{4 + b}});
+  }
+  ASSERT_TRUE(c->offload(off));
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> seen;
+  bool layers_in_place = true;
+  auto st = c->onboard_layers(on, 4, [&](const kvb::client::LayerProgress& p) {
+    seen.emplace_back(p.layer_begin, p.layer_end);
+    for (std::uint32_t b = 0; b < 4; ++b)
+      for (std::uint32_t l = p.layer_begin; l < p.layer_end; ++l)
+        for (std::uint32_t o = 0; o < shape.outer_dim; ++o) {
+          auto x = region->chunk(b, l, o);
+          if (std::memcmp(x.data(), region->chunk(4 + b, l, o).data(), x.size()) != 0) layers_in_place = false;
+        }
+  });
+  ASSERT_TRUE(st) << st.error().to_string();
+  EXPECT_EQ(seen, (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{0, 4}, {4, 6}}));
+  EXPECT_TRUE(layers_in_place);
+  for (std::uint32_t b = 0; b < 4; ++b) EXPECT_TRUE(same_block(*region, b, 4 + b)) << "block " << b;
+}
+
 TEST_F(ClientDaemonTest, CompletionIsPushedWithoutPolling) {
   auto region = KvRegion::create(small_shape(), WireLayoutKind::layer_separate_block_outer, 4);
   ASSERT_TRUE(region);

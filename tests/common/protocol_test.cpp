@@ -1,5 +1,6 @@
 // The IPC protocol codec: round trips of every message and every malformed
 // case the daemon must refuse (docs/protocol.md).
+#include <array>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -118,11 +119,19 @@ TEST(Protocol, EveryRequestRoundTrips) {
   reg.memory = MemoryHandle::cuda_ipc;
   reg.fd_count = 0;
   reg.cuda_ipc_handles = {std::vector<std::byte>(64, std::byte{7}), std::vector<std::byte>(64, std::byte{9})};
+  reg.device_uuid = std::vector<std::byte>(16, std::byte{0xAB});
+  reg.allocation_bytes = {1 << 30, 2 << 20};
+  reg.regions = {{0, 0}, {0, 1 << 20}, {1, 4096}};
+  expect_round_trip(reg);
+  reg.memory = MemoryHandle::cuda_vmm;
+  reg.cuda_ipc_handles.clear();
+  reg.fd_count = 2;
   expect_round_trip(reg);
   expect_round_trip(LookupRequest{true, {1, 2, 3, 0xFFFFFFFFFFFFFFFFULL}});
   expect_round_trip(LookupRequest{false, {}});
   expect_round_trip(OffloadRequest{{{BlockId{3}, 11}, {BlockId{4}, 12}}});
   expect_round_trip(OnboardRequest{{{11, BlockId{5}}, {12, BlockId{6}}}});
+  expect_round_trip(OnboardLayersRequest{4, {{11, BlockId{5}}, {12, BlockId{6}}}});
   expect_round_trip(ReleaseRequest{{7, 8}});
   expect_round_trip(ReleaseRequest{});
   expect_round_trip(StatusRequest{RequestId{42}});
@@ -145,6 +154,7 @@ TEST(Protocol, EveryAnswerRoundTrips) {
   expect_round_trip(make_error_reply(Error{Errc::busy, "session has 128 requests in flight"}));
   expect_round_trip(Notification{Errc::timeout, "5:err(timeout)"});
   expect_round_trip(ErrorFrame{Errc::protocol_error, "bad magic"});
+  expect_round_trip(Progress{4, 8, 32});
 }
 
 TEST(Protocol, ReplyBodyDecodesByType) {
@@ -180,6 +190,11 @@ TEST(Protocol, InvalidFieldValuesAreRefused) {
   reg = *encode_payload(RegisterKvRequest{});
   reg[1] = std::byte{3};  // layout_kind
   EXPECT_FALSE(decode_payload<RegisterKvRequest>(reg));
+  reg = *encode_payload(RegisterKvRequest{});
+  reg[0] = std::byte{3};  // memory past cuda_vmm
+  EXPECT_FALSE(decode_payload<RegisterKvRequest>(reg));
+  for (Progress bad : {Progress{4, 4, 8}, Progress{5, 4, 8}, Progress{0, 9, 8}})
+    EXPECT_FALSE(decode_payload<Progress>(*encode_payload(bad))) << bad.layer_begin << " " << bad.layer_end;
   RegisterKvRequest many_fds;
   many_fds.fd_count = kMaxFdsPerFrame + 1;
   EXPECT_FALSE(decode_payload<RegisterKvRequest>(*encode_payload(many_fds)));
@@ -299,6 +314,15 @@ TEST(Frame, TruncatedFrameWaitsForMoreBytes) {
   ASSERT_TRUE(next);
   EXPECT_FALSE(next->has_value());
   EXPECT_TRUE(parser.mid_frame());
+}
+
+TEST(Completion, OkTextWithoutAllocationHoldsTheLargestId) {
+  std::array<char, kCompletionOkBytes> text;
+  EXPECT_EQ(format_completion_ok(RequestId{~std::uint64_t{0}}, text), "18446744073709551615:ok");
+  EXPECT_EQ(format_completion_ok(RequestId{0}, text), "0:ok");
+  auto parsed = parse_completion(format_completion_ok(RequestId{~std::uint64_t{0}}, text));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->request_id, RequestId{~std::uint64_t{0}});
 }
 
 TEST(Completion, FormatsAndParsesBothShapes) {

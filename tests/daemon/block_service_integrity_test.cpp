@@ -40,20 +40,15 @@ class HostIntegrityTest : public ::testing::Test {
   }
   Status onboard(std::vector<proto::OnboardItem> items) {
     std::optional<Status> done;
-    service_.start_onboard(*pool_, kv_, 0, std::move(items), std::make_shared<OpControl>(),
+    service_.start_onboard(*pool_, kv_, 0, std::move(items), {}, std::make_shared<OpControl>(),
                            [&](Status s) { done = std::move(s); });
     return run_until(done);
   }
 
   boost::asio::io_context io_;
-  HostCopyEngine engine_{HostCopyEngineOptions{.workers = 2}};
-  BlockService service_{io_,
-                        engine_,
-                        1ULL << 20,
-                        2,
-                        BlockService::kDefaultMaxPoolBlocks,
-                        DiskSettings{},
-                        /*check_host_blocks=*/true};
+  CopyEngines engines_{CopyEngineOptions{.host = {.workers = 2}, .use_cuda = false}};
+  BlockService service_{
+      io_, engines_, BlockServiceOptions{.host_pool_bytes = 1ULL << 20, .max_layouts = 2, .check_host_blocks = true}};
   LayoutPool* pool_ = nullptr;
   std::shared_ptr<EngineKv> kv_;
 };

@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "block_service.h"
-#include "kvb/kernels/host_copy_engine.h"
+#include "kvb/kernels/copy_engines.h"
 #include "test_engine_kv.h"
 
 namespace kvb::daemon {
@@ -51,8 +51,8 @@ class BlockServiceTest : public ::testing::Test {
   }
 
   boost::asio::io_context io_;
-  HostCopyEngine engine_{HostCopyEngineOptions{.workers = 2}};
-  BlockService service_{io_, engine_, 1ULL << 20, 2};
+  CopyEngines engines_{CopyEngineOptions{.host = {.workers = 2}, .use_cuda = false}};
+  BlockService service_{io_, engines_, BlockServiceOptions{.host_pool_bytes = 1ULL << 20, .max_layouts = 2}};
   LayoutPool* pool_ = nullptr;
   std::shared_ptr<EngineKv> kv_;
 };
@@ -93,7 +93,7 @@ TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
   ASSERT_TRUE(offload(3, {{BlockId{4}, 300}}, std::make_shared<OpControl>()));
   for (auto& region : kv_->regions) std::memset(region->data() + 128 * 2 * 9, 0, 256);  // engine block 9
   std::optional<Status> done;
-  service_.start_onboard(*pool_, kv_, 3, {{300, BlockId{9}}}, std::make_shared<OpControl>(),
+  service_.start_onboard(*pool_, kv_, 3, {{300, BlockId{9}}}, {}, std::make_shared<OpControl>(),
                          [&](Status s) { done = std::move(s); });
   auto onboarded = run_until(done);
   ASSERT_TRUE(onboarded) << onboarded.error().to_string();
@@ -101,7 +101,7 @@ TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
     EXPECT_EQ(std::memcmp(kv_->regions[l]->data() + 256 * 9, kv_->regions[l]->data() + 256 * 4, 256), 0);
   }
   std::optional<Status> missing;
-  service_.start_onboard(*pool_, kv_, 3, {{999, BlockId{10}}}, std::make_shared<OpControl>(),
+  service_.start_onboard(*pool_, kv_, 3, {{999, BlockId{10}}}, {}, std::make_shared<OpControl>(),
                          [&](Status s) { missing = std::move(s); });
   auto status = run_until(missing);
   ASSERT_FALSE(status);
@@ -113,7 +113,9 @@ TEST_F(BlockServiceTest, OnboardCopiesBackAndNamesAMissingHash) {
 // A host pool of 3 blocks on `policy`, to see which block an offload evicts.
 struct TinyPool {
   explicit TinyPool(std::string policy)
-      : service{io, engine, 3 * 512, 1, BlockService::kDefaultMaxPoolBlocks, DiskSettings{}, false, std::move(policy)} {
+      : service{
+            io, engines,
+            BlockServiceOptions{.host_pool_bytes = 3 * 512, .max_layouts = 1, .eviction_policy = std::move(policy)}} {
     auto registered = test::register_test_engine_kv(service, pool, kEngineBlocks);
     EXPECT_TRUE(registered) << registered.error().to_string();
     if (registered) kv = *registered;
@@ -137,7 +139,7 @@ struct TinyPool {
   }
 
   boost::asio::io_context io;
-  HostCopyEngine engine{HostCopyEngineOptions{.workers = 1}};
+  CopyEngines engines{CopyEngineOptions{.host = {.workers = 1}, .use_cuda = false}};
   BlockService service;
   LayoutPool* pool = nullptr;
   std::shared_ptr<EngineKv> kv;
@@ -149,8 +151,8 @@ TEST(BlockServiceEviction, TheEvictionPolicySettingReachesThePoolsAndPrefixIsThe
     EXPECT_EQ(tiny.pool->manager->policy(Tier::g2).name(), policy);
   }
   boost::asio::io_context io;
-  HostCopyEngine engine{HostCopyEngineOptions{.workers = 1}};
-  BlockService defaults{io, engine, 1ULL << 20, 1};
+  CopyEngines engines{CopyEngineOptions{.host = {.workers = 1}, .use_cuda = false}};
+  BlockService defaults{io, engines, BlockServiceOptions{.host_pool_bytes = 1ULL << 20, .max_layouts = 1}};
   LayoutPool* pool = nullptr;
   ASSERT_TRUE(test::register_test_engine_kv(defaults, pool, 4));
   EXPECT_EQ(pool->manager->policy(Tier::g2).name(), "prefix");

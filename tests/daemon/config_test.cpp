@@ -168,6 +168,38 @@ TEST(Config, UnknownDiskPolicyIsRefusedWithTheValidNames) {
   }
 }
 
+// The GPU keys: devices (ordinals; the flag repeats) and pin_host_pools.
+TEST(Config, GpuKeysLoadFromFileAndFlags) {
+  DaemonConfig c = parse({}).config;
+  ASSERT_TRUE(apply_toml(c, "devices = [1, 0]\npin_host_pools = false\n", "gpu.toml"));
+  EXPECT_EQ(c.devices, (std::vector<int>{1, 0}));
+  EXPECT_FALSE(c.pin_host_pools);
+  DaemonConfig again;
+  auto printed = apply_toml(again, c.to_toml(), "printed");
+  ASSERT_TRUE(printed) << printed.error().to_string() << "\n" << c.to_toml();
+  EXPECT_EQ(again.devices, c.devices);
+  EXPECT_FALSE(again.pin_host_pools);
+
+  auto command = parse({"--device", "2", "--device", "3", "--pin-host-pools", "off"});
+  ASSERT_FALSE(command.exit_code) << command.exit_text;
+  EXPECT_EQ(command.config.devices, (std::vector<int>{2, 3}));
+  EXPECT_FALSE(command.config.pin_host_pools);
+  EXPECT_TRUE(DaemonConfig{}.pin_host_pools);
+  EXPECT_TRUE(DaemonConfig{}.devices.empty());
+
+  for (const char* bad : {"devices = [-1]\n", "devices = [4294967296]\n", "devices = 0\n", "pin_host_pools = 1\n"}) {
+    DaemonConfig refused;
+    auto applied = apply_toml(refused, bad, "gpu.toml");
+    ASSERT_FALSE(applied) << bad;
+    EXPECT_NE(applied.error().message.find(bad[0] == 'd' ? "devices" : "pin_host_pools"), std::string::npos)
+        << applied.error().message;
+  }
+  auto flag = parse({"--device", "gpu0"});
+  ASSERT_TRUE(flag.exit_code);
+  EXPECT_EQ(*flag.exit_code, kExitBadConfig);
+  EXPECT_NE(flag.exit_text.find("devices"), std::string::npos) << flag.exit_text;
+}
+
 TEST(Config, SizesTakeUnits) {
   using config_values::format_size;
   using config_values::parse_size;

@@ -21,7 +21,7 @@
 
 #include "block_service.h"
 #include "copy_admission.h"
-#include "kvb/kernels/host_copy_engine.h"
+#include "kvb/kernels/copy_engines.h"
 #include "test_engine_kv.h"
 
 namespace kvb::daemon {
@@ -103,9 +103,13 @@ class CopyAdmissionBusyTest : public ::testing::Test {
   }
 
   boost::asio::io_context io_;
-  HostCopyEngine host_{HostCopyEngineOptions{.workers = 1}};
-  FakePausedCopyEngine paused_{host_};
-  BlockService service_{io_, paused_, 1ULL << 20, 1};
+  CopyEngines engines_{CopyEngineOptions{.host = {.workers = 1}, .use_cuda = false}};
+  FakePausedCopyEngine paused_{engines_.host()};
+  BlockService service_{
+      io_, engines_,
+      BlockServiceOptions{.host_pool_bytes = 1ULL << 20,
+                          .max_layouts = 1,
+                          .select = [this](MemoryKind, MemoryKind, int) -> Result<CopyEngine*> { return &paused_; }}};
   CopyAdmission admission_{"host", /*slots=*/1, /*queue_limit=*/1};
   LayoutPool* pool_ = nullptr;
   std::shared_ptr<EngineKv> kv_;

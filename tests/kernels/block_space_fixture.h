@@ -69,16 +69,18 @@ struct HostSpace {
   }
 };
 
-/// What `dst` must hold after copying `pairs` from `src`: byte by byte.
+/// What `dst` must hold after copying `pairs` (layers `layers` of each
+/// block; default all) from `src`: byte by byte.
 inline std::vector<std::vector<std::byte>> naive_copy(const HostSpace& src, const HostSpace& dst,
-                                                      const std::vector<BlockPair>& pairs) {
+                                                      const std::vector<BlockPair>& pairs, LayerRange layers = {}) {
   auto out = dst.storage;
   const auto& spec = src.space.layout.spec();
+  if (layers.count == 0) layers = {0, spec.num_layers};
   const NaiveLayout sl(spec, src.space.layout.kind(), src.space.layout.num_blocks());
   const NaiveLayout dl(spec, dst.space.layout.kind(), dst.space.layout.num_blocks());
   const std::uint64_t chunk = spec.chunk_bytes();
   for (const auto& p : pairs)
-    for (std::uint32_t l = 0; l < spec.num_layers; ++l)
+    for (std::uint32_t l = layers.first; l < layers.first + layers.count; ++l)
       for (std::uint32_t o = 0; o < spec.outer_dim; ++o) {
         const auto [sr, so] = sl.where.at({p.src.value(), l, o});
         const auto [dr, d0] = dl.where.at({p.dst.value(), l, o});
@@ -118,6 +120,14 @@ inline std::vector<BlockPair> random_pairs(std::mt19937_64& rng, std::uint32_t s
     pairs.push_back({BlockId{s}, BlockId{dsts[i]}});
   }
   return pairs;
+}
+
+/// Every layer (2 times in 3) or a random non-empty range of them, as a
+/// layer-wise onboard's per-group plans copy.
+inline LayerRange random_layers(std::mt19937_64& rng, std::uint32_t num_layers) {
+  if (rng() % 3 != 0) return {};
+  const auto first = static_cast<std::uint32_t>(rng() % num_layers);
+  return {first, 1 + static_cast<std::uint32_t>(rng() % (num_layers - first))};
 }
 
 inline constexpr LayoutKind kAllKinds[] = {LayoutKind::fully_contiguous, LayoutKind::layer_separate_block_outer,

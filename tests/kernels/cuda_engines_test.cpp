@@ -25,8 +25,20 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Memory for one block space on the device or in pinned host memory, with a
-// host mirror (test::HostSpace) that holds the same bytes.
+// Pageable host memory (what a host pool is when its pinning failed).
+class PageableRegion final : public MemoryRegion {
+ public:
+  explicit PageableRegion(std::uint64_t bytes) : storage_(bytes) {}
+  [[nodiscard]] MemoryKind kind() const noexcept override { return MemoryKind::host; }
+  [[nodiscard]] std::byte* data() const noexcept override { return const_cast<std::byte*>(storage_.data()); }
+  [[nodiscard]] std::uint64_t size() const noexcept override { return storage_.size(); }
+
+ private:
+  std::vector<std::byte> storage_;
+};
+
+// Memory for one block space on the device, in pinned or in pageable host
+// memory, with a host mirror (test::HostSpace) that holds the same bytes.
 struct CudaSpace {
   test::HostSpace mirror;
   std::vector<std::unique_ptr<MemoryRegion>> regions;
@@ -37,14 +49,18 @@ struct CudaSpace {
       : mirror(spec, kind, blocks), space{mirror.space.layout, {}}, ordinal(device) {
     for (std::uint32_t r = 0; r < space.layout.num_regions(); ++r) {
       // +16 bytes so the region base can be misaligned by 3 (unaligned paths).
-      Result<std::unique_ptr<MemoryRegion>> region =
-          memory == MemoryKind::device
-              ? DeviceRegion::allocate(device, space.layout.region_bytes() + 16).map([](auto p) {
-                  return std::unique_ptr<MemoryRegion>(std::move(p));
-                })
-              : PinnedHostRegion::allocate(space.layout.region_bytes() + 16).map([](auto p) {
-                  return std::unique_ptr<MemoryRegion>(std::move(p));
-                });
+      const std::uint64_t bytes = space.layout.region_bytes() + 16;
+      Result<std::unique_ptr<MemoryRegion>> region = std::unique_ptr<MemoryRegion>();
+      if (memory == MemoryKind::host) {
+        region = std::unique_ptr<MemoryRegion>(std::make_unique<PageableRegion>(bytes));
+      } else if (memory == MemoryKind::device) {
+        region = DeviceRegion::allocate(device, bytes).map([](auto p) {
+          return std::unique_ptr<MemoryRegion>(std::move(p));
+        });
+      } else {
+        region =
+            PinnedHostRegion::allocate(bytes).map([](auto p) { return std::unique_ptr<MemoryRegion>(std::move(p)); });
+      }
       if (!region) throw std::runtime_error(region.error().to_string());
       regions.push_back(std::move(*region));
       space.regions.push_back({regions.back()->data() + 3, space.layout.region_bytes(), memory});
@@ -77,34 +93,36 @@ class CudaEngines : public ::testing::TestWithParam<CopyEngineKind> {
     CopyEngineOptions options;
     options.cuda.staging_bytes = 4096;
     options.cuda.staged_min_run_bytes = 0;
-    engines_ = make_copy_engines(options);
-    engine_ = engines_.get(GetParam());
-    if (engine_ == nullptr)
-      GTEST_SKIP() << to_string(GetParam()) << " is not available in this build: " << engines_.cuda_unavailable;
+    engines_ = std::make_unique<CopyEngines>(options);
+    auto engine = engines_->get(GetParam(), device->ordinal);
+    if (!engine) GTEST_SKIP() << to_string(GetParam()) << " is not available in this build: " << engine.error().message;
+    engine_ = *engine;
     device_ = device->ordinal;
   }
 
-  void check(MemoryKind src_mem, MemoryKind dst_mem, LayoutKind sk, LayoutKind dk, const LayoutSpec& spec) {
+  void check(MemoryKind src_mem, MemoryKind dst_mem, LayoutKind sk, LayoutKind dk, const LayoutSpec& spec,
+             LayerRange layers = {}) {
     CudaSpace src(spec, sk, 9, src_mem, device_), dst(spec, dk, 7, dst_mem, device_);
     const std::vector<BlockPair> pairs{
         {BlockId{8}, BlockId{0}}, {BlockId{0}, BlockId{6}}, {BlockId{3}, BlockId{3}}, {BlockId{4}, BlockId{4}}};
-    copy_and_compare(
-        src, dst, pairs,
-        static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 + static_cast<unsigned>(sk) * 7 + static_cast<unsigned>(dk),
-        fmt::format("{} -> {}", to_string(sk), to_string(dk)));
+    copy_and_compare(src, dst, pairs,
+                     static_cast<std::uint64_t>(spec.chunk_bytes()) * 31 +
+                         std::uint64_t{static_cast<unsigned>(sk)} * 7 + static_cast<unsigned>(dk),
+                     fmt::format("{} -> {} layers {}+{}", to_string(sk), to_string(dk), layers.first, layers.count),
+                     layers);
   }
 
   // Fills both spaces (seeded), runs one plan of `pairs` on the engine and
   // checks the destination against the naive reference, byte for byte.
   void copy_and_compare(CudaSpace& src, CudaSpace& dst, const std::vector<BlockPair>& pairs, std::uint64_t seed,
-                        const std::string& what) {
+                        const std::string& what, LayerRange layers = {}) {
     std::mt19937_64 rng(seed);
     src.mirror.fill(rng);
     dst.mirror.fill(rng);
     ASSERT_TRUE(src.upload());
     ASSERT_TRUE(dst.upload());
-    const auto want = test::naive_copy(src.mirror, dst.mirror, pairs);
-    auto plan = TransferPlan::build(src.space, dst.space, pairs);
+    const auto want = test::naive_copy(src.mirror, dst.mirror, pairs, layers);
+    auto plan = TransferPlan::build(src.space, dst.space, pairs, layers);
     ASSERT_TRUE(plan) << plan.error().to_string();
     std::promise<Status> promise;
     auto future = promise.get_future();
@@ -121,7 +139,7 @@ class CudaEngines : public ::testing::TestWithParam<CopyEngineKind> {
           << what << " region " << r;
   }
 
-  CopyEngines engines_;
+  std::unique_ptr<CopyEngines> engines_;
   CopyEngine* engine_ = nullptr;
   int device_ = 0;
 };
@@ -152,6 +170,34 @@ TEST_P(CudaEngines, DeviceToPinnedHost) {
       check(MemoryKind::device, MemoryKind::host_pinned, sk, LayoutKind::fully_contiguous, spec);
 }
 
+// A pool whose pinning failed is pageable: only cuda-staged takes it, through
+// its pinned bounce buffer (the kernel cannot reach pageable memory).
+TEST_P(CudaEngines, PageableHostOnlyThroughTheStagedEngine) {
+  if (GetParam() != CopyEngineKind::cuda_staged) {
+    EXPECT_FALSE(engine_->supports(MemoryKind::device, MemoryKind::host));
+    EXPECT_FALSE(engine_->supports(MemoryKind::host, MemoryKind::device));
+    return;
+  }
+  for (const auto& spec : kSpecs)
+    for (auto k : test::kAllKinds) {
+      check(MemoryKind::device, MemoryKind::host, k, LayoutKind::fully_contiguous, spec);
+      check(MemoryKind::host, MemoryKind::device, LayoutKind::fully_contiguous, k, spec);
+    }
+}
+
+// One group of layers per plan (a layer-wise onboard), every direction.
+TEST_P(CudaEngines, LayerRanges) {
+  const LayoutSpec spec{.num_layers = 5, .outer_dim = 2, .page_size = 16, .inner_dim = 64, .dtype = DType::bf16};
+  for (LayerRange layers : {LayerRange{0, 1}, LayerRange{1, 3}, LayerRange{4, 1}}) {
+    check(MemoryKind::host_pinned, MemoryKind::device, LayoutKind::fully_contiguous,
+          LayoutKind::layer_separate_block_outer, spec, layers);
+    check(MemoryKind::device, MemoryKind::host_pinned, LayoutKind::layer_separate_outer_block,
+          LayoutKind::fully_contiguous, spec, layers);
+    check(MemoryKind::device, MemoryKind::device, LayoutKind::fully_contiguous, LayoutKind::fully_contiguous, spec,
+          layers);
+  }
+}
+
 // cuda-kernel with one descriptor per run built on the host (the form used
 // for plans of more than 128 regions a side, and by cuda-staged's slabs)
 // instead of chunk addresses computed on the device; and with completion by
@@ -162,9 +208,10 @@ TEST_P(CudaEngines, DescriptorFormEveryDirection) {
   options.cuda.direct_chunks = false;
   options.cuda.completion_spin_us = 0;
   options.cuda.completion_poll_us = 0;
-  engines_ = make_copy_engines(options);
-  engine_ = engines_.get(CopyEngineKind::cuda_kernel);
-  ASSERT_NE(engine_, nullptr);
+  engines_ = std::make_unique<CopyEngines>(options);
+  auto engine = engines_->get(CopyEngineKind::cuda_kernel, device_);
+  ASSERT_TRUE(engine) << engine.error().to_string();
+  engine_ = *engine;
   for (const auto& spec : kSpecs) {
     for (auto sk : test::kAllKinds)
       for (auto dk : test::kAllKinds) check(MemoryKind::device, MemoryKind::device, sk, dk, spec);

@@ -51,13 +51,15 @@ TEST(HostCopyEngine, RandomLayoutsMatchNaiveReferenceForEveryLayoutPair) {
           src.fill(rng);
           dst.fill(rng);
           const auto pairs = test::random_pairs(rng, sb, db);
-          const auto want = test::naive_copy(src, dst, pairs);
-          auto plan = TransferPlan::build(src.space, dst.space, pairs);
+          const LayerRange layers = test::random_layers(rng, spec.num_layers);  // sometimes a layer group
+          const auto want = test::naive_copy(src, dst, pairs, layers);
+          auto plan = TransferPlan::build(src.space, dst.space, pairs, layers);
           ASSERT_TRUE(plan) << plan.error().to_string();
           auto st = run_and_wait(*engine, std::move(*plan));
           ASSERT_TRUE(st) << st.error().to_string();
           ASSERT_EQ(dst.storage, want) << to_string(sk) << " -> " << to_string(dk) << " outer " << spec.outer_dim
-                                       << " chunk " << spec.chunk_bytes() << " iteration " << iter;
+                                       << " chunk " << spec.chunk_bytes() << " layers " << layers.first << "+"
+                                       << layers.count << " iteration " << iter;
         }
       }
     }

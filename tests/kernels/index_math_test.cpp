@@ -110,8 +110,9 @@ std::unique_ptr<CopyCase> random_copy_case(std::mt19937_64& rng, const LayoutSpe
   c->src.fill(rng);
   c->dst.fill(rng);
   const auto pairs = test::random_pairs(rng, sb, db);
-  c->want = test::naive_copy(c->src, c->dst, pairs);
-  auto plan = TransferPlan::build(c->src.space, c->dst.space, pairs);
+  const LayerRange layers = test::random_layers(rng, spec.num_layers);
+  c->want = test::naive_copy(c->src, c->dst, pairs, layers);
+  auto plan = TransferPlan::build(c->src.space, c->dst.space, pairs, layers);
   EXPECT_TRUE(plan) << plan.error().to_string();
   if (plan) c->plan.emplace(std::move(*plan));
   return c;

@@ -57,6 +57,7 @@ int exit_code_of(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 
 /// posix_spawn with stdout/stderr redirected to the given fds (-1: inherit).
 pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
@@ -213,6 +214,46 @@ void DaemonProcess::kill() {
 void DaemonProcess::finish_log() {
   // The process has exited (or never started), so the drain reaches EOF.
   if (drain_.joinable()) drain_.join();
+}
+
+ChildProgram::ChildProgram(const std::vector<std::string>& argv) {
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return;
+  pid_ = spawn(argv, pipefd[1], -1);
+  ::close(pipefd[1]);
+  out_fd_ = pipefd[0];
+  if (pid_ > 0) pidfd_ = pidfd_open(pid_);
+}
+
+ChildProgram::~ChildProgram() {
+  kill();
+  if (out_fd_ >= 0) ::close(out_fd_);
+}
+
+bool ChildProgram::wait_for(const std::string& text, std::chrono::milliseconds timeout) {
+  const auto until = Clock::now() + timeout;
+  char buf[4096];
+  while (out_.find(text) == std::string::npos) {
+    if (out_fd_ < 0 || !wait_readable(out_fd_, until)) return false;
+    const ssize_t got = ::read(out_fd_, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    out_.append(buf, static_cast<std::size_t>(got));
+  }
+  return true;
+}
+
+void ChildProgram::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  if (pidfd_ >= 0) {
+    (void)wait_readable(pidfd_, Clock::now() + std::chrono::seconds(10));
+    ::close(pidfd_);
+    pidfd_ = -1;
+  }
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
 }
 
 std::optional<ProgramResult> run_program(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {

@@ -81,6 +81,30 @@ class DaemonProcess {
   std::string log_;
 };
 
+/// A child program that keeps running (an engine a test kills): its stdout is
+/// read on demand. The destructor SIGKILLs and reaps it.
+class ChildProgram {
+ public:
+  explicit ChildProgram(const std::vector<std::string>& argv);
+  ChildProgram(const ChildProgram&) = delete;
+  ChildProgram& operator=(const ChildProgram&) = delete;
+  ~ChildProgram();
+
+  /// Reads its stdout until it contains `text`; false at EOF or after `timeout`.
+  bool wait_for(const std::string& text, std::chrono::milliseconds timeout);
+  /// Its stdout so far.
+  [[nodiscard]] const std::string& out() const noexcept { return out_; }
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// SIGKILL and reap (bounded). Idempotent.
+  void kill();
+
+ private:
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  int out_fd_ = -1;
+  std::string out_;
+};
+
 /// A finished child program: `status` in waitpid form (use WIFEXITED /
 /// WEXITSTATUS), `out` its whole stdout.
 struct ProgramResult {

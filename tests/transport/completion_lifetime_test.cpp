@@ -30,8 +30,8 @@ TEST(Completion, SmallCallablesInlineLargeOnesOnTheHeapEachRunsOnce) {
   EXPECT_FALSE(large);  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
   std::move(small)();
   std::move(moved)();
-  EXPECT_FALSE(small);
-  EXPECT_FALSE(moved);
+  EXPECT_FALSE(small);  // NOLINT(bugprone-use-after-move): a called Completion is empty
+  EXPECT_FALSE(moved);  // NOLINT(bugprone-use-after-move)
   EXPECT_EQ(small_calls, 1);
   EXPECT_EQ(large_calls, 7);
 }

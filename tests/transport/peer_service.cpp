@@ -59,11 +59,29 @@ PeerService::PeerService(Context& context, ActiveMessageManager& manager)
     throw std::runtime_error("handler failed on purpose");
     co_return Bytes{};
   }));
-  check(manager.register_handler("park", [park = park_](IncomingMessage) -> asio::awaitable<Result<Bytes>> {
+  auto park = [park = park_](IncomingMessage) -> asio::awaitable<Result<Bytes>> {
     ++park->parked;
     park->changed.set();
     co_await park->gate.wait();
     --park->parked;
+    co_return Bytes{};
+  };
+  check(manager.register_handler("park", park));
+  check(manager.register_handler("park2", park, AmTypeLimits{.max_concurrent = kPark2Limit}));
+  check(manager.register_handler("fail_code", [](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
+    const auto code = get<std::uint16_t>(m.payload, 0);
+    co_return fail(static_cast<Errc>(code), "failed with code {} on purpose", code);
+  }));
+  check(manager.register_handler("write_back", [&manager](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
+    const auto address = get<std::uint64_t>(m.payload, 0);
+    const auto length = get<std::uint64_t>(m.payload, 8);
+    const auto seed = get<std::uint64_t>(m.payload, 16);
+    if (length > (std::uint64_t{64} << 20)) co_return fail(Errc::invalid_argument, "write_back of {} bytes", length);
+    std::vector<std::byte> data(length);
+    for (std::uint64_t i = 0; i < length; ++i) data[i] = pattern_byte(i, seed);
+    const RmaChunk chunk{data.data(), address, length};
+    auto st = co_await manager.write_chunks_am(m.peer, std::span(&chunk, 1), std::chrono::seconds(10));
+    if (!st) co_return tl::unexpected(st.error());
     co_return Bytes{};
   }));
   check(manager.register_handler("alloc", [this](IncomingMessage m) -> asio::awaitable<Result<Bytes>> {
@@ -127,8 +145,11 @@ void PeerService::release() { park_->gate.set(); }
 
 std::string PeerService::stats_line() const {
   const auto s = manager_.stats();
-  return fmt::format("running={} peak={} queued={} handled={} ff_failures={} busy={}", s.running, s.peak_running,
-                     s.queued, s.handled, s.fire_and_forget_failures, s.busy_refusals);
+  const auto p2 = manager_.type_stats("park2");
+  return fmt::format(
+      "running={} peak={} queued={} handled={} ff_failures={} busy={} park2: running={} peak={} queued={}", s.running,
+      s.peak_running, s.queued, s.handled, s.fire_and_forget_failures, s.busy_refusals, p2 ? p2->running : 0,
+      p2 ? p2->peak_running : 0, p2 ? p2->queued : 0);
 }
 
 }  // namespace kvb::transport::test

@@ -8,6 +8,10 @@
 //             pattern(seed 7); replies u64 address + packed rkey
 //   read   -> u64 offset, u64 length: the buffer's bytes
 //   verify -> u64 offset, u64 length, u64 seed: ok iff the bytes equal pattern(seed)
+//   park2  -> as park, at most kPark2Limit at once (AmTypeLimits)
+//   fail_code  -> u16 Errc: fails with that code ("failed with code <n> on purpose")
+//   write_back -> u64 address, u64 length, u64 seed: writes pattern(seed) to
+//                 the sender's exposed memory (write_chunks_am), then answers
 // and synchronous handlers (register_sync_handler):
 //   echo_sync    -> the payload back
 //   fail_sync    -> throws std::runtime_error("sync handler failed on purpose")
@@ -35,6 +39,9 @@ inline std::byte pattern_byte(std::uint64_t i, std::uint64_t seed) {
 std::string to_hex(std::span<const std::byte> bytes);
 std::vector<std::byte> from_hex(std::string_view hex);
 
+/// AmTypeLimits::max_concurrent of "park2".
+inline constexpr std::size_t kPark2Limit = 2;
+
 class PeerService {
  public:
   PeerService(Context& context, ActiveMessageManager& manager);
@@ -44,7 +51,7 @@ class PeerService {
   asio::awaitable<void> wait_parked(std::size_t n);
   /// Opens the gate: every parked handler finishes.
   void release();
-  /// "running=R peak=P queued=Q handled=H ff_failures=F busy=B"
+  /// "running=R peak=P queued=Q handled=H ff_failures=F busy=B park2: running=R peak=P queued=Q"
   [[nodiscard]] std::string stats_line() const;
   [[nodiscard]] std::size_t parked() const noexcept { return park_->parked; }
 
@@ -52,7 +59,7 @@ class PeerService {
   // Shared with the park handlers: a handler still parked when the service
   // is destroyed (the in-process "kill") keeps it alive.
   struct Park {
-    explicit Park(asio::any_io_executor ex) : gate(ex), changed(ex) {}
+    explicit Park(const asio::any_io_executor& ex) : gate(ex), changed(ex) {}
     AsyncEvent gate;
     AsyncEvent changed;
     std::size_t parked = 0;

@@ -113,6 +113,7 @@ TEST_P(TransportTest, PutGetRandomChunkListsWithNotification) {
             // Read every chunk back with get and compare with what was sent.
             std::vector<std::byte> back(kRemoteSize);
             std::vector<RmaChunk> gets;
+            gets.reserve(chunks.size());
             for (const auto& c : chunks)
               gets.push_back({back.data() + (c.local - local.data()), c.remote_address, c.length});
             auto ep = client_->endpoint(kPeer);
@@ -315,6 +316,92 @@ TEST_P(TransportTest, FullQueueAnswersBusy) {
       }
     }
     EXPECT_EQ(ok_count, kAccepted);
+  });
+}
+
+// A type's own limit holds under the manager's permits: "park2" (limit 2)
+// never runs more than 2 handlers at once, the manager's third permit goes
+// to a "park" sent after them, and the other "park2" wait in their type's
+// queue (counted queued).
+TEST_P(TransportTest, PerTypeLimitHoldsUnderTheManagersPermits) {
+  run([&]() -> asio::awaitable<void> {
+    constexpr std::size_t kPark2 = 5;
+    std::vector<std::optional<Result<Bytes>>> replies(kPark2 + 1);
+    AsyncEvent all(worker_->executor());
+    std::size_t left = replies.size();
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      asio::co_spawn(
+          io_,
+          [&, i]() -> asio::awaitable<void> {
+            replies[i] = co_await client_->send_request(kPeer, i < kPark2 ? "park2" : "park", {}, 15s);
+            if (--left == 0) all.set();
+          },
+          asio::detached);
+    }
+    co_await remote_->wait_parked(kPark2Limit + 1);
+    const std::string expected =
+        fmt::format("running={} peak={} queued={}", kPeerMaxConcurrent, kPeerMaxConcurrent, kPark2 - kPark2Limit);
+    const std::string expected_type =
+        fmt::format("park2: running={} peak={} queued={}", kPark2Limit, kPark2Limit, kPark2 - kPark2Limit);
+    std::string stats;
+    for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+      stats = co_await remote_->stats();
+      if (stats.find(expected_type) != std::string::npos) break;
+      co_await asio::post(io_, asio::use_awaitable);
+    }
+    EXPECT_NE(stats.find(expected), std::string::npos) << stats;
+    EXPECT_NE(stats.find(expected_type), std::string::npos) << stats;
+    co_await remote_->release();
+    CO_ASSERT_TRUE(co_await all.wait_for(15s));
+    for (auto& r : replies) EXPECT_TRUE(r && r->has_value());
+    stats = co_await remote_->stats();
+    EXPECT_NE(stats.find(fmt::format("park2: running=0 peak={} queued=0", kPark2Limit)), std::string::npos) << stats;
+  });
+}
+
+// A handler's error code reaches the requester as a number (it used to be
+// guessed back from the message text, so these all arrived as internal).
+TEST_P(TransportTest, HandlerErrorCodesTravelAsNumbers) {
+  run([&]() -> asio::awaitable<void> {
+    for (Errc code : {Errc::not_found, Errc::out_of_capacity, Errc::wrong_state, Errc::timeout, Errc::peer_lost}) {
+      const auto number = static_cast<std::uint16_t>(code);
+      Bytes payload(2);
+      std::memcpy(payload.data(), &number, 2);
+      auto r = co_await client_->send_request(kPeer, "fail_code", std::move(payload), 10s);
+      CO_ASSERT_TRUE(!r.has_value());
+      EXPECT_EQ(r.error().code, code) << r.error().to_string();
+      EXPECT_EQ(r.error().message, fmt::format("failed with code {} on purpose", number));
+    }
+  });
+}
+
+// A request whose handler writes into our exposed memory before answering:
+// the bytes are there when the answer is ok; a write we refused (outside our
+// exposed memory) turns the ok answer into err(rejected: ...).
+TEST_P(TransportTest, ARequestReceivingWritesTrustsOnlyWrittenMemory) {
+  run([&]() -> asio::awaitable<void> {
+    std::vector<std::byte> local(1 << 20);
+    auto reg = MemoryRegistration::create(*context_, local.data(), local.size());
+    CO_ASSERT_TRUE(reg.has_value());
+    client_->expose(**reg);
+    const auto base = reinterpret_cast<std::uint64_t>(local.data());
+    for (std::uint64_t length : {std::uint64_t{4096}, std::uint64_t{256} << 10}) {  // eager and rendezvous
+      Bytes request = u64s({base + 4096, length, length});
+      auto written = co_await client_->send_request_receiving_writes(kPeer, "write_back", std::move(request), 10s);
+      CO_ASSERT_TRUE(written.has_value());
+      for (std::uint64_t i = 0; i < length; ++i) {
+        if (local[4096 + i] != pattern_byte(i, length)) {
+          ADD_FAILURE() << "byte " << i << " of " << length << " not written";
+          break;
+        }
+      }
+    }
+    Bytes outside = u64s({base + local.size(), 4096, 1});
+    auto refused = co_await client_->send_request_receiving_writes(kPeer, "write_back", std::move(outside), 10s);
+    client_->unexpose(**reg);
+    CO_ASSERT_TRUE(!refused.has_value());
+    EXPECT_EQ(refused.error().code, Errc::invalid_argument) << refused.error().to_string();
+    EXPECT_TRUE(refused.error().message.starts_with("rejected: 1 bulk write")) << refused.error().message;
   });
 }
 

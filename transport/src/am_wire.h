@@ -4,11 +4,12 @@
 
 #include <array>
 #include <cstring>
-#include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
+#include "kvb/common/protocol_frame.h"
 #include "kvb/transport/am_manager.h"
 #include "ucx_request.h"
 
@@ -18,7 +19,7 @@ namespace wire {
 
 // UCX AM ids owned by the manager.
 constexpr unsigned kAmMessage = 11;   // header: fixed 16 bytes + type; data: payload
-constexpr unsigned kAmResponse = 12;  // header: "<id>:ok" | "<id>:err(<message>)"; data: reply payload
+constexpr unsigned kAmResponse = 12;  // header: ResponseHeader; data: reply payload
 constexpr unsigned kAmWrite = 13;     // header: WriteHeader; data: bulk bytes (eager or rendezvous)
 constexpr unsigned kAmHello = 14;     // header: Hello; data: sender's worker address (empty in an ack)
 constexpr unsigned kAmBye = 15;       // header: u32 sender token
@@ -35,7 +36,14 @@ struct WriteHeader {
   std::uint32_t reserved = 0;
 };
 static_assert(sizeof(WriteHeader) == 24);
-constexpr auto kSendTimeout = std::chrono::milliseconds(30000);
+
+struct Hello {
+  std::uint32_t token = 0;        // the sender manager's token
+  std::uint32_t pid = 0;          // the sender's process id
+  std::uint32_t sender_peer = 0;  // the PeerId the connecting side uses
+  std::uint32_t ack = 0;          // 1 in the answer to a hello
+};
+static_assert(sizeof(Hello) == 16);
 
 template <class T>
 inline T load(const std::byte* p) {
@@ -44,7 +52,8 @@ inline T load(const std::byte* p) {
   return v;
 }
 
-// A message header, on the stack (heap only for very long type names).
+// A message header, on the stack (heap only for very long type names):
+// [u8 version][u8 flags][u16 type length][u32 sender token][u64 notification id][type].
 class MessageHeader {
  public:
   MessageHeader(std::string_view type, std::optional<std::uint64_t> id, std::uint32_t token, std::uint8_t flags) {
@@ -71,24 +80,75 @@ class MessageHeader {
   std::span<const std::byte> view_;
 };
 
-/// Error code for an `err(<message>)` text received from a peer.
-inline Errc errc_of_text(std::string_view message) {
-  if (message.starts_with("busy")) return Errc::busy;
-  if (message.starts_with("unknown message type")) return Errc::not_found;
-  if (message.starts_with("peer lost")) return Errc::peer_lost;
-  if (message.starts_with("timeout")) return Errc::timeout;
-  if (message.starts_with("rejected")) return Errc::invalid_argument;
-  return Errc::internal;
-}
+// A response header: [u16 Errc, 0 when ok][completion text: `<id>:ok` or
+// `<id>:err(<message>)`, common's format]. The code travels as a number:
+// nothing is guessed back from the message text. On the stack when ok.
+class ResponseHeader {
+ public:
+  static constexpr std::size_t kCodeBytes = 2;
+
+  /// `limit`: the largest header UCX takes; a longer error text is cut.
+  ResponseHeader(std::uint64_t id, const Result<Bytes>& result, std::size_t limit) {
+    const auto code = static_cast<std::uint16_t>(result ? Errc::ok : result.error().code);
+    std::string_view text;
+    if (result) {
+      text = proto::format_completion_ok(RequestId{id}, std::span<char, proto::kCompletionOkBytes>(ok_text_));
+    } else {
+      err_text_ = proto::format_completion(RequestId{id}, Status(tl::unexpected(result.error())));
+      if (err_text_.size() + kCodeBytes > limit) err_text_ = err_text_.substr(0, limit - kCodeBytes - 4) + "...)";
+      text = err_text_;
+    }
+    std::memcpy(bytes_.data(), &code, kCodeBytes);
+    if (text.size() + kCodeBytes > bytes_.size()) {
+      heap_.resize(text.size() + kCodeBytes);
+      std::memcpy(heap_.data(), &code, kCodeBytes);
+      std::memcpy(heap_.data() + kCodeBytes, text.data(), text.size());
+      view_ = heap_;
+    } else {
+      std::memcpy(bytes_.data() + kCodeBytes, text.data(), text.size());
+      view_ = std::span<const std::byte>(bytes_.data(), text.size() + kCodeBytes);
+    }
+  }
+  ResponseHeader(const ResponseHeader&) = delete;
+  ResponseHeader& operator=(const ResponseHeader&) = delete;
+
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return view_; }
+  [[nodiscard]] std::string_view text() const noexcept { return text_of_view(view_); }
+  [[nodiscard]] static std::string text_of(std::span<const std::byte> header) {
+    return std::string(text_of_view(header));
+  }
+
+  struct Parsed {
+    Errc code = Errc::ok;
+    proto::Completion completion;
+  };
+  /// The code and common's parse of the text; protocol_error when either is
+  /// malformed or they disagree (ok with a code, err without one).
+  [[nodiscard]] static Result<Parsed> parse(std::span<const std::byte> header) {
+    if (header.size() < kCodeBytes) return fail(Errc::protocol_error, "response header of {} bytes", header.size());
+    const auto code = static_cast<Errc>(load<std::uint16_t>(header.data()));
+    auto completion = proto::parse_completion(text_of_view(header));
+    if (!completion) return tl::unexpected(completion.error());
+    if (completion->ok != (code == Errc::ok)) {
+      return fail(Errc::protocol_error, "response '{:.80}' carries code {}", text_of_view(header),
+                  static_cast<unsigned>(code));
+    }
+    return Parsed{code, std::move(*completion)};
+  }
+
+ private:
+  static std::string_view text_of_view(std::span<const std::byte> header) {
+    if (header.size() < kCodeBytes) return {};
+    return std::string_view(reinterpret_cast<const char*>(header.data()) + kCodeBytes, header.size() - kCodeBytes);
+  }
+  std::array<char, proto::kCompletionOkBytes> ok_text_;
+  std::array<std::byte, 64> bytes_;
+  std::string err_text_;
+  Bytes heap_;
+  std::span<const std::byte> view_;
+};
 
 }  // namespace wire
-
-struct ActiveMessageManager::Hello {
-  std::uint32_t token = 0;        // the sender manager's token
-  std::uint32_t pid = 0;          // the sender's process id
-  std::uint32_t sender_peer = 0;  // the PeerId the connecting side uses
-  std::uint32_t ack = 0;          // 1 in the answer to a hello
-};
 
 /// Receive path shared by the AM ids: copy eager data inside the callback;
 /// for rendezvous, start ucp_am_recv_data_nbx and finish on the executor.
@@ -96,8 +156,6 @@ struct ActiveMessageManager::Impl {
   using Done = std::function<void(Result<Bytes>)>;
   static void receive(ActiveMessageManager& self, void* data, size_t length, const ucp_am_recv_param_t* param,
                       Done done);
-  static void receive_into(ActiveMessageManager& self, void* data, std::byte* dest, size_t length,
-                           std::function<void(Status)> done);
   static ucs_status_t on_message(void* arg, const void* header, size_t header_length, void* data, size_t length,
                                  const ucp_am_recv_param_t* param);
   static ucs_status_t on_response(void* arg, const void* header, size_t header_length, void* data, size_t length,

@@ -26,7 +26,7 @@ namespace kvb::transport::detail {
 /// Completion state of one UCX request, shared between the coroutine and the
 /// UCX callback (which holds a reference until it runs).
 struct RequestState {
-  explicit RequestState(asio::any_io_executor ex) : done(ex) {}
+  explicit RequestState(const asio::any_io_executor& ex) : done(ex) {}
   ucs_status_t status = UCS_INPROGRESS;
   std::size_t length = 0;      // received length (am recv)
   std::shared_ptr<void> keep;  // buffers UCX reads until completion

@@ -1,4 +1,6 @@
 // probe_cuda_device and the CUDA engine factory (CUDA builds).
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include "../cuda_backend.h"
@@ -6,6 +8,48 @@
 #include "cuda_handles.h"
 
 namespace kvb {
+
+namespace {
+
+CudaDeviceInfo info_of(int ordinal, const cudaDeviceProp& prop) {
+  CudaDeviceInfo info;
+  info.ordinal = ordinal;
+  info.name = prop.name;
+  info.sm_count = prop.multiProcessorCount;
+  info.runtime_version = CUDART_VERSION;
+  cudaDriverGetVersion(&info.driver_version);
+  static_assert(sizeof(prop.uuid.bytes) == 16);
+  std::memcpy(info.uuid.data(), prop.uuid.bytes, 16);
+  info.total_memory = prop.totalGlobalMem;
+  return info;
+}
+
+}  // namespace
+
+Result<std::vector<CudaDeviceInfo>> list_cuda_devices() {
+  int count = 0;
+  if (auto err = cudaGetDeviceCount(&count); err != cudaSuccess) {
+    cudaGetLastError();  // clear the non-sticky error
+    return tl::unexpected(detail::cuda_error(err, "cudaGetDeviceCount"));
+  }
+  if (count == 0) return fail(Errc::unavailable, "cudaGetDeviceCount: no CUDA device");
+  std::vector<CudaDeviceInfo> out;
+  std::string skipped;
+  for (int ordinal = 0; ordinal < count; ++ordinal) {
+    cudaDeviceProp prop{};
+    if (auto err = cudaGetDeviceProperties(&prop, ordinal); err != cudaSuccess) {
+      skipped += fmt::format("; device {}: {}", ordinal, detail::cuda_error(err, "cudaGetDeviceProperties").message);
+      continue;
+    }
+    if (!prop.unifiedAddressing) {
+      skipped += fmt::format("; device {} ({}) has no unified addressing", ordinal, prop.name);
+      continue;
+    }
+    out.push_back(info_of(ordinal, prop));
+  }
+  if (out.empty()) return fail(Errc::unavailable, "no usable CUDA device among {}{}", count, skipped);
+  return out;
+}
 
 Result<CudaDeviceInfo> probe_cuda_device(int ordinal) {
   int count = 0;
@@ -27,13 +71,7 @@ Result<CudaDeviceInfo> probe_cuda_device(int ordinal) {
     return tl::unexpected(detail::cuda_error(err, fmt::format("context creation on device {}", ordinal)));
   if (!prop.unifiedAddressing)
     return fail(Errc::unavailable, "CUDA device {} ({}) has no unified addressing", ordinal, prop.name);
-  CudaDeviceInfo info;
-  info.ordinal = ordinal;
-  info.name = prop.name;
-  info.sm_count = prop.multiProcessorCount;
-  info.runtime_version = CUDART_VERSION;
-  cudaDriverGetVersion(&info.driver_version);
-  return info;
+  return info_of(ordinal, prop);
 }
 
 namespace detail {

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -16,33 +15,13 @@
 #include <sys/prctl.h>
 #endif
 
+#include "../finish_copy.h"
 #include "gather_kernel.h"
 #include "kvb/kernels/copy_descriptor.h"
 
 namespace kvb::detail {
 
-struct CudaCopyEngine::InFlight {
-  TransferPlan plan;
-  CopyDone done;
-  std::vector<CopyDescriptor> descriptors;  // kernel legs, host copy
-  PinnedBuffer table;                       // descriptors for launches too large to carry them inline
-  CudaEvent event;
-  bool event_on_copy_stream = false;  // staged offload: the last operation is a DMA
-
-  InFlight(TransferPlan p, CopyDone d, CudaEvent e) : plan(std::move(p)), done(std::move(d)), event(std::move(e)) {}
-};
-
 namespace {
-
-void finish(CopyDone& done, Status status) noexcept {
-  try {
-    done(std::move(status));
-  } catch (const std::exception& e) {
-    spdlog::error("cuda copy engine: completion callback threw: {}", e.what());
-  } catch (...) {
-    spdlog::error("cuda copy engine: completion callback threw a non-exception");
-  }
-}
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,35 +58,41 @@ CudaCopyEngine::~CudaCopyEngine() {
   completion_.join();
   cudaSetDevice(device_.ordinal);
   if (staging_ != nullptr) cudaFree(staging_);
+  if (bounce_ != nullptr) cudaFreeHost(bounce_);
   if (device_table_ != nullptr) cudaFree(device_table_);
   for (const auto& b : pinned_free_) cudaFreeHost(b.data);
 }
 
 bool CudaCopyEngine::supports(MemoryKind src, MemoryKind dst) const noexcept {
-  const auto reachable = [](MemoryKind k) { return k == MemoryKind::device || k == MemoryKind::host_pinned; };
+  // Pageable host memory only through the staged engine's pinned bounce buffer.
+  const auto reachable = [this](MemoryKind k) {
+    return k == MemoryKind::device || k == MemoryKind::host_pinned ||
+           (k == MemoryKind::host && mode_ == CopyEngineKind::cuda_staged);
+  };
   return (src == MemoryKind::device || dst == MemoryKind::device) && reachable(src) && reachable(dst);
 }
 
 void CudaCopyEngine::submit(TransferPlan plan, CopyDone done) {
   if (!supports(plan.src().kind(), plan.dst().kind())) {
-    finish(done, fail(Errc::unsupported, "{} engine cannot copy {} -> {} memory", name(), to_string(plan.src().kind()),
-                      to_string(plan.dst().kind())));
+    finish_copy(name(), done,
+                fail(Errc::unsupported, "{} engine cannot copy {} -> {} memory", name(), to_string(plan.src().kind()),
+                     to_string(plan.dst().kind())));
     return;
   }
   if (plan.total_bytes() == 0) {
-    finish(done, ok());
+    finish_copy(name(), done, ok());
     return;
   }
   std::unique_ptr<InFlight> job;
   try {
     if (auto st = cuda_check(cudaSetDevice(device_.ordinal), "cudaSetDevice"); !st) {
-      finish(done, std::move(st));
+      finish_copy(name(), done, std::move(st));
       return;
     }
     CudaEvent event;
     job = std::make_unique<InFlight>(std::move(plan), std::move(done), std::move(event));
   } catch (const CudaFailure& e) {
-    finish(done, tl::unexpected(e.error));
+    finish_copy(name(), done, tl::unexpected(e.error));
     return;
   }
   {
@@ -118,7 +103,7 @@ void CudaCopyEngine::submit(TransferPlan plan, CopyDone done) {
       cudaStreamSynchronize(stream_.get());
       if (copy_stream_) cudaStreamSynchronize(copy_stream_->get());
       release_pinned(std::exchange(job->table, {}));
-      finish(job->done, std::move(st));
+      finish_copy(name(), job->done, std::move(st));
       return;
     }
   }
@@ -211,95 +196,6 @@ Status CudaCopyEngine::enqueue_kernel(InFlight& job) {
   return launch(job, 0, count, plan.total_bytes());
 }
 
-Status CudaCopyEngine::hand_over_slabs(std::size_t slabs, bool to_host,
-                                       const std::function<Status(std::size_t)>& kernel,
-                                       const std::function<Status(std::size_t)>& dma) {
-  const cudaStream_t kernels = stream_.get();
-  const cudaStream_t copies = copy_stream_->get();
-  // Slab k uses staging half h = k % 2. Its producer (offload: the gather
-  // kernel; onboard: the DMA) first waits until the consumer of slab k - 2
-  // has drained half h (for k < 2 that is the previous staged job's use of
-  // it); the consumer waits until the producer has filled it. So the DMA of
-  // one half overlaps the kernel of the other.
-  const cudaStream_t producer = to_host ? kernels : copies;
-  const cudaStream_t consumer = to_host ? copies : kernels;
-  const auto& produce = to_host ? kernel : dma;
-  const auto& consume = to_host ? dma : kernel;
-  for (std::size_t k = 0; k < slabs; ++k) {
-    const std::size_t h = k % 2;
-    if (auto st = cuda_check(cudaStreamWaitEvent(producer, drained_[h]->get(), 0), "cudaStreamWaitEvent(drained)"); !st)
-      return st;
-    if (auto st = produce(k); !st) return st;
-    if (auto st = cuda_check(cudaEventRecord(filled_[h]->get(), producer), "cudaEventRecord(filled)"); !st) return st;
-    if (auto st = cuda_check(cudaStreamWaitEvent(consumer, filled_[h]->get(), 0), "cudaStreamWaitEvent(filled)"); !st)
-      return st;
-    if (auto st = consume(k); !st) return st;
-    if (auto st = cuda_check(cudaEventRecord(drained_[h]->get(), consumer), "cudaEventRecord(drained)"); !st) return st;
-  }
-  return ok();
-}
-
-Status CudaCopyEngine::copy_legs(std::span<const CopyDescriptor> legs, bool to_host) {
-  for (const CopyDescriptor& leg : legs) {
-    const auto err =
-        cudaMemcpyAsync(reinterpret_cast<void*>(leg.dst), reinterpret_cast<const void*>(leg.src), leg.bytes,
-                        to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, copy_stream_->get());
-    if (auto st = cuda_check(err, "cudaMemcpyAsync(staged)"); !st) return st;
-  }
-  return ok();
-}
-
-Status CudaCopyEngine::enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
-                                             const StagedChunkPlan& staged) {
-  const auto count = static_cast<std::uint32_t>(pairs.size());
-  const PairIds* table = pairs.data();
-  if (count > kInlinePairs) {
-    if (auto st = upload(job, pairs.data(), pairs.size() * sizeof(PairIds)); !st) return st;
-    table = static_cast<const PairIds*>(device_table_);
-  }
-  const auto sms = static_cast<std::uint32_t>(device_.sm_count);
-  const std::span<const CopyDescriptor> dma(staged.dma);
-  auto st = hand_over_slabs(
-      staged.slabs.size(), staged.to_host,
-      [&](std::size_t k) {
-        const StagedChunkSlab& slab = staged.slabs[k];
-        const LaunchShape shape =
-            launch_shape(slab.chunk_count, chunks.chunk_bytes, slab.chunk_count * chunks.chunk_bytes, sms);
-        return cuda_check(launch_staged_chunks(chunks, table, count, slab, staged.to_host, shape, stream_.get()),
-                          "gather kernel launch (staged chunks)");
-      },
-      [&](std::size_t k) {
-        const StagedChunkSlab& slab = staged.slabs[k];
-        return copy_legs(dma.subspan(slab.first_dma, slab.dma_count), staged.to_host);
-      });
-  // The last consumer runs after everything before it: offload ends on the
-  // DMA stream, onboard on the kernel stream.
-  job.event_on_copy_stream = staged.to_host;
-  return st;
-}
-
-Status CudaCopyEngine::enqueue_staged(InFlight& job, StagedPlan staged) {
-  job.descriptors = std::move(staged.descriptors);
-  std::uint32_t largest = 0;
-  for (const auto& slab : staged.slabs) largest = std::max(largest, slab.descriptor_count);
-  if (auto st = prepare_table(job, largest); !st) return st;
-  const std::span<const CopyDescriptor> dma(staged.dma);
-  auto st = hand_over_slabs(
-      staged.slabs.size(), staged.to_host,
-      [&](std::size_t k) {
-        const StagedSlab& slab = staged.slabs[k];
-        std::uint64_t bytes = 0;
-        for (const auto& leg : dma.subspan(slab.first_dma, slab.dma_count)) bytes += leg.bytes;
-        return launch(job, slab.first_descriptor, slab.descriptor_count, bytes);
-      },
-      [&](std::size_t k) {
-        const StagedSlab& slab = staged.slabs[k];
-        return copy_legs(dma.subspan(slab.first_dma, slab.dma_count), staged.to_host);
-      });
-  job.event_on_copy_stream = staged.to_host;
-  return st;
-}
-
 Status CudaCopyEngine::enqueue(InFlight& job) {
   if (auto st = cuda_check(cudaSetDevice(device_.ordinal), "cudaSetDevice"); !st) return st;
   const cudaStream_t stream = stream_.get();
@@ -310,44 +206,7 @@ Status CudaCopyEngine::enqueue(InFlight& job) {
       break;
     }
     case CopyEngineKind::cuda_staged: {
-      const bool src_dev = plan.src().kind() == MemoryKind::device;
-      const bool dst_dev = plan.dst().kind() == MemoryKind::device;
-      if (src_dev != dst_dev && staging_ == nullptr && !staging_unavailable_) {
-        if (auto err = cudaMalloc(&staging_, options_.staging_bytes); err != cudaSuccess) {
-          // Without a staging buffer every plan goes through the mapped
-          // kernel (0.92-0.95x instead of 0.98x): slower, never failed.
-          staging_ = nullptr;
-          staging_unavailable_ = true;
-          cudaGetLastError();
-          spdlog::warn("cuda-staged: no staging buffer ({}); copying through the mapped kernel instead",
-                       cuda_error(err, fmt::format("cudaMalloc({} bytes)", options_.staging_bytes)).message);
-        }
-      }
-      if (staging_ == nullptr) {
-        if (auto st = enqueue_kernel(job); !st) return st;
-        break;
-      }
-      if (src_dev != dst_dev && options_.direct_chunks && fits_chunk_plan(plan) &&
-          plan.src().layout.chunk_bytes() <= slab_bytes_) {
-        ChunkPlan chunks = make_chunk_plan(plan);
-        std::vector<PairIds> pairs = pair_ids(plan);
-        StagedChunkPlan staged =
-            make_staged_chunk_plan(chunks, pairs, src_dev, reinterpret_cast<std::uintptr_t>(staging_), slab_bytes_, 2);
-        if (!staged.dma.empty() && plan.total_bytes() / staged.dma.size() >= options_.staged_min_run_bytes) {
-          if (auto st = enqueue_staged_chunks(job, chunks, pairs, staged); !st) return st;
-          break;
-        }
-      } else if (src_dev != dst_dev) {
-        StagedPlan staged = make_staged_plan(plan, src_dev, reinterpret_cast<std::uintptr_t>(staging_), slab_bytes_,
-                                             kMaxDescriptorBytes, 2);
-        // Staging pays off when the DMA legs are long; many short host-side
-        // pieces go faster through the mapping.
-        if (!staged.dma.empty() && plan.total_bytes() / staged.dma.size() >= options_.staged_min_run_bytes) {
-          if (auto st = enqueue_staged(job, std::move(staged)); !st) return st;
-          break;
-        }
-      }
-      if (auto st = enqueue_kernel(job); !st) return st;
+      if (auto st = enqueue_staged_mode(job); !st) return st;
       break;
     }
     case CopyEngineKind::cuda_batch: {
@@ -433,7 +292,8 @@ void CudaCopyEngine::completion_loop() {
       while (cudaEventQuery(job->event.get()) == cudaErrorNotReady) std::this_thread::sleep_for(poll);
     const auto err = cudaEventSynchronize(job->event.get());
     release_pinned(std::exchange(job->table, {}));
-    finish(job->done, cuda_check(err, fmt::format("{} copy of {} bytes", name(), job->plan.total_bytes())));
+    finish_copy(name(), job->done,
+                cuda_check(err, fmt::format("{} copy of {} bytes", name(), job->plan.total_bytes())));
   }
 }
 

@@ -5,6 +5,10 @@
 //  - staged: device <-> pinned host as DMA of large contiguous pieces
 //    between the host and a device staging buffer plus the kernel between
 //    the staging buffer and the chunks' places (device <-> device: kernel);
+//    device <-> pageable host (a pool whose pinning failed) the same way,
+//    the DMA going through a pinned bounce buffer that a host function on
+//    the DMA stream copies to / from the pageable memory
+//    (cuda_staged_copy.cpp);
 //  - batch:  one cudaMemcpyBatchAsync per plan (CUDA >= 12.8; DMA engines);
 //  - memcpy: one cudaMemcpyAsync per chunk (the baseline).
 //
@@ -24,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -51,15 +56,39 @@ class CudaCopyEngine final : public CopyEngine {
   void submit(TransferPlan plan, CopyDone done) override;
 
  private:
-  struct InFlight;
   /// Mapped pinned host memory holding a launch's descriptors, reused.
   struct PinnedBuffer {
     void* data = nullptr;
     std::size_t bytes = 0;
   };
+  /// Host-side copies of one slab between the bounce buffer and pageable
+  /// memory, run by a host function in DMA-stream order (no CUDA calls).
+  struct HostLegs {
+    std::vector<CopyDescriptor> legs;  // host addresses
+  };
+  /// One submitted plan, until its completion ran.
+  struct InFlight {
+    TransferPlan plan;
+    CopyDone done;
+    std::vector<CopyDescriptor> descriptors;  // kernel legs, host copy
+    PinnedBuffer table;                       // descriptors for launches too large to carry them inline
+    CudaEvent event;
+    bool event_on_copy_stream = false;                 // staged offload: the last operation is a DMA
+    bool pageable = false;                             // the host side is pageable: DMA legs go through bounce_
+    std::vector<std::unique_ptr<HostLegs>> host_legs;  // read by host functions until the event
+
+    InFlight(TransferPlan p, CopyDone d, CudaEvent e) : plan(std::move(p)), done(std::move(d)), event(std::move(e)) {}
+  };
 
   [[nodiscard]] Status enqueue(InFlight& job);
   [[nodiscard]] Status enqueue_kernel(InFlight& job);
+  /// cuda-staged: staged when it pays (or the host side is pageable), else the kernel.
+  [[nodiscard]] Status enqueue_staged_mode(InFlight& job);
+  /// The staging buffer, allocated at the first host <-> device plan; false
+  /// when it cannot be had (logged once).
+  [[nodiscard]] bool ensure_staging();
+  /// The pinned bounce buffer for pageable host memory (2 x slab_bytes_).
+  [[nodiscard]] Status ensure_bounce();
   [[nodiscard]] Status enqueue_staged(InFlight& job, StagedPlan staged);
   [[nodiscard]] Status enqueue_staged_chunks(InFlight& job, const ChunkPlan& chunks, const std::vector<PairIds>& pairs,
                                              const StagedChunkPlan& staged);
@@ -69,8 +98,11 @@ class CudaCopyEngine final : public CopyEngine {
   [[nodiscard]] Status hand_over_slabs(std::size_t slabs, bool to_host,
                                        const std::function<Status(std::size_t)>& kernel,
                                        const std::function<Status(std::size_t)>& dma);
-  /// cudaMemcpyAsync of each leg on the DMA stream.
-  [[nodiscard]] Status copy_legs(std::span<const CopyDescriptor> legs, bool to_host);
+  /// cudaMemcpyAsync of each leg on the DMA stream; for pageable host
+  /// memory one DMA between the slab's staging half and its bounce half
+  /// plus a host function copying the legs' host side.
+  [[nodiscard]] Status copy_legs(InFlight& job, std::span<const CopyDescriptor> legs, bool to_host);
+  [[nodiscard]] Status bounce_legs(InFlight& job, std::span<const CopyDescriptor> legs, bool to_host);
   /// Launches of more than kInlineDescriptors read theirs from device
   /// memory: the job's descriptors go to a pinned buffer and from there, by
   /// one DMA on stream_, to device_table_.
@@ -95,7 +127,9 @@ class CudaCopyEngine final : public CopyEngine {
   // DMA stream, and per half "filled" / "drained" events that order the
   // streams (a re-recorded event is waited for at its latest record).
   void* staging_ = nullptr;
-  bool staging_unavailable_ = false;  // its allocation failed once: mapped kernel instead
+  bool staging_unavailable_ = false;   // its allocation failed once: mapped kernel instead
+  void* bounce_ = nullptr;             // pinned host, 2 x slab_bytes_, for pageable host memory
+  std::optional<Error> bounce_error_;  // its allocation failed (kept: answered the same way)
   std::uint64_t slab_bytes_ = 0;
   std::unique_ptr<CudaStream> copy_stream_;
   std::unique_ptr<CudaEvent> filled_[2];

@@ -56,4 +56,33 @@ Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t byt
   return detail::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize after cudaMemcpy");
 }
 
+Result<std::unique_ptr<CudaAsyncCopier>> CudaAsyncCopier::make(int ordinal) {
+  if (auto st = detail::cuda_check(cudaSetDevice(ordinal), fmt::format("cudaSetDevice({})", ordinal)); !st)
+    return tl::unexpected(st.error());
+  cudaStream_t stream = nullptr;
+  if (auto st = detail::cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"); !st)
+    return tl::unexpected(st.error());
+  cudaEvent_t event = nullptr;
+  if (auto st = detail::cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate"); !st) {
+    cudaStreamDestroy(stream);
+    return tl::unexpected(st.error());
+  }
+  return std::unique_ptr<CudaAsyncCopier>(new CudaAsyncCopier(ordinal, stream, event));
+}
+
+CudaAsyncCopier::~CudaAsyncCopier() {
+  cudaSetDevice(ordinal_);
+  cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+  cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
+Status CudaAsyncCopier::copy(void* dst, const void* src, std::uint64_t bytes) {
+  auto stream = static_cast<cudaStream_t>(stream_);
+  auto event = static_cast<cudaEvent_t>(event_);
+  if (auto st = detail::cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream), "cudaMemcpyAsync"); !st)
+    return st;
+  if (auto st = detail::cuda_check(cudaEventRecord(event, stream), "cudaEventRecord"); !st) return st;
+  return detail::cuda_check(cudaEventSynchronize(event), "cudaEventSynchronize");
+}
+
 }  // namespace kvb

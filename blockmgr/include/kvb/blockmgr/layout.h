@@ -13,13 +13,6 @@
 
 namespace kvb {
 
-/// Where one chunk lives: region index (0 for fully contiguous, the layer for
-/// layer separate) and byte offset inside that region.
-struct ChunkLocation {
-  std::uint32_t region = 0;
-  std::uint64_t offset = 0;
-};
-
 /// A validated LayoutSpec arranged one way over num_blocks blocks.
 class Layout {
  public:
@@ -39,7 +32,7 @@ class Layout {
   /// Location of chunk (block, layer, outer). Arguments must be in range
   /// (checked by TransferPlan::build and by the caller; not here).
   [[nodiscard]] ChunkLocation chunk(BlockId block, std::uint32_t layer, std::uint32_t outer) const noexcept {
-    return {chunk_region(geometry_, layer), chunk_offset(geometry_, block.value(), layer, outer)};
+    return chunk_location(geometry_, block.value(), layer, outer);
   }
 
   friend bool operator==(const Layout& a, const Layout& b) noexcept {

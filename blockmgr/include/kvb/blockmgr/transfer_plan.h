@@ -30,6 +30,12 @@ struct BlockPair {
   BlockId dst;
 };
 
+/// Layers [first, first + count) of every block; count 0 = every layer.
+struct LayerRange {
+  std::uint32_t first = 0;
+  std::uint32_t count = 0;
+};
+
 /// One contiguous copy: bytes from src region+offset to dst region+offset.
 struct CopyRun {
   std::uint32_t src_region = 0;
@@ -41,16 +47,22 @@ struct CopyRun {
 
 class TransferPlan {
  public:
-  /// Builds the plan for `pairs` (src block -> dst block). Errors: the spaces
-  /// are invalid, their block shapes differ, a block id is out of range, or a
-  /// destination block appears twice. Adjacent chunks merge into one run.
-  [[nodiscard]] static Result<TransferPlan> build(BlockSpace src, BlockSpace dst, std::span<const BlockPair> pairs);
+  /// Builds the plan for `pairs` (src block -> dst block), restricted to the
+  /// chunks of `layers` (default: every layer; a layer-wise onboard copies
+  /// one group of layers per plan). Errors: the spaces are invalid, their
+  /// block shapes differ, a block id is out of range, a destination block
+  /// appears twice, or the layer range is empty or past the last layer.
+  /// Adjacent chunks merge into one run.
+  [[nodiscard]] static Result<TransferPlan> build(BlockSpace src, BlockSpace dst, std::span<const BlockPair> pairs,
+                                                  LayerRange layers = {});
 
   [[nodiscard]] const BlockSpace& src() const noexcept { return src_; }
   [[nodiscard]] const BlockSpace& dst() const noexcept { return dst_; }
   [[nodiscard]] std::span<const CopyRun> runs() const noexcept { return runs_; }
   [[nodiscard]] std::span<const BlockPair> pairs() const noexcept { return pairs_; }
-  /// Chunks before merging: pairs x num_layers x outer_dim.
+  /// The layers this plan copies (count = num_layers when it copies all).
+  [[nodiscard]] LayerRange layers() const noexcept { return layers_; }
+  /// Chunks before merging: pairs x layers().count x outer_dim.
   [[nodiscard]] std::uint64_t num_chunks() const noexcept { return num_chunks_; }
   [[nodiscard]] std::uint64_t total_bytes() const noexcept { return total_bytes_; }
 
@@ -67,6 +79,7 @@ class TransferPlan {
   BlockSpace src_;
   BlockSpace dst_;
   std::vector<BlockPair> pairs_;
+  LayerRange layers_;
   std::vector<CopyRun> runs_;
   std::uint64_t num_chunks_ = 0;
   std::uint64_t total_bytes_ = 0;

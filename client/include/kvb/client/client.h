@@ -48,11 +48,19 @@ class Client {
   [[nodiscard]] Result<HelloInfo> hello(const HelloParams& params);
   /// `region` must outlive the session's use of it (until bye / close).
   [[nodiscard]] Status register_kv(const KvRegion& region);
+  /// An engine's device KV cache (DeviceKv::export_regions); its device
+  /// memory must stay allocated until bye / close.
+  [[nodiscard]] Status register_device_kv(const DeviceKv& kv);
   [[nodiscard]] Result<LookupResult> lookup(std::span<const std::uint64_t> hashes, bool pin = false);
   /// Returns once the daemon's notification says the blocks are registered (or failed).
   [[nodiscard]] Status offload(std::span<const OffloadItem> items);
   /// Returns once the daemon's notification says the engine blocks hold the data (or failed).
   [[nodiscard]] Status onboard(std::span<const OnboardItem> items);
+  /// onboard with per-layer progress: `on_progress` runs on the client's
+  /// thread for each group of `layers_per_group` layers, in layer order;
+  /// returns with the notification.
+  [[nodiscard]] Status onboard_layers(std::span<const OnboardItem> items, std::uint32_t layers_per_group,
+                                      ProgressCallback on_progress);
   [[nodiscard]] Result<std::uint32_t> release(std::span<const std::uint64_t> hashes = {});
   [[nodiscard]] Result<RequestStatus> status(RequestId target);
   [[nodiscard]] Result<RequestStatus> wait(RequestId target, std::uint32_t timeout_ms);

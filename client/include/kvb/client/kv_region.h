@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kvb/common/error.h"
+#include "kvb/common/layout_math.h"
 #include "kvb/common/protocol_messages.h"
 
 namespace kvb::client {
@@ -29,12 +30,6 @@ using BlockShape = proto::WireLayout;
 [[nodiscard]] std::uint64_t chunk_bytes(const BlockShape& shape) noexcept;
 /// Bytes of one block's payload: num_layers x outer_dim chunks.
 [[nodiscard]] std::uint64_t block_bytes(const BlockShape& shape) noexcept;
-
-/// Where one chunk lives inside the region set.
-struct ChunkPlace {
-  std::uint32_t region = 0;
-  std::uint64_t offset = 0;
-};
 
 /// num_blocks blocks of one shape arranged one way, backed by memfd regions.
 /// Move-only; unmaps and closes its fds in the destructor.
@@ -80,7 +75,7 @@ class KvRegion {
   [[nodiscard]] std::byte* region_data(std::uint32_t r) const noexcept { return maps_[r]; }
 
   /// Location of chunk (block, layer, outer); arguments must be in range.
-  [[nodiscard]] ChunkPlace place(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept;
+  [[nodiscard]] ChunkLocation place(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) const noexcept;
   /// The bytes of chunk (block, layer, outer); arguments must be in range.
   [[nodiscard]] std::span<std::byte> chunk(std::uint32_t block, std::uint32_t layer,
                                            std::uint32_t outer) const noexcept;

@@ -27,6 +27,7 @@ enum {
   KVB_ETIMEOUT = 6,
   KVB_EIO = 7,
   KVB_EPROTOCOL = 8,
+  KVB_EUNAVAILABLE = 9,
   KVB_ECANCELLED = 10,
   KVB_EPEERLOST = 14
 };
@@ -69,12 +70,34 @@ void kvb_client_set_timeout_ms(kvb_client* client, uint32_t timeout_ms);
 int kvb_client_hello(kvb_client* client, const char* client_name, uint64_t tenant_salt, const kvb_block_shape* shape,
                      uint64_t* session_id);
 int kvb_client_register_kv(kvb_client* client, const kvb_kv_region* region);
+
+/* Handle kinds of kvb_client_register_device_kv. */
+enum { KVB_DEVICE_HANDLES_AUTO = 0, KVB_DEVICE_HANDLES_CUDA_IPC = 1, KVB_DEVICE_HANDLES_CUDA_VMM = 2 };
+/* Registers the engine's KV cache in GPU memory: region_ptrs holds the device
+ * address of each layout region (1 for fully contiguous, num_layers
+ * otherwise; e.g. each layer's torch tensor data_ptr()), region_bytes the
+ * bytes of each (0: what the layout needs). The library loads the CUDA driver
+ * (libcuda.so.1) to export the allocations: cudaMalloc memory as CUDA IPC
+ * handles, cuMemCreate memory (exportable as POSIX fds) as VMM fds (handles:
+ * KVB_DEVICE_HANDLES_*). The memory must stay allocated until bye / close.
+ * Without a CUDA driver: KVB_EUNAVAILABLE (9) with the reason. */
+int kvb_client_register_device_kv(kvb_client* client, const kvb_block_shape* shape, int layout_kind,
+                                  uint32_t num_blocks, const uint64_t* region_ptrs, size_t region_count,
+                                  uint64_t region_bytes, int handles);
 /* prefix_blocks: longest prefix of hashes the daemon holds in any tier. */
 int kvb_client_lookup(kvb_client* client, const uint64_t* hashes, size_t count, int pin, uint32_t* prefix_blocks);
 /* Copies engine_blocks[i] to the daemon under hashes[i]; returns when done. */
 int kvb_client_offload(kvb_client* client, const uint32_t* engine_blocks, const uint64_t* hashes, size_t count);
 /* Copies the block of hashes[i] into engine_blocks[i]; returns when done. */
 int kvb_client_onboard(kvb_client* client, const uint64_t* hashes, const uint32_t* engine_blocks, size_t count);
+/* Called for each group of layers an onboard_layers has copied, in layer
+ * order: layers [layer_begin, layer_end) of num_layers. Runs on the client's
+ * reader thread: keep it short; it must not call back into this kvb_client. */
+typedef void (*kvb_layer_progress_fn)(void* user, uint32_t layer_begin, uint32_t layer_end, uint32_t num_layers);
+/* onboard with per-layer progress (layers_per_group >= 1; on_progress may be
+ * NULL); returns when every layer is copied. */
+int kvb_client_onboard_layers(kvb_client* client, const uint64_t* hashes, const uint32_t* engine_blocks, size_t count,
+                              uint32_t layers_per_group, kvb_layer_progress_fn on_progress, void* user);
 /* count 0 releases every lease of the session; released may be NULL. */
 int kvb_client_release(kvb_client* client, const uint64_t* hashes, size_t count, uint32_t* released);
 /* The counters JSON. Writes at most capacity bytes including a terminating

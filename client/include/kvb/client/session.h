@@ -30,6 +30,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "kvb/client/device_kv.h"
 #include "kvb/client/kv_region.h"
 #include "kvb/common/error.h"
 #include "kvb/common/ids.h"
@@ -61,6 +62,10 @@ using OffloadItem = proto::OffloadItem;
 /// Copy the block of `hash` into engine block `engine_block`.
 using OnboardItem = proto::OnboardItem;
 using RequestState = proto::RequestState;
+/// Layers [layer_begin, layer_end) of every engine block of an
+/// onboard_layers request hold their bytes (num_layers: the block's layers).
+using LayerProgress = proto::Progress;
+using ProgressCallback = std::function<void(const LayerProgress&)>;
 /// state (pending / ok / err / unknown) and the error message.
 using RequestStatus = proto::RequestStateReply;
 
@@ -84,11 +89,22 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Sends the region's layout and its memfds (SCM_RIGHTS). The region must
   /// stay alive while the daemon uses it (until bye or the session ends).
   RequestId async_register_kv(const KvRegion& region, Callback<void> done);
+  /// Registers an engine's device KV cache: the request DeviceKv built and,
+  /// for VMM, copies of its fds (SCM_RIGHTS). The device memory must stay
+  /// allocated while the daemon uses it (until bye or the session ends).
+  RequestId async_register_device_kv(const DeviceKv& kv, Callback<void> done);
   RequestId async_lookup(std::span<const std::uint64_t> hashes, bool pin, Callback<LookupResult> done);
   /// Resolves when the notification arrives (or with the reply's refusal).
   RequestId async_offload(std::span<const OffloadItem> items, Callback<void> done);
   /// Resolves when the notification arrives (or with the reply's refusal).
   RequestId async_onboard(std::span<const OnboardItem> items, Callback<void> done);
+  /// onboard with per-layer progress (vLLM's wait_for_layer_load): the
+  /// daemon copies the layers in groups of `layers_per_group` and
+  /// `on_progress` runs for each group, in layer order, as soon as every
+  /// block holds it; `done` resolves after the last one, with the
+  /// notification. On the session's strand, like every callback.
+  RequestId async_onboard_layers(std::span<const OnboardItem> items, std::uint32_t layers_per_group,
+                                 ProgressCallback on_progress, Callback<void> done);
   /// Empty `hashes` releases every lease of the session; answers how many were released.
   RequestId async_release(std::span<const std::uint64_t> hashes, Callback<std::uint32_t> done);
   RequestId async_status(RequestId target, Callback<RequestStatus> done);
@@ -121,7 +137,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void enqueue(detail::OutFrame frame);
   template <class M>
   RequestId send(const M& message, std::function<void(Result<proto::Reply>)> on_reply, Callback<void> on_done,
-                 std::vector<int> fds);
+                 std::vector<int> fds, ProgressCallback on_progress = {});
   void start_read();
   void handle_frame(const proto::Frame& frame);
   void start_write();

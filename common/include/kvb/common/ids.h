@@ -23,6 +23,7 @@ class StrongId {
   [[nodiscard]] constexpr Rep value() const noexcept { return value_; }
 
   friend constexpr bool operator==(StrongId, StrongId) noexcept = default;
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   friend constexpr auto operator<=>(StrongId, StrongId) noexcept = default;
 
  private:

@@ -55,6 +55,19 @@ KVB_HOST_DEVICE inline std::uint64_t chunk_offset(const LayoutGeometry& g, std::
   return 0;
 }
 
+/// Where one chunk lives: region index (0 for fully contiguous, the layer for
+/// the layer-separate kinds) and byte offset inside that region.
+struct ChunkLocation {
+  std::uint32_t region = 0;
+  std::uint64_t offset = 0;
+};
+
+/// Region and offset of chunk (block, layer, outer).
+KVB_HOST_DEVICE inline ChunkLocation chunk_location(const LayoutGeometry& g, std::uint32_t block, std::uint32_t layer,
+                                                    std::uint32_t outer) {
+  return {chunk_region(g, layer), chunk_offset(g, block, layer, outer)};
+}
+
 /// Number of regions a layout of this geometry occupies.
 KVB_HOST_DEVICE inline std::uint32_t region_count(const LayoutGeometry& g) {
   return g.kind == LayoutKind::fully_contiguous ? 1U : g.num_layers;

@@ -38,17 +38,19 @@ enum class MsgType : std::uint16_t {
   bye = 10,
   drain = 11,
   config = 12,
+  onboard_layers = 13,
   // daemon -> client
   reply = 0x8001,
   notification = 0x8002,
   error = 0x8003,
+  progress = 0x8004,
 };
 
 /// Stable lower-case name ("hello", "register_kv", ..., "reply"); "unknown" otherwise.
 [[nodiscard]] std::string_view to_string(MsgType type) noexcept;
-/// One of the 15 types above.
+/// One of the 17 types above.
 [[nodiscard]] bool is_known_type(std::uint16_t type) noexcept;
-/// A client -> daemon type (hello .. config).
+/// A client -> daemon type (hello .. onboard_layers).
 [[nodiscard]] bool is_request_type(MsgType type) noexcept;
 
 struct FrameHeader {
@@ -119,7 +121,15 @@ struct Completion {
 };
 
 /// "<id>:ok" or "<id>:err(<message>)" (message = the error's message).
+/// Used for IPC notifications and for active-message responses between
+/// workers alike: the one definition of the text.
 [[nodiscard]] std::string format_completion(RequestId request_id, const Status& result);
+/// The longest "<id>:ok": 20 digits and ":ok".
+inline constexpr std::size_t kCompletionOkBytes = 23;
+/// format_completion's "<id>:ok" written into `out` without allocating (hot
+/// paths); returns the text, a view of `out`.
+[[nodiscard]] std::string_view format_completion_ok(RequestId request_id,
+                                                    std::span<char, kCompletionOkBytes> out) noexcept;
 /// Parses format_completion's text; protocol_error when it is not one.
 [[nodiscard]] Result<Completion> parse_completion(std::string_view text);
 

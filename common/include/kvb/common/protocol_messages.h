@@ -51,11 +51,26 @@ struct HelloRequest {
   friend bool operator==(const HelloRequest&, const HelloRequest&) = default;
 };
 
-enum class MemoryHandle : std::uint8_t { memfd = 0, cuda_ipc = 1 };
-inline constexpr MemoryHandle kLastMemoryHandle = MemoryHandle::cuda_ipc;
+/// How the engine's KV memory reaches the daemon: memfds (host memory), CUDA
+/// IPC handles (cudaIpcGetMemHandle, one per device allocation) or CUDA VMM
+/// shareable handles (cuMemExportToShareableHandle as POSIX fds, one per
+/// allocation, sent as SCM_RIGHTS).
+enum class MemoryHandle : std::uint8_t { memfd = 0, cuda_ipc = 1, cuda_vmm = 2 };
+inline constexpr MemoryHandle kLastMemoryHandle = MemoryHandle::cuda_vmm;
+/// Bytes of a CUDA IPC memory handle (CU_IPC_HANDLE_SIZE) and of a device UUID.
+inline constexpr std::size_t kCudaIpcHandleBytes = 64;
+inline constexpr std::size_t kDeviceUuidBytes = 16;
+
+/// Where one layout region lives in device memory: an allocation (index into
+/// cuda_ipc_handles, or into the frame's fds for cuda_vmm) and the offset.
+struct DeviceRegionRef {
+  std::uint32_t allocation = 0;
+  std::uint64_t offset = 0;
+  friend bool operator==(const DeviceRegionRef&, const DeviceRegionRef&) = default;
+};
 
 /// The frame carries `fd_count` fds as SCM_RIGHTS (memfd: one per layout
-/// region, in region order; cuda_ipc: none).
+/// region, in region order; cuda_vmm: one per allocation; cuda_ipc: none).
 struct RegisterKvRequest {
   static constexpr MsgType kType = MsgType::register_kv;
   MemoryHandle memory = MemoryHandle::memfd;
@@ -63,7 +78,11 @@ struct RegisterKvRequest {
   std::uint32_t num_blocks = 0;
   std::uint64_t region_bytes = 0;  // bytes of each region
   std::uint32_t fd_count = 0;
-  std::vector<std::vector<std::byte>> cuda_ipc_handles;
+  std::vector<std::vector<std::byte>> cuda_ipc_handles;  // cuda_ipc: one 64-byte handle per allocation
+  // Device memory only (empty for memfd):
+  std::vector<std::byte> device_uuid;           // the allocations' GPU (16 bytes)
+  std::vector<std::uint64_t> allocation_bytes;  // size of each allocation
+  std::vector<DeviceRegionRef> regions;         // one per layout region, in region order
   friend bool operator==(const RegisterKvRequest&, const RegisterKvRequest&) = default;
 };
 
@@ -96,6 +115,16 @@ struct OnboardRequest {
   static constexpr MsgType kType = MsgType::onboard;
   std::vector<OnboardItem> items;
   friend bool operator==(const OnboardRequest&, const OnboardRequest&) = default;
+};
+
+/// onboard with per-layer progress: the blocks' layers are copied in groups
+/// of `layers_per_group` (the last group may be smaller); a `progress`
+/// message announces each group, in layer order, before the notification.
+struct OnboardLayersRequest {
+  static constexpr MsgType kType = MsgType::onboard_layers;
+  std::uint32_t layers_per_group = 1;
+  std::vector<OnboardItem> items;
+  friend bool operator==(const OnboardLayersRequest&, const OnboardLayersRequest&) = default;
 };
 
 struct ReleaseRequest {
@@ -134,9 +163,9 @@ struct ConfigRequest {
   friend bool operator==(const ConfigRequest&, const ConfigRequest&) = default;
 };
 
-using AnyRequest =
-    std::variant<HelloRequest, RegisterKvRequest, LookupRequest, OffloadRequest, OnboardRequest, ReleaseRequest,
-                 StatusRequest, WaitRequest, StatsRequest, ByeRequest, DrainRequest, ConfigRequest>;
+using AnyRequest = std::variant<HelloRequest, RegisterKvRequest, LookupRequest, OffloadRequest, OnboardRequest,
+                                ReleaseRequest, StatusRequest, WaitRequest, StatsRequest, ByeRequest, DrainRequest,
+                                ConfigRequest, OnboardLayersRequest>;
 
 // ---- daemon -> client ------------------------------------------------------
 
@@ -157,6 +186,17 @@ struct Notification {
   Errc code = Errc::ok;
   std::string text;
   friend bool operator==(const Notification&, const Notification&) = default;
+};
+
+/// An onboard_layers request (header request_id) has copied layers
+/// [layer_begin, layer_end) of every engine block it names; sent in layer
+/// order, before the request's notification.
+struct Progress {
+  static constexpr MsgType kType = MsgType::progress;
+  std::uint32_t layer_begin = 0;
+  std::uint32_t layer_end = 0;
+  std::uint32_t num_layers = 0;
+  friend bool operator==(const Progress&, const Progress&) = default;
 };
 
 /// Connection-level error; the daemon closes the connection after it.
@@ -221,9 +261,12 @@ struct ConfigReply {
 
 // ---- payload codecs ---------------------------------------------------------
 
+// M names a type: it cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define KVB_PROTO_CODEC(M)                  \
   void write(WireWriter& out, const M& in); \
   void read(WireReader& in, M& out)
+// NOLINTEND(bugprone-macro-parentheses)
 KVB_PROTO_CODEC(WireLayout);
 KVB_PROTO_CODEC(HelloRequest);
 KVB_PROTO_CODEC(RegisterKvRequest);
@@ -237,7 +280,9 @@ KVB_PROTO_CODEC(StatsRequest);
 KVB_PROTO_CODEC(ByeRequest);
 KVB_PROTO_CODEC(DrainRequest);
 KVB_PROTO_CODEC(ConfigRequest);
+KVB_PROTO_CODEC(OnboardLayersRequest);
 KVB_PROTO_CODEC(Reply);
+KVB_PROTO_CODEC(Progress);
 KVB_PROTO_CODEC(Notification);
 KVB_PROTO_CODEC(ErrorFrame);
 KVB_PROTO_CODEC(HelloReply);

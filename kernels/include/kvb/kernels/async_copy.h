@@ -30,6 +30,8 @@ namespace kvb {
 template <class CompletionToken>
 auto async_copy(CopyEngine& engine, TransferPlan plan, CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(Status)>(
+      // The token decides whether the plan arrives as an lvalue or an rvalue.
+      // NOLINTNEXTLINE(performance-unnecessary-value-param)
       [&engine](auto handler, TransferPlan p) {
         using Handler = decltype(handler);
         auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),

@@ -189,6 +189,7 @@ struct ChunkSide {
 struct ChunkPlan {
   ChunkSide src;
   ChunkSide dst;
+  std::uint32_t first_layer = 0;  // the plan copies layers [first_layer, first_layer + layers)
   std::uint32_t layers = 0;
   std::uint32_t outer = 0;
   std::uint64_t chunk_bytes = 0;
@@ -200,9 +201,10 @@ struct PairIds {
   std::uint32_t dst = 0;
 };
 
-/// Chunk `chunk` of pair `pair` (chunks of a pair in (layer, outer) order).
+/// Chunk `chunk` of pair `pair` (chunks of a pair in (layer, outer) order,
+/// from the plan's first layer).
 KVB_HOST_DEVICE inline CopyDescriptor chunk_descriptor(const ChunkPlan& p, PairIds pair, std::uint64_t chunk) {
-  const auto layer = static_cast<std::uint32_t>(chunk / p.outer);
+  const auto layer = p.first_layer + static_cast<std::uint32_t>(chunk / p.outer);
   const auto outer = static_cast<std::uint32_t>(chunk % p.outer);
   const std::uint64_t src =
       p.src.base[chunk_region(p.src.geometry, layer)] + chunk_offset(p.src.geometry, pair.src, layer, outer);

@@ -1,16 +1,25 @@
-// The copy engines of one process, built once at start-up, and the rule that
-// picks one for a plan (docs/copy-engines.md, "Selection").
+// The copy engines of one process and the rule that picks one for a plan
+// (docs/copy-engines.md, "Selection").
 //
-// make_copy_engines() always returns a host engine. It adds the CUDA engines
-// (cuda-kernel, cuda-batch, cuda-memcpy, cuda-staged) only when this build has CUDA and a
-// usable device answers; otherwise (no driver, "driver version is
-// insufficient", no device, a build without CUDA) it logs ONE line saying why
-// and the process runs on the host engine. It never throws for a missing GPU.
+// CopyEngines always starts the host engine. It lists the usable CUDA
+// devices (without creating a context) and builds a CUDA engine only when a
+// plan first needs it: per device and kind, on first use (get()), so a
+// process that never copies device memory runs no CUDA thread and holds no
+// device memory. Without a usable device (no driver, "driver version is
+// insufficient", no device, a build without CUDA) it logs ONE line saying
+// why and the process runs on the host engine. It never throws for a
+// missing GPU.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kvb/blockmgr/copy_engine.h"
 #include "kvb/kernels/host_copy_engine.h"
@@ -24,7 +33,14 @@ struct CudaDeviceInfo {
   int sm_count = 0;
   int runtime_version = 0;  // CUDART_VERSION of this build, e.g. 13000
   int driver_version = 0;
+  std::array<std::uint8_t, 16> uuid{};  // the same in every process, whatever CUDA_VISIBLE_DEVICES says
+  std::uint64_t total_memory = 0;       // bytes of device memory
 };
+
+/// The usable CUDA devices (unified addressing), by ordinal, without
+/// creating a context. Error `unavailable` with the reason when there is
+/// none (or this build has no CUDA). Safe from any thread.
+[[nodiscard]] Result<std::vector<CudaDeviceInfo>> list_cuda_devices();
 
 /// Whether CUDA device `ordinal` is usable. Error `unavailable` with the
 /// reason (the CUDA error text, or "built without CUDA") when not. Never
@@ -72,38 +88,72 @@ struct CudaEngineOptions {
 struct CopyEngineOptions {
   HostCopyEngineOptions host;
   CudaEngineOptions cuda;
+  /// The device get() uses when none is named.
   int cuda_device = 0;
+  /// CUDA ordinals this process may use; empty = every usable device.
+  std::vector<int> devices;
   /// false: never touch CUDA (host engine only, no log line).
   bool use_cuda = true;
 };
 
-struct CopyEngines {
-  std::unique_ptr<HostCopyEngine> host;
-  std::unique_ptr<CopyEngine> cuda_kernel;  // null without a usable GPU
-  std::unique_ptr<CopyEngine> cuda_batch;   // null without a GPU or before CUDA 12.8
-  std::unique_ptr<CopyEngine> cuda_memcpy;  // null without a usable GPU
-  std::unique_ptr<CopyEngine> cuda_staged;  // null without a GPU (or when its staging buffer could not be had)
-  CudaDeviceInfo device;                    // ordinal -1 without a usable GPU
-  std::string cuda_unavailable;             // why the CUDA engines are absent; empty when present
+class CopyEngines {
+ public:
+  /// Starts the host engine and lists the devices (see the header comment).
+  /// Throws only what HostCopyEngine's constructor throws.
+  explicit CopyEngines(const CopyEngineOptions& options = {});
+  /// Destroys the CUDA engines (each finishes its plans), then the host one.
+  ~CopyEngines();
+  CopyEngines(const CopyEngines&) = delete;
+  CopyEngines& operator=(const CopyEngines&) = delete;
 
-  [[nodiscard]] bool has_cuda() const noexcept { return cuda_memcpy != nullptr; }
-  /// The engine of that kind, or null when it was not built.
-  [[nodiscard]] CopyEngine* get(CopyEngineKind kind) const noexcept;
+  [[nodiscard]] HostCopyEngine& host() const noexcept { return *host_; }
+  /// At least one usable CUDA device.
+  [[nodiscard]] bool has_cuda() const noexcept { return !devices_.empty(); }
+  /// Why there is no CUDA engine; empty when has_cuda().
+  [[nodiscard]] const std::string& cuda_unavailable() const noexcept { return cuda_unavailable_; }
+  /// The usable devices this process may use, by ordinal.
+  [[nodiscard]] const std::vector<CudaDeviceInfo>& devices() const noexcept { return devices_; }
+  /// The device of `ordinal`, or null when it is not usable / not allowed.
+  [[nodiscard]] const CudaDeviceInfo* device(int ordinal) const noexcept;
+  /// The device with this UUID, or null.
+  [[nodiscard]] const CudaDeviceInfo* device_by_uuid(std::span<const std::uint8_t, 16> uuid) const noexcept;
+  [[nodiscard]] const CopyEngineOptions& options() const noexcept { return options_; }
+
+  /// The engine of `kind` on `device` (-1: options().cuda_device), built on
+  /// first use. Errors: unavailable with the reason (no such device, no
+  /// CUDA, this kind cannot be built here). Safe from any thread; the
+  /// engine lives as long as this object.
+  [[nodiscard]] Result<CopyEngine*> get(CopyEngineKind kind, int device = -1);
+  /// "host" and every CUDA engine built so far as "<kind>@<ordinal>", for
+  /// stats and tests. Safe from any thread.
+  [[nodiscard]] std::vector<std::string> built() const;
+
+ private:
+  CopyEngineOptions options_;
+  std::unique_ptr<HostCopyEngine> host_;
+  std::vector<CudaDeviceInfo> devices_;
+  std::string cuda_unavailable_;
+  mutable std::mutex mutex_;
+  std::map<std::pair<int, CopyEngineKind>, Result<std::unique_ptr<CopyEngine>>> cuda_;  // guarded by mutex_
 };
 
-/// Builds the engines; see the header comment. Throws only what
-/// HostCopyEngine's constructor throws (no thread could start).
-[[nodiscard]] CopyEngines make_copy_engines(const CopyEngineOptions& options = {});
-
-/// The engine for a plan from `src` to `dst` memory (docs/copy-engines.md,
-/// "Selection", with the H100 measurements behind it):
+/// The selection rule (docs/copy-engines.md, "Selection", measured on an
+/// H100), as the engine kinds to try in order for a plan from `src` to
+/// `dst` memory when CUDA engines exist:
 ///  - no device memory on either side: host;
 ///  - device <-> pinned host: cuda-staged (DMA at PCIe rate, SMs busy only
 ///    for the HBM-side gather/scatter), else cuda-batch, else cuda-kernel;
+///  - device <-> pageable host (pinning failed): cuda-staged only, which
+///    bounces the host side through its own pinned buffer;
 ///  - device <-> device: cuda-kernel (batch DMA reached 1-8 % of the
-///    kernel's bandwidth for 4 KiB-1 MiB chunks);
-///  - device with pageable host memory: unsupported (register it first).
-/// Error `unavailable` when device memory is involved and no CUDA engine is.
-[[nodiscard]] Result<CopyEngine*> select_engine(const CopyEngines& engines, MemoryKind src, MemoryKind dst);
+///    kernel's bandwidth for 4 KiB-1 MiB chunks).
+/// Pure; CPU-tested.
+[[nodiscard]] std::span<const CopyEngineKind> engine_preference(MemoryKind src, MemoryKind dst) noexcept;
+
+/// The engine for a plan from `src` to `dst` memory on `device` (the
+/// device-memory side's ordinal; -1 = the default): the first kind of
+/// engine_preference() that can be built. Error `unavailable` (with the
+/// reason) when device memory is involved and no CUDA engine is.
+[[nodiscard]] Result<CopyEngine*> select_engine(CopyEngines& engines, MemoryKind src, MemoryKind dst, int device = -1);
 
 }  // namespace kvb

@@ -64,4 +64,22 @@ class PinnedHostRegion final : public MemoryRegion {
 /// baseline of kvblockd-bench.
 [[nodiscard]] Status cuda_copy_sync(int ordinal, void* dst, const void* src, std::uint64_t bytes);
 
+/// One cudaMemcpyAsync on a stream of its own, then an event recorded and
+/// synchronized: the latency baseline of kvblockd-bench gpu-request.
+class CudaAsyncCopier {
+ public:
+  [[nodiscard]] static Result<std::unique_ptr<CudaAsyncCopier>> make(int ordinal);
+  ~CudaAsyncCopier();
+  CudaAsyncCopier(const CudaAsyncCopier&) = delete;
+  CudaAsyncCopier& operator=(const CudaAsyncCopier&) = delete;
+  /// Copies and returns once the event after the copy completed.
+  [[nodiscard]] Status copy(void* dst, const void* src, std::uint64_t bytes);
+
+ private:
+  CudaAsyncCopier(int ordinal, void* stream, void* event) : ordinal_(ordinal), stream_(stream), event_(event) {}
+  int ordinal_;
+  void* stream_;  // cudaStream_t
+  void* event_;   // cudaEvent_t
+};
+
 }  // namespace kvb

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <utility>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -22,7 +23,7 @@ namespace asio = boost::asio;
 /// A one-shot (resettable) event: wait() resumes once set() was called.
 class AsyncEvent {
  public:
-  explicit AsyncEvent(asio::any_io_executor ex) : timer_(ex, asio::steady_timer::time_point::max()) {}
+  explicit AsyncEvent(const asio::any_io_executor& ex) : timer_(ex, asio::steady_timer::time_point::max()) {}
   AsyncEvent(const AsyncEvent&) = delete;
   AsyncEvent& operator=(const AsyncEvent&) = delete;
 
@@ -71,7 +72,7 @@ class AsyncEvent {
 /// of holders never exceeds the initial count.
 class AsyncSemaphore {
  public:
-  AsyncSemaphore(asio::any_io_executor ex, std::size_t permits) : ex_(ex), available_(permits) {}
+  AsyncSemaphore(asio::any_io_executor ex, std::size_t permits) : ex_(std::move(ex)), available_(permits) {}
   AsyncSemaphore(const AsyncSemaphore&) = delete;
   AsyncSemaphore& operator=(const AsyncSemaphore&) = delete;
 
@@ -106,7 +107,7 @@ class AsyncSemaphore {
 
  private:
   struct Waiter {
-    explicit Waiter(asio::any_io_executor ex) : timer(ex, asio::steady_timer::time_point::max()) {}
+    explicit Waiter(const asio::any_io_executor& ex) : timer(ex, asio::steady_timer::time_point::max()) {}
     asio::steady_timer timer;
     bool granted = false;
   };

@@ -1,0 +1,164 @@
+#include "kvb/transport/am_bulk_writer.h"
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "am_wire.h"
+#include "ucx_request.h"
+
+namespace kvb::transport {
+
+using namespace wire;
+
+namespace {
+
+// The chunks of one write call: one completion for all of them. Owned by
+// the in-flight UCX requests (the last callback deletes it), so a caller
+// that timed out or saw the peer fail may leave before UCX is done.
+struct WriteBatch {
+  std::size_t outstanding = 1;  // +1 held by the issuing loop until it is done
+  ucs_status_t first_error = UCS_OK;
+  std::shared_ptr<detail::RequestState> waiter;
+  std::shared_ptr<void> headers;
+
+  void complete_one(ucs_status_t status) {
+    if (status != UCS_OK && first_error == UCS_OK) first_error = status;
+    if (--outstanding > 0) return;
+    waiter->status = first_error;
+    waiter->done.set();
+    delete this;
+  }
+  static void on_sent(void* request, ucs_status_t status, void* user_data) {
+    ucp_request_free(request);
+    static_cast<WriteBatch*>(user_data)->complete_one(status);
+  }
+};
+
+}  // namespace
+
+BulkWriter::BulkWriter(Worker& worker, const AmOptions& options, std::uint32_t token)
+    : worker_(worker), options_(options), token_(token) {}
+
+BulkWriter::~BulkWriter() { *alive_ = false; }
+
+void BulkWriter::expose(const MemoryRegistration& registration) { exposed_.push_back(&registration); }
+
+void BulkWriter::unexpose(const MemoryRegistration& registration) { std::erase(exposed_, &registration); }
+
+std::uint64_t BulkWriter::take_refused(std::uint32_t token) {
+  auto it = refused_by_token_.find(token);
+  if (it == refused_by_token_.end()) return 0;
+  const std::uint64_t count = it->second;
+  refused_by_token_.erase(it);
+  return count;
+}
+
+void BulkWriter::refused(std::uint32_t token) {
+  ++rejected_writes_;
+  ++refused_by_token_[token];  // the sender's next after-writes notification fails
+}
+
+asio::awaitable<Status> BulkWriter::write(std::shared_ptr<Endpoint> ep, std::span<const RmaChunk> chunks,
+                                          std::chrono::milliseconds timeout) {
+  if (chunks.empty()) co_return ok();
+  // Issue every chunk, then await them all at once: UCX pipelines the
+  // rendezvous; one waiter, one timer and one endpoint watch per call.
+  auto waiter = std::make_shared<detail::RequestState>(worker_.executor());
+  auto* batch = new WriteBatch;
+  batch->waiter = waiter;
+  auto headers = std::make_shared<std::vector<WriteHeader>>(chunks.size());
+  batch->headers = headers;
+  ucs_status_t issue_error = UCS_OK;
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const auto& c = chunks[i];
+    (*headers)[i] = WriteHeader{c.remote_address, c.length, token_, 0};
+    ucp_request_param_t params{};
+    params.op_attr_mask =
+        UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    params.flags = c.length <= options_.bulk_eager_max ? UCP_AM_SEND_FLAG_EAGER : UCP_AM_SEND_FLAG_RNDV;
+    params.datatype = ucp_dt_make_contig(1);
+    params.cb.send = &WriteBatch::on_sent;
+    params.user_data = batch;
+    ++batch->outstanding;
+    ucs_status_ptr_t req =
+        ucp_am_send_nbx(ep->handle(), kAmWrite, &(*headers)[i], sizeof(WriteHeader), c.local, c.length, &params);
+    if (req == nullptr) {
+      --batch->outstanding;  // done already; the callback will not run
+    } else if (UCS_PTR_IS_ERR(req)) {
+      --batch->outstanding;
+      issue_error = UCS_PTR_STATUS(req);
+      break;
+    }
+  }
+  worker_.kick();
+  batch->complete_one(issue_error);  // the issuing loop's share; may finish the batch
+  ep->track(waiter);
+  const bool done = co_await waiter->done.wait_for(timeout);
+  if (waiter->aborted) co_return tl::unexpected(ep->failure());
+  if (!done) {
+    co_return fail(Errc::timeout, "bulk write to peer {}: not complete after {} ms", ep->peer(), timeout.count());
+  }
+  if (waiter->status != UCS_OK) {
+    co_return tl::unexpected(detail::ucx_error(fmt::format("bulk write to peer {}", ep->peer()), waiter->status));
+  }
+  if (ep->failed()) co_return tl::unexpected(ep->failure());
+  co_return ok();
+}
+
+void BulkWriter::land(const void* header, std::size_t header_length, void* data, std::size_t length, bool rendezvous) {
+  if (header_length != sizeof(WriteHeader)) {
+    ++rejected_writes_;
+    spdlog::error("transport: rejected a bulk write with a malformed header ({} bytes)", header_length);
+    return;
+  }
+  WriteHeader wh;
+  std::memcpy(&wh, header, sizeof(wh));
+  const std::uint64_t address = wh.address;
+  bool allowed = wh.length == length;
+  if (allowed) {
+    allowed = false;
+    for (const auto* reg : exposed_) allowed = allowed || reg->contains(address, length);
+  }
+  if (!allowed) {
+    refused(wh.token);
+    spdlog::error("transport: rejected a bulk write of {} bytes at {:#x}: not in an exposed region", length, address);
+    return;
+  }
+  auto* dest = reinterpret_cast<std::byte*>(address);
+  if (!rendezvous) {
+    std::memcpy(dest, data, length);
+    return;
+  }
+  // The data lands in place; the completion only frees the request and
+  // counts a failure (no executor round trip per chunk).
+  struct Landing {
+    std::shared_ptr<bool> alive;
+    BulkWriter* self;
+    std::uint32_t token;
+    static void done(void* request, ucs_status_t status, size_t, void* user_data) {
+      std::unique_ptr<Landing> landing(static_cast<Landing*>(user_data));
+      ucp_request_free(request);
+      if (status != UCS_OK && *landing->alive) {
+        landing->self->refused(landing->token);
+        spdlog::error("transport: bulk write failed: {}", ucs_status_string(status));
+      }
+    }
+  };
+  auto* landing = new Landing{alive_, this, wh.token};
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  params.datatype = ucp_dt_make_contig(1);
+  params.cb.recv_am = &Landing::done;
+  params.user_data = landing;
+  ucs_status_ptr_t req = ucp_am_recv_data_nbx(worker_.handle(), data, dest, length, &params);
+  if (req == nullptr || UCS_PTR_IS_ERR(req)) {
+    delete landing;  // finished at once (or failed): the callback never runs
+    if (req != nullptr) {
+      refused(wh.token);
+      spdlog::error("transport: bulk write failed: {}", ucs_status_string(UCS_PTR_STATUS(req)));
+    }
+  }
+}
+
+}  // namespace kvb::transport
