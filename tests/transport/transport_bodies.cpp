@@ -473,36 +473,44 @@ TEST_P(TransportTest, RequestsTimeOutInDeadlineOrderAndLateRepliesAreIgnored) {
   run([&]() -> asio::awaitable<void> {
     // The 10 s request is sent first, so the manager's deadline timer must be
     // moved earlier for the 300 ms one and again for the 100 ms one.
-    std::optional<Result<Bytes>> slow, mid, fast;
-    AsyncEvent short_ones(worker_->executor());
-    AsyncEvent all(worker_->executor());
-    int left = 3;
-    int short_left = 2;
-    auto spawn = [&](std::optional<Result<Bytes>>& out, std::chrono::milliseconds timeout) {
+    // The requests run as detached coroutines: their results and counters
+    // live in shared state they co-own, so a failed assertion that ends this
+    // body early leaves nothing for them to write into afterwards.
+    struct Shared {
+      explicit Shared(const asio::any_io_executor& ex) : short_ones(ex), all(ex) {}
+      std::optional<Result<Bytes>> slow, mid, fast;
+      AsyncEvent short_ones;
+      AsyncEvent all;
+      int left = 3;
+      int short_left = 2;
+    };
+    auto shared = std::make_shared<Shared>(worker_->executor());
+    auto spawn = [&](std::optional<Result<Bytes>> Shared::*out, std::chrono::milliseconds timeout) {
       asio::co_spawn(
           io_,
-          [&, timeout]() -> asio::awaitable<void> {
-            out = co_await client_->send_request(kPeer, "park", {}, timeout);
-            if (timeout < 10s && --short_left == 0) short_ones.set();
-            if (--left == 0) all.set();
+          [shared, out, timeout, client = client_.get()]() -> asio::awaitable<void> {
+            auto reply = co_await client->send_request(kPeer, "park", {}, timeout);
+            (*shared).*out = std::move(reply);
+            if (timeout < 10s && --shared->short_left == 0) shared->short_ones.set();
+            if (--shared->left == 0) shared->all.set();
           },
           asio::detached);
     };
-    spawn(slow, 10s);
-    spawn(mid, 300ms);
-    spawn(fast, 100ms);
-    CO_ASSERT_TRUE(co_await short_ones.wait_for(15s));
-    for (auto* r : {&mid, &fast}) {
+    spawn(&Shared::slow, 10s);
+    spawn(&Shared::mid, 300ms);
+    spawn(&Shared::fast, 100ms);
+    CO_ASSERT_TRUE(co_await shared->short_ones.wait_for(15s));
+    for (auto* r : {&shared->mid, &shared->fast}) {
       CO_ASSERT_TRUE(r->has_value() && !r->value().has_value());
       EXPECT_EQ(r->value().error().code, Errc::timeout);
       EXPECT_TRUE(r->value().error().message.starts_with("timeout: no answer to request"))
           << r->value().error().message;
     }
-    EXPECT_FALSE(slow.has_value());
+    EXPECT_FALSE(shared->slow.has_value());
     co_await remote_->release();  // the late replies to the timed-out requests arrive and are dropped
-    CO_ASSERT_TRUE(co_await all.wait_for(15s));
-    CO_ASSERT_TRUE(slow.has_value());
-    EXPECT_TRUE(slow->has_value());
+    CO_ASSERT_TRUE(co_await shared->all.wait_for(15s));
+    CO_ASSERT_TRUE(shared->slow.has_value());
+    EXPECT_TRUE(shared->slow->has_value());
     auto ping = co_await client_->send_request(kPeer, "echo", {}, 10s);
     EXPECT_TRUE(ping.has_value());
   });
