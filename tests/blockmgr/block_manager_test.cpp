@@ -47,7 +47,7 @@ TEST(BlockManager, MakeRejectsBadConfigs) {
   bad_policy.g2.policy = "mru";
   auto bad = BlockManager::make(std::move(bad_policy));
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message.find("valid: lru, s3fifo"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("valid: prefix, lru, s3fifo"), std::string::npos) << bad.error().message;
 }
 
 TEST(BlockManager, PartialAndCompleteBlocksAreNeverMatched) {
