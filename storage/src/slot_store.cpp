@@ -30,11 +30,8 @@ struct SlotStore::ReadOp {
   SequenceHash hash{};
   SlotInfo expect;
   std::span<std::byte> dst;
-  std::byte* page = nullptr;    // the slot's header page
   std::byte* bounce = nullptr;  // payload staging when dst cannot take O_DIRECT I/O
-  std::atomic<int> pending{2};
-  std::mutex mu;
-  std::string error;  // guarded by mu: the first I/O error
+  std::string error;            // the I/O error, if any
   CopyDone done;
 };
 
@@ -252,20 +249,20 @@ void SlotStore::read(BlockId slot, SequenceHash hash, std::span<std::byte> dst, 
   op->expect = expect;
   op->dst = dst;
   op->done = std::move(done);
-  op->page = static_cast<std::byte*>(std::aligned_alloc(kPageBytes, kPageBytes));
   const bool direct_into_dst =
       reinterpret_cast<std::uintptr_t>(dst.data()) % kPageBytes == 0 && file_.block_bytes == file_.stride;
   if (!direct_into_dst) op->bounce = static_cast<std::byte*>(std::aligned_alloc(kPageBytes, file_.stride));
-  auto on_done = [this, op](Result<std::size_t> result) {
-    if (!result) {
-      io_errors_.fetch_add(1);
-      std::lock_guard lock(op->mu);
-      if (op->error.empty()) op->error = result.error().message;
-    }
-    if (op->pending.fetch_sub(1) == 1) finish_read(op);
-  };
-  io_->read(file_.header_offset(op->slot), {op->page, kPageBytes}, on_done);
-  io_->read(file_.payload_offset(op->slot), {direct_into_dst ? dst.data() : op->bounce, file_.stride}, on_done);
+  // One I/O per block: the payload. What it must hash to is in the index
+  // (recorded when the block became durable, or read from its checked header
+  // at restart), so the header page is not read again.
+  io_->read(file_.payload_offset(op->slot), {direct_into_dst ? dst.data() : op->bounce, file_.stride},
+            [this, op](Result<std::size_t> result) {
+              if (!result) {
+                io_errors_.fetch_add(1);
+                op->error = result.error().message;
+              }
+              finish_read(op);
+            });
 }
 
 void SlotStore::finish_read(ReadOp* op) {
@@ -275,41 +272,18 @@ void SlotStore::finish_read(ReadOp* op) {
     if (worth_logging(read_failures_.load() + 1))
       spdlog::warn("disk: reading block {} from slot {} of {} failed: {}", op->hash, op->slot, path_, op->error);
     result = fail(Errc::io_error, "disk read of block {} failed: {}", op->hash, op->error);
+  } else if (payload_checksum({payload, file_.block_bytes}) != op->expect.checksum) {
+    checksum_failures_.fetch_add(1);
+    spdlog::warn("disk: block {} in slot {} of {} failed its payload checksum check: dropped (served as a miss)",
+                 op->hash, op->slot, path_);
+    result = fail(Errc::io_error, "disk block {} failed its payload checksum check", op->hash);
   } else {
-    const DecodedSlot d = decode_slot_header({op->page, kPageBytes});
-    const SlotHeader& h = d.header;
-    std::string_view failed;
-    if (d.page != SlotPage::valid)
-      failed = "header checksum";
-    else if (h.state != SlotState::committed)
-      failed = "header state";
-    else if (h.slot != op->slot)
-      failed = "slot number";
-    else if (h.shape_id != file_.shape_id)
-      failed = "block shape";
-    else if (h.hash != op->hash)
-      failed = "hash";
-    else if (h.generation != op->expect.generation)
-      failed = "generation";
-    else if (h.payload_bytes != file_.block_bytes)
-      failed = "payload size";
-    else if (const std::uint64_t sum = payload_checksum({payload, file_.block_bytes});
-             sum != h.payload_xxh3 || sum != op->expect.checksum)
-      failed = "payload checksum";
-    if (!failed.empty()) {
-      checksum_failures_.fetch_add(1);
-      spdlog::warn("disk: block {} in slot {} of {} failed its {} check: dropped (served as a miss)", op->hash,
-                   op->slot, path_, failed);
-      result = fail(Errc::io_error, "disk block {} failed its {} check", op->hash, failed);
-    } else {
-      if (op->bounce != nullptr) std::memcpy(op->dst.data(), op->bounce, file_.block_bytes);
-      reads_.fetch_add(1);
-      bytes_read_.fetch_add(file_.block_bytes);
-    }
+    if (op->bounce != nullptr) std::memcpy(op->dst.data(), op->bounce, file_.block_bytes);
+    reads_.fetch_add(1);
+    bytes_read_.fetch_add(file_.block_bytes);
   }
   if (!result) read_failures_.fetch_add(1);
   CopyDone done = std::move(op->done);
-  std::free(op->page);
   std::free(op->bounce);
   {
     std::lock_guard lock(mu_);

@@ -81,7 +81,7 @@ struct SlotStoreCounters {
   std::uint64_t write_busy = 0;         // write() refused: staging full
   std::uint64_t reads = 0;              // blocks read and verified
   std::uint64_t read_failures = 0;      // reads that ended in error (I/O or checks)
-  std::uint64_t checksum_failures = 0;  // reads whose header or payload failed a check
+  std::uint64_t checksum_failures = 0;  // reads whose payload failed its checksum
   std::uint64_t io_errors = 0;          // failed I/O calls (write, read, fdatasync)
   std::uint64_t bytes_written = 0;      // payload bytes of completed writes
   std::uint64_t bytes_read = 0;         // payload bytes of verified reads
