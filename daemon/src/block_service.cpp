@@ -44,7 +44,15 @@ BlockService::BlockService(boost::asio::io_context& io, CopyEngines& engines, Bl
 BlockService::~BlockService() {
   // Disk write-backs and reads complete through the loop (post): run it
   // until none is left, so that no store writes into a freed host pool and
-  // every write-back that was on its way becomes durable.
+  // every write-back that was on its way becomes durable. Nothing may
+  // escape a destructor: a failure here (the log) is swallowed.
+  try {
+    drain_disk_transfers();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nothing to do in a destructor
+  }
+}
+
+void BlockService::drain_disk_transfers() {
   auto in_flight = [&] {
     std::uint32_t n = 0;
     for (const auto& pool : pools_) n += pool->manager->transfers_in_flight();
@@ -233,7 +241,8 @@ void BlockService::submit(TransferPlan plan, int device, std::function<void(Stat
 }
 
 void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-                                 std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, Done done) {
+                                 const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control,
+                                 Done done) {
   auto finish_later = [this, &done](Status status) {
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
@@ -306,8 +315,8 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
     held->push_back(std::move(match.leases[0]));
   }
   if (on_disk.empty()) {
-    return copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(progress),
-                          std::move(control), std::move(done));
+    return copy_to_engine(pool, kv, std::move(held), std::move(pairs), std::move(progress), std::move(control),
+                          std::move(done));
   }
   // Read the disk blocks into G2 first (each checked), then copy from G2.
   std::vector<BlockLease> g3;
@@ -334,7 +343,7 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
           held->release();
           return done(fail(Errc::cancelled, "onboard cancelled"));
         }
-        copy_to_engine(pool, std::move(kv), std::move(held), std::move(pairs), std::move(progress), std::move(control),
+        copy_to_engine(pool, kv, std::move(held), std::move(pairs), std::move(progress), std::move(control),
                        std::move(done));
       });
   // The G3 leases are pinned by the promote now (or it failed).
@@ -371,9 +380,9 @@ bool BlockService::verify_host_block(LayoutPool& pool, const BlockLease& lease) 
   return false;
 }
 
-void BlockService::copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
-                                  std::vector<BlockPair> pairs, OnboardProgress progress,
-                                  std::shared_ptr<OpControl> control, Done done) {
+void BlockService::copy_to_engine(LayoutPool& pool, const std::shared_ptr<EngineKv>& kv,
+                                  std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
+                                  OnboardProgress progress, std::shared_ptr<OpControl> control, Done done) {
   auto finish_later = [this, &done, &held](Status status) {
     held->release();
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
@@ -406,7 +415,7 @@ void BlockService::copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv
   const int device = kv->device;
   for (std::size_t g = 0; g < plans.size(); ++g) {
     submit(std::move(plans[g]), device,
-           [this, g, groups, announce, held, kv, control, shared_done, bytes](Status status) {
+           [this, g, groups, announce, held, kv, control, shared_done, bytes](const Status& status) {
              const bool all_ended = groups->finish(g, status, [&](LayerRange range) {
                if (!control->cancelled && *announce) (*announce)(range);
              });

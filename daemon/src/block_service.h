@@ -166,7 +166,7 @@ class BlockService {
   /// parent (already present hashes are skipped). `done` runs once on the loop. When `control` is cancelled by
   /// then, nothing is registered and the written blocks are discarded.
   void start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-                     std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, Done done);
+                     const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control, Done done);
   /// Starts an onboard now: leases the blocks of the salted hashes
   /// (not_found names a missing hash), reads those found only on disk into
   /// G2 first (a block that fails its checksum is dropped: not_found), and
@@ -201,7 +201,8 @@ class BlockService {
   // about to be copied to an engine (false: it failed and was dropped).
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
   [[nodiscard]] bool verify_host_block(LayoutPool& pool, const BlockLease& lease);
-  void copy_to_engine(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
+  void drain_disk_transfers();
+  void copy_to_engine(LayoutPool& pool, const std::shared_ptr<EngineKv>& kv, std::shared_ptr<BlockLeases> held,
                       std::vector<BlockPair> pairs, OnboardProgress progress, std::shared_ptr<OpControl> control,
                       Done done);
 

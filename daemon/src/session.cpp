@@ -21,7 +21,7 @@ namespace {
 namespace asio = boost::asio;
 using proto::MsgType;
 
-constexpr std::size_t kReadBufferBytes = 64 * 1024;
+constexpr std::size_t kReadBufferBytes = std::size_t{64} * 1024;
 /// Reads one connection does in a row before it lets the others run.
 constexpr int kReadsBeforeYield = 8;
 /// A client that stops reading its answers is cut off past this backlog.
@@ -266,11 +266,12 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
-  on_copy(id, MsgType::offload, std::move(request.items),
-          [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-             std::vector<proto::OffloadItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
-            blocks.start_offload(pool, std::move(kv), salt, std::move(items), std::move(control), std::move(done));
-          });
+  on_copy(
+      id, MsgType::offload, std::move(request.items),
+      [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+         const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control, BlockService::Done done) {
+        blocks.start_offload(pool, std::move(kv), salt, items, std::move(control), std::move(done));
+      });
 }
 
 void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,

@@ -99,7 +99,7 @@ Status SlotStore::write(BlockId slot, SequenceHash hash, std::span<const std::by
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
   std::byte* payload = buffer + kPageBytes;
-  constexpr std::size_t kPiece = 256 * 1024;
+  constexpr std::size_t kPiece = std::size_t{256} * 1024;
   for (std::size_t off = 0; off < src.size(); off += kPiece) {
     const std::size_t n = std::min(kPiece, src.size() - off);
     std::memcpy(payload + off, src.data() + off, n);

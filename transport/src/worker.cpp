@@ -1,5 +1,7 @@
 #include "kvb/transport/worker.h"
 
+#include <cstdio>
+
 #include <cstring>
 
 #include <boost/asio/co_spawn.hpp>
@@ -46,9 +48,13 @@ Worker::Worker(Context& context, asio::any_io_executor executor, WorkerOptions o
 
 Worker::~Worker() {
   *exists_ = false;
-  stop();
-  // Handlers queued for the loop still run (posted), never silently dropped.
-  for (auto& h : ready_) asio::post(executor_, [h = std::move(h)]() mutable { std::move(h)(); });
+  try {
+    stop();
+    // Handlers queued for the loop still run (posted), never silently dropped.
+    for (auto& h : ready_) asio::post(executor_, [h = std::move(h)]() mutable { std::move(h)(); });
+  } catch (const std::exception& e) {  // a cancel or a post that failed: nothing escapes a destructor
+    std::fprintf(stderr, "kvb transport: worker shutdown: %s\n", e.what());
+  }
   if (efd_) (void)efd_->release();  // the fd belongs to UCX
   ucp_worker_destroy(worker_);
 }
