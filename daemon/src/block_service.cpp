@@ -9,6 +9,7 @@
 
 #include "device_kv.h"
 #include "kvb/common/mix64.h"
+#include "kvb/common/page_populate.h"
 #include "kvb/kernels/async_copy.h"
 #include "layer_groups.h"
 
@@ -42,6 +43,10 @@ BlockService::BlockService(boost::asio::io_context& io, CopyEngines& engines, Bl
 }
 
 BlockService::~BlockService() {
+  // A prefault thread writes into its pool's memory: stop it first.
+  for (const auto& pool : pools_) {
+    if (pool->prefault) pool->prefault->stop();
+  }
   // Disk write-backs and reads complete through the loop (post): run it
   // until none is left, so that no store writes into a freed host pool and
   // every write-back that was on its way becomes durable. Nothing may
@@ -121,6 +126,14 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   if (!layout) return tl::unexpected(layout.error());
   auto region = HostRegion::create(layout->region_bytes(), "kvblockd-g2");
   if (!region) return tl::unexpected(region.error());
+  std::byte* const base = (*region)->data();
+  const std::uint64_t region_bytes = (*region)->size();
+  if (!huge_pages_logged_) {
+    huge_pages_logged_ = true;
+    const ShmemHugePages huge = shmem_huge_pages();
+    spdlog::info("host pools: transparent huge pages for shared memory: {}{}", huge.settings,
+                 huge.page_bytes != 0 ? "; pools ask for them (MADV_HUGEPAGE)" : "; pools use 4 KiB pages");
+  }
   std::unique_ptr<MemoryRegion> pin;
   if (options_.pin) {
     auto pinned = options_.pin((*region)->data(), (*region)->size());
@@ -157,8 +170,23 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   if (!manager) return tl::unexpected(manager.error());
   entry->manager = std::move(*manager);
   if (integrity_.enabled) entry->host_sums.resize(entry->manager->pool(Tier::g2).capacity());
+  if (options_.prefault) {
+    entry->prefault = std::make_unique<PoolPrefault>(io_, base, region_bytes, fmt::format("G2 host pool {}", index));
+  }
   pools_.push_back(std::move(entry));
   return pools_.back().get();
+}
+
+PrefaultTotals BlockService::prefault_totals() const {
+  PrefaultTotals out;
+  out.enabled = options_.prefault;
+  for (const auto& pool : pools_) {
+    out.pool_bytes += pool->manager->pool(Tier::g2).region().size();
+    if (!pool->prefault) continue;
+    out.populated_bytes += pool->prefault->populated();
+    if (pool->prefault->populated() == pool->prefault->bytes()) ++out.pools_ready;
+  }
+  return out;
 }
 
 Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& pool,

@@ -31,6 +31,7 @@
 #include "kvb/common/protocol.h"
 #include "kvb/common/unique_fd.h"
 #include "kvb/kernels/copy_engines.h"
+#include "pool_prefault.h"
 
 namespace kvb::daemon {
 
@@ -51,6 +52,17 @@ struct LayoutPool {
     bool set = false;
   };
   std::vector<HostSum> host_sums;
+  /// Populates the host pool's pages in the background (option prefault);
+  /// null when off. Declared last: stopped before the pool memory goes.
+  std::unique_ptr<PoolPrefault> prefault;
+};
+
+/// The host pools' prefault over every pool (the "g2_prefault" stats object).
+struct PrefaultTotals {
+  bool enabled = false;
+  std::uint64_t pool_bytes = 0;       // bytes of every host pool
+  std::uint64_t populated_bytes = 0;  // of those, populated by the prefault so far
+  std::uint32_t pools_ready = 0;      // pools whose prefault finished every byte
 };
 
 /// The G2 -> engine integrity check (integrity.check_host_blocks). Monotonic.
@@ -114,6 +126,8 @@ struct BlockServiceOptions {
   bool check_host_blocks = false;
   /// The host pools' eviction policy (make_eviction_policy name).
   std::string eviction_policy = "prefix";
+  /// Populate each new host pool's pages in the background (PoolPrefault).
+  bool prefault = true;
 };
 
 /// Per-layer progress of an onboard: `announce` runs on the loop for each
@@ -129,7 +143,8 @@ class BlockService {
   using Done = std::function<void(Status)>;
 
   BlockService(boost::asio::io_context& io, CopyEngines& engines, BlockServiceOptions options);
-  /// Waits (running the loop) for disk write-backs and reads in flight.
+  /// Stops the pools' prefault threads, then waits (running the loop) for
+  /// disk write-backs and reads in flight.
   ~BlockService();
 
   /// At start, when disk.path is set: checks the directory and reopens the
@@ -190,6 +205,8 @@ class BlockService {
   /// Host pools pinned for CUDA / left pageable because pinning failed.
   [[nodiscard]] std::uint32_t pinned_pools() const noexcept { return pinned_pools_; }
   [[nodiscard]] std::uint32_t pin_failures() const noexcept { return pin_failures_; }
+  /// The host pools' prefault progress (pool_bytes counts every pool).
+  [[nodiscard]] PrefaultTotals prefault_totals() const;
 
  private:
   /// Runs `plan` on the engine the selection rule picks for its memory
@@ -216,6 +233,7 @@ class BlockService {
   std::uint32_t copies_in_flight_ = 0;
   std::uint32_t pinned_pools_ = 0;
   std::uint32_t pin_failures_ = 0;
+  bool huge_pages_logged_ = false;
 };
 
 }  // namespace kvb::daemon

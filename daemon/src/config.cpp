@@ -142,6 +142,8 @@ const std::vector<KeyDef>& key_defs() {
     d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy,
                     Choice{std::vector<std::string_view>(eviction_policies().begin(), eviction_policies().end())},
                     "Which inactive host block goes first: prefix, lru or s3fifo (docs/eviction.md)"));
+    d.push_back(key("prefault", &DaemonConfig::prefault, Bool{},
+                    "Populate each new host (G2) pool's pages in the background so the first copies need no faults"));
     d.push_back(key("disk.path", &DaemonConfig::disk_path, Text{0, 4096},
                     "Directory of the disk tier's (G3) slot files; empty = no disk tier"));
     d.push_back(key("disk.bytes", &DaemonConfig::disk_bytes, Size{1},

@@ -76,6 +76,11 @@ std::string DaemonCore::stats_json() const {
   out["bytes_offloaded"] = blocks.moved().offload;
   out["bytes_onboarded"] = blocks.moved().onboard;
   out["g2"] = tier_json(g2);
+  const PrefaultTotals prefault = blocks.prefault_totals();
+  out["g2_prefault"] = {{"enabled", prefault.enabled},
+                        {"pool_bytes", prefault.pool_bytes},
+                        {"populated_bytes", prefault.populated_bytes},
+                        {"pools_ready", prefault.pools_ready}};
   out["g3"] = disk_stats_json(blocks.disk_totals());
   out["integrity"] = integrity_json(blocks.host_integrity());
   return out.dump();

@@ -35,6 +35,7 @@ struct DaemonConfig {
   std::vector<int> devices;                      // CUDA ordinals the daemon serves; empty = every usable GPU
   bool pin_host_pools = true;                    // cudaHostRegister the G2 pools when a GPU is present
   std::string eviction_policy = "prefix";        // the host pools' policy (docs/eviction.md)
+  bool prefault = true;                          // populate each new host pool's pages in the background
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
   std::string disk_path;
   std::uint64_t disk_bytes = 16ULL << 30;               // slot file size per distinct block layout

@@ -1,0 +1,59 @@
+#include "pool_prefault.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
+
+#include "kvb/common/page_populate.h"
+
+namespace kvb::daemon {
+
+PoolPrefault::PoolPrefault(boost::asio::io_context& io, std::byte* base, std::uint64_t bytes, std::string name)
+    : io_(io), base_(base), bytes_(bytes), name_(std::move(name)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+PoolPrefault::~PoolPrefault() { stop(); }
+
+void PoolPrefault::stop() noexcept {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+}
+
+void PoolPrefault::run() noexcept {
+  const auto start = std::chrono::steady_clock::now();
+  PopulateMethod method = PopulateMethod::madvise;
+  std::uint64_t done = 0;
+  while (done < bytes_ && !stop_.load(std::memory_order_acquire)) {
+    const std::uint64_t n = std::min(kChunkBytes, bytes_ - done);
+    auto populated = populate_for_write(base_ + done, n);
+    if (!populated) {
+      auto line = fmt::format("{}: prefault stopped after {} of {} bytes: {}; the first copies fault the rest in",
+                              name_, done, bytes_, populated.error().message);
+      finished_.store(true, std::memory_order_release);
+      boost::asio::post(io_, [line = std::move(line)] { spdlog::warn("{}", line); });
+      return;
+    }
+    if (*populated == PopulateMethod::touch) method = PopulateMethod::touch;
+    done += n;
+    populated_.store(done, std::memory_order_release);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (done < bytes_) {
+    // Shutdown: the loop may not run again.
+    spdlog::info("{}: prefault stopped at shutdown after {} of {} bytes ({:.2f} s)", name_, done, bytes_, seconds);
+    finished_.store(true, std::memory_order_release);
+    return;
+  }
+  const std::uint64_t huge = huge_page_bytes_mapped(base_, bytes_);
+  auto line =
+      fmt::format("{} ready: {} bytes populated in {:.2f} s ({:.1f} GB/s, {}), {} bytes in huge pages", name_, bytes_,
+                  seconds, seconds > 0 ? static_cast<double>(bytes_) / seconds / 1e9 : 0.0, to_string(method), huge);
+  finished_.store(true, std::memory_order_release);
+  boost::asio::post(io_, [line = std::move(line)] { spdlog::info("{}", line); });
+}
+
+}  // namespace kvb::daemon
