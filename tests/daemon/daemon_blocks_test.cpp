@@ -270,3 +270,38 @@ TEST(DaemonBlocks, SigtermWithWorkInFlightAnswersEveryRequestAndExitsZero) {
 
 }  // namespace
 }  // namespace kvb::test
+
+namespace kvb::test {
+namespace {
+
+// prefault (default on): the host pool a hello creates is populated in the
+// background; the daemon logs when it is ready and the stats count its bytes.
+TEST(DaemonBlocks, PrefaultPopulatesANewHostPoolAndSaysWhenItIsReady) {
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--host-pool-bytes", "64MiB"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine engine(daemon.socket_path(), 8, /*salt=*/7);
+  ASSERT_TRUE(engine.attach()) << daemon.log();
+  ASSERT_TRUE(daemon.wait_for_log("G2 host pool 1 ready: ", 60s)) << daemon.log();
+  const auto json = stats_of(engine.client(), 1);
+  EXPECT_GT(stat_of(json, "g2_prefault.pool_bytes"), 0) << json;
+  EXPECT_EQ(stat_of(json, "g2_prefault.populated_bytes"), stat_of(json, "g2_prefault.pool_bytes")) << json;
+  EXPECT_EQ(stat_of(json, "g2_prefault.pools_ready"), 1) << json;
+  EXPECT_NE(daemon.log().find("huge pages for shared memory: shmem_enabled="), std::string::npos) << daemon.log();
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+TEST(DaemonBlocks, PrefaultOffLeavesTheHostPoolUnpopulated) {
+  DaemonProcess daemon(KVBLOCKD_PATH, {"--host-pool-bytes", "64MiB", "--prefault", "false"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine engine(daemon.socket_path(), 8, /*salt=*/7);
+  ASSERT_TRUE(engine.attach()) << daemon.log();
+  const auto json = stats_of(engine.client(), 1);
+  EXPECT_GT(stat_of(json, "g2_prefault.pool_bytes"), 0) << json;
+  EXPECT_EQ(stat_of(json, "g2_prefault.populated_bytes"), 0) << json;
+  EXPECT_EQ(stat_of(json, "g2_prefault.pools_ready"), 0) << json;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+  EXPECT_EQ(daemon.log().find("G2 host pool 1 ready"), std::string::npos) << daemon.log();
+}
+
+}  // namespace
+}  // namespace kvb::test
