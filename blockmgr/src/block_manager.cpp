@@ -192,6 +192,7 @@ Result<std::unique_ptr<BlockManager>> BlockManager::make(BlockManagerConfig conf
   impl->clock = config.clock != nullptr ? config.clock : &CoarseClock::instance();
   impl->post = std::move(config.post);
   impl->offload_on_evict = config.offload_on_evict;
+  impl->on_registry_change = std::move(config.on_registry_change);
   for (Tier t : {Tier::g1, Tier::g2}) {
     TierConfig& tc = t == Tier::g1 ? config.g1 : config.g2;
     if (!tc.pool) continue;
@@ -404,6 +405,10 @@ TierCounters& operator+=(TierCounters& sum, const TierCounters& other) noexcept 
   for (const auto& field : kTierBlockStates) sum.*field.member += other.*field.member;
   for (const auto& field : kTierEvents) sum.*field.member += other.*field.member;
   return sum;
+}
+
+void BlockManager::for_each_registered(Tier tier, const std::function<void(SequenceHash)>& fn) const {
+  if (const auto* ts = impl_->tier(tier)) ts->registry.for_each(fn);
 }
 
 BlockManagerCounters BlockManager::counters() const {

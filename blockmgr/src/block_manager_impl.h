@@ -81,6 +81,7 @@ struct BlockManager::Impl {
   const Clock* clock = nullptr;
   PostToOwner post;
   bool offload_on_evict = true;
+  RegistryObserver on_registry_change;
   BlockManagerCounters counters;  // the global fields; tier fields are filled in counters()
   std::uint64_t live_leases = 0;
   std::unordered_map<std::uint64_t, Transfer> transfers;
@@ -153,6 +154,7 @@ struct BlockManager::Impl {
     BlockMeta& m = ts.meta[victim.value()];
     m.in_policy = false;
     ts.registry.erase(m.hash);
+    if (on_registry_change) on_registry_change(ts.tier, m.hash, false);
     ++ts.evictions;
     ++counters.evictions;
     if (ts.tier == Tier::g1 && offload_on_evict && tier(Tier::g2) != nullptr) {
@@ -207,6 +209,7 @@ struct BlockManager::Impl {
   void unregister_bad(TierState& ts, BlockId b) noexcept {
     if (ts.pool->state_of(b) != BlockState::registered) return;
     ts.registry.erase(ts.meta[b.value()].hash);
+    if (on_registry_change) on_registry_change(ts.tier, ts.meta[b.value()].hash, false);
     (void)ts.pool->mark_unregistered(ts.ref(b));
     ts.policy->on_dropped(b);  // it left without evict(): the policy forgets it too
     ++counters.dropped;
@@ -231,6 +234,7 @@ struct BlockManager::Impl {
     }
     ts.registry.insert(hash, b.value());
     ts.policy->on_registered(b, hash, origin, parent_block);
+    if (on_registry_change) on_registry_change(ts.tier, hash, true);
   }
 
   // --- checks -------------------------------------------------------------

@@ -55,6 +55,14 @@ class HashRegistry {
     ++size_;
   }
 
+  /// Calls fn(hash) for every registered hash (table order).
+  template <class Fn>
+  void for_each(Fn&& fn) const {
+    for (const Slot& s : slots_) {
+      if (s.block != kNil) fn(SequenceHash{s.key});
+    }
+  }
+
   /// Removes `hash`; false when it was absent.
   bool erase(SequenceHash hash) noexcept {
     std::uint64_t i = home(hash);

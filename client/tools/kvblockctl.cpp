@@ -1,5 +1,5 @@
 // kvblockctl: the operator's tool for a running kvblockd.
-//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | config | drain
+//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | config | drain | cluster
 // Exit codes: 0 ok, 1 the daemon answered an error or is unreachable, 2 usage.
 #include <cstdint>
 #include <cstdio>
@@ -55,6 +55,38 @@ int print_stats_human(const std::string& json) {
   return 0;
 }
 
+/// `kvblockctl cluster`: the daemon's cluster (stats' "cluster" object) as a
+/// table of members, or a clear line when the daemon runs alone.
+int print_cluster(const std::string& json) {
+  const auto stats = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (stats.is_discarded()) {
+    std::fprintf(stderr, "kvblockctl: the daemon's stats are not valid JSON: %s\n", json.c_str());
+    return 1;
+  }
+  const auto it = stats.find("cluster");
+  if (it == stats.end() || !it->is_object()) {
+    std::printf("not in a cluster (cluster.listen is not set)\n");
+    return 0;
+  }
+  const auto& c = *it;
+  auto text = [](const nlohmann::json& o, const char* key) {
+    const auto v = o.find(key);
+    return v == o.end() ? std::string("-") : v->is_string() ? v->get<std::string>() : v->dump();
+  };
+  std::printf("worker %s of cluster '%s' on %s (UCX_TLS %s, bulk by %s, membership %s), %s blocks in its index\n",
+              text(c, "worker").c_str(), text(c, "name").c_str(), text(c, "listen").c_str(), text(c, "tls").c_str(),
+              text(c, "bulk_protocol").c_str(), text(c, "membership").c_str(), text(c, "index_blocks").c_str());
+  std::printf("%-20s %-22s %-7s %12s %14s %14s %9s %9s %7s %10s\n", "WORKER", "BOOTSTRAP", "STATE", "INDEX_BLOCKS",
+              "BYTES_IN", "BYTES_OUT", "FETCHES", "SERVED", "ERRORS", "RTT_US");
+  for (const auto& m : c.value("members", nlohmann::json::array())) {
+    std::printf("%-20s %-22s %-7s %12s %14s %14s %9s %9s %7s %10s\n", text(m, "worker").c_str(),
+                text(m, "bootstrap").c_str(), text(m, "state").c_str(), text(m, "index_blocks").c_str(),
+                text(m, "bytes_in").c_str(), text(m, "bytes_out").c_str(), text(m, "fetches_requested").c_str(),
+                text(m, "fetches_served").c_str(), text(m, "fetch_errors").c_str(), text(m, "rtt_us").c_str());
+  }
+  return 0;
+}
+
 /// A dtype by name (bf16, f16, ...) or by its wire number.
 kvb::Result<kvb::DType> parse_dtype_arg(const std::string& text) {
   if (text.size() == 1 && text[0] >= '0' && text[0] <= '9') {
@@ -98,6 +130,8 @@ static int run(int argc, char** argv) {
   lookup_cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
   auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
   auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
+  auto* cluster_cmd =
+      app.add_subcommand("cluster", "the daemon's cluster: its members, their state, index sizes and traffic");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<std::uint64_t> hashes;
@@ -157,6 +191,9 @@ static int run(int argc, char** argv) {
       std::printf("prefix_blocks %u of %zu\n", r->prefix_blocks, hashes.size());
       for (const auto& t : r->tiers) std::printf("  G%u %u\n", static_cast<unsigned>(t.tier), t.blocks);
     }
+  } else if (cluster_cmd->parsed()) {
+    auto stats = c.stats();
+    rc = stats ? print_cluster(*stats) : report(stats.error());
   } else if (config_cmd->parsed()) {
     auto toml = c.config();
     if (!toml) {

@@ -157,6 +157,9 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   config.g2.pool = std::move(*pool);
   config.g2.policy = options_.eviction_policy;
   config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
+  config.on_registry_change = [this, at = entry.get()](Tier tier, SequenceHash hash, bool stored) {
+    if (observer_.registry_changed) observer_.registry_changed(*at, tier, hash, stored);
+  };
   if (disk_.enabled()) {
     auto store = disk_.open_store(spec);
     if (store) {
@@ -174,6 +177,7 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
     entry->prefault = std::make_unique<PoolPrefault>(io_, base, region_bytes, fmt::format("G2 host pool {}", index));
   }
   pools_.push_back(std::move(entry));
+  if (observer_.pool_created) observer_.pool_created(*pools_.back());
   return pools_.back().get();
 }
 
@@ -223,6 +227,9 @@ LookupResult BlockService::lookup(LayoutPool& pool, std::uint64_t salt, std::spa
   out.g2_blocks = match.g2_blocks;
   out.g3_blocks = match.g3_blocks;
   out.leases = std::move(match.leases);
+  if (remote_ != nullptr && out.matched < keys.size()) {
+    out.g4_blocks = remote_->remote_prefix(pool, std::span(keys).subspan(out.matched));
+  }
   return out;
 }
 
@@ -331,17 +338,58 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   std::vector<BlockPair> pairs;
   pairs.reserve(items.size());
   std::vector<std::size_t> on_disk;  // items whose block is only in G3
+  // Hashes this daemon does not hold: fetched from other workers first.
+  std::vector<std::size_t> missing;
+  std::vector<SequenceHash> missing_keys;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const SequenceHash key = salted_key(items[i].hash, salt);
     auto match = manager.lookup(std::span(&key, 1));
     if (match.matched() == 0) {
-      return finish_later(
-          fail(Errc::not_found, "onboard: items[{}].hash {:#018x} is not held by the daemon", i, items[i].hash));
+      if (remote_ == nullptr) {
+        return finish_later(
+            fail(Errc::not_found, "onboard: items[{}].hash {:#018x} is not held by the daemon", i, items[i].hash));
+      }
+      missing.push_back(i);
+      missing_keys.push_back(key);
+      pairs.push_back(BlockPair{BlockId{0}, items[i].engine_block});  // source set by the fetch
+      held->push_back(BlockLease{});                                  // filled by the fetch
+      continue;
     }
     if (match.leases[0].tier() == Tier::g3) on_disk.push_back(i);
     pairs.push_back(BlockPair{match.leases[0].block(), items[i].engine_block});
     held->push_back(std::move(match.leases[0]));
   }
+  if (missing.empty()) {
+    return read_disk_then_copy(pool, std::move(kv), std::move(held), std::move(pairs), std::move(items),
+                               std::move(on_disk), std::move(progress), std::move(control), std::move(done));
+  }
+  remote_->fetch(pool, std::move(missing_keys), std::chrono::steady_clock::now() + fetch_timeout_,
+                 [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), items = std::move(items),
+                  on_disk = std::move(on_disk), missing = std::move(missing), progress = std::move(progress),
+                  control = std::move(control), done = std::move(done)](Result<BlockLeases> fetched) mutable {
+                   if (!fetched) {
+                     held->release();
+                     return done(tl::unexpected(fetched.error()));
+                   }
+                   if (control->cancelled) {
+                     held->release();
+                     fetched->release();
+                     return done(fail(Errc::cancelled, "onboard cancelled"));
+                   }
+                   for (std::size_t k = 0; k < missing.size(); ++k) {
+                     pairs[missing[k]].src = (*fetched)[k].block();
+                     if (integrity_.enabled) sum_host_block(pool, (*fetched)[k]);  // summed as it enters G2
+                     (*held)[missing[k]] = std::move((*fetched)[k]);
+                   }
+                   read_disk_then_copy(pool, std::move(kv), std::move(held), std::move(pairs), std::move(items),
+                                       std::move(on_disk), std::move(progress), std::move(control), std::move(done));
+                 });
+}
+
+void BlockService::read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
+                                       std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
+                                       std::vector<proto::OnboardItem> items, std::vector<std::size_t> on_disk,
+                                       OnboardProgress progress, std::shared_ptr<OpControl> control, Done done) {
   if (on_disk.empty()) {
     return copy_to_engine(pool, kv, std::move(held), std::move(pairs), std::move(progress), std::move(control),
                           std::move(done));
@@ -351,9 +399,9 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   g3.reserve(on_disk.size());
   for (std::size_t i : on_disk) g3.push_back(std::move((*held)[i]));
   auto promoted =
-      manager.promote(g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk,
-                           items = std::move(items), progress = std::move(progress), control = std::move(control),
-                           done](std::vector<Result<BlockLease>> results) mutable {
+      pool.manager->promote(g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk,
+                                 items = std::move(items), progress = std::move(progress), control = std::move(control),
+                                 done](std::vector<Result<BlockLease>> results) mutable {
         for (std::size_t k = 0; k < results.size(); ++k) {
           const std::size_t i = on_disk[k];
           if (!results[k]) {
@@ -378,7 +426,9 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   g3.clear();
   if (!promoted) {
     held->release();
-    return finish_later(fail(promoted.error().code, "onboard: reading from disk: {}", promoted.error().message));
+    boost::asio::post(io_, [done = std::move(done), error = promoted.error()] {
+      done(fail(error.code, "onboard: reading from disk: {}", error.message));
+    });
   }
 }
 
@@ -415,7 +465,6 @@ void BlockService::copy_to_engine(LayoutPool& pool, const std::shared_ptr<Engine
     held->release();
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
-  BlockManager& manager = *pool.manager;
   if (integrity_.enabled) {
     for (std::size_t i = 0; i < held->size(); ++i) {
       if (verify_host_block(pool, (*held)[i])) continue;
@@ -433,7 +482,7 @@ void BlockService::copy_to_engine(LayoutPool& pool, const std::shared_ptr<Engine
   plans.reserve(groups->size());
   std::uint64_t bytes = 0;
   for (std::size_t g = 0; g < groups->size(); ++g) {
-    auto plan = TransferPlan::build(manager.pool(Tier::g2).space(), kv->space(), pairs, groups->range(g));
+    auto plan = TransferPlan::build(pool.manager->pool(Tier::g2).space(), kv->space(), pairs, groups->range(g));
     if (!plan) return finish_later(tl::unexpected(plan.error()));
     bytes += plan->total_bytes();
     plans.push_back(std::move(*plan));

@@ -13,6 +13,7 @@
 // tenants only match each other's blocks when they share a salt.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,6 +33,7 @@
 #include "kvb/common/unique_fd.h"
 #include "kvb/kernels/copy_engines.h"
 #include "pool_prefault.h"
+#include "remote_tier.h"
 
 namespace kvb::daemon {
 
@@ -99,6 +101,8 @@ struct LookupResult {
   std::uint32_t g2_blocks = 0;
   std::uint32_t g3_blocks = 0;
   BlockLeases leases;  // one per matched block, prefix order
+  /// Blocks after the local prefix that other workers hold (G4; not leased).
+  std::uint32_t g4_blocks = 0;
 };
 
 /// Bytes moved, for metrics. Monotonic.
@@ -141,6 +145,12 @@ struct OnboardProgress {
 class BlockService {
  public:
   using Done = std::function<void(Status)>;
+  /// What happens to the pools, for the cluster (docs/cluster.md).
+  struct Observer {
+    std::function<void(LayoutPool&)> pool_created;
+    /// A hash became registered in (stored) or left a tier of the pool.
+    std::function<void(const LayoutPool&, Tier, SequenceHash, bool stored)> registry_changed;
+  };
 
   BlockService(boost::asio::io_context& io, CopyEngines& engines, BlockServiceOptions options);
   /// Stops the pools' prefault threads, then waits (running the loop) for
@@ -192,6 +202,16 @@ class BlockService {
                      std::vector<proto::OnboardItem> items, OnboardProgress progress,
                      std::shared_ptr<OpControl> control, Done done);
 
+  /// The cluster's hooks (empty: none). Pools created later report too.
+  void set_observer(Observer observer) { observer_ = std::move(observer); }
+  /// Blocks other workers hold (nullptr: this daemon runs alone). lookup
+  /// reports them as G4 after the local prefix; onboard fetches the hashes
+  /// it does not hold from them, within `fetch_timeout`.
+  void set_remote(RemoteTier* remote, std::chrono::milliseconds fetch_timeout = std::chrono::milliseconds(30000)) {
+    remote_ = remote;
+    fetch_timeout_ = fetch_timeout;
+  }
+
   /// Every layout's pool, for stats and metrics.
   [[nodiscard]] const std::vector<std::unique_ptr<LayoutPool>>& pools() const noexcept { return pools_; }
   /// Sum of the G2 tier counters over every pool.
@@ -219,6 +239,12 @@ class BlockService {
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
   [[nodiscard]] bool verify_host_block(LayoutPool& pool, const BlockLease& lease);
   void drain_disk_transfers();
+  /// An onboard whose blocks are all local (fetched ones included): reads
+  /// the G3-only ones (`on_disk`, indices into items) into G2, then copies.
+  void read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
+                           std::vector<BlockPair> pairs, std::vector<proto::OnboardItem> items,
+                           std::vector<std::size_t> on_disk, OnboardProgress progress,
+                           std::shared_ptr<OpControl> control, Done done);
   void copy_to_engine(LayoutPool& pool, const std::shared_ptr<EngineKv>& kv, std::shared_ptr<BlockLeases> held,
                       std::vector<BlockPair> pairs, OnboardProgress progress, std::shared_ptr<OpControl> control,
                       Done done);
@@ -234,6 +260,9 @@ class BlockService {
   std::uint32_t pinned_pools_ = 0;
   std::uint32_t pin_failures_ = 0;
   bool huge_pages_logged_ = false;
+  Observer observer_;
+  RemoteTier* remote_ = nullptr;
+  std::chrono::milliseconds fetch_timeout_{30000};
 };
 
 }  // namespace kvb::daemon

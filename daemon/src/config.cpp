@@ -29,6 +29,7 @@ using config_values::IdList;
 using config_values::OctalMode;
 using config_values::Size;
 using config_values::Text;
+using config_values::TextList;
 using config_values::UInt;
 
 /// One configuration key, type-erased: its TOML name, flag and help, and how
@@ -171,6 +172,32 @@ const std::vector<KeyDef>& key_defs() {
                     "CUDA device ordinals served; empty = every usable GPU. Repeat the flag", "--device"));
     d.push_back(key("pin_host_pools", &DaemonConfig::pin_host_pools, Bool{},
                     "Register the host (G2) pools with CUDA (cudaHostRegister) when a GPU is present"));
+    d.push_back(key("cluster.listen", &DaemonConfig::cluster_listen, Text{0, 262},
+                    "IP:PORT of this worker's cluster bootstrap listener (port 0: any); empty = no cluster"));
+    d.push_back(key("cluster.name", &DaemonConfig::cluster_name, Text{1, 128},
+                    "The cluster's name: workers of another cluster are refused; etcd keys under /kvblockd/<name>/"));
+    d.push_back(key("cluster.worker", &DaemonConfig::cluster_worker, Text{0, 128},
+                    "This worker's name, unique in the cluster; empty = <hostname>:<port>"));
+    d.push_back(key("cluster.peers", &DaemonConfig::cluster_peers, TextList{},
+                    "Static peers: their cluster.listen addresses (HOST:PORT). Repeat the flag"));
+    d.push_back(key("cluster.etcd", &DaemonConfig::cluster_etcd, Text{0, 512},
+                    "etcd endpoint (http://HOST:PORT) for dynamic membership; empty = static peers only"));
+    d.push_back(key("cluster.lease_ttl_s", &DaemonConfig::cluster_lease_ttl_s, UInt{1, 3600},
+                    "TTL of this worker's etcd lease: a worker that stops renewing leaves within it"));
+    d.push_back(key("cluster.tls", &DaemonConfig::cluster_tls, Text{0, 128},
+                    "UCX_TLS of the daemon's UCX context (tcp, sm, rc, ...); empty = UCX's choice"));
+    d.push_back(key("cluster.spin_us", &DaemonConfig::cluster_spin_us, UInt{0, 1000000},
+                    "UCX progress keeps spinning this long after work (microseconds); 0 = event driven"));
+    d.push_back(key("cluster.cache_fetched", &DaemonConfig::cluster_cache_fetched, Bool{},
+                    "Blocks fetched from other workers stay registered here (a later onboard is local)"));
+    d.push_back(key("cluster.max_concurrent", &DaemonConfig::cluster_max_concurrent, UInt{1},
+                    "Active-message handlers running at once, all message types"));
+    d.push_back(key("cluster.max_queued", &DaemonConfig::cluster_max_queued, UInt{1},
+                    "Active messages waiting for a handler; beyond it requests are refused (busy)"));
+    d.push_back(key("cluster.fetch_concurrency", &DaemonConfig::cluster_fetch_concurrency, UInt{1},
+                    "Fetch handlers (serving other workers' onboards) running at once"));
+    d.push_back(key("cluster.index_flush_ms", &DaemonConfig::cluster_index_flush_ms, UInt{0, 60000},
+                    "Index events (stored/removed) are batched this long at most before they are sent"));
     return d;
   }();
   return defs;

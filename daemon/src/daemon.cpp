@@ -19,6 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "cluster/cluster_node.h"
 #include "daemon_core.h"
 #include "kvb/common/logging.h"
 #include "kvb/kernels/copy_engines.h"
@@ -129,6 +130,12 @@ class Daemon {
         return started;
       }
     }
+    if (!core_.config.cluster_listen.empty()) {
+      if (auto joined = start_cluster(); !joined) {
+        ::unlink(path.c_str());
+        return joined;
+      }
+    }
     signals_.async_wait([this](const boost::system::error_code& error, int signal) {
       if (error) return;
       spdlog::info("signal {} received: shutting down", signal);
@@ -139,6 +146,33 @@ class Daemon {
                  core_.config.socket_mode, admission_.engine_name(),
                  core_.config.metrics_port != 0 ? fmt::format("http://127.0.0.1:{}/metrics", core_.config.metrics_port)
                                                 : std::string("off"));
+    return kvb::ok();
+  }
+
+  /// This daemon as a worker of a cluster (docs/cluster.md).
+  Status start_cluster() {
+    const DaemonConfig& c = core_.config;
+    cluster_ = std::make_unique<cluster::ClusterNode>(
+        io_, blocks_,
+        cluster::ClusterSettings{.listen = c.cluster_listen,
+                                 .name = c.cluster_name,
+                                 .worker = c.cluster_worker,
+                                 .peers = c.cluster_peers,
+                                 .etcd = c.cluster_etcd,
+                                 .lease_ttl_s = c.cluster_lease_ttl_s,
+                                 .tls = c.cluster_tls,
+                                 .spin_us = c.cluster_spin_us,
+                                 .cache_fetched = c.cluster_cache_fetched,
+                                 .max_concurrent = c.cluster_max_concurrent,
+                                 .max_queued = c.cluster_max_queued,
+                                 .fetch_concurrency = c.cluster_fetch_concurrency,
+                                 .index_flush_ms = c.cluster_index_flush_ms,
+                                 .fetch_timeout_ms = c.request_timeout_ms});
+    if (auto started = cluster_->start(); !started) {
+      cluster_.reset();
+      return started;
+    }
+    core_.cluster_stats = [this] { return cluster_->stats().dump(); };
     return kvb::ok();
   }
 
@@ -200,6 +234,7 @@ class Daemon {
     acceptor_.close(ec);
     ::unlink(core_.config.socket.c_str());
     metrics_server_.stop();
+    if (cluster_) cluster_->stop([] { spdlog::info("cluster: left"); });
     const auto before = core_.totals();
     spdlog::info("shutting down: {} sessions, {} connections, {} requests in flight, {} copies running",
                  before.sessions, core_.connections.size(), before.inflight_requests, blocks_.copies_in_flight());
@@ -237,6 +272,7 @@ class Daemon {
   asio::steady_timer grace_;
   MetricsServer metrics_server_;
   std::vector<std::uint32_t> allowed_uids_;
+  std::unique_ptr<cluster::ClusterNode> cluster_;  // destroyed before blocks_
 };
 
 }  // namespace

@@ -83,6 +83,7 @@ std::string DaemonCore::stats_json() const {
                         {"pools_ready", prefault.pools_ready}};
   out["g3"] = disk_stats_json(blocks.disk_totals());
   out["integrity"] = integrity_json(blocks.host_integrity());
+  if (cluster_stats) out["cluster"] = nlohmann::ordered_json::parse(cluster_stats());
   return out.dump();
 }
 

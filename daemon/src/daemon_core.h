@@ -59,6 +59,9 @@ struct DaemonCore {
 
   /// A session's socket closed: it leaves `connections`.
   void connection_closed(SessionId id);
+  /// The stats reply's "cluster" object (docs/cluster.md); empty when the
+  /// daemon runs alone.
+  std::function<std::string()> cluster_stats;  // JSON text
 
   /// The stats reply: JSON counters (docs/operations.md).
   [[nodiscard]] std::string stats_json() const;

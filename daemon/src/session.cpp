@@ -258,10 +258,11 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
     }
   }
   proto::LookupReply body;
-  body.prefix_blocks = result.matched;
+  body.prefix_blocks = result.matched + result.g4_blocks;  // pins cover the local blocks only
   body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks});
   if (result.g1_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g1, result.g1_blocks});
   if (result.g3_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g3, result.g3_blocks});
+  if (result.g4_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g4, result.g4_blocks});
   reply(id, proto::make_reply(body), "lookup");
 }
 

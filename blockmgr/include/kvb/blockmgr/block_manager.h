@@ -74,6 +74,11 @@ struct DiskTierConfig {
 
 /// Runs a closure on the manager's owning thread (see the locking rule).
 using PostToOwner = std::function<void(std::function<void()>)>;
+/// Told, on the owning thread, each time a hash becomes registered in a
+/// tier (`stored`) or stops being registered there (evicted, dropped).
+/// It must not call back into the manager. The cluster's index events
+/// (docs/cluster.md) come from it.
+using RegistryObserver = std::function<void(Tier tier, SequenceHash hash, bool stored)>;
 
 struct BlockManagerConfig {
   TierConfig g1;
@@ -90,6 +95,8 @@ struct BlockManagerConfig {
   PostToOwner post;
   /// Evicting a registered G1 block first writes it back to G2 (when G2 exists).
   bool offload_on_evict = true;
+  /// Registry changes, for observers outside the manager. Empty = none.
+  RegistryObserver on_registry_change;
 };
 
 /// The result of lookup(): the longest registered prefix, block by block in
@@ -262,6 +269,10 @@ class BlockManager {
   /// Errors (done is then not called): unavailable (no G2 or G3),
   /// invalid_argument (a lease is empty, foreign or not G3), allocate()'s.
   [[nodiscard]] Status promote(std::span<const BlockLease> g3_blocks, PromoteDone done);
+
+  /// Calls fn(hash) for every hash registered in `tier` (none when the
+  /// tier is missing). O(capacity). fn must not call into the manager.
+  void for_each_registered(Tier tier, const std::function<void(SequenceHash)>& fn) const;
 
   /// A snapshot of the counters. O(1).
   [[nodiscard]] BlockManagerCounters counters() const;

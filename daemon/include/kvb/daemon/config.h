@@ -49,6 +49,21 @@ struct DaemonConfig {
   std::string disk_inject_faults;                       // drills only: a FaultPlan (docs/disk.md)
   bool integrity_check_host_blocks = false;             // sum host blocks when stored, check them before engine copies
 
+  // [cluster] (docs/cluster.md). cluster_listen empty: the daemon runs alone.
+  std::string cluster_listen;              // IP:PORT of this worker's bootstrap listener (port 0: any)
+  std::string cluster_name = "kvblockd";   // workers of another cluster are refused
+  std::string cluster_worker;              // this worker's name; empty: <hostname>:<port>
+  std::vector<std::string> cluster_peers;  // static peers' cluster.listen addresses
+  std::string cluster_etcd;                // http://HOST:PORT of etcd; empty: static membership only
+  std::uint32_t cluster_lease_ttl_s = 5;
+  std::string cluster_tls;  // UCX_TLS of the daemon's UCX context; empty: UCX's choice
+  std::uint32_t cluster_spin_us = 0;
+  bool cluster_cache_fetched = true;
+  std::uint32_t cluster_max_concurrent = 16;
+  std::uint32_t cluster_max_queued = 4096;
+  std::uint32_t cluster_fetch_concurrency = 4;
+  std::uint32_t cluster_index_flush_ms = 2;
+
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
   [[nodiscard]] Status validate() const;

@@ -1,0 +1,438 @@
+#include "cluster/cluster_node.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <nlohmann/json.hpp>
+
+namespace kvb::daemon::cluster {
+
+namespace asio = boost::asio;
+using transport::Bytes;
+using transport::IncomingMessage;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kReconcileEvery = 500ms;  // connect attempts to wanted peers
+constexpr std::uint64_t kPingEveryTicks = 4;
+constexpr auto kConnectTimeout = 3s;
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "localhost";
+  return name;
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(asio::io_context& io, BlockService& blocks, ClusterSettings settings)
+    : io_(io), blocks_(blocks), settings_(std::move(settings)), bootstrap_(io), reconcile_timer_(io) {}
+
+ClusterNode::~ClusterNode() {
+  *alive_ = false;
+  blocks_.set_remote(nullptr);
+  blocks_.set_observer({});
+  fetch_.reset();
+  index_sync_.reset();
+  if (am_) pools_.remove_all(*am_);
+  am_.reset();
+  if (ucx_worker_) ucx_worker_->stop();
+  ucx_worker_.reset();
+  context_.reset();
+}
+
+Status ClusterNode::start() {
+  auto listen = HostPort::parse(settings_.listen, true);
+  if (!listen) return fail(Errc::invalid_argument, "cluster.listen: {}", listen.error().message);
+  auto context = transport::Context::create(transport::ContextOptions{.tls = settings_.tls});
+  if (!context) return fail(context.error().code, "cluster.tls '{}': {}", settings_.tls, context.error().message);
+  context_ = std::move(*context);
+  // tcp (and UCX's default, which reaches peers over the network here)
+  // moves bulk data by AM rendezvous; sm and RDMA by one-sided put.
+  protocol_ = transport::protocol_for_tls(settings_.tls.empty() ? "tcp" : settings_.tls);
+  try {
+    ucx_worker_ = std::make_unique<transport::Worker>(
+        *context_, io_.get_executor(), transport::WorkerOptions{.spin = std::chrono::microseconds(settings_.spin_us)});
+    am_ = std::make_unique<transport::ActiveMessageManager>(
+        *ucx_worker_,
+        transport::AmOptions{.max_concurrent = settings_.max_concurrent, .max_queued = settings_.max_queued});
+  } catch (const transport::TransportError& e) {
+    return tl::unexpected(e.error());
+  }
+  ucx_worker_->start();
+  am_->on_peer_lost([this](PeerId peer, const Error& error) { peer_lost(peer, error); });
+  index_sync_ = std::make_unique<IndexSync>(
+      io_, *am_, members_, index_, [this] { return collect_index(); },
+      std::chrono::milliseconds(settings_.index_flush_ms));
+  fetch_ = std::make_unique<FetchService>(io_, *am_, members_, index_, pools_, protocol_, settings_.cache_fetched,
+                                          settings_.fetch_concurrency);
+  for (auto st : {am_->register_sync_handler(kJoinType, [this](IncomingMessage& m) { return on_join(m); }),
+                  am_->register_sync_handler(kPoolType, [this](IncomingMessage& m) { return on_pool(m); }),
+                  am_->register_sync_handler(kPingType, [](IncomingMessage&) -> Result<Bytes> { return Bytes{}; }),
+                  index_sync_->register_handlers(), fetch_->register_handler()}) {
+    if (!st) return st;
+  }
+  // Pools that exist already, then every later one, join the cluster.
+  for (const auto& pool : blocks_.pools()) pool_created(*pool);
+  blocks_.set_observer(BlockService::Observer{[this](LayoutPool& pool) { pool_created(pool); },
+                                              [this](const LayoutPool& pool, Tier tier, SequenceHash key, bool stored) {
+                                                registry_changed(pool, tier, key, stored);
+                                              }});
+  blocks_.set_remote(this, std::chrono::milliseconds(settings_.fetch_timeout_ms));
+
+  if (auto st = bootstrap_.bind(*listen); !st) return st;
+  worker_ = settings_.worker.empty() ? fmt::format("{}:{}", host_name(), bootstrap_.bound().port) : settings_.worker;
+  bootstrap_.serve(PeerIdentity{settings_.name, worker_, {}, ucx_worker_->address()});
+  for (const auto& peer : settings_.peers) {
+    auto hp = HostPort::parse(peer, false);
+    if (!hp) return fail(Errc::invalid_argument, "cluster.peers: {}", hp.error().message);
+    wanted_.emplace(hp->to_string(), "");
+  }
+  if (!settings_.etcd.empty()) {
+    auto endpoint = EtcdEndpoint::parse(settings_.etcd);
+    if (!endpoint) return fail(Errc::invalid_argument, "cluster.etcd: {}", endpoint.error().message);
+    etcd_ = std::make_unique<EtcdMembership>(
+        io_, *endpoint, settings_.name, worker_, bootstrap_.bound().to_string(),
+        std::chrono::seconds(std::max<std::uint32_t>(settings_.lease_ttl_s, 1)),
+        EtcdMembership::Callbacks{[this](const std::string& worker, const std::string& bootstrap) {
+                                    wanted_[bootstrap] = worker;
+                                    reconcile();
+                                  },
+                                  [this](const std::string& worker) {
+                                    std::erase_if(wanted_, [&](const auto& kv) { return kv.second == worker; });
+                                    member_left(worker, "its etcd lease ended");
+                                  }});
+    etcd_->start();
+  }
+  spdlog::info("cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}, {} static peers{})", worker_,
+               settings_.name, bootstrap_.bound().to_string(), settings_.tls.empty() ? "default" : settings_.tls,
+               transport::to_string(protocol_), settings_.peers.size(),
+               etcd_ ? fmt::format(", etcd {}", settings_.etcd) : std::string());
+  reconcile();
+  return kvb::ok();
+}
+
+void ClusterNode::stop(std::function<void()> done) {
+  if (stopping_) return done();
+  stopping_ = true;
+  reconcile_timer_.cancel();
+  bootstrap_.stop();
+  blocks_.set_remote(nullptr);
+  // Peers without UCX failure detection hear a goodbye; our waiting
+  // requests end (cancelled) and their blocks are released.
+  fetch_.reset();
+  index_sync_.reset();
+  if (am_) pools_.remove_all(*am_);
+  am_.reset();
+  if (ucx_worker_) ucx_worker_->stop();
+  if (etcd_) return etcd_->stop(std::move(done));
+  done();
+}
+
+void ClusterNode::pool_created(LayoutPool& pool) {
+  auto entry = pools_.add(*context_, *am_, pool);
+  if (!entry) {
+    spdlog::error("cluster: pool of {} could not be registered with UCX: {}", pool.spec.block_bytes(),
+                  entry.error().to_string());
+    return;
+  }
+  auto payload = encode((*entry)->info);
+  if (!payload) return;
+  for (WorkerIndex i = 0; i < members_.size(); ++i) {
+    if (!members_[i].joined || !members_[i].send_peer) continue;
+    asio::co_spawn(
+        io_,
+        [am = am_.get(), peer = *members_[i].send_peer, payload = *payload]() mutable -> asio::awaitable<void> {
+          (void)co_await am->send(peer, kPoolType, std::move(payload));
+        },
+        asio::detached);
+  }
+}
+
+void ClusterNode::registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored) {
+  // Only G2 blocks are served to other workers (fetch reads G2; a G3-only
+  // block is not fetchable yet), so only G2 changes are index events.
+  if (!index_sync_ || tier != Tier::g2) return;
+  index_sync_->local_change(IndexEntry{stored ? IndexOp::stored : IndexOp::removed,
+                                       static_cast<std::uint8_t>(static_cast<unsigned>(tier) + 1),
+                                       block_shape_key(pool.spec), key.value()});
+}
+
+std::vector<IndexEntry> ClusterNode::collect_index() const {
+  std::vector<IndexEntry> out;
+  for (const auto& pool : blocks_.pools()) {
+    const std::uint64_t layout = block_shape_key(pool->spec);
+    pool->manager->for_each_registered(Tier::g2, [&](SequenceHash key) {
+      out.push_back(IndexEntry{IndexOp::stored, 2, layout, key.value()});
+    });
+  }
+  return out;
+}
+
+JoinMessage ClusterNode::join_message() const {
+  return JoinMessage{settings_.name, worker_, bootstrap_.bound().to_string(), pools_.infos()};
+}
+
+WorkerIndex ClusterNode::admit(const JoinMessage& join, PeerId peer, bool ours) {
+  const WorkerIndex i = members_.index_of(join.worker);
+  Member& m = members_[i];
+  members_.attach(i, peer, ours);
+  m.bootstrap = join.bootstrap;
+  m.pools.clear();
+  for (const auto& p : join.pools) m.pools[p.layout_key] = p;
+  m.rkeys.clear();
+  if (!m.joined) {
+    m.joined = true;
+    m.joined_at = std::chrono::steady_clock::now();
+    spdlog::info("cluster: worker {} joined (bootstrap {}, {} pools)", m.worker, m.bootstrap, m.pools.size());
+  }
+  return i;
+}
+
+Result<Bytes> ClusterNode::on_join(IncomingMessage& message) {
+  auto join = decode<JoinMessage>(message.payload);
+  if (!join) return tl::unexpected(join.error());
+  if (join->cluster != settings_.name) {
+    return fail(Errc::permission_denied, "worker {} belongs to cluster '{}'; this is '{}'", join->worker, join->cluster,
+                settings_.name);
+  }
+  if (message.peer == PeerId{0}) return fail(Errc::wrong_state, "join from a sender without a hello");
+  if (join->worker == worker_) return fail(Errc::already_exists, "worker name {} is taken by this worker", worker_);
+  admit(*join, message.peer, false);
+  // The joiner asks for our snapshot and sends its own once it has our answer.
+  return encode(join_message());
+}
+
+Result<Bytes> ClusterNode::on_pool(IncomingMessage& message) {
+  auto i = members_.by_peer(message.peer);
+  if (!i) return fail(Errc::wrong_state, "pool from peer {}: not a member", message.peer);
+  auto info = decode<PoolInfo>(message.payload);
+  if (!info) return tl::unexpected(info.error());
+  Member& m = members_[*i];
+  std::erase_if(m.rkeys, [&](const auto& kv) { return kv.first.second == info->layout_key; });
+  m.pools[info->layout_key] = std::move(*info);
+  return Bytes{};
+}
+
+void ClusterNode::peer_lost(PeerId peer, const Error& error) {
+  auto detached = members_.detach(peer);
+  if (!detached) return;
+  const auto [i, gone] = *detached;
+  if (!gone) return;
+  const std::size_t dropped = index_.size_of(i);
+  index_.clear(i);
+  spdlog::warn("cluster: worker {} lost ({}); {} of its blocks left the index", members_[i].worker, error.message,
+               dropped);
+}
+
+void ClusterNode::member_left(const std::string& worker, const std::string& why) {
+  auto i = members_.find(worker);
+  if (!i) return;
+  const auto peers = members_[*i].peer_ids;
+  for (PeerId p : peers) am_->disconnect(p, fmt::format("worker {} left the cluster: {}", worker, why));
+}
+
+void ClusterNode::reconcile() {
+  if (stopping_ || !am_) return;
+  for (const auto& [address, worker] : wanted_) {
+    if (connecting_.contains(address)) continue;
+    bool linked = false;
+    for (WorkerIndex i = 0; i < members_.size() && !linked; ++i) {
+      const Member& m = members_[i];
+      linked = m.joined && (m.bootstrap == address || (!worker.empty() && m.worker == worker));
+    }
+    if (!linked) asio::co_spawn(io_, connect_to(address), asio::detached);
+  }
+  if (++ticks_ % kPingEveryTicks == 0) {
+    for (WorkerIndex i = 0; i < members_.size(); ++i) {
+      if (members_[i].joined) asio::co_spawn(io_, ping(i), asio::detached);
+    }
+  }
+  reconcile_timer_.expires_after(kReconcileEvery);
+  reconcile_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (!ec && *alive) reconcile();
+  });
+}
+
+asio::awaitable<void> ClusterNode::connect_to(std::string address) {
+  auto alive = alive_;
+  connecting_.insert(address);
+  struct Done {
+    ClusterNode* self;
+    std::shared_ptr<bool> alive;
+    std::string address;
+    ~Done() {
+      if (*alive) self->connecting_.erase(address);
+    }
+  } done{this, alive, address};
+  auto at = HostPort::parse(address, false);
+  if (!at) co_return;
+  auto identity = co_await read_identity(io_.get_executor(), *at, kConnectTimeout);
+  if (!*alive || stopping_) co_return;
+  if (!identity) {
+    spdlog::debug("cluster: {}: {}", address, identity.error().message);
+    co_return;
+  }
+  if (identity->cluster != settings_.name) {
+    spdlog::warn("cluster: {} is worker {} of cluster '{}', not '{}': not joining", address, identity->worker,
+                 identity->cluster, settings_.name);
+    co_return;
+  }
+  if (identity->worker == worker_) co_return;  // ourselves
+  const PeerId peer{next_peer_++};
+  if (auto st = am_->connect_address(peer, identity->ucx_address); !st) {
+    spdlog::warn("cluster: connecting to worker {}: {}", identity->worker, st.error().message);
+    co_return;
+  }
+  auto payload = encode(join_message());
+  Result<Bytes> reply = fail(Errc::internal, "join not sent");
+  if (auto hello = co_await am_->wait_hello_answered(peer, kConnectTimeout); !hello) {
+    reply = tl::unexpected(hello.error());
+  } else if (payload) {
+    reply = co_await am_->send_request(peer, kJoinType, std::move(*payload), kConnectTimeout);
+  }
+  if (!*alive || stopping_) co_return;
+  auto join = reply ? decode<JoinMessage>(*reply) : Result<JoinMessage>(tl::unexpected(reply.error()));
+  if (!join) {
+    spdlog::warn("cluster: joining worker {} at {}: {}", identity->worker, address, join.error().message);
+    am_->disconnect(peer, "its join failed");
+    co_return;
+  }
+  const WorkerIndex i = admit(*join, peer, true);
+  wanted_[address] = join->worker;
+  // Each side's snapshot to the other, now that both know each other.
+  index_sync_->send_snapshot(i);
+  members_[i].resync_requested = true;
+  members_[i].expected_seq_in.reset();
+  (void)co_await am_->send(peer, kResyncType, {});
+}
+
+asio::awaitable<void> ClusterNode::ping(WorkerIndex i) {
+  auto alive = alive_;
+  if (!members_[i].send_peer) co_return;
+  const auto sent = std::chrono::steady_clock::now();
+  auto reply = co_await am_->send_request(*members_[i].send_peer, kPingType, {}, 2s);
+  if (!*alive || !reply) co_return;
+  members_[i].metrics.rtt_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - sent).count();
+}
+
+std::uint32_t ClusterNode::remote_prefix(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
+  const std::uint64_t layout = block_shape_key(pool.spec);
+  std::uint32_t n = 0;
+  for (const SequenceHash& key : keys) {
+    bool held = false;
+    for (WorkerIndex h : index_.holders(BlockKey{layout, key.value()})) held = held || members_[h].joined;
+    if (!held) break;
+    ++n;
+  }
+  return n;
+}
+
+void ClusterNode::fetch(LayoutPool& pool, std::vector<SequenceHash> keys,
+                        std::chrono::steady_clock::time_point deadline, FetchDone done) {
+  if (!fetch_) {
+    asio::post(io_, [done = std::move(done)] { done(fail(Errc::shutting_down, "the cluster is stopping")); });
+    return;
+  }
+  fetch_->fetch(pool, std::move(keys), deadline, std::move(done));
+}
+
+std::vector<LocateEntry> ClusterNode::locate(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
+  std::vector<LocateEntry> out;
+  out.push_back({worker_, pool.manager->peek(keys)});
+  std::vector<std::uint64_t> raw;
+  raw.reserve(keys.size());
+  for (const auto& k : keys) raw.push_back(k.value());
+  const std::uint64_t layout = block_shape_key(pool.spec);
+  for (WorkerIndex i = 0; i < members_.size(); ++i) {
+    if (members_[i].joined) out.push_back({members_[i].worker, index_.prefix_of(i, layout, raw)});
+  }
+  return out;
+}
+
+json ClusterNode::stats() const {
+  json members = json::array();
+  for (WorkerIndex i = 0; i < members_.size(); ++i) {
+    const Member& m = members_[i];
+    const PeerMetrics& p = m.metrics;
+    members.push_back({{"worker", m.worker},
+                       {"bootstrap", m.bootstrap},
+                       {"state", m.joined ? "joined" : "lost"},
+                       {"index_blocks", index_.size_of(i)},
+                       {"bytes_in", p.bytes_in},
+                       {"bytes_out", p.bytes_out},
+                       {"fetches_requested", p.fetches_requested},
+                       {"fetches_served", p.fetches_served},
+                       {"fetch_errors", p.fetch_errors},
+                       {"index_events_in", p.index_events_in},
+                       {"index_events_out", p.index_events_out},
+                       {"resyncs", p.resyncs},
+                       {"losses", p.losses},
+                       {"rtt_us", p.rtt_us}});
+  }
+  json out{{"name", settings_.name},
+           {"worker", worker_},
+           {"listen", bootstrap_.bound().to_string()},
+           {"tls", settings_.tls.empty() ? "default" : settings_.tls},
+           {"bulk_protocol", transport::to_string(protocol_)},
+           {"membership", etcd_ ? "etcd" : "static"},
+           {"members", members},
+           {"index_blocks", index_.size()}};
+  if (fetch_) {
+    const FetchStats& f = fetch_->stats();
+    out["fetch"] = {{"requests", f.requests},      {"blocks_in", f.blocks_in},   {"failures", f.failures},
+                    {"served", f.served},          {"blocks_out", f.blocks_out}, {"not_found", f.not_found},
+                    {"quarantined", f.quarantined}};
+  }
+  if (am_) {
+    const auto s = am_->stats();
+    out["handlers"] = {{"running", s.running}, {"peak_running", s.peak_running},      {"queued", s.queued},
+                       {"handled", s.handled}, {"failures", s.handler_failures},      {"busy", s.busy_refusals},
+                       {"dropped", s.dropped}, {"rejected_writes", s.rejected_writes}};
+    if (auto t = am_->type_stats(kFetchType)) {
+      out["fetch_handlers"] = {{"limit", t->limit},
+                               {"running", t->running},
+                               {"peak_running", t->peak_running},
+                               {"queued", t->queued},
+                               {"handled", t->handled}};
+    }
+  }
+  if (index_sync_) {
+    const auto& x = index_sync_->stats();
+    out["index_sync"] = {{"events_out", x.events_out},
+                         {"batches_out", x.batches_out},
+                         {"snapshots_out", x.snapshots_out},
+                         {"batches_in", x.batches_in},
+                         {"gaps", x.gaps},
+                         {"send_failures", x.send_failures}};
+  }
+  return out;
+}
+
+std::string ClusterNode::prometheus() const {
+  std::string out;
+  auto metric = [&](std::string_view name, std::string_view help, auto value_of) {
+    out += fmt::format("# HELP kvblockd_cluster_peer_{} {}\n# TYPE kvblockd_cluster_peer_{} gauge\n", name, help, name);
+    for (WorkerIndex i = 0; i < members_.size(); ++i) {
+      out += fmt::format("kvblockd_cluster_peer_{}{{worker=\"{}\"}} {}\n", name, members_[i].worker,
+                         value_of(members_[i]));
+    }
+  };
+  metric("bytes_in", "Bytes fetched from the worker.", [](const Member& m) { return m.metrics.bytes_in; });
+  metric("bytes_out", "Bytes served to the worker.", [](const Member& m) { return m.metrics.bytes_out; });
+  metric("fetches", "Fetch requests sent to the worker.", [](const Member& m) { return m.metrics.fetches_requested; });
+  metric("fetch_errors", "Fetches from the worker that failed.",
+         [](const Member& m) { return m.metrics.fetch_errors; });
+  metric("rtt_seconds", "Last ping round trip to the worker.", [](const Member& m) { return m.metrics.rtt_us / 1e6; });
+  metric("index_blocks", "Blocks the worker holds, as this worker's index knows.",
+         [this](const Member& m) { return index_.size_of(*members_.find(m.worker)); });
+  metric("up", "1 while the worker is joined.", [](const Member& m) { return m.joined ? 1 : 0; });
+  return out;
+}
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,111 @@
+// ClusterNode: this kvblockd as one worker of a cluster (docs/cluster.md).
+// It owns the daemon's UCX context, worker (progressed from the daemon's
+// event loop: event driven, or spinning when cluster.spin_us > 0) and
+// active-message manager; the bootstrap listener on cluster.listen; the
+// membership (static cluster.peers, or etcd); the members and the index of
+// what they hold; and the fetch service. To the BlockService it is the
+// RemoteTier (G4). Event-loop thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json_fwd.hpp>
+
+#include "block_service.h"
+#include "cluster/bootstrap.h"
+#include "cluster/cluster_settings.h"
+#include "cluster/etcd_membership.h"
+#include "cluster/fetch_service.h"
+#include "cluster/index_sync.h"
+#include "cluster/members.h"
+#include "cluster/remote_index.h"
+#include "kvb/transport/am_manager.h"
+#include "kvb/transport/context.h"
+#include "kvb/transport/worker.h"
+#include "remote_tier.h"
+
+namespace kvb::daemon::cluster {
+
+/// One worker's longest prefix of a locate query.
+struct LocateEntry {
+  std::string worker;
+  std::uint32_t prefix_blocks = 0;
+};
+
+class ClusterNode final : public RemoteTier {
+ public:
+  ClusterNode(boost::asio::io_context& io, BlockService& blocks, ClusterSettings settings);
+  ~ClusterNode();
+  ClusterNode(const ClusterNode&) = delete;
+  ClusterNode& operator=(const ClusterNode&) = delete;
+
+  /// Opens UCX, listens on cluster.listen, starts the membership. Errors
+  /// name the setting (a bad address, a UCX_TLS UCX refuses, a busy port).
+  [[nodiscard]] Status start();
+  /// Leaves the cluster (etcd lease revoked, peers told), stops listening
+  /// and progressing; `done` runs once nothing of the cluster is pending.
+  void stop(std::function<void()> done);
+
+  // RemoteTier
+  [[nodiscard]] std::uint32_t remote_prefix(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
+  void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+             FetchDone done) override;
+
+  /// For each worker (this one first), the longest prefix of `keys` it holds.
+  [[nodiscard]] std::vector<LocateEntry> locate(const LayoutPool& pool, std::span<const SequenceHash> keys) const;
+  /// The "cluster" object of the stats reply (docs/operations.md).
+  [[nodiscard]] nlohmann::json stats() const;
+  /// Prometheus lines of the per-peer metrics.
+  [[nodiscard]] std::string prometheus() const;
+  [[nodiscard]] const std::string& worker_name() const noexcept { return worker_; }
+
+ private:
+  void pool_created(LayoutPool& pool);
+  void registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored);
+  std::vector<IndexEntry> collect_index() const;
+  [[nodiscard]] JoinMessage join_message() const;
+  WorkerIndex admit(const JoinMessage& join, PeerId peer, bool ours);
+  Result<transport::Bytes> on_join(transport::IncomingMessage& message);
+  Result<transport::Bytes> on_pool(transport::IncomingMessage& message);
+  void peer_lost(PeerId peer, const Error& error);
+  void member_left(const std::string& worker, const std::string& why);
+  void reconcile();
+  boost::asio::awaitable<void> connect_to(std::string address);
+  boost::asio::awaitable<void> ping(WorkerIndex i);
+
+  boost::asio::io_context& io_;
+  BlockService& blocks_;
+  ClusterSettings settings_;
+  std::string worker_;
+  std::unique_ptr<transport::Context> context_;
+  std::unique_ptr<transport::Worker> ucx_worker_;
+  std::unique_ptr<transport::ActiveMessageManager> am_;
+  transport::BulkProtocol protocol_ = transport::BulkProtocol::am_rendezvous;
+  BootstrapListener bootstrap_;
+  std::unique_ptr<EtcdMembership> etcd_;
+  Members members_;
+  RemoteIndex index_;
+  LocalPools pools_;
+  std::unique_ptr<IndexSync> index_sync_;
+  std::unique_ptr<FetchService> fetch_;
+  // Bootstrap addresses this worker keeps connecting to (static peers, etcd
+  // members), and the ones being tried now.
+  std::map<std::string, std::string> wanted_;  // address -> worker ("" until known)
+  std::set<std::string> connecting_;
+  std::uint32_t next_peer_ = 1;
+  boost::asio::steady_timer reconcile_timer_;
+  std::uint64_t ticks_ = 0;
+  bool stopping_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,46 @@
+// The cluster's settings ([cluster] in the configuration,
+// docs/configuration.md and docs/cluster.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvb::daemon::cluster {
+
+struct ClusterSettings {
+  /// IP:PORT of this worker's bootstrap listener (port 0: any). Empty: the
+  /// daemon runs alone (no UCX context at all).
+  std::string listen;
+  /// The cluster's name: workers of another cluster are refused, and the
+  /// etcd keys live under /kvblockd/<name>/workers/.
+  std::string name = "kvblockd";
+  /// This worker's name; empty: <hostname>:<bound port>.
+  std::string worker;
+  /// Static peers: their cluster.listen addresses (HOST:PORT).
+  std::vector<std::string> peers;
+  /// etcd endpoint (http://HOST:PORT) for dynamic membership; empty: static only.
+  std::string etcd;
+  /// TTL of this worker's etcd lease: a worker that stops renewing leaves
+  /// every other worker's index within it.
+  std::uint32_t lease_ttl_s = 5;
+  /// UCX_TLS for the daemon's UCX context ("tcp", "sm", ...); empty: UCX's choice.
+  std::string tls;
+  /// Progress spinning after work (microseconds; 0 = event driven).
+  std::uint32_t spin_us = 0;
+  /// Keep fetched blocks registered in the local G2 tier (a later onboard
+  /// of the same prefix is local).
+  bool cache_fetched = true;
+  /// Active-message handlers running at once, all types, and queued beyond.
+  std::uint32_t max_concurrent = 16;
+  std::uint32_t max_queued = 4096;
+  /// Fetch handlers (serving other workers) running at once.
+  std::uint32_t fetch_concurrency = 4;
+  /// Index events are batched for at most this long before they are sent.
+  std::uint32_t index_flush_ms = 2;
+  /// The longest an onboard waits for blocks fetched from other workers
+  /// (the daemon's request_timeout_ms).
+  std::uint32_t fetch_timeout_ms = 30000;
+};
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,152 @@
+#include "cluster/cluster_wire.h"
+
+#include "kvb/common/wire.h"
+
+namespace kvb::daemon::cluster {
+
+using proto::WireReader;
+using proto::WireWriter;
+
+namespace {
+
+void put(WireWriter& w, const PoolInfo& p) {
+  w.u64(p.layout_key);
+  w.u64(p.base);
+  w.u64(p.bytes);
+  w.u64(p.stride);
+  w.u64(p.block_bytes);
+  w.blob(p.rkey, "pool.rkey");
+}
+
+PoolInfo get_pool(WireReader& r) {
+  PoolInfo p;
+  p.layout_key = r.u64("pool.layout_key");
+  p.base = r.u64("pool.base");
+  p.bytes = r.u64("pool.bytes");
+  p.stride = r.u64("pool.stride");
+  p.block_bytes = r.u64("pool.block_bytes");
+  p.rkey = r.blob("pool.rkey");
+  if (r.ok() && (p.stride < p.block_bytes || p.block_bytes == 0)) {
+    r.fail_with(
+        Error{Errc::protocol_error, fmt::format("pool stride {} is under its block size {}", p.stride, p.block_bytes)});
+  }
+  return p;
+}
+
+template <class M>
+Result<M> finish(const WireReader& r, M message) {
+  if (auto st = r.finish(); !st) return tl::unexpected(st.error());
+  return message;
+}
+
+}  // namespace
+
+Result<Bytes> encode(const PoolInfo& message) {
+  WireWriter w;
+  put(w, message);
+  return std::move(w).finish();
+}
+
+Result<Bytes> encode(const JoinMessage& message) {
+  WireWriter w;
+  w.u16(kClusterWireVersion);
+  w.string(message.cluster, "join.cluster");
+  w.string(message.worker, "join.worker");
+  w.string(message.bootstrap, "join.bootstrap");
+  w.count(message.pools.size(), "join.pools");
+  for (const auto& p : message.pools) put(w, p);
+  return std::move(w).finish();
+}
+
+Result<Bytes> encode(const IndexBatch& message) {
+  WireWriter w;
+  w.u64(message.seq);
+  w.u8(message.flags);
+  w.count(message.entries.size(), "index.entries");
+  for (const auto& e : message.entries) {
+    w.u8(static_cast<std::uint8_t>(e.op));
+    w.u8(e.tier);
+    w.u64(e.layout_key);
+    w.u64(e.key);
+  }
+  return std::move(w).finish();
+}
+
+Result<Bytes> encode(const FetchRequest& message) {
+  WireWriter w;
+  w.u64(message.layout_key);
+  w.u32(message.timeout_ms);
+  w.count(message.items.size(), "fetch.items");
+  for (const auto& item : message.items) {
+    w.u64(item.key);
+    w.u64(item.address);
+  }
+  return std::move(w).finish();
+}
+
+template <>
+Result<PoolInfo> decode<PoolInfo>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  PoolInfo p = get_pool(r);
+  return finish(r, std::move(p));
+}
+
+template <>
+Result<JoinMessage> decode<JoinMessage>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  JoinMessage m;
+  const auto version = r.u16("join.version");
+  if (r.ok() && version != kClusterWireVersion) {
+    return fail(Errc::unsupported, "join: cluster wire version {} (this worker speaks {})", version,
+                kClusterWireVersion);
+  }
+  m.cluster = r.string("join.cluster");
+  m.worker = r.string("join.worker");
+  m.bootstrap = r.string("join.bootstrap");
+  const auto n = r.count("join.pools", 44);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) m.pools.push_back(get_pool(r));
+  return finish(r, std::move(m));
+}
+
+template <>
+Result<IndexBatch> decode<IndexBatch>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  IndexBatch m;
+  m.seq = r.u64("index.seq");
+  m.flags = r.u8("index.flags");
+  const auto n = r.count("index.entries", 18);
+  m.entries.reserve(n);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    IndexEntry e;
+    const auto op = r.u8("index.op");
+    if (r.ok() && op != static_cast<std::uint8_t>(IndexOp::stored) &&
+        op != static_cast<std::uint8_t>(IndexOp::removed)) {
+      r.fail_with(Error{Errc::protocol_error, fmt::format("index.op {} is neither stored (1) nor removed (2)", op)});
+    }
+    e.op = static_cast<IndexOp>(op);
+    e.tier = r.u8("index.tier");
+    e.layout_key = r.u64("index.layout_key");
+    e.key = r.u64("index.key");
+    m.entries.push_back(e);
+  }
+  return finish(r, std::move(m));
+}
+
+template <>
+Result<FetchRequest> decode<FetchRequest>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  FetchRequest m;
+  m.layout_key = r.u64("fetch.layout_key");
+  m.timeout_ms = r.u32("fetch.timeout_ms");
+  const auto n = r.count("fetch.items", 16);
+  m.items.reserve(n);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    FetchRequest::Item item;
+    item.key = r.u64("fetch.key");
+    item.address = r.u64("fetch.address");
+    m.items.push_back(item);
+  }
+  return finish(r, std::move(m));
+}
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,85 @@
+// The messages workers exchange as active messages (docs/cluster.md),
+// encoded with common's bounded WireWriter / WireReader: one struct per
+// message, encode() and decode(); a decode that does not consume its
+// payload exactly is a protocol_error.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvb/common/error.h"
+
+namespace kvb::daemon::cluster {
+
+using Bytes = std::vector<std::byte>;
+
+// Message type names (the handlers registered by name).
+inline constexpr const char* kJoinType = "kvb.join";      // request: JoinMessage -> JoinMessage
+inline constexpr const char* kPoolType = "kvb.pool";      // fire-and-forget: PoolInfo
+inline constexpr const char* kIndexType = "kvb.index";    // fire-and-forget: IndexBatch
+inline constexpr const char* kResyncType = "kvb.resync";  // fire-and-forget: empty (send me a snapshot)
+inline constexpr const char* kFetchType = "kvb.fetch";    // request (receiving writes): FetchRequest -> empty
+inline constexpr const char* kPingType = "kvb.ping";      // request: empty -> empty (round-trip time)
+
+inline constexpr std::uint16_t kClusterWireVersion = 1;
+
+/// A worker's G2 pool of one block shape, as its peers write into it.
+struct PoolInfo {
+  std::uint64_t layout_key = 0;  // block_shape_key() of the pool's layout
+  std::uint64_t base = 0;        // address of block 0
+  std::uint64_t bytes = 0;       // of the registered region
+  std::uint64_t stride = 0;      // bytes from one block to the next
+  std::uint64_t block_bytes = 0;
+  Bytes rkey;  // packed UCX remote key of the region
+};
+
+struct JoinMessage {
+  std::string cluster;
+  std::string worker;
+  std::string bootstrap;  // HOST:PORT of its bootstrap listener
+  std::vector<PoolInfo> pools;
+};
+
+enum class IndexOp : std::uint8_t { stored = 1, removed = 2 };
+
+struct IndexEntry {
+  IndexOp op = IndexOp::stored;
+  std::uint8_t tier = 2;  // the holder's tier (2 = G2, 3 = G3)
+  std::uint64_t layout_key = 0;
+  std::uint64_t key = 0;  // the salted registry key (tenant included)
+};
+
+/// Stored/removed events, numbered per sender -> receiver stream. A
+/// snapshot batch replaces everything the receiver knew of the sender; a
+/// snapshot may span several batches (first: kSnapshotStart, last:
+/// kSnapshotEnd).
+struct IndexBatch {
+  static constexpr std::uint8_t kSnapshotStart = 1;
+  static constexpr std::uint8_t kSnapshotEnd = 2;
+  std::uint64_t seq = 0;
+  std::uint8_t flags = 0;
+  std::vector<IndexEntry> entries;
+};
+
+/// "Lease these blocks and write them to these addresses in my pool."
+struct FetchRequest {
+  std::uint64_t layout_key = 0;
+  std::uint32_t timeout_ms = 0;  // the holder gives up writing after this
+  struct Item {
+    std::uint64_t key = 0;
+    std::uint64_t address = 0;  // in the requester's pool of layout_key
+  };
+  std::vector<Item> items;
+};
+
+[[nodiscard]] Result<Bytes> encode(const PoolInfo& message);
+[[nodiscard]] Result<Bytes> encode(const JoinMessage& message);
+[[nodiscard]] Result<Bytes> encode(const IndexBatch& message);
+[[nodiscard]] Result<Bytes> encode(const FetchRequest& message);
+
+template <class M>
+[[nodiscard]] Result<M> decode(std::span<const std::byte> payload);
+
+}  // namespace kvb::daemon::cluster

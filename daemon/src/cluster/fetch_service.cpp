@@ -1,0 +1,303 @@
+#include "cluster/fetch_service.h"
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+
+namespace kvb::daemon::cluster {
+
+namespace asio = boost::asio;
+using transport::Bytes;
+using transport::IncomingMessage;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// How long blocks of an unanswered fetch stay out of use beyond the
+/// holder's own deadline (its last write may still be in flight).
+constexpr auto kQuarantineGrace = std::chrono::seconds(5);
+/// The most a holder spends writing one request.
+constexpr std::uint32_t kMaxServeMs = 60'000;
+
+std::uint64_t mix(std::uint64_t h, std::uint64_t v) noexcept {
+  h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  return h ^ (h >> 31);
+}
+
+}  // namespace
+
+std::uint64_t block_shape_key(const LayoutSpec& spec) noexcept {
+  std::uint64_t h = 0x6b76622d736861ULL;  // "kvb-sha"
+  for (std::uint64_t v : {std::uint64_t{spec.num_layers}, std::uint64_t{spec.outer_dim}, std::uint64_t{spec.page_size},
+                          std::uint64_t{spec.inner_dim}, static_cast<std::uint64_t>(spec.dtype)}) {
+    h = mix(h, v);
+  }
+  return h;
+}
+
+Result<const LocalPools::Entry*> LocalPools::add(transport::Context& context, transport::ActiveMessageManager& am,
+                                                 LayoutPool& pool) {
+  const std::uint64_t key = block_shape_key(pool.spec);
+  if (auto it = entries_.find(key); it != entries_.end()) return &it->second;
+  const Pool& g2 = pool.manager->pool(Tier::g2);
+  const RegionSpan region = RegionSpan::of(g2.region());
+  auto registration = transport::MemoryRegistration::create(context, region.base, region.size);
+  if (!registration) return tl::unexpected(registration.error());
+  Entry entry;
+  entry.pool = &pool;
+  entry.info.layout_key = key;
+  entry.info.base = reinterpret_cast<std::uint64_t>(g2.block_data(BlockId{0}));
+  entry.info.bytes = region.size - (entry.info.base - reinterpret_cast<std::uint64_t>(region.base));
+  entry.info.block_bytes = g2.layout().block_bytes();
+  entry.info.stride = g2.capacity() > 1 ? reinterpret_cast<std::uint64_t>(g2.block_data(BlockId{1})) - entry.info.base
+                                        : entry.info.block_bytes;
+  entry.info.rkey = (*registration)->packed_rkey();
+  entry.registration = std::move(*registration);
+  am.expose(*entry.registration);
+  return &entries_.emplace(key, std::move(entry)).first->second;
+}
+
+void LocalPools::remove_all(transport::ActiveMessageManager& am) {
+  for (auto& [key, entry] : entries_) am.unexpose(*entry.registration);
+  entries_.clear();
+}
+
+const LocalPools::Entry* LocalPools::find(std::uint64_t layout_key) const {
+  auto it = entries_.find(layout_key);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+std::vector<PoolInfo> LocalPools::infos() const {
+  std::vector<PoolInfo> out;
+  for (const auto& [key, entry] : entries_) out.push_back(entry.info);
+  return out;
+}
+
+// One engine onboard's remote blocks: fresh G2 blocks, one request per holder.
+struct FetchService::Request {
+  LayoutPool* pool = nullptr;
+  std::uint64_t layout_key = 0;
+  std::vector<SequenceHash> keys;
+  BlockLeases blocks;  // destinations, same order as keys
+  Clock::time_point deadline;
+  RemoteTier::FetchDone done;
+  std::size_t outstanding = 0;
+  std::optional<Error> error;
+  bool unanswered = false;  // a holder may still be writing into `blocks`
+};
+
+FetchService::FetchService(asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
+                           const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol,
+                           bool cache_fetched, std::size_t serve_concurrency)
+    : io_(io),
+      am_(am),
+      members_(members),
+      index_(index),
+      pools_(pools),
+      protocol_(protocol),
+      cache_fetched_(cache_fetched),
+      serve_concurrency_(serve_concurrency),
+      quarantine_timer_(io) {}
+
+FetchService::~FetchService() { *alive_ = false; }
+
+Status FetchService::register_handler() {
+  return am_.register_handler(
+      kFetchType, [this](IncomingMessage m) { return serve(std::move(m)); },
+      transport::AmTypeLimits{.max_concurrent = serve_concurrency_});
+}
+
+asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
+  auto alive = alive_;
+  auto request = decode<FetchRequest>(message.payload);
+  if (!request) co_return tl::unexpected(request.error());
+  auto mi = members_.by_peer(message.peer);
+  if (!mi || !members_[*mi].joined) {
+    co_return fail(Errc::wrong_state, "fetch from peer {}: not a joined member", message.peer);
+  }
+  Member& member = members_[*mi];
+  const LocalPools::Entry* local = pools_.find(request->layout_key);
+  if (local == nullptr) co_return fail(Errc::not_found, "not_found: no pool of block shape {:#x}", request->layout_key);
+  auto dst = member.pools.find(request->layout_key);
+  if (dst == member.pools.end()) {
+    co_return fail(Errc::unavailable, "worker {} announced no pool of block shape {:#x}", member.worker,
+                   request->layout_key);
+  }
+  const PoolInfo& to = dst->second;
+  const std::uint64_t block_bytes = local->info.block_bytes;
+  if (to.block_bytes != block_bytes) {
+    co_return fail(Errc::invalid_argument, "worker {}'s blocks are {} bytes, ours {}", member.worker, to.block_bytes,
+                   block_bytes);
+  }
+  BlockManager& manager = *local->pool->manager;
+  const Pool& g2 = manager.pool(Tier::g2);
+  BlockLeases leases;
+  std::vector<transport::RmaChunk> chunks;
+  leases.reserve(request->items.size());
+  chunks.reserve(request->items.size());
+  for (const auto& item : request->items) {
+    if (item.address < to.base || item.address - to.base > to.bytes - block_bytes ||
+        (item.address - to.base) % to.stride != 0) {
+      co_return fail(Errc::invalid_argument, "fetch: destination {:#x} is not a block of worker {}'s pool",
+                     item.address, member.worker);
+    }
+    BlockLease lease = manager.find(Tier::g2, SequenceHash{item.key});
+    if (!lease) {
+      ++stats_.not_found;
+      co_return fail(Errc::not_found, "not_found: {:#018x}", item.key);
+    }
+    chunks.push_back({g2.block_data(lease.block()), item.address, block_bytes});
+    leases.push_back(std::move(lease));
+  }
+  const auto timeout = std::chrono::milliseconds(std::min(request->timeout_ms, kMaxServeMs));
+  Status moved = kvb::ok();
+  if (protocol_ == transport::BulkProtocol::rma_put) {
+    auto ep = am_.endpoint(message.peer);
+    if (!ep) co_return tl::unexpected(ep.error());
+    auto& rkey = member.rkeys[{message.peer, request->layout_key}];
+    if (!rkey) {
+      auto unpacked = transport::RemoteKey::unpack(**ep, to.rkey);
+      if (!unpacked) co_return tl::unexpected(unpacked.error());
+      rkey = std::move(*unpacked);
+    }
+    moved = co_await transport::put_chunks(**ep, *rkey, chunks, timeout, local->registration.get());
+  } else {
+    moved = co_await am_.write_chunks_am(message.peer, chunks, timeout);
+  }
+  if (!*alive) co_return fail(Errc::cancelled, "fetch cancelled: the cluster is stopping");
+  if (!moved) co_return tl::unexpected(moved.error());
+  ++stats_.served;
+  stats_.blocks_out += chunks.size();
+  ++member.metrics.fetches_served;
+  member.metrics.bytes_out += chunks.size() * block_bytes;
+  co_return Bytes{};
+}
+
+void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock::time_point deadline,
+                         RemoteTier::FetchDone done) {
+  auto finish_later = [this, &done](Error error) {
+    ++stats_.failures;
+    asio::post(io_, [done = std::move(done), error = std::move(error)] { done(tl::unexpected(error)); });
+  };
+  ++stats_.requests;
+  const std::uint64_t layout_key = block_shape_key(pool.spec);
+  if (pools_.find(layout_key) == nullptr) {
+    return finish_later(Error{Errc::unavailable, "this worker's pool is not registered with the cluster"});
+  }
+  // Each block from a joined holder, staying with the previous block's
+  // holder while it has the next one (fewer, larger requests).
+  std::map<WorkerIndex, std::vector<std::size_t>> groups;
+  std::optional<WorkerIndex> previous;
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    const auto holders = index_.holders(BlockKey{layout_key, keys[j].value()});
+    std::optional<WorkerIndex> pick;
+    for (WorkerIndex h : holders) {
+      if (!members_[h].joined || !members_[h].send_peer) continue;
+      if (!pick || h == previous) pick = h;
+    }
+    if (!pick) {
+      return finish_later(
+          Error{Errc::not_found, fmt::format("not_found: {:#018x} is held by no worker", keys[j].value())});
+    }
+    groups[*pick].push_back(j);
+    previous = pick;
+  }
+  if (deadline <= Clock::now()) return finish_later(Error{Errc::timeout, "timeout before the remote fetch started"});
+  auto blocks = pool.manager->allocate(Tier::g2, static_cast<std::uint32_t>(keys.size()));
+  if (!blocks) return finish_later(blocks.error());
+  auto request = std::make_shared<Request>();
+  request->pool = &pool;
+  request->layout_key = layout_key;
+  request->keys = std::move(keys);
+  request->blocks = std::move(*blocks);
+  request->deadline = deadline;
+  request->done = std::move(done);
+  request->outstanding = groups.size();
+  for (auto& [holder, items] : groups) asio::co_spawn(io_, ask(request, holder, std::move(items)), asio::detached);
+}
+
+asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, WorkerIndex holder,
+                                        std::vector<std::size_t> items) {
+  auto alive = alive_;
+  Member& member = members_[holder];
+  const Pool& g2 = request->pool->manager->pool(Tier::g2);
+  FetchRequest message;
+  message.layout_key = request->layout_key;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request->deadline - Clock::now());
+  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
+  for (std::size_t j : items) {
+    message.items.push_back(
+        {request->keys[j].value(), reinterpret_cast<std::uint64_t>(g2.block_data(request->blocks[j].block()))});
+  }
+  Result<Bytes> reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
+  if (member.send_peer) {
+    ++member.metrics.fetches_requested;
+    auto payload = encode(message);
+    if (!payload) {
+      reply = tl::unexpected(payload.error());
+    } else {
+      const PeerId peer = *member.send_peer;
+      spdlog::debug("cluster: fetch of {} blocks from {} sent", items.size(), member.worker);
+      reply = co_await am_.send_request_receiving_writes(peer, kFetchType, std::move(*payload),
+                                                         std::chrono::milliseconds(message.timeout_ms));
+      if (!*alive) co_return;
+      if (reply) {
+        member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
+      } else {
+        const Errc code = reply.error().code;
+        // No answer: the holder may still write into the blocks.
+        // (A lost peer's endpoint is closed: it can no longer write.)
+        if (code == Errc::timeout || code == Errc::cancelled) request->unanswered = true;
+        if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
+        ++member.metrics.fetch_errors;
+      }
+    }
+  }
+  if (!reply && !request->error) request->error = reply.error();
+  if (--request->outstanding == 0) finish(*request);
+}
+
+void FetchService::finish(Request& request) {
+  if (request.error) {
+    ++stats_.failures;
+    if (request.unanswered) {
+      stats_.quarantined += request.blocks.size();
+      quarantine(std::move(request.blocks), request.deadline + (request.deadline - Clock::now()) + kQuarantineGrace);
+    }
+    request.blocks.release();  // free: nothing was written, or the holder said it is done
+    return request.done(tl::unexpected(std::move(*request.error)));
+  }
+  BlockManager& manager = *request.pool->manager;
+  for (std::size_t j = 0; j < request.keys.size(); ++j) {
+    if (auto st = manager.mark_complete(request.blocks[j]); !st) {
+      spdlog::error("cluster: fetched block: {}", st.error().to_string());
+      return request.done(tl::unexpected(st.error()));
+    }
+    if (cache_fetched_) {
+      auto registered = manager.register_block(request.blocks[j], request.keys[j]);
+      if (!registered && registered.error().code != Errc::already_exists) {
+        return request.done(tl::unexpected(registered.error()));
+      }
+    }
+  }
+  stats_.blocks_in += request.keys.size();
+  request.done(std::move(request.blocks));
+}
+
+void FetchService::quarantine(BlockLeases leases, Clock::time_point until) {
+  quarantine_.emplace_back(until, std::move(leases));
+  if (quarantine_.size() > 1) return;  // the timer runs for the oldest
+  auto next = [this, alive = alive_](auto& self) -> void {
+    quarantine_timer_.expires_at(quarantine_.front().first);
+    quarantine_timer_.async_wait([this, alive, self](const boost::system::error_code& ec) mutable {
+      if (ec || !*alive) return;
+      while (!quarantine_.empty() && quarantine_.front().first <= Clock::now()) quarantine_.pop_front();
+      if (!quarantine_.empty()) self(self);
+    });
+  };
+  next(next);
+}
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,103 @@
+// FetchService: moves blocks between workers. Serving: a peer's kvb.fetch
+// names blocks by (block shape, salted key) and where in its pool to put
+// them; the holder leases them (err(not_found: <hash>) if one was evicted
+// meanwhile, before writing anything), writes them with RMA put or AM
+// rendezvous (the per-transport rule of transport/), and answers
+// `<id>:ok` only after every byte is complete at the requester. Requesting:
+// fresh G2 blocks are allocated, each holder gets one request for its
+// blocks, and the blocks become complete (registered, when fetched blocks
+// are cached) only after every holder answered ok. Blocks of a request that
+// got no answer (timeout, lost peer) stay out of use until the holder can
+// no longer write into them. Event-loop thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "block_service.h"
+#include "cluster/cluster_wire.h"
+#include "cluster/members.h"
+#include "cluster/remote_index.h"
+#include "kvb/transport/am_manager.h"
+#include "kvb/transport/block_transfer.h"
+#include "remote_tier.h"
+
+namespace kvb::daemon::cluster {
+
+/// This worker's G2 pools as peers see them (registered with UCX once).
+class LocalPools {
+ public:
+  struct Entry {
+    LayoutPool* pool = nullptr;
+    std::unique_ptr<transport::MemoryRegistration> registration;
+    PoolInfo info;
+  };
+  /// Registers `pool`'s region with UCX and exposes it to bulk AM writes.
+  [[nodiscard]] Result<const Entry*> add(transport::Context& context, transport::ActiveMessageManager& am,
+                                         LayoutPool& pool);
+  void remove_all(transport::ActiveMessageManager& am);
+  [[nodiscard]] const Entry* find(std::uint64_t layout_key) const;
+  [[nodiscard]] std::vector<PoolInfo> infos() const;
+
+ private:
+  std::map<std::uint64_t, Entry> entries_;
+};
+
+/// The block-shape key a pool is known by between workers (alignment aside).
+[[nodiscard]] std::uint64_t block_shape_key(const LayoutSpec& spec) noexcept;
+
+struct FetchStats {
+  std::uint64_t requests = 0;   // fetches started (engine onboards that needed remote blocks)
+  std::uint64_t blocks_in = 0;  // blocks fetched
+  std::uint64_t failures = 0;
+  std::uint64_t served = 0;       // peer requests answered ok
+  std::uint64_t blocks_out = 0;   // blocks written to peers
+  std::uint64_t not_found = 0;    // peer requests for blocks evicted meanwhile
+  std::uint64_t quarantined = 0;  // blocks held back after a request got no answer
+};
+
+class FetchService {
+ public:
+  FetchService(boost::asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
+               const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol, bool cache_fetched,
+               std::size_t serve_concurrency);
+  ~FetchService();
+  /// kvb.fetch (a coroutine handler, at most serve_concurrency at once).
+  [[nodiscard]] Status register_handler();
+
+  /// RemoteTier::fetch.
+  void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+             RemoteTier::FetchDone done);
+  [[nodiscard]] const FetchStats& stats() const noexcept { return stats_; }
+
+ private:
+  struct Request;
+  boost::asio::awaitable<Result<transport::Bytes>> serve(transport::IncomingMessage message);
+  boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
+                                   std::vector<std::size_t> items);
+  void finish(Request& request);
+  void quarantine(BlockLeases leases, std::chrono::steady_clock::time_point until);
+
+  boost::asio::io_context& io_;
+  transport::ActiveMessageManager& am_;
+  Members& members_;
+  const RemoteIndex& index_;
+  LocalPools& pools_;
+  transport::BulkProtocol protocol_;
+  bool cache_fetched_;
+  std::size_t serve_concurrency_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, BlockLeases>> quarantine_;
+  boost::asio::steady_timer quarantine_timer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  FetchStats stats_;
+};
+
+}  // namespace kvb::daemon::cluster

@@ -1,0 +1,192 @@
+// Workers as one cache (docs/cluster.md): real kvblockd processes on
+// 127.0.0.1 joined by static peers, over UCX_TLS=tcp and sm. A client of
+// daemon A offloads; a client of daemon B sees the blocks as tier 4 and
+// onboards them byte for byte (B fetches them from A over UCX). A worker
+// killed with SIGKILL while B waits on it ends B's onboard with
+// err(peer lost: <worker>) and B keeps serving.
+#include <signal.h>
+
+#include <regex>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "support/daemon_process.h"
+#include "test_engine.h"
+
+namespace kvb::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string stats_of(RawClient& client, std::uint64_t id) {
+  auto stats = client.call_body<proto::StatsReply>(RequestId{id}, proto::StatsRequest{});
+  return stats ? stats->json : std::string();
+}
+
+/// The bootstrap address a worker logged ("cluster: worker W of cluster 'C' on HOST:PORT").
+std::string bootstrap_of(const DaemonProcess& daemon) {
+  std::smatch match;
+  const std::string log = daemon.log();
+  static const std::regex line(R"(cluster: worker \S+ of cluster '[^']*' on (\S+:\d+))");
+  return std::regex_search(log, match, line) ? match[1].str() : std::string();
+}
+
+std::vector<std::string> worker_args(const std::string& name, const std::string& tls, std::vector<std::string> more) {
+  std::vector<std::string> args{"--cluster-listen", "127.0.0.1:0", "--cluster-worker", name,
+                                "--cluster-tls",    tls,           "--log-level",      "debug"};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+class Cluster : public ::testing::TestWithParam<std::string> {};
+
+// Two workers, static peers: B names A. A's client offloads 8 blocks; B's
+// lookup reports them as tier 4, B's onboard brings every byte, and the
+// fetched blocks stay cached on B (a second lookup is local G2).
+TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  const std::string a_addr = bootstrap_of(a);
+  ASSERT_FALSE(a_addr.empty()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  ASSERT_TRUE(a.wait_for_log("cluster: worker B joined", 20s)) << a.log();
+
+  TestEngine on_a(a.socket_path(), 64, /*salt=*/42);
+  ASSERT_TRUE(on_a.attach()) << a.log();
+  proto::OffloadRequest offload;
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    on_a.fill(blk, blk + 1);
+    offload.items.push_back({BlockId{blk}, 7000 + blk});
+  }
+  auto accepted = on_a.client().call(RequestId{10}, offload);
+  ASSERT_TRUE(accepted && accepted->accepted) << a.log();
+  auto stored = on_a.client().notification_of(RequestId{10});
+  ASSERT_TRUE(stored);
+  ASSERT_EQ(stored->text, "10:ok");
+
+  // B learns A's blocks through index events (debug line per batch applied).
+  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
+
+  TestEngine on_b(b.socket_path(), 64, /*salt=*/42);
+  ASSERT_TRUE(on_b.attach()) << b.log();
+  std::vector<std::uint64_t> hashes;
+  for (std::uint32_t blk = 0; blk < 8; ++blk) hashes.push_back(7000 + blk);
+  hashes.push_back(99999);  // nobody holds it: the prefix stops there
+  auto lookup = on_b.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, hashes});
+  ASSERT_TRUE(lookup) << lookup.error().to_string();
+  EXPECT_EQ(lookup->prefix_blocks, 8U);
+  bool g4 = false;
+  for (const auto& t : lookup->tiers) g4 = g4 || (t.tier == proto::WireTier::g4 && t.blocks == 8);
+  EXPECT_TRUE(g4) << "tier 4 not reported";
+
+  // A different tenant sees nothing of it.
+  TestEngine other(b.socket_path(), 8, /*salt=*/43);
+  ASSERT_TRUE(other.hello("other-tenant"));
+  auto foreign = other.client().call_body<proto::LookupReply>(RequestId{21}, proto::LookupRequest{false, hashes});
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->prefix_blocks, 0U);
+
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    on_b.zero(20 + blk);
+    onboard.items.push_back({7000 + blk, BlockId{20 + blk}});
+  }
+  auto onboard_accepted = on_b.client().call(RequestId{22}, onboard);
+  ASSERT_TRUE(onboard_accepted && onboard_accepted->accepted) << b.log();
+  auto onboarded = on_b.client().notification_of(RequestId{22}, 20s);
+  ASSERT_TRUE(onboarded) << b.log();
+  ASSERT_EQ(onboarded->text, "22:ok") << b.log();
+  // B's engine blocks 20.. hold exactly what A's engine wrote into 0..
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    on_b.fill(blk, blk + 1);  // the expected bytes, made on B's side
+    EXPECT_TRUE(on_b.same(blk, 20 + blk)) << "block " << blk;
+  }
+
+  // Fetched blocks stay cached: the same prefix is now local.
+  auto again = on_b.client().call_body<proto::LookupReply>(RequestId{23}, proto::LookupRequest{false, hashes});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->prefix_blocks, 8U);
+  ASSERT_FALSE(again->tiers.empty());
+  EXPECT_EQ(again->tiers[0].tier, proto::WireTier::g2);
+  EXPECT_EQ(again->tiers[0].blocks, 8U);
+
+  const auto json = stats_of(on_b.client(), 24);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
+  EXPECT_EQ(stat_of(json, "g2.registered"), 8) << json;
+  const auto json_a = stats_of(on_a.client(), 11);
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.blocks_out"), 8) << json_a;
+  EXPECT_EQ(stat_of(json_a, "leased_blocks"), 0) << json_a;
+
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
+// A holds the blocks and is stopped (SIGSTOP) so B's fetch waits on it;
+// then A is killed. B's onboard ends err(peer lost: A) well before its
+// deadline, A's blocks leave B's index, and B keeps serving.
+TEST_P(Cluster, AWorkerKilledMidFetchEndsTheOnboardWithPeerLostAndTheOtherKeepsServing) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  const std::string a_addr = bootstrap_of(a);
+  ASSERT_FALSE(a_addr.empty()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr, "--request-timeout-ms", "60000"}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/7);
+  ASSERT_TRUE(on_a.attach());
+  proto::OffloadRequest offload;
+  for (std::uint32_t blk = 0; blk < 4; ++blk) {
+    on_a.fill(blk, blk + 11);
+    offload.items.push_back({BlockId{blk}, 500 + blk});
+  }
+  ASSERT_TRUE(on_a.client().call(RequestId{1}, offload));
+  auto stored = on_a.client().notification_of(RequestId{1});
+  ASSERT_TRUE(stored && stored->text == "1:ok");
+  ASSERT_TRUE(b.wait_for_log("A holds 4 blocks", 20s)) << b.log();
+
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/7);
+  ASSERT_TRUE(on_b.attach());
+  a.signal(SIGSTOP);  // A gets the fetch but cannot answer it
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 4; ++blk) onboard.items.push_back({500 + blk, BlockId{blk}});
+  auto accepted = on_b.client().call(RequestId{2}, onboard);
+  ASSERT_TRUE(accepted && accepted->accepted);
+  ASSERT_TRUE(b.wait_for_log("cluster: fetch of 4 blocks from A sent", 20s)) << b.log();
+  a.kill();
+  const auto killed_at = std::chrono::steady_clock::now();
+  auto ended = on_b.client().notification_of(RequestId{2}, 30s);
+  ASSERT_TRUE(ended) << b.log();
+  EXPECT_EQ(ended->code, Errc::peer_lost) << ended->text;
+  EXPECT_EQ(ended->text, "2:err(peer lost: A)") << b.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 30s);  // long before the 60 s deadline
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A lost", 20s)) << b.log();
+
+  // B serves on: A's blocks are gone from its index, its own work goes on.
+  auto lookup =
+      on_b.client().call_body<proto::LookupReply>(RequestId{3}, proto::LookupRequest{false, {500, 501, 502, 503}});
+  ASSERT_TRUE(lookup);
+  EXPECT_EQ(lookup->prefix_blocks, 0U);
+  proto::OffloadRequest local;
+  on_b.fill(5, 99);
+  local.items.push_back({BlockId{5}, 900});
+  ASSERT_TRUE(on_b.client().call(RequestId{4}, local));
+  auto local_done = on_b.client().notification_of(RequestId{4});
+  ASSERT_TRUE(local_done);
+  EXPECT_EQ(local_done->text, "4:ok");
+  const auto json = stats_of(on_b.client(), 5);
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;  // nothing of the failed fetch was registered
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls, Cluster, ::testing::Values("tcp", "sm"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
+}  // namespace kvb::test
