@@ -181,7 +181,8 @@ TEST_P(Cluster, AWorkerKilledMidFetchEndsTheOnboardWithPeerLostAndTheOtherKeepsS
   EXPECT_EQ(local_done->text, "4:ok");
   const auto json = stats_of(on_b.client(), 5);
   EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
-  EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;  // nothing of the failed fetch was registered
+  EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;         // nothing of the failed fetch was registered
+  EXPECT_EQ(stat_of(json, "cluster.index_blocks"), 0) << json;  // A's entries left B's index
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
 }
 
