@@ -19,6 +19,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   redis-server redis-tools  # the baseline of the load benchmark
+  etcd-server               # cluster membership: the cluster tests start a real etcd on loopback
 )
 
 missing=()

@@ -3,41 +3,22 @@
 // daemon A offloads; a client of daemon B sees the blocks as tier 4 and
 // onboards them byte for byte (B fetches them from A over UCX). A worker
 // killed with SIGKILL while B waits on it ends B's onboard with
-// err(peer lost: <worker>) and B keeps serving.
+// err(peer lost: <worker>) and B keeps serving. Three workers: one onboard
+// on C fetches from the two workers that hold its blocks.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
 
-#include "support/daemon_process.h"
-#include "test_engine.h"
+#include "cluster_support.h"
 
 namespace kvb::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string stats_of(RawClient& client, std::uint64_t id) {
-  auto stats = client.call_body<proto::StatsReply>(RequestId{id}, proto::StatsRequest{});
-  return stats ? stats->json : std::string();
-}
-
-/// The bootstrap address a worker logged ("cluster: worker W of cluster 'C' on HOST:PORT").
-std::string bootstrap_of(const DaemonProcess& daemon) {
-  std::smatch match;
-  const std::string log = daemon.log();
-  static const std::regex line(R"(cluster: worker \S+ of cluster '[^']*' on (\S+:\d+))");
-  return std::regex_search(log, match, line) ? match[1].str() : std::string();
-}
-
-std::vector<std::string> worker_args(const std::string& name, const std::string& tls, std::vector<std::string> more) {
-  std::vector<std::string> args{"--cluster-listen", "127.0.0.1:0", "--cluster-worker", name,
-                                "--cluster-tls",    tls,           "--log-level",      "debug"};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
 
 class Cluster : public ::testing::TestWithParam<std::string> {};
 
@@ -184,6 +165,83 @@ TEST_P(Cluster, AWorkerKilledMidFetchEndsTheOnboardWithPeerLostAndTheOtherKeepsS
   EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;         // nothing of the failed fetch was registered
   EXPECT_EQ(stat_of(json, "cluster.index_blocks"), 0) << json;  // A's entries left B's index
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+}
+
+// Three workers, static peers (B names A; C names A and B). A holds blocks
+// 0-3 of a prefix, B blocks 4-7; C's lookup sees all 8 as tier 4 and its
+// one onboard fetches from both holders, byte-exact. C's per-peer counters
+// (stats and `kvblockctl cluster`) show one fetch and 4 blocks' bytes from
+// each; A and B each served one.
+TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  const std::string a_addr = bootstrap_of(a);
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  const std::string b_addr = bootstrap_of(b);
+  DaemonProcess c(KVBLOCKD_PATH, worker_args("C", tls, {"--cluster-peers", a_addr, "--cluster-peers", b_addr}));
+  ASSERT_TRUE(c.ready()) << c.log();
+  for (const auto* w : {"A", "B"}) {
+    ASSERT_TRUE(c.wait_for_log(std::string("cluster: worker ") + w + " joined", 20s)) << c.log();
+  }
+  ASSERT_TRUE(a.wait_for_log("cluster: worker B joined", 20s)) << a.log();
+
+  TestEngine on_a(a.socket_path(), 8, /*salt=*/5);
+  TestEngine on_b(b.socket_path(), 8, /*salt=*/5);
+  ASSERT_TRUE(on_a.attach() && on_b.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 3000));
+  ASSERT_TRUE(offload_blocks(on_b, 10, 4, 4, 3000));
+  ASSERT_TRUE(c.wait_for_log("A holds 4 blocks", 20s)) << c.log();
+  ASSERT_TRUE(c.wait_for_log("B holds 4 blocks", 20s)) << c.log();
+
+  TestEngine on_c(c.socket_path(), 16, /*salt=*/5);
+  ASSERT_TRUE(on_c.attach());
+  std::vector<std::uint64_t> hashes;
+  for (std::uint64_t blk = 0; blk < 8; ++blk) hashes.push_back(3000 + blk);
+  auto lookup = on_c.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, hashes});
+  ASSERT_TRUE(lookup);
+  EXPECT_EQ(lookup->prefix_blocks, 8U);
+  for (const auto& t : lookup->tiers) {  // every block is remote: nothing local, all 8 in tier 4
+    EXPECT_EQ(t.blocks, t.tier == proto::WireTier::g4 ? 8U : 0U) << "tier " << static_cast<int>(t.tier);
+  }
+
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    on_c.zero(8 + blk);
+    onboard.items.push_back({3000 + blk, BlockId{8 + blk}});
+  }
+  ASSERT_TRUE(on_c.client().call(RequestId{21}, onboard));
+  auto onboarded = on_c.client().notification_of(RequestId{21}, 20s);
+  ASSERT_TRUE(onboarded) << c.log();
+  ASSERT_EQ(onboarded->text, "21:ok") << c.log();
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    on_c.fill(blk, blk + 1);  // what A's or B's engine wrote
+    EXPECT_TRUE(on_c.same(blk, 8 + blk)) << "block " << blk;
+  }
+
+  const auto json = stats_of(on_c.client(), 22);
+  const proto::WireLayout l = small_layout();  // dtype u8: one byte per element
+  const long long block_bytes = 1LL * l.num_layers * l.outer_dim * l.page_size * l.inner_dim;
+  for (const std::string w : {"A", "B"}) {
+    EXPECT_EQ(member_stat(json, w, "fetches_requested"), 1) << w << json;
+    EXPECT_EQ(member_stat(json, w, "fetch_errors"), 0) << w << json;
+    EXPECT_EQ(member_stat(json, w, "index_blocks"), 4) << w << json;
+    EXPECT_EQ(member_stat(json, w, "bytes_in"), 4 * block_bytes) << w << json;
+  }
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
+  EXPECT_EQ(member_stat(stats_of(on_a.client(), 23), "C", "fetches_served"), 1);
+  EXPECT_EQ(member_stat(stats_of(on_b.client(), 23), "C", "fetches_served"), 1);
+
+  // The operator sees the same per-peer figures.
+  auto table = run_program({KVBLOCKCTL_PATH, "--socket", c.socket_path(), "cluster"}, 20s);
+  ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0);
+  EXPECT_NE(table->out.find("worker C of cluster 'kvblockd'"), std::string::npos) << table->out;
+  for (const std::string w : {"A", "B"}) {
+    const std::regex row("\\n" + w + " +\\S+ +joined +4 +" + std::to_string(member_stat(json, w, "bytes_in")) +
+                         " +0 +1 +0 +0 ");
+    EXPECT_TRUE(std::regex_search(table->out, row)) << table->out;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Tls, Cluster, ::testing::Values("tcp", "sm"),

@@ -91,7 +91,26 @@ DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_
     args.push_back(socket_);
   }
   for (auto& a : extra_args) args.push_back(std::move(a));
+  launch(std::move(args), has_listening_line, ready_timeout);
+}
 
+DaemonProcess::DaemonProcess(Command command, std::chrono::milliseconds ready_timeout) {
+  char dir_template[] = "/tmp/kvbd-test-XXXXXX";
+  if (::mkdtemp(dir_template) == nullptr) return;
+  dir_ = dir_template;
+  for (auto& arg : command.argv) {
+    for (auto at = arg.find("{dir}"); at != std::string::npos; at = arg.find("{dir}", at + dir_.size())) {
+      arg.replace(at, 5, dir_);
+    }
+  }
+  const std::string ready_text = std::move(command.ready_text);
+  launch(
+      std::move(command.argv), [&](const std::string& log) { return log.find(ready_text) != std::string::npos; },
+      ready_timeout);
+}
+
+void DaemonProcess::launch(std::vector<std::string> args, const std::function<bool(const std::string&)>& ready,
+                           std::chrono::milliseconds ready_timeout) {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return;
   pid_ = spawn(args, pipefd[1], pipefd[1]);
@@ -108,7 +127,7 @@ DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_
     return;
   }
 
-  // Wait for "listening on" in its log, bounded; the daemon logs it after listen().
+  // Wait for the ready line in its log, bounded (kvblockd logs "listening on" after listen()).
   const auto until = Clock::now() + ready_timeout;
   std::string seen;
   char buf[4096];
@@ -117,7 +136,7 @@ DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;  // the daemon exited
     seen.append(buf, static_cast<std::size_t>(got));
-    ready_ = has_listening_line(seen);
+    ready_ = ready(seen);
   }
   {
     std::lock_guard lock(log_mutex_);

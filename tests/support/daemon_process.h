@@ -32,6 +32,14 @@ class DaemonProcess {
   /// log level (info or lower): readiness is its "listening on" line.
   explicit DaemonProcess(std::string binary, std::vector<std::string> extra_args = {},
                          std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
+  /// Another long-running program (etcd, ...): `argv` as given (argv[0] a
+  /// path; every "{dir}" in it becomes the fresh temp dir, removed by the
+  /// destructor), ready once its stdout+stderr contain `ready_text`.
+  struct Command {
+    std::vector<std::string> argv;
+    std::string ready_text;
+  };
+  explicit DaemonProcess(Command command, std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
   ~DaemonProcess();
@@ -40,6 +48,8 @@ class DaemonProcess {
   [[nodiscard]] bool ready() const noexcept { return ready_; }
   [[nodiscard]] const std::string& socket_path() const noexcept { return socket_; }
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// The temp dir made for this process (removed by the destructor).
+  [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
   /// Everything the daemon wrote to stdout/stderr so far (capped at 4 MiB).
   [[nodiscard]] std::string log() const;
   /// Waits (on the log's growth, bounded) until log() contains `text`; false
@@ -66,6 +76,9 @@ class DaemonProcess {
   void kill();
 
  private:
+  /// Spawns `args`, waits (bounded) until `ready` holds for its output so far.
+  void launch(std::vector<std::string> args, const std::function<bool(const std::string&)>& ready,
+              std::chrono::milliseconds ready_timeout);
   void finish_log();
 
   std::string dir_;
