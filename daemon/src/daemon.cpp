@@ -104,7 +104,11 @@ class Daemon {
         acceptor_(io),
         signals_(io, SIGTERM, SIGINT),
         grace_(io),
-        metrics_server_(io, [this] { return metrics_.render(core_); }) {
+        metrics_server_(io, [this] {
+          std::string text = metrics_.render(core_);
+          if (cluster_) text += cluster_->prometheus();  // per-peer gauges
+          return text;
+        }) {
     core_.gpu_present = engines.has_cuda();
     allowed_uids_ = config.allowed_uids;
     if (allowed_uids_.empty()) allowed_uids_.push_back(::getuid());

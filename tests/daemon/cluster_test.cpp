@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster_support.h"
+#include "support/loopback_http.h"
 
 namespace kvb::test {
 namespace {
@@ -180,7 +181,10 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr}));
   ASSERT_TRUE(b.ready()) << b.log();
   const std::string b_addr = bootstrap_of(b);
-  DaemonProcess c(KVBLOCKD_PATH, worker_args("C", tls, {"--cluster-peers", a_addr, "--cluster-peers", b_addr}));
+  const std::uint16_t metrics_port = free_port();
+  DaemonProcess c(KVBLOCKD_PATH, worker_args("C", tls,
+                                             {"--cluster-peers", a_addr, "--cluster-peers", b_addr, "--metrics-port",
+                                              std::to_string(metrics_port)}));
   ASSERT_TRUE(c.ready()) << c.log();
   for (const auto* w : {"A", "B"}) {
     ASSERT_TRUE(c.wait_for_log(std::string("cluster: worker ") + w + " joined", 20s)) << c.log();
@@ -233,7 +237,17 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   EXPECT_EQ(member_stat(stats_of(on_a.client(), 23), "C", "fetches_served"), 1);
   EXPECT_EQ(member_stat(stats_of(on_b.client(), 23), "C", "fetches_served"), 1);
 
-  // The operator sees the same per-peer figures.
+  // The operator sees the same per-peer figures: Prometheus and kvblockctl.
+  const std::string metrics = http_get(metrics_port, "/metrics");
+  for (const std::string w : {"A", "B"}) {
+    const std::string of = "{worker=\"" + w + "\"} ";
+    EXPECT_NE(metrics.find("kvblockd_cluster_peer_bytes_in_total" + of + std::to_string(4 * block_bytes) + "\n"),
+              std::string::npos)
+        << metrics;
+    EXPECT_NE(metrics.find("kvblockd_cluster_peer_fetches_total" + of + "1\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("kvblockd_cluster_peer_index_blocks" + of + "4\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("kvblockd_cluster_peer_up" + of + "1\n"), std::string::npos) << metrics;
+  }
   auto table = run_program({KVBLOCKCTL_PATH, "--socket", c.socket_path(), "cluster"}, 20s);
   ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0);
   EXPECT_NE(table->out.find("worker C of cluster 'kvblockd'"), std::string::npos) << table->out;

@@ -415,23 +415,43 @@ json ClusterNode::stats() const {
 }
 
 std::string ClusterNode::prometheus() const {
+  // Worker names come from other processes: escaped as label values.
+  auto label = [](const std::string& worker) {
+    std::string out;
+    for (char c : worker) {
+      if (c == '\\' || c == '"') out += '\\';
+      if (c == '\n') {
+        out += "\\n";
+        continue;
+      }
+      out += c;
+    }
+    return out;
+  };
   std::string out;
-  auto metric = [&](std::string_view name, std::string_view help, auto value_of) {
-    out += fmt::format("# HELP kvblockd_cluster_peer_{} {}\n# TYPE kvblockd_cluster_peer_{} gauge\n", name, help, name);
+  auto metric = [&](std::string_view name, std::string_view type, std::string_view help, auto value_of) {
+    out +=
+        fmt::format("# HELP kvblockd_cluster_peer_{} {}\n# TYPE kvblockd_cluster_peer_{} {}\n", name, help, name, type);
     for (WorkerIndex i = 0; i < members_.size(); ++i) {
-      out += fmt::format("kvblockd_cluster_peer_{}{{worker=\"{}\"}} {}\n", name, members_[i].worker,
-                         value_of(members_[i]));
+      out += fmt::format("kvblockd_cluster_peer_{}{{worker=\"{}\"}} {}\n", name, label(members_[i].worker),
+                         value_of(i, members_[i]));
     }
   };
-  metric("bytes_in", "Bytes fetched from the worker.", [](const Member& m) { return m.metrics.bytes_in; });
-  metric("bytes_out", "Bytes served to the worker.", [](const Member& m) { return m.metrics.bytes_out; });
-  metric("fetches", "Fetch requests sent to the worker.", [](const Member& m) { return m.metrics.fetches_requested; });
-  metric("fetch_errors", "Fetches from the worker that failed.",
-         [](const Member& m) { return m.metrics.fetch_errors; });
-  metric("rtt_seconds", "Last ping round trip to the worker.", [](const Member& m) { return m.metrics.rtt_us / 1e6; });
-  metric("index_blocks", "Blocks the worker holds, as this worker's index knows.",
-         [this](const Member& m) { return index_.size_of(*members_.find(m.worker)); });
-  metric("up", "1 while the worker is joined.", [](const Member& m) { return m.joined ? 1 : 0; });
+  metric("bytes_in_total", "counter", "Bytes fetched from the worker.",
+         [](WorkerIndex, const Member& m) { return m.metrics.bytes_in; });
+  metric("bytes_out_total", "counter", "Bytes served to the worker.",
+         [](WorkerIndex, const Member& m) { return m.metrics.bytes_out; });
+  metric("fetches_total", "counter", "Fetch requests sent to the worker.",
+         [](WorkerIndex, const Member& m) { return m.metrics.fetches_requested; });
+  metric("fetches_served_total", "counter", "Fetch requests of the worker answered ok.",
+         [](WorkerIndex, const Member& m) { return m.metrics.fetches_served; });
+  metric("fetch_errors_total", "counter", "Fetches from the worker that failed.",
+         [](WorkerIndex, const Member& m) { return m.metrics.fetch_errors; });
+  metric("rtt_seconds", "gauge", "Last ping round trip to the worker.",
+         [](WorkerIndex, const Member& m) { return m.metrics.rtt_us / 1e6; });
+  metric("index_blocks", "gauge", "Blocks the worker holds, as this worker's index knows.",
+         [this](WorkerIndex i, const Member&) { return index_.size_of(i); });
+  metric("up", "gauge", "1 while the worker is joined.", [](WorkerIndex, const Member& m) { return m.joined ? 1 : 0; });
   return out;
 }
 
