@@ -4,11 +4,11 @@
 // onboards them byte for byte (B fetches them from A over UCX). A worker
 // killed with SIGKILL while B waits on it ends B's onboard with
 // err(peer lost: <worker>) and B keeps serving. Three workers: one onboard
-// on C fetches from the two workers that hold its blocks.
+// on C fetches from the two workers that hold its blocks. (Restarts and
+// fetch storms: cluster_churn_test.cpp; etcd: cluster_etcd_test.cpp.)
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <memory>
 #include <regex>
 #include <string>
 
@@ -257,65 +257,6 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
                          " +0 +1 +0 +0 ");
     EXPECT_TRUE(std::regex_search(table->out, row)) << table->out;
   }
-}
-
-// A worker killed and started again under the same name rejoins: B drops
-// the killed A with its entries; the new A (empty, a new port, naming B)
-// joins, and B fetches what the new A offloads, byte-exact.
-TEST_P(Cluster, AKilledWorkerStartedAgainRejoinsAndServesItsNewBlocks) {
-  const std::string tls = GetParam();
-  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  const std::string b_addr = bootstrap_of(b);
-  auto a = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("A", tls, {"--cluster-peers", b_addr}));
-  ASSERT_TRUE(a->ready()) << a->log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  {
-    TestEngine on_a(a->socket_path(), 8, /*salt=*/3);
-    ASSERT_TRUE(on_a.attach());
-    ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 6000));
-    ASSERT_TRUE(b.wait_for_log("A holds 4 blocks", 20s)) << b.log();
-  }
-  a->kill();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A lost", 20s)) << b.log();
-
-  a = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("A", tls, {"--cluster-peers", b_addr}));
-  ASSERT_TRUE(a->ready()) << a->log();
-  ASSERT_TRUE(b.wait_for_log_lines(
-      [](std::string_view line) { return line.find("cluster: worker A joined") != std::string_view::npos; }, 2, 20s))
-      << b.log();
-  TestEngine on_b(b.socket_path(), 16, /*salt=*/3);
-  ASSERT_TRUE(on_b.attach());
-  // The old A's blocks are gone with it: the new A holds none of them.
-  auto old = on_b.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, {6000, 6001}});
-  ASSERT_TRUE(old);
-  EXPECT_EQ(old->prefix_blocks, 0U);
-
-  TestEngine on_a(a->socket_path(), 8, /*salt=*/3);
-  ASSERT_TRUE(on_a.attach());
-  auto holds_4 = [](std::string_view line) { return line.find("A holds 4 blocks") != std::string_view::npos; };
-  const std::string before = b.log();
-  std::size_t seen = 0;
-  for (auto at = before.find("A holds 4 blocks"); at != std::string::npos; at = before.find("A holds 4 blocks", at + 1))
-    ++seen;
-  ASSERT_TRUE(offload_blocks(on_a, 10, 4, 4, 6000));  // hashes 6004..6007
-  ASSERT_TRUE(b.wait_for_log_lines(holds_4, seen + 1, 20s)) << b.log();
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.zero(8 + blk);
-    onboard.items.push_back({6000 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_b.client().call(RequestId{21}, onboard));
-  auto onboarded = on_b.client().notification_of(RequestId{21}, 20s);
-  ASSERT_TRUE(onboarded) << b.log();
-  ASSERT_EQ(onboarded->text, "21:ok") << b.log();
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.fill(blk, blk + 1);
-    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
-  }
-  const auto json = stats_of(on_b.client(), 22);
-  EXPECT_EQ(member_stat(json, "A", "index_blocks"), 4) << json;
-  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Tls, Cluster, ::testing::Values("tcp", "sm"),
