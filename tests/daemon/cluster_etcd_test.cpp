@@ -6,7 +6,9 @@
 // onboarded byte-exact on C. A worker that stops renewing its lease
 // (SIGSTOP: its process and its UCX endpoints stay up, so only etcd can
 // tell) is dropped by the others once etcd expires its lease, with its
-// index entries; a worker killed with SIGKILL is dropped too.
+// index entries; a fetch waiting on it ends err(peer lost) and its blocks
+// are held back (it may resume and write). A worker killed with SIGKILL is
+// dropped too.
 #include <signal.h>
 
 #include <chrono>
@@ -83,15 +85,27 @@ TEST(ClusterEtcd, WorkersJoinThroughEtcdShareBlocksAndOneThatStopsRenewingIsDrop
   // B hangs: it stops renewing; UCX sees nothing wrong (the process and its
   // sockets are up). etcd expires the lease within the TTL and the others
   // drop B when they see its key deleted.
+  // C's onboard of B's blocks is in flight meanwhile: it ends
+  // err(peer lost: B), and C holds the blocks B was asked to fill back
+  // (quarantined: B's process may resume and write into them).
   b.signal(SIGSTOP);
   const auto stopped_at = Clock::now();
+  proto::OnboardRequest from_b;
+  from_b.items.push_back({5000, BlockId{0}});
+  from_b.items.push_back({5001, BlockId{1}});
+  ASSERT_TRUE(on_c.client().call(RequestId{30}, from_b));
+  ASSERT_TRUE(c.wait_for_log("cluster: fetch of 2 blocks from B sent", 20s)) << c.log();
   ASSERT_TRUE(c.wait_for_log("cluster: worker B lost", std::chrono::seconds(4 * kTtlS + 10))) << c.log();
   const auto dropped_after = std::chrono::duration<double>(Clock::now() - stopped_at).count();
+  auto lost = on_c.client().notification_of(RequestId{30}, 20s);
+  ASSERT_TRUE(lost) << c.log();
+  EXPECT_EQ(lost->text, "30:err(peer lost: B)") << c.log();
   ASSERT_TRUE(a.wait_for_log("cluster: worker B lost", 20s)) << a.log();
   EXPECT_NE(c.log().find("worker B left the cluster: its etcd lease ended"), std::string::npos) << c.log();
   std::printf("B (SIGSTOP) dropped by C after %.2f s (lease TTL %d s)\n", dropped_after, kTtlS);
   json = stats_of(on_c.client(), 22);
   EXPECT_EQ(member_stat(json, "B", "index_blocks"), 0) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.quarantined"), 2) << json;
   auto lookup = on_c.client().call_body<proto::LookupReply>(RequestId{23}, proto::LookupRequest{false, {5000, 5001}});
   ASSERT_TRUE(lookup);
   EXPECT_EQ(lookup->prefix_blocks, 0U);

@@ -185,6 +185,7 @@ WorkerIndex ClusterNode::admit(const JoinMessage& join, PeerId peer, bool ours) 
   m.pools.clear();
   for (const auto& p : join.pools) m.pools[p.layout_key] = p;
   m.rkeys.clear();
+  m.dropped_alive = false;
   if (!m.joined) {
     m.joined = true;
     m.joined_at = std::chrono::steady_clock::now();
@@ -232,6 +233,7 @@ void ClusterNode::peer_lost(PeerId peer, const Error& error) {
 void ClusterNode::member_left(const std::string& worker, const std::string& why) {
   auto i = members_.find(worker);
   if (!i) return;
+  members_[*i].dropped_alive = true;
   const auto peers = members_[*i].peer_ids;
   for (PeerId p : peers) am_->disconnect(p, fmt::format("worker {} left the cluster: {}", worker, why));
 }

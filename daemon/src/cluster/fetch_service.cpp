@@ -247,9 +247,10 @@ asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, Worker
         member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
       } else {
         const Errc code = reply.error().code;
-        // No answer: the holder may still write into the blocks.
-        // (A lost peer's endpoint is closed: it can no longer write.)
-        if (code == Errc::timeout || code == Errc::cancelled) request->unanswered = true;
+        // No answer: the holder may still write into the blocks. A peer
+        // that died can no longer write; one the membership dropped while
+        // its process may run (a lapsed etcd lease) still could.
+        if (code == Errc::timeout || code == Errc::cancelled || member.dropped_alive) request->unanswered = true;
         if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
         ++member.metrics.fetch_errors;
       }

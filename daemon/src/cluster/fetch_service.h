@@ -61,7 +61,7 @@ struct FetchStats {
   std::uint64_t served = 0;       // peer requests answered ok
   std::uint64_t blocks_out = 0;   // blocks written to peers
   std::uint64_t not_found = 0;    // peer requests for blocks evicted meanwhile
-  std::uint64_t quarantined = 0;  // blocks held back after a request got no answer
+  std::uint64_t quarantined = 0;  // blocks held back: no answer, or the holder was dropped alive
 };
 
 class FetchService {

@@ -36,10 +36,14 @@ struct PeerMetrics {
 
 struct Member {
   std::string worker;
-  std::string bootstrap;                    // HOST:PORT it reports
-  std::vector<PeerId> peer_ids;             // live endpoints to it
-  std::optional<PeerId> send_peer;          // the one we send on
-  bool joined = false;                      // pools exchanged; it is in the index
+  std::string bootstrap;            // HOST:PORT it reports
+  std::vector<PeerId> peer_ids;     // live endpoints to it
+  std::optional<PeerId> send_peer;  // the one we send on
+  bool joined = false;              // pools exchanged; it is in the index
+  // Dropped by the membership (etcd) while its process may still run: it
+  // could still write into blocks it was asked to fill (FetchService holds
+  // them back). Cleared when it joins again.
+  bool dropped_alive = false;
   std::map<std::uint64_t, PoolInfo> pools;  // by layout key
   // Its rkeys unpacked for one of our endpoints, by (peer, layout key).
   std::map<std::pair<PeerId, std::uint64_t>, std::unique_ptr<transport::RemoteKey>> rkeys;
