@@ -7,7 +7,10 @@
 // engine blocks (layer by layer with --layerwise G) and checks every byte.
 // Prints a short report; the exit code is non-zero on any error or mismatch.
 // --hold stops after the offload and waits to be killed (tests kill it to
-// check that the daemon releases a dead engine's device memory).
+// check that the daemon releases a dead engine's device memory). --only
+// offload / --only onboard run one half: with the same --salt (the hashes
+// and bytes derive from it), an offload through one kvblockd of a cluster
+// is onboarded and checked through another (make run's cluster act).
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -84,7 +87,16 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--hold", hold, "stop after the offload and wait to be killed");
   app.add_option("--salt", salt, "tenant salt (0: one from the clock)")->capture_default_str();
+  std::string only;
+  app.add_option("--only", only, "run one half: offload (then exit) or onboard (lookup, onboard, verify)")
+      ->check(CLI::IsMember({"offload", "onboard"}));
   CLI11_PARSE(app, argc, argv);
+  if (!only.empty() && salt == 0) {
+    std::fprintf(stderr, "engine_sim: --only needs the --salt both halves use\n");
+    return 2;
+  }
+  const bool do_offload = only != "onboard";
+  const bool do_onboard = only != "offload";
 
   kvb::client::WireLayoutKind kind{};
   if (layout == "fully_contiguous") {
@@ -160,8 +172,19 @@ static int run(int argc, char** argv) {
   std::vector<kvb::client::OffloadItem> offload(blocks);
   for (std::uint32_t b = 0; b < blocks; ++b) offload[b] = {kvb::BlockId{b}, hashes[b]};
   auto t0 = Clock::now();
-  if (auto st = c.offload(offload); !st) return fail("offload", st.error());
+  if (do_offload) {
+    if (auto st = c.offload(offload); !st) return fail("offload", st.error());
+  }
   const double offload_ms = ms_since(t0);
+  const double mib = static_cast<double>(blocks) * static_cast<double>(kvb::client::block_bytes(shape)) / (1 << 20);
+  if (!do_onboard) {
+    (void)c.bye();
+    std::printf("engine_sim: session %llu on kvblockd %s, %u blocks of %llu bytes (%.2f MiB), %s\n",
+                static_cast<unsigned long long>(info->session_id.value()), info->server_version.c_str(), blocks,
+                static_cast<unsigned long long>(kvb::client::block_bytes(shape)), mib, memory.c_str());
+    std::printf("  offload  %8.2f ms  (%.0f MiB/s)\n", offload_ms, mib / (offload_ms / 1000.0));
+    return 0;
+  }
   if (hold) {
     std::printf("engine_sim: holding (pid %d, %s)\n", static_cast<int>(::getpid()), memory.c_str());
     std::fflush(stdout);
@@ -220,11 +243,10 @@ static int run(int argc, char** argv) {
   if (!released) return fail("release", released.error());
   (void)c.bye();
 
-  const double mib = static_cast<double>(blocks) * static_cast<double>(kvb::client::block_bytes(shape)) / (1 << 20);
   std::printf("engine_sim: session %llu on kvblockd %s, layout %s, %u blocks of %llu bytes (%.2f MiB), %s\n",
               static_cast<unsigned long long>(info->session_id.value()), info->server_version.c_str(), layout.c_str(),
               blocks, static_cast<unsigned long long>(kvb::client::block_bytes(shape)), mib, memory.c_str());
-  std::printf("  offload  %8.2f ms  (%.0f MiB/s)\n", offload_ms, mib / (offload_ms / 1000.0));
+  if (do_offload) std::printf("  offload  %8.2f ms  (%.0f MiB/s)\n", offload_ms, mib / (offload_ms / 1000.0));
   std::printf("  lookup   %8.2f ms  prefix %u/%u\n", lookup_ms, found->prefix_blocks, blocks);
   std::printf("  onboard  %8.2f ms  (%.0f MiB/s)%s\n", onboard_ms, mib / (onboard_ms / 1000.0),
               layerwise > 0 ? fmt::format(", {} layer groups in order", groups).c_str() : "");

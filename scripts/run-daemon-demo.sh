@@ -2,8 +2,10 @@
 # The daemon demo (`make run`): start kvblockd on its
 # defaults with a temp socket, run the engine simulator (and, when the daemon
 # has a GPU, again with its KV cache in GPU memory), a short mixed load and a
-# trace replay through the daemon, print a results table and the daemon's
-# counters, then stop it with SIGTERM and check it exited 0.
+# trace replay through the daemon, a cluster act (two more kvblockd workers
+# joined over UCX on loopback: blocks offloaded through one are onboarded,
+# fetched and checked through the other), print a results table and the
+# daemon's counters, then stop it with SIGTERM and check it exited 0.
 # usage: scripts/run-daemon-demo.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,8 +24,10 @@ done
 work="$(mktemp -d /tmp/kvb-demo-XXXXXX)"
 sock="$work/kvblockd.sock"
 daemon_pid=""
+worker_pids=()
 cleanup() {
   if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
+  for pid in "${worker_pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -67,6 +71,42 @@ if [[ -r "$trace" ]]; then
   replay_json="$(tail -n 1 "$work/replay.txt")"
 fi
 
+echo "== cluster: workers A and B (static peers, UCX on 127.0.0.1); engine_sim offloads 16 blocks through A, onboards them through B"
+cluster_result="not run"
+wait_log() {  # wait_log FILE TEXT: bounded wait (20 s) for TEXT in FILE
+  for _ in $(seq 1 200); do grep -q -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+"$kvblockd" --socket "$work/a.sock" --cluster-listen 127.0.0.1:0 --cluster-worker A 2>"$work/a.log" &
+worker_pids+=($!)
+if wait_log "$work/a.log" "cluster: worker A of cluster"; then
+  a_addr="$(grep -o "cluster: worker A of cluster '[^']*' on [0-9.]*:[0-9]*" "$work/a.log" | head -n 1 | awk '{print $NF}')"
+  "$kvblockd" --socket "$work/b.sock" --cluster-listen 127.0.0.1:0 --cluster-worker B --cluster-peers "$a_addr" \
+    2>"$work/b.log" &
+  worker_pids+=($!)
+  if wait_log "$work/b.log" "cluster: worker A joined" && wait_log "$work/a.log" "cluster: worker B joined"; then
+    "$sim" --socket "$work/a.sock" --blocks 16 --salt 77 --only offload | tee "$work/sim-a.txt"
+    # B learns A's blocks through index events: bounded wait for its index.
+    for _ in $(seq 1 100); do
+      n="$("$ctl" --socket "$work/b.sock" stats --json | python3 -c 'import json, sys
+print(json.load(sys.stdin).get("cluster", {}).get("index_blocks", 0))')" || n=0
+      [[ "$n" -ge 16 ]] && break
+      sleep 0.1
+    done
+    "$sim" --socket "$work/b.sock" --blocks 16 --salt 77 --only onboard | tee "$work/sim-b.txt"
+    "$ctl" --socket "$work/b.sock" cluster | tee "$work/cluster.txt"
+    cluster_result="$(grep -o 'byte-exact\|MISMATCH' "$work/sim-b.txt"); lookup on B: $(grep -o 'prefix [0-9]*/[0-9]*' "$work/sim-b.txt"); $(grep -E '^  onboard' "$work/sim-b.txt" | tr -s ' ')"
+  else
+    cluster_result="workers did not join within 20 s (logs: a.log, b.log)"
+    tail -n 5 "$work/a.log" "$work/b.log" >&2
+  fi
+else
+  cluster_result="worker A did not start its cluster listener"
+  tail -n 5 "$work/a.log" >&2
+fi
+for pid in "${worker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+worker_pids=()
+
 echo "== kvblockctl stats --json"
 "$ctl" --socket "$sock" stats --json | tee "$work/stats.json"
 
@@ -99,6 +139,7 @@ if [[ -n "$replay_json" ]]; then
     "$(field "$replay_json" ops_per_s)" "$(field "$replay_json" p50_ms)" "$(field "$replay_json" p99_ms)" \
     "$(field "$replay_json" hit_ratio)" "$(field "$replay_json" errors)"
 fi
+printf '%-28s %s\n' "cluster (A -> B over UCX)" "$cluster_result"
 printf '%-28s sessions %s, inflight_requests %s, leased_blocks %s, offloaded %s B, onboarded %s B\n' \
   "daemon counters" "$(field "$stats_json" sessions)" "$(field "$stats_json" inflight_requests)" \
   "$(field "$stats_json" leased_blocks)" "$(field "$stats_json" bytes_offloaded)" "$(field "$stats_json" bytes_onboarded)"
