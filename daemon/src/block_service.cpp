@@ -244,6 +244,32 @@ Status BlockService::check_items(const EngineKv& kv, std::span<const proto::Offl
   return kvb::ok();
 }
 
+Status BlockService::check_fits(const LayoutPool& pool, std::uint64_t salt, std::span<const proto::OffloadItem> items,
+                                bool starts_now) const {
+  const TierCounters g2 = pool.manager->counters().tier(Tier::g2);
+  // Free and evictable blocks are there now: the common case stops here.
+  if (items.size() <= std::uint64_t{g2.free} + g2.inactive) return kvb::ok();
+  // The new blocks: hashes not held yet, each once (as start_offload counts them).
+  std::unordered_set<SequenceHash> fresh;
+  for (const auto& item : items) {
+    const SequenceHash key = salted_key(item.hash, salt);
+    if (pool.manager->peek(std::span(&key, 1)) == 0) fresh.insert(key);
+  }
+  if (fresh.size() > g2.capacity) {
+    return fail(Errc::out_of_capacity, "offload: {} new blocks can never fit a host pool of {} blocks", fresh.size(),
+                g2.capacity);
+  }
+  // Started now, the offload allocates now: it fits iff free + evictable
+  // blocks cover it (blocks leased by other requests are not evictable).
+  if (starts_now && fresh.size() > std::uint64_t{g2.free} + g2.inactive) {
+    return fail(Errc::out_of_capacity,
+                "offload: {} new blocks do not fit: the host pool has {} free and {} evictable blocks now ({} of {} "
+                "leased by lookups' pins and requests in flight)",
+                fresh.size(), g2.free, g2.inactive, g2.leased, g2.capacity);
+  }
+  return kvb::ok();
+}
+
 Status BlockService::check_items(const EngineKv& kv, std::span<const proto::OnboardItem> items) const {
   if (items.empty()) return fail(Errc::invalid_argument, "onboard: items is empty");
   std::unordered_set<std::uint32_t> targets;

@@ -185,6 +185,15 @@ class BlockService {
   /// (invalid_argument naming the bad item).
   [[nodiscard]] Status check_items(const EngineKv& kv, std::span<const proto::OffloadItem> items) const;
   [[nodiscard]] Status check_items(const EngineKv& kv, std::span<const proto::OnboardItem> items) const;
+  /// Admission check of an offload: out_of_capacity, in the reply, when
+  /// its new blocks (hashes the pool does not hold yet) can never fit the
+  /// host pool, or, when the offload would start now (`starts_now`: a copy
+  /// slot is free, so it allocates at once), when they exceed the free and
+  /// evictable blocks (the start would fail the same way, later, in its
+  /// notification). An offload that waits for a slot is checked against the
+  /// pool's size only: blocks leased meanwhile may come back before it runs.
+  [[nodiscard]] Status check_fits(const LayoutPool& pool, std::uint64_t salt, std::span<const proto::OffloadItem> items,
+                                  bool starts_now) const;
 
   /// Starts an offload now: copies the engine blocks into fresh G2 blocks,
   /// then commits each under its salted hash, with the item before it as its

@@ -24,6 +24,9 @@ class CopyAdmission {
   CopyAdmission(std::string engine_name, std::uint32_t slots, std::uint32_t queue_limit)
       : engine_name_(std::move(engine_name)), slots_(slots), queue_limit_(queue_limit) {}
 
+  /// Whether admit() would run its start at once (a slot is free).
+  [[nodiscard]] bool would_start_now() const noexcept { return running_ < slots_; }
+
   /// Runs `start` now when a slot is free, else queues it; busy when the
   /// queue is full.
   [[nodiscard]] Status admit(Start start) {

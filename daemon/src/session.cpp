@@ -267,6 +267,10 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
+  if (pool_ != nullptr) {
+    if (auto fits = core_.blocks.check_fits(*pool_, salt_, request.items, core_.admission.would_start_now()); !fits)
+      return refuse(id, proto::to_string(MsgType::offload), fits.error());
+  }
   on_copy(
       id, MsgType::offload, std::move(request.items),
       [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,

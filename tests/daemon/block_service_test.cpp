@@ -211,3 +211,33 @@ TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
 
 }  // namespace
 }  // namespace kvb::daemon
+
+namespace kvb::daemon {
+namespace {
+
+// check_fits (hostile case 9): an offload that waits for a copy slot is only
+// held to the pool's size (leases may end before it runs); one that starts
+// now must fit the free and evictable blocks.
+TEST(BlockServiceAdmission, AnOffloadIsCheckedAgainstThePoolAndWhenItStartsNowAgainstItsRoom) {
+  TinyPool tiny("lru");
+  ASSERT_TRUE(tiny.offload({{BlockId{0}, 10}, {BlockId{1}, 11}, {BlockId{2}, 12}}));
+  const std::vector<proto::OffloadItem> two_new{{BlockId{3}, 20}, {BlockId{4}, 21}};
+  const std::vector<proto::OffloadItem> four_new{
+      {BlockId{3}, 20}, {BlockId{4}, 21}, {BlockId{5}, 22}, {BlockId{6}, 23}};
+  const std::vector<proto::OffloadItem> held{{BlockId{0}, 10}, {BlockId{1}, 11}, {BlockId{2}, 12}, {BlockId{0}, 10}};
+  EXPECT_TRUE(tiny.service.check_fits(*tiny.pool, 1, two_new, true));  // 3 evictable blocks
+  const std::uint64_t hashes[] = {10, 11, 12};
+  auto leases = tiny.service.lookup(*tiny.pool, 1, hashes);  // every block leased: none evictable
+  ASSERT_EQ(leases.matched, 3U);
+  EXPECT_TRUE(tiny.service.check_fits(*tiny.pool, 1, two_new, false));  // may fit once the leases end
+  const auto now = tiny.service.check_fits(*tiny.pool, 1, two_new, true);
+  ASSERT_FALSE(now);
+  EXPECT_EQ(now.error().code, Errc::out_of_capacity);
+  const auto never = tiny.service.check_fits(*tiny.pool, 1, four_new, false);
+  ASSERT_FALSE(never);
+  EXPECT_NE(never.error().message.find("can never fit"), std::string::npos) << never.error().message;
+  EXPECT_TRUE(tiny.service.check_fits(*tiny.pool, 1, held, true));  // held hashes are not new blocks
+}
+
+}  // namespace
+}  // namespace kvb::daemon
