@@ -543,10 +543,6 @@ TierCounters BlockService::g2_counters() const {
   return sum;
 }
 
-}  // namespace kvb::daemon
-
-namespace kvb::daemon {
-
 nlohmann::ordered_json integrity_json(const HostIntegrity& i) {
   nlohmann::ordered_json j;
   j["check_host_blocks"] = i.enabled;
@@ -564,28 +560,14 @@ DiskTotals BlockService::disk_totals() const {
     t.enabled = true;
     t.backend = std::string(pool->store->name());
     const auto c = pool->manager->counters();
-    const auto& g3 = c.tier(Tier::g3);
-    t.tier += g3;
+    t.tier += c.tier(Tier::g3);
     t.writebacks += c.g3_writes;
     t.writeback_failures += c.g3_write_failures;
     t.writebacks_skipped += c.g3_writes_skipped;
     t.admission_rejects += c.g3_admission_rejects;
     t.promotes += c.promotes;
     t.promote_failures += c.promote_failures;
-    const auto io = pool->store->counters();
-    t.io.writes += io.writes;
-    t.io.write_failures += io.write_failures;
-    t.io.write_busy += io.write_busy;
-    t.io.reads += io.reads;
-    t.io.read_failures += io.read_failures;
-    t.io.checksum_failures += io.checksum_failures;
-    t.io.io_errors += io.io_errors;
-    t.io.bytes_written += io.bytes_written;
-    t.io.bytes_read += io.bytes_read;
-    t.io.syncs += io.syncs;
-    t.io.writes_in_flight += io.writes_in_flight;
-    t.io.reads_in_flight += io.reads_in_flight;
-    t.io.io_queue_depth += io.io_queue_depth;
+    t.io += pool->store->counters();
     t.bytes_capacity += std::uint64_t{pool->store->slot_count()} * pool->store->block_bytes();
   }
   return t;

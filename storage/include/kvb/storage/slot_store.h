@@ -89,6 +89,24 @@ struct SlotStoreCounters {
   std::uint32_t writes_in_flight = 0;   // accepted, not yet durable
   std::uint32_t reads_in_flight = 0;
   std::uint32_t io_queue_depth = 0;  // operations the FileIo holds now
+
+  /// Sums two stores' counters (the daemon's totals over its slot files).
+  SlotStoreCounters& operator+=(const SlotStoreCounters& o) noexcept {
+    writes += o.writes;
+    write_failures += o.write_failures;
+    write_busy += o.write_busy;
+    reads += o.reads;
+    read_failures += o.read_failures;
+    checksum_failures += o.checksum_failures;
+    io_errors += o.io_errors;
+    bytes_written += o.bytes_written;
+    bytes_read += o.bytes_read;
+    syncs += o.syncs;
+    writes_in_flight += o.writes_in_flight;
+    reads_in_flight += o.reads_in_flight;
+    io_queue_depth += o.io_queue_depth;
+    return *this;
+  }
 };
 
 class SlotStore final : public BlockStore {
