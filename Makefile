@@ -2,7 +2,7 @@
 PRESET ?= release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan test-python python test-vllm run replay lint format-check clean
+.PHONY: all deps build test test-asan test-python python test-vllm run replay lint fuzz format-check clean
 
 all: build
 
@@ -47,6 +47,15 @@ replay: build
 # clang-tidy over every C++ source (findings are errors); run by hand, not by CI.
 lint: build
 	scripts/lint.sh build/$(PRESET) $(JOBS)
+
+# libFuzzer over the protocol decoders (tests/fuzz/README.md): FUZZ_RUNS
+# executions (default 1,000,000) from the committed corpus; not run by CI,
+# which replays the corpus in `make test`.
+FUZZ_RUNS ?= 1000000
+fuzz: deps
+	@cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS) --target kvb_fuzz_protocol
+	scripts/fuzz.sh build/fuzz $(FUZZ_RUNS)
 
 # clang-format of every C++ file (or of those changed since BASE).
 format-check:

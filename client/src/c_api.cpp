@@ -156,6 +156,31 @@ int kvb_client_lookup(kvb_client* client, const uint64_t* hashes, size_t count, 
   });
 }
 
+int kvb_client_locate(kvb_client* client, const uint64_t* hashes, size_t count, kvb_worker_prefix* out, size_t capacity,
+                      size_t* workers) {
+  return guarded([&] {
+    KVB_REQUIRE(client != nullptr, "kvb_client_locate: client is NULL");
+    KVB_REQUIRE(hashes != nullptr || count == 0, "kvb_client_locate: hashes is NULL");
+    KVB_REQUIRE(out != nullptr || capacity == 0, "kvb_client_locate: out is NULL");
+    KVB_REQUIRE(workers != nullptr, "kvb_client_locate: workers is NULL");
+    auto r = client->client->locate(std::span<const std::uint64_t>(hashes, count));
+    if (!r) return set_error(r.error());
+    for (const auto& w : *r) {
+      if (w.worker.size() >= KVB_WORKER_NAME_MAX) {
+        return set_error(kvb::Errc::invalid_argument,
+                         fmt::format("kvb_client_locate: worker name '{}' has {} bytes, over KVB_WORKER_NAME_MAX - 1",
+                                     w.worker, w.worker.size()));
+      }
+    }
+    *workers = r->size();
+    for (size_t i = 0; i < r->size() && i < capacity; ++i) {
+      std::memcpy(out[i].worker, (*r)[i].worker.c_str(), (*r)[i].worker.size() + 1);
+      out[i].prefix_blocks = (*r)[i].prefix_blocks;
+    }
+    return 0;
+  });
+}
+
 int kvb_client_offload(kvb_client* client, const uint32_t* engine_blocks, const uint64_t* hashes, size_t count) {
   return guarded([&] {
     KVB_REQUIRE(client != nullptr, "kvb_client_offload: client is NULL");

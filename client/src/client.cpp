@@ -80,6 +80,11 @@ Result<LookupResult> Client::lookup(std::span<const std::uint64_t> hashes, bool 
   return call<LookupResult>([&](Callback<LookupResult> cb) { session_->async_lookup(hashes, pin, std::move(cb)); });
 }
 
+Result<std::vector<WorkerPrefix>> Client::locate(std::span<const std::uint64_t> hashes) {
+  return call<std::vector<WorkerPrefix>>(
+      [&](Callback<std::vector<WorkerPrefix>> cb) { session_->async_locate(hashes, std::move(cb)); });
+}
+
 Status Client::offload(std::span<const OffloadItem> items) {
   return call<void>([&](Callback<void> cb) { session_->async_offload(items, std::move(cb)); });
 }

@@ -516,6 +516,14 @@ RequestId Session::async_lookup(std::span<const std::uint64_t> hashes, bool pin,
   return send(req, body_reply<proto::LookupReply>(std::move(done), [](proto::LookupReply r) { return r; }), {}, {});
 }
 
+RequestId Session::async_locate(std::span<const std::uint64_t> hashes, Callback<std::vector<WorkerPrefix>> done) {
+  proto::LocateRequest req;
+  req.hashes.assign(hashes.begin(), hashes.end());
+  return send(
+      req, body_reply<proto::LocateReply>(std::move(done), [](proto::LocateReply r) { return std::move(r.workers); }),
+      {}, {});
+}
+
 RequestId Session::async_offload(std::span<const OffloadItem> items, Callback<void> done) {
   proto::OffloadRequest req;
   req.items.assign(items.begin(), items.end());

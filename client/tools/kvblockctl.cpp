@@ -1,5 +1,5 @@
 // kvblockctl: the operator's tool for a running kvblockd.
-//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | config | drain | cluster
+//   kvblockctl [--socket PATH] status | stats [--json] | lookup HASH... | locate HASH... | config | drain | cluster
 // Exit codes: 0 ok, 1 the daemon answered an error or is unreachable, 2 usage.
 #include <cstdint>
 #include <cstdio>
@@ -23,8 +23,9 @@ int report(const kvb::Error& e) {
   return 1;
 }
 
-/// Operator sessions say hello with num_layers 0 (no KV cache); lookup says
-/// hello with the tenant's block shape, since the daemon keeps a pool per shape.
+/// Operator sessions say hello with num_layers 0 (no KV cache); lookup and
+/// locate say hello with the tenant's block shape, since the daemon keeps a
+/// pool per shape.
 kvb::Result<kvb::client::HelloInfo> hello(Client& c, std::uint64_t salt, const kvb::client::BlockShape& shape) {
   kvb::client::HelloParams p;
   p.client_name = "kvblockctl";
@@ -112,8 +113,9 @@ static int run(int argc, char** argv) {
   bool json = false;
   stats_cmd->add_flag("--json", json, "print the counters JSON exactly as the daemon sends it");
   auto* lookup_cmd = app.add_subcommand("lookup", "longest prefix of these sequence hashes held, per tier");
+  auto* locate_cmd = app.add_subcommand(
+      "locate", "for a KV-aware router: the longest prefix of these sequence hashes each worker of the cluster holds");
   std::vector<std::string> hash_text;
-  lookup_cmd->add_option("HASH", hash_text, "sequence hashes, in prefix order (decimal or 0x hex)")->required();
   // The block shape of the blocks looked up (defaults: examples/engine_sim's).
   kvb::client::BlockShape shape;
   shape.num_layers = 4;
@@ -121,13 +123,16 @@ static int run(int argc, char** argv) {
   shape.page_size = 16;
   shape.inner_dim = 128;
   std::string dtype_name = "bf16";
-  lookup_cmd->add_option("--layers", shape.num_layers, "block shape: layers")->capture_default_str();
-  lookup_cmd->add_option("--outer-dim", shape.outer_dim, "block shape: 2 (K,V) or 1 (MLA)")->capture_default_str();
-  lookup_cmd->add_option("--page-size", shape.page_size, "block shape: tokens per block")->capture_default_str();
-  lookup_cmd->add_option("--inner-dim", shape.inner_dim, "block shape: num_kv_heads x head_dim")->capture_default_str();
-  lookup_cmd->add_option("--dtype", dtype_name, "block shape: u8, f16, bf16, f32, fp8_e4m3 or fp8_e5m2 (or its number)")
-      ->capture_default_str();
-  lookup_cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
+  for (auto* cmd : {lookup_cmd, locate_cmd}) {
+    cmd->add_option("HASH", hash_text, "sequence hashes, in prefix order (decimal or 0x hex)")->required();
+    cmd->add_option("--layers", shape.num_layers, "block shape: layers")->capture_default_str();
+    cmd->add_option("--outer-dim", shape.outer_dim, "block shape: 2 (K,V) or 1 (MLA)")->capture_default_str();
+    cmd->add_option("--page-size", shape.page_size, "block shape: tokens per block")->capture_default_str();
+    cmd->add_option("--inner-dim", shape.inner_dim, "block shape: num_kv_heads x head_dim")->capture_default_str();
+    cmd->add_option("--dtype", dtype_name, "block shape: u8, f16, bf16, f32, fp8_e4m3 or fp8_e5m2 (or its number)")
+        ->capture_default_str();
+    cmd->add_option("--alignment", shape.alignment, "block shape: alignment")->capture_default_str();
+  }
   auto* config_cmd = app.add_subcommand("config", "the daemon's effective configuration (TOML)");
   auto* drain_cmd = app.add_subcommand("drain", "stop accepting new work from every session");
   auto* cluster_cmd =
@@ -141,7 +146,8 @@ static int run(int argc, char** argv) {
       hashes.push_back(std::stoull(h, &used, 0));
       if (used != h.size()) throw std::invalid_argument(h);
     } catch (const std::exception&) {
-      std::fprintf(stderr, "kvblockctl: lookup: '%s' is not a hash (decimal or 0x hex u64)\n", h.c_str());
+      std::fprintf(stderr, "kvblockctl: %s: '%s' is not a hash (decimal or 0x hex u64)\n",
+                   lookup_cmd->parsed() ? "lookup" : "locate", h.c_str());
       return 2;
     }
   }
@@ -152,15 +158,16 @@ static int run(int argc, char** argv) {
   c.set_timeout(std::chrono::milliseconds(timeout_ms));
   kvb::client::BlockShape operator_shape;
   operator_shape.num_layers = 0;  // no KV cache: an operator session
-  if (lookup_cmd->parsed()) {
+  const bool with_shape = lookup_cmd->parsed() || locate_cmd->parsed();
+  if (with_shape) {
     auto dtype = parse_dtype_arg(dtype_name);
     if (!dtype) {
-      std::fprintf(stderr, "kvblockctl: lookup --dtype: %s\n", dtype.error().message.c_str());
+      std::fprintf(stderr, "kvblockctl: --dtype: %s\n", dtype.error().message.c_str());
       return 2;
     }
     shape.dtype = static_cast<std::uint8_t>(*dtype);
   }
-  auto info = hello(c, salt, lookup_cmd->parsed() ? shape : operator_shape);
+  auto info = hello(c, salt, with_shape ? shape : operator_shape);
   if (!info) return report(info.error());
 
   int rc = 0;
@@ -190,6 +197,19 @@ static int run(int argc, char** argv) {
     } else {
       std::printf("prefix_blocks %u of %zu\n", r->prefix_blocks, hashes.size());
       for (const auto& t : r->tiers) std::printf("  G%u %u\n", static_cast<unsigned>(t.tier), t.blocks);
+    }
+  } else if (locate_cmd->parsed()) {
+    auto r = c.locate(hashes);
+    if (!r) {
+      rc = report(r.error());
+    } else {
+      std::printf("%-24s %s (of %zu)\n", "WORKER", "PREFIX_BLOCKS", hashes.size());
+      for (std::size_t i = 0; i < r->size(); ++i) {
+        const auto& w = (*r)[i];
+        const std::string name =
+            i == 0 ? (w.worker.empty() ? std::string("(this daemon)") : w.worker + " (this daemon)") : w.worker;
+        std::printf("%-24s %u\n", name.c_str(), w.prefix_blocks);
+      }
     }
   } else if (cluster_cmd->parsed()) {
     auto stats = c.stats();

@@ -22,6 +22,7 @@ std::string_view to_string(MsgType type) noexcept {
     case MsgType::drain: return "drain";
     case MsgType::config: return "config";
     case MsgType::onboard_layers: return "onboard_layers";
+    case MsgType::locate: return "locate";
     case MsgType::reply: return "reply";
     case MsgType::notification: return "notification";
     case MsgType::error: return "error";
@@ -31,7 +32,7 @@ std::string_view to_string(MsgType type) noexcept {
 }
 
 namespace {
-constexpr auto kLastRequest = static_cast<std::uint16_t>(MsgType::onboard_layers);
+constexpr auto kLastRequest = static_cast<std::uint16_t>(MsgType::locate);
 constexpr auto kLastAnswer = static_cast<std::uint16_t>(MsgType::progress);
 }  // namespace
 

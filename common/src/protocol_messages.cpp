@@ -207,6 +207,9 @@ void read(WireReader& in, OnboardLayersRequest& out) {
   out.items = std::move(items.items);
 }
 
+void write(WireWriter& out, const LocateRequest& in) { write_u64_list(out, in.hashes, "hashes"); }
+void read(WireReader& in, LocateRequest& out) { read_u64_list(in, out.hashes, "hashes"); }
+
 void write(WireWriter& out, const ReleaseRequest& in) { write_u64_list(out, in.hashes, "hashes"); }
 void read(WireReader& in, ReleaseRequest& out) { read_u64_list(in, out.hashes, "hashes"); }
 
@@ -318,6 +321,24 @@ void read(WireReader& in, LookupReply& out) {
   }
 }
 
+void write(WireWriter& out, const LocateReply& in) {
+  out.count(in.workers.size(), "workers");
+  for (const auto& w : in.workers) {
+    out.string(w.worker, "workers[].worker");
+    out.u32(w.prefix_blocks);
+  }
+}
+void read(WireReader& in, LocateReply& out) {
+  const std::uint32_t n = in.count("workers", 8);  // u32 string length + u32 prefix_blocks at least
+  out.workers.reserve(n);
+  for (std::uint32_t i = 0; i < n && in.ok(); ++i) {
+    WorkerPrefix w;
+    w.worker = in.string("workers[].worker");
+    w.prefix_blocks = in.u32("workers[].prefix_blocks");
+    out.workers.push_back(std::move(w));
+  }
+}
+
 void write(WireWriter& out, const ReleaseReply& in) { out.u32(in.released); }
 void read(WireReader& in, ReleaseReply& out) { out.released = in.u32("released"); }
 
@@ -387,6 +408,7 @@ Result<AnyRequest> decode_request(MsgType type, std::span<const std::byte> paylo
     case MsgType::drain: return decode_as<DrainRequest>(payload);
     case MsgType::config: return decode_as<ConfigRequest>(payload);
     case MsgType::onboard_layers: return decode_as<OnboardLayersRequest>(payload);
+    case MsgType::locate: return decode_as<LocateRequest>(payload);
     case MsgType::reply:
     case MsgType::notification:
     case MsgType::error:

@@ -1,5 +1,6 @@
 #include "block_service.h"
 
+#include <iterator>
 #include <unordered_set>
 #include <utility>
 
@@ -8,7 +9,6 @@
 #include <boost/asio/post.hpp>
 
 #include "device_kv.h"
-#include "kvb/common/mix64.h"
 #include "kvb/common/page_populate.h"
 #include "kvb/kernels/async_copy.h"
 #include "layer_groups.h"
@@ -19,15 +19,11 @@ namespace kvb::daemon {
 // may ask for holds for their blocks.
 static_assert(kMaxAlignment <= kHugePageBytes);
 
-namespace {
-/// "kvblockd" in ASCII: keeps the tenant key stream apart from other uses of mix64.
-constexpr std::uint64_t kTenantKeyDomain = 0x6b76626c6f636b64ULL;
-}  // namespace
-
-SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_salt) noexcept {
-  // The hash xor a key derived from the salt: a bijection of the hash for a
-  // given salt, so two hashes of one tenant never collide with each other.
-  return SequenceHash{client_hash ^ mix64(tenant_salt ^ kTenantKeyDomain)};
+SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_key) noexcept {
+  // A bijection of the hash for a given tenant, so two hashes of one tenant
+  // never collide with each other; the tenant key is secret (tenant_keys.h),
+  // so no client can pick hashes that land on another tenant's keys.
+  return SequenceHash{client_hash ^ tenant_key};
 }
 
 BlockSpace EngineKv::space() const {
@@ -229,6 +225,20 @@ LookupResult BlockService::lookup(LayoutPool& pool, std::uint64_t salt, std::spa
   out.leases = std::move(match.leases);
   if (remote_ != nullptr && out.matched < keys.size()) {
     out.g4_blocks = remote_->remote_prefix(pool, std::span(keys).subspan(out.matched));
+  }
+  return out;
+}
+
+std::vector<proto::WorkerPrefix> BlockService::locate(const LayoutPool& pool, std::uint64_t salt,
+                                                      std::span<const std::uint64_t> hashes) const {
+  std::vector<SequenceHash> keys;
+  keys.reserve(hashes.size());
+  for (auto hash : hashes) keys.push_back(salted_key(hash, salt));
+  std::vector<proto::WorkerPrefix> out;
+  out.push_back({remote_ != nullptr ? remote_->worker_name() : std::string(), pool.manager->peek(keys)});
+  if (remote_ != nullptr) {
+    auto members = remote_->member_prefixes(pool, keys);
+    out.insert(out.end(), std::make_move_iterator(members.begin()), std::make_move_iterator(members.end()));
   }
   return out;
 }

@@ -37,8 +37,10 @@
 
 namespace kvb::daemon {
 
-/// The salted registry key of a client hash.
-[[nodiscard]] SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_salt) noexcept;
+/// The registry key of a client hash for a session whose tenant key
+/// (TenantKeys::session_key) is `tenant_key`. The `salt` parameters of
+/// BlockService below are that tenant key.
+[[nodiscard]] SequenceHash salted_key(std::uint64_t client_hash, std::uint64_t tenant_key) noexcept;
 
 /// One distinct block layout: its host pool's BlockManager, and its disk
 /// tier's store when G3 is on (declared first: it outlives the manager).
@@ -180,6 +182,12 @@ class BlockService {
 
   /// Longest registered prefix of the salted hashes; leases every matched block.
   [[nodiscard]] LookupResult lookup(LayoutPool& pool, std::uint64_t salt, std::span<const std::uint64_t> hashes);
+  /// For a router: the longest prefix of the salted hashes this daemon holds
+  /// (any local tier; first entry, named by its cluster worker name, "" when
+  /// it is not in a cluster), then each joined member's, from the cluster
+  /// index. Leases and counts nothing.
+  [[nodiscard]] std::vector<proto::WorkerPrefix> locate(const LayoutPool& pool, std::uint64_t salt,
+                                                        std::span<const std::uint64_t> hashes) const;
 
   /// Checks an offload/onboard's block ids and hashes before it is accepted
   /// (invalid_argument naming the bad item).

@@ -109,6 +109,13 @@ const std::vector<KeyDef>& key_defs() {
         key("operator_uids", &DaemonConfig::operator_uids, IdList{},
             "Uids allowed the operator requests drain and config; empty = the daemon's own uid. Repeat the flag",
             "--operator-uid"));
+    d.push_back(key("tenants.shared_uids", &DaemonConfig::tenants_shared_uids, IdList{},
+                    "Uids whose clients share one tenant namespace (a hello's salt then names a tenant among them); "
+                    "every other uid is a namespace of its own. Repeat the flag",
+                    "--tenant-shared-uid"));
+    d.push_back(key("tenants.secret_file", &DaemonConfig::tenants_secret_file, Text{0, 4096},
+                    "File holding the secret tenant keys are derived with (>= 16 bytes, same file on every cluster "
+                    "worker); empty = from cluster.name in a cluster, else <disk.path>/tenant-secret, else random"));
     d.push_back(key("log_level", &DaemonConfig::log_level,
                     Choice{{"trace", "debug", "info", "warn", "error", "critical", "off"}}, "Log level (stderr)"));
     d.push_back(key("max_frame_bytes", &DaemonConfig::max_frame_bytes, Size{4096, u32},

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -118,6 +119,14 @@ class Daemon {
 
   Status start() {
     if (auto disk = blocks_.start_disk(); !disk) return disk;
+    auto tenants = TenantKeys::load(core_.config);
+    if (!tenants) return tl::unexpected(tenants.error());
+    core_.tenants = std::move(*tenants);
+    spdlog::info("tenant keys: one namespace per uid{}; secret {}",
+                 core_.config.tenants_shared_uids.empty()
+                     ? std::string()
+                     : fmt::format(", uids {} share one", fmt::join(core_.config.tenants_shared_uids, ",")),
+                 core_.tenants->source());
     const auto& path = core_.config.socket;
     if (auto claimed = claim_socket_path(path); !claimed) return claimed;
     boost::system::error_code ec;

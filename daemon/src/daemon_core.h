@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "deadline_queue.h"
 #include "kvb/daemon/config.h"
 #include "metrics.h"
+#include "tenant_keys.h"
 
 namespace kvb::daemon {
 
@@ -42,8 +44,10 @@ struct DaemonCore {
   std::function<void()> on_all_closed;
   std::uint64_t next_session_id = 1;
   std::vector<std::uint32_t> operator_uids;  // resolved: config's, else the daemon's own uid
-  bool draining = false;                     // drain: no new offload/onboard
-  bool shutting_down = false;                // SIGTERM/SIGINT received
+  /// Tenant keys (tenant_keys.h); set before the first connection is accepted.
+  std::optional<TenantKeys> tenants;
+  bool draining = false;       // drain: no new offload/onboard
+  bool shutting_down = false;  // SIGTERM/SIGINT received
 
   /// What the connections hold now, summed over them (never kept apart).
   struct Totals {

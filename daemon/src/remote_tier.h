@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kvb/blockmgr/block_lease.h"
 #include "kvb/blockmgr/sequence_hash.h"
 #include "kvb/common/error.h"
+#include "kvb/common/protocol_messages.h"
 
 namespace kvb::daemon {
 
@@ -33,6 +35,12 @@ class RemoteTier {
   /// A failed fetch registers nothing.
   virtual void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
                      FetchDone done) = 0;
+  /// This worker's name in its cluster.
+  [[nodiscard]] virtual const std::string& worker_name() const noexcept = 0;
+  /// For each joined member (not this worker), the longest prefix of
+  /// `keys` (salted, in order) its index says it holds (locate).
+  [[nodiscard]] virtual std::vector<proto::WorkerPrefix> member_prefixes(const LayoutPool& pool,
+                                                                         std::span<const SequenceHash> keys) const = 0;
 
  protected:
   ~RemoteTier() = default;

@@ -154,6 +154,7 @@ void Session::handle(const proto::Frame& frame, std::vector<UniqueFd> fds) {
     case MsgType::hello: return on_hello(id, std::get<proto::HelloRequest>(request));
     case MsgType::register_kv: return on_register_kv(id, std::get<proto::RegisterKvRequest>(request), std::move(fds));
     case MsgType::lookup: return on_lookup(id, std::get<proto::LookupRequest>(request));
+    case MsgType::locate: return on_locate(id, std::get<proto::LocateRequest>(request));
     case MsgType::offload: return on_offload(id, std::move(std::get<proto::OffloadRequest>(request)));
     case MsgType::onboard:
       return on_onboard(id, std::move(std::get<proto::OnboardRequest>(request).items), 0, MsgType::onboard);
@@ -205,9 +206,10 @@ void Session::on_hello(RequestId id, const proto::HelloRequest& request) {
     pool_ = *pool;
   }
   hello_done_ = true;
-  salt_ = request.tenant_salt;
-  spdlog::debug("session {}: hello from '{}' (salt {:#x}, layout {})", id_, request.client_name, salt_,
-                pool_ != nullptr ? "yes" : "none");
+  // The uid (SO_PEERCRED), not the client, picks the tenant namespace.
+  salt_ = core_.tenants->session_key(uid_, request.tenant_salt);
+  spdlog::debug("session {}: hello from '{}' (uid {}, salt {:#x}, layout {})", id_, request.client_name, uid_,
+                request.tenant_salt, pool_ != nullptr ? "yes" : "none");
   proto::HelloReply body;
   body.session_id = id_;
   body.version = proto::kVersion;
@@ -264,6 +266,13 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
   if (result.g3_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g3, result.g3_blocks});
   if (result.g4_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g4, result.g4_blocks});
   reply(id, proto::make_reply(body), "lookup");
+}
+
+void Session::on_locate(RequestId id, const proto::LocateRequest& request) {
+  if (pool_ == nullptr) {
+    return refuse(id, "locate", Error{Errc::wrong_state, "locate needs a hello with a layout first"});
+  }
+  reply(id, proto::make_reply(proto::LocateReply{core_.blocks.locate(*pool_, salt_, request.hashes)}), "locate");
 }
 
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {

@@ -97,6 +97,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_hello(RequestId id, const proto::HelloRequest& request);
   void on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds);
   void on_lookup(RequestId id, const proto::LookupRequest& request);
+  void on_locate(RequestId id, const proto::LocateRequest& request);
   void on_offload(RequestId id, proto::OffloadRequest request);
   /// onboard (layers_per_group 0) and onboard_layers (progress per group).
   void on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,

@@ -15,13 +15,13 @@ Docs: docs/python.md in the kvblockd repository.
 
 from ._core import BlockShape, KvRegion, share_in_place
 from ._client import Client, Pending, connect, default_socket_path
-from ._types import HelloInfo, LookupResult, RequestState, RequestStatus, Tier
+from ._types import HelloInfo, LookupResult, RequestState, RequestStatus, Tier, WorkerPrefix
 from .errors import *  # noqa: F401,F403  (the exception classes)
 from .errors import KvblockdError, error_for
 
 __all__ = [
     "BlockShape", "KvRegion", "share_in_place", "Client", "Pending", "connect", "default_socket_path",
-    "HelloInfo", "LookupResult", "RequestState", "RequestStatus", "Tier", "KvblockdError", "error_for",
+    "HelloInfo", "LookupResult", "RequestState", "RequestStatus", "Tier", "WorkerPrefix", "KvblockdError", "error_for",
 ]
 from . import errors as _errors  # noqa: E402
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
 from . import _core
-from ._types import (HelloInfo, LookupResult, RequestStatus, ints, to_hello, to_lookup, to_stats,
-                     to_status)
+from ._types import (HelloInfo, LookupResult, RequestStatus, WorkerPrefix, ints, to_hello, to_locate, to_lookup,
+                     to_stats, to_status)
 from .errors import error_for
 
 T = TypeVar("T")
@@ -101,6 +101,10 @@ class Client:
     def lookup(self, hashes: Iterable[int], *, pin: bool = False) -> LookupResult:
         """Longest stored prefix of ``hashes`` (chained block hashes, in order). pin=True leases the matched blocks."""
         return self._pending(self._conn.lookup(ints(hashes), pin, False), to_lookup).result()
+
+    def locate(self, hashes: Iterable[int]) -> list[WorkerPrefix]:
+        """For a KV-aware router: each worker's longest prefix of ``hashes`` (this daemon first)."""
+        return self._pending(self._conn.locate(ints(hashes), False), to_locate).result()
 
     def offload_nowait(self, blocks: Iterable[int], hashes: Iterable[int]) -> Pending[None]:
         return self._pending(self._conn.offload(ints(blocks), ints(hashes), False), _identity)

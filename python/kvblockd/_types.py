@@ -37,6 +37,15 @@ class LookupResult:
     tiers: dict[Tier, int]
 
 
+@dataclass(frozen=True)
+class WorkerPrefix:
+    """One worker's answer to locate: its name ("" for a daemon not in a cluster) and the
+    longest prefix of the hashes it holds."""
+
+    worker: str
+    prefix_blocks: int
+
+
 class RequestState(enum.IntEnum):
     PENDING = 0
     OK = 1
@@ -57,6 +66,10 @@ def to_hello(value: Any) -> HelloInfo:
 def to_lookup(value: Any) -> LookupResult:
     prefix, tiers = value
     return LookupResult(prefix, {Tier(t): n for t, n in tiers.items()})
+
+
+def to_locate(value: Any) -> list[WorkerPrefix]:
+    return [WorkerPrefix(worker, blocks) for worker, blocks in value]
 
 
 def to_status(value: Any) -> RequestStatus:

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from . import _core
 from ._client import default_socket_path
-from ._types import (HelloInfo, LookupResult, RequestStatus, ints, to_hello, to_lookup, to_stats,
-                     to_status)
+from ._types import (HelloInfo, LookupResult, RequestStatus, WorkerPrefix, ints, to_hello, to_locate, to_lookup,
+                     to_stats, to_status)
 from .errors import Cancelled, error_for
 
 T = TypeVar("T")
@@ -79,6 +79,9 @@ class AsyncClient:
 
     async def lookup(self, hashes: Iterable[int], *, pin: bool = False) -> LookupResult:
         return await self._submit(self._conn.lookup(ints(hashes), pin, True), to_lookup)
+
+    async def locate(self, hashes: Iterable[int]) -> list[WorkerPrefix]:
+        return await self._submit(self._conn.locate(ints(hashes), True), to_locate)
 
     async def offload(self, blocks: Iterable[int], hashes: Iterable[int]) -> None:
         """Resolves when the daemon's notification says the blocks are registered."""

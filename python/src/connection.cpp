@@ -126,6 +126,12 @@ std::uint64_t Connection::lookup(std::vector<std::uint64_t> hashes, bool pin, bo
   return t;
 }
 
+std::uint64_t Connection::locate(std::vector<std::uint64_t> hashes, bool async) {
+  const auto t = new_ticket();
+  note_request(t, session_->async_locate(hashes, completion<std::vector<kvb::client::WorkerPrefix>>(t, async)));
+  return t;
+}
+
 namespace {
 
 Outcome mismatch(std::uint64_t ticket, std::size_t blocks, std::size_t hashes) {

@@ -43,7 +43,7 @@ struct Failure {
 
 /// What a finished request produced.
 using Value = std::variant<std::monostate, kvb::client::HelloInfo, kvb::client::LookupResult, std::uint32_t,
-                           kvb::client::RequestStatus, std::string>;
+                           kvb::client::RequestStatus, std::string, std::vector<kvb::client::WorkerPrefix>>;
 
 struct Outcome {
   std::uint64_t ticket = 0;
@@ -66,6 +66,7 @@ class Connection {
   std::uint64_t hello(const std::string& name, std::uint64_t salt, const kvb::client::BlockShape& shape, bool async);
   std::uint64_t register_kv(const kvb::client::KvRegion& region, bool async);
   std::uint64_t lookup(std::vector<std::uint64_t> hashes, bool pin, bool async);
+  std::uint64_t locate(std::vector<std::uint64_t> hashes, bool async);
   std::uint64_t offload(const std::vector<std::uint32_t>& blocks, const std::vector<std::uint64_t>& hashes, bool async);
   std::uint64_t onboard(const std::vector<std::uint32_t>& blocks, const std::vector<std::uint64_t>& hashes, bool async);
   std::uint64_t release(std::vector<std::uint64_t> hashes, bool async);

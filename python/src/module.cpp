@@ -36,6 +36,10 @@ nb::tuple to_python(const Outcome& o) {
           nb::dict tiers;
           for (const auto& t : v.tiers) tiers[nb::int_(static_cast<int>(t.tier))] = t.blocks;
           return nb::make_tuple(v.prefix_blocks, tiers);
+        } else if constexpr (std::is_same_v<V, std::vector<kvb::client::WorkerPrefix>>) {
+          nb::list workers;
+          for (const auto& w : v) workers.append(nb::make_tuple(w.worker, w.prefix_blocks));
+          return workers;
         } else if constexpr (std::is_same_v<V, kvb::client::RequestStatus>) {
           return nb::make_tuple(static_cast<int>(v.state), v.message);
         } else {
@@ -90,6 +94,7 @@ NB_MODULE(_core, m) {
           "name"_a, "salt"_a, "shape"_a, "async_"_a)
       .def("register_kv", &Connection::register_kv, "region"_a, "async_"_a)
       .def("lookup", &Connection::lookup, "hashes"_a, "pin"_a, "async_"_a)
+      .def("locate", &Connection::locate, "hashes"_a, "async_"_a)
       .def("offload", &Connection::offload, "blocks"_a, "hashes"_a, "async_"_a)
       .def("onboard", &Connection::onboard, "blocks"_a, "hashes"_a, "async_"_a)
       .def("release", &Connection::release, "hashes"_a, "async_"_a)

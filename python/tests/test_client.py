@@ -60,6 +60,16 @@ def test_other_tenants_do_not_see_the_blocks(client: kvblockd.Client, daemon, sh
         assert other.lookup([0xB001]).prefix_blocks == 0
 
 
+def test_locate_reports_this_daemons_prefix(client: kvblockd.Client, daemon, shape, salt) -> None:
+    region = kvblockd.KvRegion.create(shape, KIND, num_blocks=2)
+    client.register_kv(region)
+    client.offload([0, 1], [0xC001, 0xC002])
+    assert client.locate([0xC001, 0xC002, 0xC003]) == [kvblockd.WorkerPrefix("", 2)]
+    with kvblockd.connect(daemon.socket) as other:
+        other.hello(shape, tenant_salt=salt + 1)
+        assert other.locate([0xC001]) == [kvblockd.WorkerPrefix("", 0)]
+
+
 def test_onboard_of_a_missing_hash_raises_not_found(client: kvblockd.Client, shape) -> None:
     region = kvblockd.KvRegion.create(shape, KIND, num_blocks=2)
     client.register_kv(region)

@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   uint64_t session = 0, hashes[BLOCKS];
   uint32_t src[BLOCKS], dst[BLOCKS], again[BLOCKS], prefix = 0, released = 0, b, l, o;
   struct progress_log progress = {0, 0, 0};
-  size_t bytes = 0, i, needed = 0;
+  size_t bytes = 0, i, needed = 0, workers = 0;
+  kvb_worker_prefix where[4];
   char stats[4096];
   int rc = 1;
 
@@ -66,6 +67,16 @@ int main(int argc, char** argv) {
     fprintf(stderr, "c_abi: lookup matched %u of %u\n", prefix, BLOCKS);
     goto out;
   }
+  /* locate: one worker (this daemon, not in a cluster: named ""), the whole
+   * prefix; with no room for the answer, only the count. */
+  if (check(kvb_client_locate(client, hashes, BLOCKS, where, 4, &workers), "locate")) goto out;
+  if (workers != 1 || where[0].worker[0] != '\0' || where[0].prefix_blocks != BLOCKS) {
+    fprintf(stderr, "c_abi: locate: %zu workers, first '%s' with %u blocks\n", workers, where[0].worker,
+            where[0].prefix_blocks);
+    goto out;
+  }
+  workers = 0;
+  if (check(kvb_client_locate(client, hashes, BLOCKS, NULL, 0, &workers), "locate (count)") || workers != 1) goto out;
   if (check(kvb_client_onboard(client, hashes, dst, BLOCKS), "onboard")) goto out;
   for (b = 0; b < BLOCKS; ++b)
     for (l = 0; l < shape.num_layers; ++l)

@@ -140,12 +140,16 @@ TEST(Protocol, EveryRequestRoundTrips) {
   expect_round_trip(ByeRequest{});
   expect_round_trip(DrainRequest{});
   expect_round_trip(ConfigRequest{});
+  expect_round_trip(LocateRequest{{5, 6, 0xFFFFFFFFFFFFFFFFULL}});
+  expect_round_trip(LocateRequest{});
 }
 
 TEST(Protocol, EveryAnswerRoundTrips) {
   expect_round_trip(HelloReply{SessionId{9}, 1, 1 << 24, 128, false, "kvblockd 0.1.0"});
   expect_round_trip(LookupReply{3, {{WireTier::g2, 3}, {WireTier::g1, 1}}});
   expect_round_trip(ReleaseReply{4});
+  expect_round_trip(LocateReply{{{"gpu-node-3:7000", 12}, {"", 0}, {"B", 4}}});
+  expect_round_trip(LocateReply{});
   expect_round_trip(RequestStateReply{RequestState::err, "timeout after 5 ms"});
   expect_round_trip(StatsReply{R"({"sessions":1})"});
   expect_round_trip(ConfigReply{"socket = \"/tmp/x\"\n"});
@@ -228,6 +232,17 @@ TEST(Protocol, DecodeRequestDispatchesByTypeAndRefusesAnswers) {
   EXPECT_NE(wrong.error().message.find("status"), std::string::npos) << wrong.error().message;
   EXPECT_FALSE(decode_request(MsgType::reply, {}));
   EXPECT_FALSE(decode_request(MsgType::notification, {}));
+
+  auto locate = decode_request(MsgType::locate, *encode_payload(LocateRequest{{1, 2}}));
+  ASSERT_TRUE(locate);
+  ASSERT_TRUE(std::holds_alternative<LocateRequest>(*locate));
+  EXPECT_EQ(std::get<LocateRequest>(*locate).hashes, (std::vector<std::uint64_t>{1, 2}));
+  EXPECT_TRUE(is_request_type(MsgType::locate));
+  EXPECT_EQ(to_string(MsgType::locate), "locate");
+  // A reply listing more workers than its bytes can hold is refused, not allocated.
+  WireWriter lying;
+  lying.u32(1'000'000);
+  EXPECT_FALSE(decode_payload<LocateReply>(*std::move(lying).finish()));
 }
 
 TEST(Frame, HeaderRoundTripsAndHasTheDocumentedLayout) {

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <regex>
 #include <string>
 
@@ -204,6 +205,30 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   ASSERT_TRUE(on_c.attach());
   std::vector<std::uint64_t> hashes;
   for (std::uint64_t blk = 0; blk < 8; ++blk) hashes.push_back(3000 + blk);
+
+  // A router's locate on C: C holds nothing of the prefix, A its first 4
+  // blocks, B none of it from the start (B's blocks 4-7 begin a prefix of
+  // their own); another tenant sees nothing anywhere.
+  using Prefixes = std::vector<proto::WorkerPrefix>;
+  // This worker first, the members in the order it admitted them.
+  auto by_name = [](Prefixes p) {
+    if (p.size() > 1) {
+      std::sort(p.begin() + 1, p.end(), [](const auto& x, const auto& y) { return x.worker < y.worker; });
+    }
+    return p;
+  };
+  auto located = on_c.client().call_body<proto::LocateReply>(RequestId{18}, proto::LocateRequest{hashes});
+  ASSERT_TRUE(located);
+  EXPECT_EQ(by_name(located->workers), (Prefixes{{"C", 0}, {"A", 4}, {"B", 0}}));
+  located = on_c.client().call_body<proto::LocateReply>(
+      RequestId{19}, proto::LocateRequest{std::vector<std::uint64_t>(hashes.begin() + 4, hashes.end())});
+  ASSERT_TRUE(located);
+  EXPECT_EQ(by_name(located->workers), (Prefixes{{"C", 0}, {"A", 0}, {"B", 4}}));
+  TestEngine stranger(c.socket_path(), 4, /*salt=*/6);
+  ASSERT_TRUE(stranger.attach());
+  located = stranger.client().call_body<proto::LocateReply>(RequestId{17}, proto::LocateRequest{hashes});
+  ASSERT_TRUE(located);
+  EXPECT_EQ(by_name(located->workers), (Prefixes{{"C", 0}, {"A", 0}, {"B", 0}}));
   auto lookup = on_c.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, hashes});
   ASSERT_TRUE(lookup);
   EXPECT_EQ(lookup->prefix_blocks, 8U);
@@ -224,6 +249,11 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
     on_c.fill(blk, blk + 1);  // what A's or B's engine wrote
     EXPECT_TRUE(on_c.same(blk, 8 + blk)) << "block " << blk;
   }
+
+  // Fetched blocks stay cached on C: it now holds the whole prefix itself.
+  located = on_c.client().call_body<proto::LocateReply>(RequestId{24}, proto::LocateRequest{hashes});
+  ASSERT_TRUE(located);
+  EXPECT_EQ(by_name(located->workers), (Prefixes{{"C", 8}, {"A", 4}, {"B", 0}}));
 
   const auto json = stats_of(on_c.client(), 22);
   const proto::WireLayout l = small_layout();  // dtype u8: one byte per element
@@ -249,6 +279,14 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
     EXPECT_NE(metrics.find("kvblockd_cluster_peer_index_blocks" + of + "4\n"), std::string::npos) << metrics;
     EXPECT_NE(metrics.find("kvblockd_cluster_peer_up" + of + "1\n"), std::string::npos) << metrics;
   }
+  const std::vector<std::string> shape = kvblockctl_shape_args();
+  std::vector<std::string> argv{KVBLOCKCTL_PATH, "--socket", c.socket_path(), "--salt", "5",    "locate", "3000",
+                                "3001",          "3002",     "3003",          "3004",   "3005", "3006",   "3007"};
+  argv.insert(argv.end(), shape.begin(), shape.end());
+  auto where = run_program(argv, 20s);
+  ASSERT_TRUE(where && WIFEXITED(where->status) && WEXITSTATUS(where->status) == 0) << (where ? where->out : "");
+  for (const char* row : {"\\nC \\(this daemon\\) +8\\n", "\\nA +4\\n", "\\nB +0\\n"})
+    EXPECT_TRUE(std::regex_search(where->out, std::regex(row))) << row << where->out;
   auto table = run_program({KVBLOCKCTL_PATH, "--socket", c.socket_path(), "cluster"}, 20s);
   ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0);
   EXPECT_NE(table->out.find("worker C of cluster 'kvblockd'"), std::string::npos) << table->out;

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -148,6 +150,44 @@ TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
   EXPECT_EQ(released->released, 1U);
   json = stats_of(a.client(), 56);
   EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0);
+}
+
+// locate, the router's query, on a daemon that is not in a cluster: one
+// entry, named "", with the longest prefix this tenant's hashes have here;
+// it leases nothing, and another tenant's salt sees nothing.
+TEST(DaemonBlocks, LocateOnALoneDaemonReportsItsOwnPrefixPerTenant) {
+  DaemonProcess daemon(KVBLOCKD_PATH);
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine a(daemon.socket_path(), 16, /*salt=*/1);
+  TestEngine b(daemon.socket_path(), 16, /*salt=*/2);
+  ASSERT_TRUE(a.attach() && b.attach());
+  a.fill(0, 9);
+  a.fill(1, 10);
+  ASSERT_TRUE(a.client().call(RequestId{60}, proto::OffloadRequest{{{BlockId{0}, 7}, {BlockId{1}, 8}}}));
+  auto done = a.client().notification_of(RequestId{60});
+  ASSERT_TRUE(done && done->code == Errc::ok);
+
+  auto mine = a.client().call_body<proto::LocateReply>(RequestId{61}, proto::LocateRequest{{7, 8, 9}});
+  ASSERT_TRUE(mine);
+  ASSERT_EQ(mine->workers.size(), 1U);
+  EXPECT_EQ(mine->workers[0].worker, "");
+  EXPECT_EQ(mine->workers[0].prefix_blocks, 2U);
+  auto gap = a.client().call_body<proto::LocateReply>(RequestId{62}, proto::LocateRequest{{9, 7, 8}});
+  ASSERT_TRUE(gap && gap->workers.size() == 1U);
+  EXPECT_EQ(gap->workers[0].prefix_blocks, 0U) << "a prefix starts at the first hash";
+  auto other = b.client().call_body<proto::LocateReply>(RequestId{63}, proto::LocateRequest{{7, 8}});
+  ASSERT_TRUE(other && other->workers.size() == 1U);
+  EXPECT_EQ(other->workers[0].prefix_blocks, 0U) << "another tenant's salt never matches";
+  EXPECT_EQ(stat_of(stats_of(a.client(), 64), "leased_blocks"), 0) << "locate leases nothing";
+
+  // kvblockctl locate, with the tenant's salt and the test engine's shape.
+  const std::vector<std::string> shape = kvblockctl_shape_args();
+  std::vector<std::string> argv{KVBLOCKCTL_PATH, "--socket", daemon.socket_path(), "--salt", "1", "locate", "7", "8"};
+  argv.insert(argv.end(), shape.begin(), shape.end());
+  auto table = run_program(argv, 20s);
+  ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0) << (table ? table->out : "");
+  EXPECT_NE(table->out.find("(this daemon)            2\n"), std::string::npos) << table->out;
   EXPECT_EQ(daemon.stop(SIGTERM), 0);
 }
 

@@ -21,6 +21,13 @@ namespace kvb::test {
 /// 4 layers x (K,V) x 16 tokens x 64 u8: 1 KiB chunks, 8 KiB blocks.
 inline proto::WireLayout small_layout() { return proto::WireLayout{4, 2, 16, 64, 0, 256}; }
 
+/// kvblockctl's block-shape flags (lookup, locate) for `l`.
+inline std::vector<std::string> kvblockctl_shape_args(const proto::WireLayout& l = small_layout()) {
+  return {"--layers",    std::to_string(l.num_layers), "--outer-dim", std::to_string(l.outer_dim),
+          "--page-size", std::to_string(l.page_size),  "--inner-dim", std::to_string(l.inner_dim),
+          "--dtype",     std::to_string(l.dtype),      "--alignment", std::to_string(l.alignment)};
+}
+
 /// How an engine's memfds are sealed before they are passed.
 enum class Seal { shrink, none };
 

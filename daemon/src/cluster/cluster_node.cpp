@@ -344,9 +344,9 @@ void ClusterNode::fetch(LayoutPool& pool, std::vector<SequenceHash> keys,
   fetch_->fetch(pool, std::move(keys), deadline, std::move(done));
 }
 
-std::vector<LocateEntry> ClusterNode::locate(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
-  std::vector<LocateEntry> out;
-  out.push_back({worker_, pool.manager->peek(keys)});
+std::vector<proto::WorkerPrefix> ClusterNode::member_prefixes(const LayoutPool& pool,
+                                                              std::span<const SequenceHash> keys) const {
+  std::vector<proto::WorkerPrefix> out;
   std::vector<std::uint64_t> raw;
   raw.reserve(keys.size());
   for (const auto& k : keys) raw.push_back(k.value());

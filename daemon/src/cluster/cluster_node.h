@@ -35,12 +35,6 @@
 
 namespace kvb::daemon::cluster {
 
-/// One worker's longest prefix of a locate query.
-struct LocateEntry {
-  std::string worker;
-  std::uint32_t prefix_blocks = 0;
-};
-
 class ClusterNode final : public RemoteTier {
  public:
   ClusterNode(boost::asio::io_context& io, BlockService& blocks, ClusterSettings settings);
@@ -60,13 +54,13 @@ class ClusterNode final : public RemoteTier {
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
              FetchDone done) override;
 
-  /// For each worker (this one first), the longest prefix of `keys` it holds.
-  [[nodiscard]] std::vector<LocateEntry> locate(const LayoutPool& pool, std::span<const SequenceHash> keys) const;
+  [[nodiscard]] std::vector<proto::WorkerPrefix> member_prefixes(const LayoutPool& pool,
+                                                                 std::span<const SequenceHash> keys) const override;
+  [[nodiscard]] const std::string& worker_name() const noexcept override { return worker_; }
   /// The "cluster" object of the stats reply (docs/operations.md).
   [[nodiscard]] nlohmann::json stats() const;
   /// Prometheus lines of the per-peer metrics.
   [[nodiscard]] std::string prometheus() const;
-  [[nodiscard]] const std::string& worker_name() const noexcept { return worker_; }
 
  private:
   void pool_created(LayoutPool& pool);

@@ -52,6 +52,10 @@ class Client {
   /// memory must stay allocated until bye / close.
   [[nodiscard]] Status register_device_kv(const DeviceKv& kv);
   [[nodiscard]] Result<LookupResult> lookup(std::span<const std::uint64_t> hashes, bool pin = false);
+  /// For a KV-aware router: each worker's longest prefix of `hashes` (the
+  /// daemon first, named "" when it is not in a cluster). Needs a hello
+  /// with the block shape (and tenant salt) the hashes were stored under.
+  [[nodiscard]] Result<std::vector<WorkerPrefix>> locate(std::span<const std::uint64_t> hashes);
   /// Returns once the daemon's notification says the blocks are registered (or failed).
   [[nodiscard]] Status offload(std::span<const OffloadItem> items);
   /// Returns once the daemon's notification says the engine blocks hold the data (or failed).

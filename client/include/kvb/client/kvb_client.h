@@ -86,6 +86,20 @@ int kvb_client_register_device_kv(kvb_client* client, const kvb_block_shape* sha
                                   uint64_t region_bytes, int handles);
 /* prefix_blocks: longest prefix of hashes the daemon holds in any tier. */
 int kvb_client_lookup(kvb_client* client, const uint64_t* hashes, size_t count, int pin, uint32_t* prefix_blocks);
+/* One worker's answer to a locate: its name (NUL-terminated; "" for a daemon
+ * that is not in a cluster) and the longest prefix of the hashes it holds. */
+#define KVB_WORKER_NAME_MAX 256
+typedef struct kvb_worker_prefix {
+  char worker[KVB_WORKER_NAME_MAX];
+  uint32_t prefix_blocks;
+} kvb_worker_prefix;
+/* For a KV-aware router: for each worker of the daemon's cluster (the daemon
+ * first), the longest prefix of hashes it holds. Writes min(*workers,
+ * capacity) entries to out and sets *workers to how many there are: with
+ * capacity < *workers, call again with more room. A worker name of
+ * KVB_WORKER_NAME_MAX bytes or more is KVB_EINVAL (nothing is truncated). */
+int kvb_client_locate(kvb_client* client, const uint64_t* hashes, size_t count, kvb_worker_prefix* out, size_t capacity,
+                      size_t* workers);
 /* Copies engine_blocks[i] to the daemon under hashes[i]; returns when done. */
 int kvb_client_offload(kvb_client* client, const uint32_t* engine_blocks, const uint64_t* hashes, size_t count);
 /* Copies the block of hashes[i] into engine_blocks[i]; returns when done. */

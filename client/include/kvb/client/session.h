@@ -57,6 +57,8 @@ struct HelloParams {
 using HelloInfo = proto::HelloReply;
 /// prefix_blocks (longest match over all tiers) and the blocks per tier.
 using LookupResult = proto::LookupReply;
+/// One worker's longest prefix of a locate query.
+using WorkerPrefix = proto::WorkerPrefix;
 /// Copy engine block `engine_block` to the daemon under `hash`.
 using OffloadItem = proto::OffloadItem;
 /// Copy the block of `hash` into engine block `engine_block`.
@@ -94,6 +96,10 @@ class Session : public std::enable_shared_from_this<Session> {
   /// allocated while the daemon uses it (until bye or the session ends).
   RequestId async_register_device_kv(const DeviceKv& kv, Callback<void> done);
   RequestId async_lookup(std::span<const std::uint64_t> hashes, bool pin, Callback<LookupResult> done);
+  /// For a KV-aware router: for each worker of the daemon's cluster (the
+  /// daemon first; its name is "" when it is not in a cluster), the longest
+  /// prefix of `hashes` it holds. Leases nothing.
+  RequestId async_locate(std::span<const std::uint64_t> hashes, Callback<std::vector<WorkerPrefix>> done);
   /// Resolves when the notification arrives (or with the reply's refusal).
   RequestId async_offload(std::span<const OffloadItem> items, Callback<void> done);
   /// Resolves when the notification arrives (or with the reply's refusal).

@@ -39,6 +39,7 @@ enum class MsgType : std::uint16_t {
   drain = 11,
   config = 12,
   onboard_layers = 13,
+  locate = 14,
   // daemon -> client
   reply = 0x8001,
   notification = 0x8002,
@@ -48,9 +49,9 @@ enum class MsgType : std::uint16_t {
 
 /// Stable lower-case name ("hello", "register_kv", ..., "reply"); "unknown" otherwise.
 [[nodiscard]] std::string_view to_string(MsgType type) noexcept;
-/// One of the 17 types above.
+/// One of the 18 types above.
 [[nodiscard]] bool is_known_type(std::uint16_t type) noexcept;
-/// A client -> daemon type (hello .. onboard_layers).
+/// A client -> daemon type (hello .. locate).
 [[nodiscard]] bool is_request_type(MsgType type) noexcept;
 
 struct FrameHeader {

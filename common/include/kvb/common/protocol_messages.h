@@ -146,6 +146,14 @@ struct WaitRequest {
   friend bool operator==(const WaitRequest&, const WaitRequest&) = default;
 };
 
+/// For a router: for each worker of the daemon's cluster (this daemon
+/// first), the longest prefix of `hashes` it holds.
+struct LocateRequest {
+  static constexpr MsgType kType = MsgType::locate;
+  std::vector<std::uint64_t> hashes;  // a prefix, in order
+  friend bool operator==(const LocateRequest&, const LocateRequest&) = default;
+};
+
 struct StatsRequest {
   static constexpr MsgType kType = MsgType::stats;
   friend bool operator==(const StatsRequest&, const StatsRequest&) = default;
@@ -165,7 +173,7 @@ struct ConfigRequest {
 
 using AnyRequest = std::variant<HelloRequest, RegisterKvRequest, LookupRequest, OffloadRequest, OnboardRequest,
                                 ReleaseRequest, StatusRequest, WaitRequest, StatsRequest, ByeRequest, DrainRequest,
-                                ConfigRequest, OnboardLayersRequest>;
+                                ConfigRequest, OnboardLayersRequest, LocateRequest>;
 
 // ---- daemon -> client ------------------------------------------------------
 
@@ -234,6 +242,20 @@ struct LookupReply {
   friend bool operator==(const LookupReply&, const LookupReply&) = default;
 };
 
+/// One worker's longest prefix of a locate query (worker "" is a daemon
+/// that is not in a cluster).
+struct WorkerPrefix {
+  std::string worker;
+  std::uint32_t prefix_blocks = 0;
+  friend bool operator==(const WorkerPrefix&, const WorkerPrefix&) = default;
+};
+
+/// This daemon first, then every joined member of its cluster.
+struct LocateReply {
+  std::vector<WorkerPrefix> workers;
+  friend bool operator==(const LocateReply&, const LocateReply&) = default;
+};
+
 struct ReleaseReply {
   std::uint32_t released = 0;
   friend bool operator==(const ReleaseReply&, const ReleaseReply&) = default;
@@ -281,12 +303,14 @@ KVB_PROTO_CODEC(ByeRequest);
 KVB_PROTO_CODEC(DrainRequest);
 KVB_PROTO_CODEC(ConfigRequest);
 KVB_PROTO_CODEC(OnboardLayersRequest);
+KVB_PROTO_CODEC(LocateRequest);
 KVB_PROTO_CODEC(Reply);
 KVB_PROTO_CODEC(Progress);
 KVB_PROTO_CODEC(Notification);
 KVB_PROTO_CODEC(ErrorFrame);
 KVB_PROTO_CODEC(HelloReply);
 KVB_PROTO_CODEC(LookupReply);
+KVB_PROTO_CODEC(LocateReply);
 KVB_PROTO_CODEC(ReleaseReply);
 KVB_PROTO_CODEC(RequestStateReply);
 KVB_PROTO_CODEC(StatsReply);

@@ -22,20 +22,22 @@ struct DaemonConfig {
   std::uint32_t copy_queue = 65536;  // admitted copies waiting for a slot; beyond: busy
   std::uint32_t copy_threads = 0;    // host copy engine workers; 0 = one per core
   std::uint32_t request_timeout_ms = 30000;
-  std::uint32_t status_history = 1024;           // finished requests per session remembered for status/wait
-  std::uint16_t metrics_port = 0;                // 0 = no metrics endpoint
-  std::uint64_t host_pool_bytes = 256ULL << 20;  // per distinct block layout
-  std::uint32_t max_layouts = 4;                 // distinct block layouts (one host pool each)
-  std::uint64_t max_pool_blocks = 1ULL << 20;    // blocks of one host pool (bounds its metadata)
-  std::uint32_t max_session_pins = 65536;        // lookup(pin=1) leases one session may hold
-  std::uint32_t frame_timeout_ms = 10000;        // a frame started must be complete within this
-  std::uint32_t hello_timeout_ms = 10000;        // a connection without hello idle this long is closed
-  std::vector<std::uint32_t> allowed_uids;       // empty = the daemon's own uid only (a list replaces it)
-  std::vector<std::uint32_t> operator_uids;      // may drain / read config; empty = the daemon's own uid
-  std::vector<int> devices;                      // CUDA ordinals the daemon serves; empty = every usable GPU
-  bool pin_host_pools = true;                    // cudaHostRegister the G2 pools when a GPU is present
-  std::string eviction_policy = "prefix";        // the host pools' policy (docs/eviction.md)
-  bool prefault = true;                          // populate each new host pool's pages in the background
+  std::uint32_t status_history = 1024;             // finished requests per session remembered for status/wait
+  std::uint16_t metrics_port = 0;                  // 0 = no metrics endpoint
+  std::uint64_t host_pool_bytes = 256ULL << 20;    // per distinct block layout
+  std::uint32_t max_layouts = 4;                   // distinct block layouts (one host pool each)
+  std::uint64_t max_pool_blocks = 1ULL << 20;      // blocks of one host pool (bounds its metadata)
+  std::uint32_t max_session_pins = 65536;          // lookup(pin=1) leases one session may hold
+  std::uint32_t frame_timeout_ms = 10000;          // a frame started must be complete within this
+  std::uint32_t hello_timeout_ms = 10000;          // a connection without hello idle this long is closed
+  std::vector<std::uint32_t> allowed_uids;         // empty = the daemon's own uid only (a list replaces it)
+  std::vector<std::uint32_t> operator_uids;        // may drain / read config; empty = the daemon's own uid
+  std::vector<std::uint32_t> tenants_shared_uids;  // uids that share one tenant namespace (else one per uid)
+  std::string tenants_secret_file;                 // the tenant keys' secret; empty: see docs/operations.md
+  std::vector<int> devices;                        // CUDA ordinals the daemon serves; empty = every usable GPU
+  bool pin_host_pools = true;                      // cudaHostRegister the G2 pools when a GPU is present
+  std::string eviction_policy = "prefix";          // the host pools' policy (docs/eviction.md)
+  bool prefault = true;                            // populate each new host pool's pages in the background
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
   std::string disk_path;
   std::uint64_t disk_bytes = 16ULL << 30;               // slot file size per distinct block layout
