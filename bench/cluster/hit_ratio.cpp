@@ -11,6 +11,8 @@
 #include <thread>
 #include <unordered_set>
 
+#include <fmt/format.h>
+
 #include "cluster_bench.h"
 #include "kvb/client/client.h"
 #include "kvb/common/mix64.h"
@@ -58,7 +60,7 @@ Result<std::vector<std::unique_ptr<WorkerProcess>>> start_workers(const Flags& f
                                   "--log-level",       "info"};
     if (cluster) {
       for (const auto& a : {"--cluster-listen", "127.0.0.1:0", "--cluster-worker"}) args.emplace_back(a);
-      args.push_back("w" + std::to_string(w));
+      args.push_back(fmt::format("w{}", w));
       args.insert(args.end(),
                   {"--cluster-tls", f.hit_tls, "--cluster-cache-fetched", f.cache_fetched ? "true" : "false"});
       for (const auto& p : peers) args.insert(args.end(), {"--cluster-peers", p});
@@ -73,7 +75,7 @@ Result<std::vector<std::unique_ptr<WorkerProcess>>> start_workers(const Flags& f
     for (std::uint32_t w = 0; w < workers; ++w)
       for (std::uint32_t o = 0; o < workers; ++o) {
         if (o == w) continue;
-        const std::string line = "cluster: worker w" + std::to_string(o) + " joined";
+        const std::string line = fmt::format("cluster: worker w{} joined", o);
         if (!procs[w]->wait_for_log(line, std::chrono::seconds(30)))
           return fail(Errc::timeout, "worker w{} did not log '{}':\n{}", w, line, procs[w]->log_tail());
       }

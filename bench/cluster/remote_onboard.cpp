@@ -182,15 +182,15 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
-  auto onboard_all = [&](std::uint32_t count) -> Status {
+  auto onboard_all = [&](Engine& e, std::uint32_t count) -> Status {
     std::vector<client::OnboardItem> want;
     for (std::uint32_t first = 0; first < count; first += batch) {
       want.clear();
       for (std::uint32_t i = first; i < std::min(count, first + batch); ++i)
         want.push_back({block_hash(i), BlockId{i - first}});
-      if (auto st = on_b->client->onboard(want); !st) return st;
+      if (auto st = e.client->onboard(want); !st) return st;
       for (std::uint32_t i = first; i < std::min(count, first + batch); ++i) {
-        const std::byte* p = block_data(*on_b->region, i - first);
+        const std::byte* p = block_data(*e.region, i - first);
         std::uint64_t head = 0, tail = 0;
         std::memcpy(&head, p, 8);
         std::memcpy(&tail, p + kBlockBytes - 8, 8);
@@ -201,13 +201,18 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     return ok();
   };
   // Warm-up: one onboard (endpoints, registrations, B's pool pages).
-  if (auto st = onboard_all(batch); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
+  if (auto st = onboard_all(*on_b, batch); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
 
   for (int rep = 0; rep < f.repeat; ++rep) {
     const long long before = stat_at(*on_b->client, {"cluster", "fetch", "blocks_in"});
     const auto t0 = Clock::now();
-    if (auto st = onboard_all(k); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
+    if (auto st = onboard_all(*on_b, k); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    // The same onboards on A, from its own G2: what the copy into the engine costs without the fetch.
+    const auto t1 = Clock::now();
+    if (auto st = onboard_all(*on_a, k); !st) return fail(st.error().code, "onboard on A: {}", st.error().message);
+    out.local_gbps.push_back(static_cast<double>(k) * kBlockBytes /
+                             std::chrono::duration<double>(Clock::now() - t1).count() / 1e9);
     out.fetched_blocks = static_cast<std::uint64_t>(stat_at(*on_b->client, {"cluster", "fetch", "blocks_in"}) - before);
     if (out.fetched_blocks != k)
       return fail(Errc::internal, "B fetched {} blocks from A, not {}: the timing is not of remote onboards",
@@ -216,8 +221,10 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     auto t = transport_gbps(f, tls);
     if (!t) return tl::unexpected(t.error());
     out.transport_gbps.push_back(*t);
-    std::fprintf(stderr, "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx)\n",
-                 rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0);
+    std::fprintf(stderr,
+                 "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx); local onboard on "
+                 "A %.3f GB/s\n",
+                 rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back());
   }
   (void)on_a->client->bye();
   (void)on_b->client->bye();
