@@ -88,6 +88,10 @@ int run_cluster(int argc, char** argv) {
   app.add_option("--index-rounds", f.index_rounds, "rounds of (peer not joined, peer joined)")
       ->capture_default_str()
       ->check(CLI::Range(1, 99));
+  app.add_option("--peer-blocks-per-s", f.peer_blocks_per_s,
+                 "index phase: blocks per second the peer offloads (each one stored, later evicted: 2 index events); "
+                 "0: as fast as it can")
+      ->capture_default_str();
   app.add_option("--lookup-sessions", f.lookup_sessions, "sessions looking up on the measured worker")
       ->capture_default_str()
       ->check(CLI::Range(1U, 256U));
@@ -225,8 +229,9 @@ int run_cluster(int argc, char** argv) {
       errors += r->errors;
       table += fmt::format(
           "index events: lookups of 32 hashes (16 held) on worker W from {} sessions; peer P offloads 4 KiB blocks\n"
-          "  non-stop into an 8 MiB pool (stores and evictions), not joined (base) vs joined to W; {} rounds of {} s\n",
-          f.lookup_sessions, f.index_rounds, f.index_seconds);
+          "  ({:.0f}/s offered) into an 8 MiB pool (stores and evictions), not joined (base) vs joined to W; {} rounds "
+          "of {} s\n",
+          f.lookup_sessions, f.peer_blocks_per_s, f.index_rounds, f.index_seconds);
       table += fmt::format("  W alone:                {:>10.0f} lookups/s\n", r->alone_lookups_per_s);
       table += fmt::format("  P offloads, not joined: {:>10.0f} lookups/s (median)\n", median(base));
       table += fmt::format("  P offloads, joined:     {:>10.0f} lookups/s (median), {:.0f} index events/s into W\n",
@@ -236,6 +241,7 @@ int run_cluster(int argc, char** argv) {
           "rounds' costs): {}\n",
           cost * 100, met(cost <= 0.05));
       json["index"] = {{"lookup_sessions", f.lookup_sessions},
+                       {"peer_blocks_per_s_offered", f.peer_blocks_per_s},
                        {"seconds", f.index_seconds},
                        {"alone_lookups_per_s", r->alone_lookups_per_s},
                        {"rounds", jr},

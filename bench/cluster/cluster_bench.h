@@ -36,7 +36,8 @@ struct Flags {
   int repeat = 1;
   // index
   double index_seconds = 3;
-  int index_rounds = 2;
+  int index_rounds = 3;
+  double peer_blocks_per_s = 50'000;  // the peer's offered load (0: as fast as it can)
   std::uint32_t lookup_sessions = 4;
 };
 

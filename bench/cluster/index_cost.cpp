@@ -2,7 +2,8 @@
 // from --lookup-sessions sessions (closed loop, one lookup in flight each,
 // one client io thread) of 32 hashes: 16 it holds, then 16 nobody holds (so
 // every lookup also asks W's remote index). Meanwhile a peer P offloads new
-// 4 KiB blocks as fast as it can into a pool that keeps evicting:
+// 4 KiB blocks at --peer-blocks-per-s (the same offered load in both cases)
+// into a pool that keeps evicting:
 //   base:   P runs alone (not joined): the same CPU load on this machine, no
 //           index events reach W;
 //   events: P is joined to W: every block P stores or evicts is an index
@@ -135,10 +136,11 @@ Result<std::unique_ptr<client::Client>> engine(const std::string& socket, std::u
   return std::move(*c);
 }
 
-/// An engine on P offloading batches of 64 new blocks, one at a time, until stopped.
+/// An engine on P offloading batches of 64 new blocks, one at a time, paced
+/// to `blocks_per_s` (0: as fast as it can), until stopped.
 class OffloadLoad {
  public:
-  explicit OffloadLoad(std::uint64_t seed) : seed_(seed) {}
+  OffloadLoad(std::uint64_t seed, double blocks_per_s) : seed_(seed), rate_(blocks_per_s) {}
   ~OffloadLoad() { stop(); }
   Status start(const std::string& socket) {
     auto c = engine(socket, region_, 64);
@@ -147,7 +149,11 @@ class OffloadLoad {
     thread_ = std::thread([this] {
       std::vector<client::OffloadItem> items(64);
       std::uint64_t n = 0;
+      const auto t0 = Clock::now();
       while (!stopping_) {
+        if (rate_ > 0)
+          std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                                 std::chrono::duration<double>(static_cast<double>(n) / rate_)));
         for (std::uint32_t i = 0; i < items.size(); ++i) items[i] = {BlockId{i}, mix64(seed_ ^ ++n)};
         if (auto st = client_->offload(items); !st) {
           if (errors_++ < 3) std::fprintf(stderr, "cluster: offload on P: %s\n", st.error().to_string().c_str());
@@ -167,6 +173,7 @@ class OffloadLoad {
 
  private:
   std::uint64_t seed_;
+  double rate_;
   std::unique_ptr<client::KvRegion> region_;
   std::unique_ptr<client::Client> client_;
   std::thread thread_;
@@ -225,7 +232,7 @@ Result<IndexResult> run_index_phase(const Flags& f) {
       if (auto st = p.start(f.kvblockd, p_args); !st) return fail(st.error().code, "peer P: {}", st.error().message);
       if (joined && !w.wait_for_log("cluster: worker " + name + " joined", std::chrono::seconds(30)))
         return fail(Errc::timeout, "P did not join W:\n{}", w.log_tail());
-      OffloadLoad writer(mix64(static_cast<std::uint64_t>(r) * 2 + joined));
+      OffloadLoad writer(mix64(static_cast<std::uint64_t>(r) * 2 + joined), f.peer_blocks_per_s);
       if (auto st = writer.start(p.socket_path()); !st)
         return fail(st.error().code, "engine on P: {}", st.error().message);
       (void)lookups.measure(0.3);  // let the writer get going
