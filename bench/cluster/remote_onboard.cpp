@@ -221,10 +221,11 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     auto t = transport_gbps(f, tls);
     if (!t) return tl::unexpected(t.error());
     out.transport_gbps.push_back(*t);
-    std::fprintf(stderr,
-                 "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx); local onboard on "
-                 "A %.3f GB/s\n",
-                 rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back());
+    std::fprintf(
+        stderr,
+        "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx); local onboard on "
+        "A %.3f GB/s\n",
+        rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back());
   }
   (void)on_a->client->bye();
   (void)on_b->client->bye();
