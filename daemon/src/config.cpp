@@ -145,6 +145,9 @@ const std::vector<KeyDef>& key_defs() {
                     "A frame whose first byte came must be complete within this (ms), else the connection closes"));
     d.push_back(key("hello_timeout_ms", &DaemonConfig::hello_timeout_ms, UInt{1},
                     "A connection that has not said hello and sends no request for this long (ms) is closed"));
+    d.push_back(key("max_buffered_bytes", &DaemonConfig::max_buffered_bytes, Size{1},
+                    "Daemon-wide: bytes of partial frames and unread answers all connections may hold; past it the "
+                    "connection holding the most is closed (units allowed, e.g. 1GiB)"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
     d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy,

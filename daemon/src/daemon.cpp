@@ -115,6 +115,17 @@ class Daemon {
     if (allowed_uids_.empty()) allowed_uids_.push_back(::getuid());
     core_.operator_uids = config.operator_uids;
     if (core_.operator_uids.empty()) core_.operator_uids.push_back(::getuid());
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+      core_.fd_limit = nofile.rlim_cur;
+      if (config.max_sessions + DaemonCore::kReservedFds > core_.fd_limit) {
+        spdlog::warn(
+            "max_sessions {} does not fit the open file limit {} ({} kept for the daemon): connections "
+            "past {} are refused; raise the hard nofile limit",
+            config.max_sessions, core_.fd_limit, DaemonCore::kReservedFds,
+            core_.fd_limit > DaemonCore::kReservedFds ? core_.fd_limit - DaemonCore::kReservedFds : 0);
+      }
+    }
   }
 
   Status start() {
@@ -229,6 +240,24 @@ class Daemon {
       metrics_.connection_refused("max_sessions");
       return refuse_connection(socket, Errc::out_of_capacity,
                                fmt::format("{} sessions are attached (max_sessions)", core_.connections.size()));
+    }
+    // A connection takes one fd for good: passed fds held by unfinished
+    // frames make room first (the connection holding the most is closed).
+    while (core_.fd_room() == 0) {
+      Session* hog = core_.biggest_holder(/*fds=*/true, nullptr);
+      if (hog == nullptr) break;
+      ++core_.evictions.for_fds;
+      hog->evict(
+          fmt::format("it holds {} passed fds of a frame not yet complete and a new connection needs an fd "
+                      "(open file limit {})",
+                      hog->held_fds(), core_.fd_limit));
+    }
+    if (core_.fd_room() == 0) {
+      metrics_.connection_refused("fds");
+      return refuse_connection(
+          socket, Errc::out_of_capacity,
+          fmt::format("{} connections use the open file limit {} ({} kept for the daemon): raise the nofile limit",
+                      core_.connections.size(), core_.fd_limit, DaemonCore::kReservedFds));
     }
     auto session = std::make_shared<Session>(core_, SessionId{core_.next_session_id++}, std::move(socket), cred.uid);
     session->start();

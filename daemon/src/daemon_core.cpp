@@ -1,6 +1,7 @@
 #include "daemon_core.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +27,26 @@ DaemonCore::Totals DaemonCore::totals() const {
     sum.output_bytes += session->output_bytes();
   }
   return sum;
+}
+
+std::uint64_t DaemonCore::fd_room() const noexcept {
+  if (fd_limit == 0) return std::numeric_limits<std::uint64_t>::max();
+  const std::uint64_t used = kReservedFds + connections.size() + held.fds;
+  return used >= fd_limit ? 0 : fd_limit - used;
+}
+
+Session* DaemonCore::biggest_holder(bool fds, const Session* except) const {
+  Session* biggest = nullptr;
+  std::size_t most = 0;
+  for (const auto& [id, session] : connections) {
+    if (session == except) continue;
+    const std::size_t holds = fds ? session->held_fds() : session->held_bytes();
+    if (holds > most) {
+      most = holds;
+      biggest = session;
+    }
+  }
+  return biggest;
 }
 
 bool DaemonCore::is_operator(std::uint32_t uid) const {
@@ -66,6 +87,14 @@ std::string DaemonCore::stats_json() const {
   out["pinned_blocks"] = now.pinned_blocks;
   out["connections"] = connections.size();
   out["output_bytes"] = now.output_bytes;
+  // Daemon-wide budgets (docs/operations.md, "Hostile local clients").
+  out["budgets"] = {{"fd_limit", fd_limit},
+                    {"fds_reserved", kReservedFds},
+                    {"passed_fds_held", held.fds},
+                    {"buffered_bytes", held.bytes},
+                    {"max_buffered_bytes", config.max_buffered_bytes},
+                    {"evicted_for_fds", evictions.for_fds},
+                    {"evicted_for_bytes", evictions.for_bytes}};
   out["copies_running"] = admission.running();
   out["copies_queued"] = admission.queued();
   out["copy_engine"] = admission.engine_name();

@@ -58,6 +58,32 @@ struct DaemonCore {
   };
   [[nodiscard]] Totals totals() const;
 
+  /// What the connections hold that a daemon-wide budget bounds, kept up to
+  /// date by each session (Session::account) as its own holdings change, so
+  /// a budget check is O(1); totals() and the sessions' own figures agree.
+  struct Held {
+    std::uint64_t fds = 0;    // passed fds of frames not yet complete
+    std::uint64_t bytes = 0;  // partial frames and answers not yet taken
+  };
+  Held held;
+  /// RLIMIT_NOFILE after raising it (0: unknown, no fd budget).
+  std::uint64_t fd_limit = 0;
+  /// fds kept out of the passed-fd budget: accept, the daemon's own files,
+  /// UCX, disk, metrics, and a margin.
+  static constexpr std::uint64_t kReservedFds = 256;
+  /// Connections closed because a daemon-wide budget ran out and they held the most.
+  struct Evictions {
+    std::uint64_t for_fds = 0;
+    std::uint64_t for_bytes = 0;
+  };
+  Evictions evictions;
+  /// Passed fds the connections may still hold now: fd_limit less the
+  /// reserve, one per connection and what they hold (unbounded without a limit).
+  [[nodiscard]] std::uint64_t fd_room() const noexcept;
+  /// The open connection holding the most passed fds (fds) or buffered bytes
+  /// (!fds), other than `except`; nullptr when none holds any.
+  [[nodiscard]] Session* biggest_holder(bool fds, const Session* except) const;
+
   /// Whether a client of `uid` may use the operator requests (drain, config).
   [[nodiscard]] bool is_operator(std::uint32_t uid) const;
 

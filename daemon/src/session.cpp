@@ -46,12 +46,15 @@ void Session::start() {
 
 long Session::receive(std::byte* buffer, std::size_t capacity) {
   iovec iov{buffer, capacity};
+  const std::size_t fd_room = make_fd_room();
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFdsPerFrame)];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  // Room for fd_room fds only: more are dropped by the kernel (MSG_CTRUNC),
+  // which closes this connection below.
+  msg.msg_control = fd_room == 0 ? nullptr : control;
+  msg.msg_controllen = fd_room == 0 ? 0 : CMSG_SPACE(sizeof(int) * fd_room);
   const ssize_t n = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   if (n < 0) return -1;
   std::vector<UniqueFd> fds;
@@ -68,6 +71,45 @@ long Session::receive(std::byte* buffer, std::size_t capacity) {
   received_bytes_ += static_cast<std::uint64_t>(n);
   frame_fds_.received(received_bytes_, std::move(fds));
   return static_cast<long>(n);
+}
+
+std::size_t Session::make_fd_room() {
+  while (core_.fd_room() < proto::kMaxFdsPerFrame) {
+    Session* hog = core_.biggest_holder(/*fds=*/true, this);
+    if (hog == nullptr || hog->held_fds() <= held_fds()) break;
+    ++core_.evictions.for_fds;
+    hog->evict(
+        fmt::format("it holds {} passed fds of a frame not yet complete and the daemon's fd budget is "
+                    "exhausted (open file limit {})",
+                    hog->held_fds(), core_.fd_limit));
+  }
+  return static_cast<std::size_t>(std::min<std::uint64_t>(proto::kMaxFdsPerFrame, core_.fd_room()));
+}
+
+void Session::enforce_byte_budget() {
+  while (core_.held.bytes > core_.config.max_buffered_bytes) {
+    Session* hog = core_.biggest_holder(/*fds=*/false, nullptr);
+    if (hog == nullptr) break;
+    ++core_.evictions.for_bytes;
+    hog->evict(
+        fmt::format("it holds {} bytes of partial frames and unread answers and the daemon's buffered "
+                    "bytes are over max_buffered_bytes ({})",
+                    hog->held_bytes(), core_.config.max_buffered_bytes));
+  }
+}
+
+void Session::evict(const std::string& why) {
+  spdlog::warn("session {} (uid {}): closed: {}", id_, uid_, why);
+  abort_connection(Errc::out_of_capacity, "closed by the daemon: " + why);
+}
+
+void Session::account() noexcept {
+  const std::size_t fds = held_fds();
+  const std::size_t bytes = held_bytes();
+  core_.held.fds = core_.held.fds - accounted_fds_ + fds;
+  core_.held.bytes = core_.held.bytes - accounted_bytes_ + bytes;
+  accounted_fds_ = fds;
+  accounted_bytes_ = bytes;
 }
 
 asio::awaitable<void> Session::read_loop() {
@@ -95,6 +137,9 @@ asio::awaitable<void> Session::read_loop() {
       break;  // EOF, reset or another error: the session ends
     }
     parser_.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
+    account();
+    enforce_byte_budget();
+    if (closed_) break;  // this connection held the most
     wait_first = static_cast<std::size_t>(n) < buffer.size();
     if (fds_truncated_ || frame_fds_.held() > proto::kMaxFdsPerFrame) {
       protocol_error(
@@ -107,7 +152,9 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     const std::uint64_t before = frames_handled_;
-    if (!drain_frames()) break;
+    const bool more = drain_frames();
+    account();
+    if (!more) break;
     rearm_deadline(frames_handled_ != before);
     if (++reads_in_a_row >= kReadsBeforeYield) {
       reads_in_a_row = 0;
@@ -513,7 +560,9 @@ void Session::send_bytes(std::span<const std::byte> frame) {
     close_socket();
     return;
   }
-  if (!writing_) write_next();
+  account();
+  enforce_byte_budget();
+  if (!closed_ && !writing_) write_next();
 }
 
 void Session::write_next() {
@@ -524,6 +573,8 @@ void Session::write_next() {
   asio::async_write(socket_, asio::buffer(wbuf_),
                     [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
                       self->writing_ = false;
+                      self->wbuf_.clear();
+                      self->account();
                       if (ec) {
                         self->end();
                         self->close_socket();
@@ -639,6 +690,8 @@ void Session::end() {
 void Session::close_socket() {
   if (closed_) return;
   closed_ = true;
+  frame_fds_.clear();  // passed fds of an unfinished frame go now, not with the object
+  account();           // held_fds() and held_bytes() are 0 once closed
   boost::system::error_code ec;
   socket_.close(ec);
   core_.connection_closed(id_);  // last: may end the daemon's shutdown

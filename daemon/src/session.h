@@ -61,6 +61,13 @@ class Session : public std::enable_shared_from_this<Session> {
   [[nodiscard]] std::size_t pinned() const noexcept { return pins_.size(); }
   /// Answer bytes queued and not yet taken by the client.
   [[nodiscard]] std::size_t output_bytes() const noexcept { return out_.size() + wbuf_.size(); }
+  /// Passed fds held for the frame being received (the daemon-wide fd budget).
+  [[nodiscard]] std::size_t held_fds() const noexcept { return closed_ ? 0 : frame_fds_.held(); }
+  /// Bytes of a partial frame and of unread answers (the daemon-wide byte budget).
+  [[nodiscard]] std::size_t held_bytes() const noexcept { return closed_ ? 0 : parser_.buffered() + output_bytes(); }
+  /// Closes this connection, with an error frame `out_of_capacity` saying
+  /// `why`: a daemon-wide budget ran out and it holds the most.
+  void evict(const std::string& why);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -143,6 +150,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void end();
   /// Closes the socket and leaves the daemon's registry (idempotent).
   void close_socket();
+  /// Brings DaemonCore::held up to date with held_fds() / held_bytes().
+  void account() noexcept;
+  /// Before a read: passed fds the daemon can take with it (at most a frame's
+  /// worth), after closing connections that hold more passed fds than this one
+  /// while the daemon-wide room is short.
+  [[nodiscard]] std::size_t make_fd_room();
+  /// After this connection's bytes grew: while the daemon-wide buffered bytes
+  /// are over max_buffered_bytes, closes the connection holding the most.
+  void enforce_byte_budget();
 
   DaemonCore& core_;
   SessionId id_;
@@ -153,6 +169,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t received_bytes_ = 0;  // stream offset: bytes read so far
   std::uint64_t frames_handled_ = 0;
   bool fds_truncated_ = false;
+  std::size_t accounted_fds_ = 0;                  // this session's share of core_.held.fds
+  std::size_t accounted_bytes_ = 0;                // and of core_.held.bytes
   std::optional<DeadlineQueue::Handle> deadline_;  // frame_timeout_ms / hello_timeout_ms, see rearm_deadline
   std::uint64_t deadline_token_ = 0;
   bool deadline_for_frame_ = false;

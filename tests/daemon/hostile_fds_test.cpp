@@ -3,6 +3,11 @@
 //    fds, so the next register_kv can never map them.
 // 4: fds that no frame claims are closed at once; a daemon-wide budget keeps
 //    fds for accept and for engines that register.
+// 6: partial frames are bounded daemon-wide too (max_buffered_bytes).
+#include <algorithm>
+#include <memory>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "hostile_support.h"
@@ -72,6 +77,87 @@ TEST(HostileFds, UnclaimedFdsAreClosedAtOnce) {
   }
   EXPECT_LE(usage_of(daemon.pid()).fds, attached.fds) << "4,000 fds were passed with lookups";
   EXPECT_TRUE(fresh_stats(daemon.socket_path()));
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+// Connections that each send part of a register_kv frame with ~200 fds and
+// then stop: before the fix they could fill the daemon's fd table (the last
+// hog sized to leave 3 fds free), after which a new engine's register_kv
+// lost its fds (MSG_CTRUNC) and it was disconnected. Now passed fds are a
+// daemon-wide budget (the open file limit less 256 kept for the daemon and
+// one per connection): a read that needs room closes the connection holding
+// the most passed fds first, so engines always attach and register.
+TEST(HostileFds, PartialFramesWithFdsCannotFillTheFdTable) {
+  constexpr rlim_t kLimit = 1024;
+  auto daemon = daemon_with_fd_limit(kLimit, {});
+  ASSERT_TRUE(daemon->ready()) << daemon->log();
+  const std::string& socket = daemon->socket_path();
+  EngineMemory memory(small_layout(), 8);
+  auto frame = proto::encode_message(RequestId{1}, memory.register_request());
+  ASSERT_TRUE(frame);
+  const std::span<const std::byte> part(frame->data(), 30);  // the header and a few payload bytes
+  std::vector<std::unique_ptr<RawClient>> hogs;
+  int peak = 0;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(fresh_stats(socket)) << "the daemon answers while hog " << i << " holds its fds";
+    const int used = usage_of(daemon->pid()).fds;
+    peak = std::max(peak, used);
+    const int room = static_cast<int>(kLimit) - 3 - used;  // leave 3 fds: one connection and two of a register_kv
+    if (room <= 0) break;
+    auto hog = std::make_unique<RawClient>(socket);
+    if (!hog->connected()) break;
+    const std::vector<int> fds(static_cast<std::size_t>(std::min(200, room - 1)), memory.fds()[0]);
+    ASSERT_TRUE(hog->send_bytes(part, fds));
+    hogs.push_back(std::move(hog));
+  }
+  auto stats = fresh_stats(socket);
+  ASSERT_TRUE(stats) << "the daemon answers after " << hogs.size() << " hogs";
+  peak = std::max(peak, usage_of(daemon->pid()).fds);
+  EXPECT_LE(peak, static_cast<int>(kLimit));
+
+  // An engine attaches, registers its 4 memfds and offloads.
+  TestEngine engine(socket, 8);
+  ASSERT_TRUE(engine.attach()) << daemon->log();
+  engine.fill(0, 5);
+  ASSERT_TRUE(engine.client().call(RequestId{50}, proto::OffloadRequest{{{BlockId{0}, 500}}}));
+  auto done = engine.client().notification_of(RequestId{50});
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->code, Errc::ok) << done->text;
+  stats = fresh_stats(socket);
+  ASSERT_TRUE(stats);
+  EXPECT_GE(stat_of(*stats, "budgets.evicted_for_fds"), 1) << *stats;
+  EXPECT_LE(stat_of(*stats, "budgets.passed_fds_held"),
+            static_cast<long long>(kLimit) - 256 - stat_of(*stats, "connections"))
+      << *stats;
+  EXPECT_EQ(daemon->stop(SIGTERM), 0) << daemon->log();
+}
+
+// Connections that send most of a large frame and stop, each under
+// max_frame_bytes: past the daemon-wide max_buffered_bytes the one holding
+// the most is closed, the others and new clients are served.
+TEST(HostileFds, PartialFramesAreBoundedDaemonWide) {
+  DaemonProcess daemon(kvblockd_under_test(), {"--max-buffered-bytes", "8MiB", "--max-frame-bytes", "4MiB"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  const std::string& socket = daemon.socket_path();
+  std::vector<std::unique_ptr<RawClient>> hogs;
+  for (int i = 0; i < 4; ++i) {
+    // A lookup frame declaring 3 MiB of hashes, of which 3 MiB - 1 byte arrive.
+    proto::LookupRequest big;
+    big.hashes.resize((3U << 20) / 8 - 1);
+    auto bytes = proto::encode_message(RequestId{1}, big);
+    ASSERT_TRUE(bytes);
+    auto hog = std::make_unique<RawClient>(socket);
+    ASSERT_TRUE(hog->connected());
+    ASSERT_TRUE(hog->send_bytes(std::span<const std::byte>(bytes->data(), bytes->size() - 1)));
+    ASSERT_TRUE(await_all_read(*hog, socket)) << "hog " << i;
+    hogs.push_back(std::move(hog));
+  }
+  auto stats = fresh_stats(socket);
+  ASSERT_TRUE(stats);
+  EXPECT_LE(stat_of(*stats, "budgets.buffered_bytes"), 8LL << 20) << *stats;
+  EXPECT_GE(stat_of(*stats, "budgets.evicted_for_bytes"), 1) << *stats;
+  TestEngine engine(socket, 8);
+  EXPECT_TRUE(engine.attach()) << daemon.log();
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
 }
 

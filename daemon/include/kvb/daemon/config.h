@@ -27,6 +27,7 @@ struct DaemonConfig {
   std::uint64_t host_pool_bytes = 256ULL << 20;    // per distinct block layout
   std::uint32_t max_layouts = 4;                   // distinct block layouts (one host pool each)
   std::uint64_t max_pool_blocks = 1ULL << 20;      // blocks of one host pool (bounds its metadata)
+  std::uint64_t max_buffered_bytes = 1ULL << 30;   // daemon-wide: partial frames + unread answers of all connections
   std::uint32_t max_session_pins = 65536;          // lookup(pin=1) leases one session may hold
   std::uint32_t frame_timeout_ms = 10000;          // a frame started must be complete within this
   std::uint32_t hello_timeout_ms = 10000;          // a connection without hello idle this long is closed
