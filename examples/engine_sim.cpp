@@ -49,6 +49,14 @@ void fill_chunk(std::span<std::byte> chunk, std::uint64_t hash, std::uint32_t la
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
+/// Blocks 0..N-1 hold the prefix: chained hashes as an engine would compute them.
+std::vector<std::uint64_t> chained_hashes(std::uint64_t salt, std::uint32_t blocks) {
+  std::vector<std::uint64_t> hashes(blocks);
+  std::uint64_t h = salt;
+  for (std::uint32_t b = 0; b < blocks; ++b) hashes[b] = h = mix64(h ^ (0xB10CULL + b));
+  return hashes;
+}
+
 }  // namespace
 
 static int run(int argc, char** argv) {
@@ -87,12 +95,15 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--hold", hold, "stop after the offload and wait to be killed");
   app.add_option("--salt", salt, "tenant salt (0: one from the clock)")->capture_default_str();
+  bool print_hashes = false;
+  app.add_flag("--print-hashes", print_hashes,
+               "print the N block hashes of --salt (decimal, one line; e.g. for kvblockctl locate) and exit");
   std::string only;
   app.add_option("--only", only, "run one half: offload (then exit) or onboard (lookup, onboard, verify)")
       ->check(CLI::IsMember({"offload", "onboard"}));
   CLI11_PARSE(app, argc, argv);
-  if (!only.empty() && salt == 0) {
-    std::fprintf(stderr, "engine_sim: --only needs the --salt both halves use\n");
+  if ((!only.empty() || print_hashes) && salt == 0) {
+    std::fprintf(stderr, "engine_sim: --only and --print-hashes need the --salt both halves use\n");
     return 2;
   }
   const bool do_offload = only != "onboard";
@@ -110,6 +121,12 @@ static int run(int argc, char** argv) {
     return 2;
   }
   if (salt == 0) salt = mix64(static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
+  if (print_hashes) {
+    for (const std::uint64_t hash : chained_hashes(salt, blocks))
+      std::printf("%llu ", static_cast<unsigned long long>(hash));
+    std::printf("\n");
+    return 0;
+  }
 
   auto fail = [](const char* step, const kvb::Error& e) {
     std::fprintf(stderr, "engine_sim: %s failed: %s\n", step, e.to_string().c_str());
@@ -148,10 +165,7 @@ static int run(int argc, char** argv) {
   auto info = c.hello(hello);
   if (!info) return fail("hello", info.error());
 
-  // Blocks 0..N-1 hold the prefix; chained hashes as an engine would compute them.
-  std::vector<std::uint64_t> hashes(blocks);
-  std::uint64_t h = salt;
-  for (std::uint32_t b = 0; b < blocks; ++b) hashes[b] = h = mix64(h ^ (0xB10CULL + b));
+  const std::vector<std::uint64_t> hashes = chained_hashes(salt, blocks);
   for (std::uint32_t b = 0; b < blocks; ++b)
     for (std::uint32_t l = 0; l < shape.num_layers; ++l)
       for (std::uint32_t o = 0; o < shape.outer_dim; ++o) fill_chunk(region->chunk(b, l, o), hashes[b], l, o);

@@ -93,9 +93,13 @@ print(json.load(sys.stdin).get("cluster", {}).get("index_blocks", 0))')" || n=0
       [[ "$n" -ge 16 ]] && break
       sleep 0.1
     done
+    # A router asks B where the prefix lives (engine_sim's shape is kvblockctl's default).
+    echo "-- kvblockctl locate on B (what a KV-aware router asks):"
+    "$ctl" --socket "$work/b.sock" --salt 77 locate $("$sim" --blocks 16 --salt 77 --print-hashes) |
+      tee "$work/locate.txt"
     "$sim" --socket "$work/b.sock" --blocks 16 --salt 77 --only onboard | tee "$work/sim-b.txt"
     "$ctl" --socket "$work/b.sock" cluster | tee "$work/cluster.txt"
-    cluster_result="$(grep -o 'byte-exact\|MISMATCH' "$work/sim-b.txt"); lookup on B: $(grep -o 'prefix [0-9]*/[0-9]*' "$work/sim-b.txt"); $(grep -E '^  onboard' "$work/sim-b.txt" | tr -s ' ')"
+    cluster_result="$(grep -o 'byte-exact\|MISMATCH' "$work/sim-b.txt"); locate on B: A holds $(awk '$1 == "A" {print $2}' "$work/locate.txt")/16; lookup on B: $(grep -o 'prefix [0-9]*/[0-9]*' "$work/sim-b.txt"); $(grep -E '^  onboard' "$work/sim-b.txt" | tr -s ' ')"
   else
     cluster_result="workers did not join within 20 s (logs: a.log, b.log)"
     tail -n 5 "$work/a.log" "$work/b.log" >&2
