@@ -20,6 +20,8 @@ constexpr Subcommand kSubcommands[] = {
     {"copy", kvb::bench::run_copy, "copy engine bandwidth against memcpy / cudaMemcpy"},
     {"transport", kvb::bench::run_transport, "UCX block transfer GB/s and active-message round trips"},
     {"load", kvb::bench::run_load, "N concurrent engine sessions against a running kvblockd"},
+    {"cluster", kvb::bench::run_cluster,
+     "kvblockd workers as one cache: trace hit ratio alone vs clustered, remote onboard GB/s"},
     {"disk", kvb::bench::run_disk, "disk tier (G3) write/read GB/s and restart time, beside fio"},
     {"gpu-request", kvb::bench::run_gpu_request,
      "an engine's device KV blocks through a running kvblockd vs pinned cudaMemcpy (GPU)"},
