@@ -218,7 +218,7 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   if (!reg) co_return tl::unexpected(reg.error());
   std::memset((*reg)->address(), 0x5a, f.size);
 
-  const BulkProtocol protocol = protocol_for_tls(f.tls);
+  const BulkProtocol protocol = protocol_for_tls(f.tls, Destination::ucx_allocated);
   std::vector<RmaChunk> batch(std::max<std::size_t>(1, std::min(f.window, f.iters)),
                               RmaChunk{(*reg)->address(), remote, f.size});
   const auto timeout = std::chrono::milliseconds(120000);

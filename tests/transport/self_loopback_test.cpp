@@ -67,5 +67,21 @@ TEST(SelfTransport, AmRoundTripAndPutGetOnOneWorker) {
   EXPECT_EQ(0, std::memcmp(src.data(), back.data(), src.size()));
 }
 
+// The bulk protocol per transport and destination (docs/transport.md,
+// "Protocol per transport"): into memory UCX did not allocate (the daemon's
+// memfd pools), UCX 1.13 over sm has no put lane (UCX_PROTO_INFO: "software
+// emulation") and moves it by rendezvous, a CMA read by the receiver.
+TEST(BulkProtocol, PerTransportAndDestination) {
+  EXPECT_EQ(protocol_for_tls("tcp", Destination::ucx_allocated), BulkProtocol::am_rendezvous);
+  EXPECT_EQ(protocol_for_tls("tcp", Destination::caller_memory), BulkProtocol::am_rendezvous);
+  EXPECT_EQ(protocol_for_tls("sm", Destination::ucx_allocated), BulkProtocol::rma_put);
+  for (const char* tls : {"sm", "posix", "sysv,cma", "cma", "sm,tcp", "tcp,sm", ""}) {
+    EXPECT_EQ(protocol_for_tls(tls, Destination::caller_memory), BulkProtocol::am_rendezvous) << "tls '" << tls << "'";
+  }
+  for (const char* tls : {"self", "rc", "rc_x,dc_x", "ib"}) {
+    EXPECT_EQ(protocol_for_tls(tls, Destination::caller_memory), BulkProtocol::rma_put) << "tls '" << tls << "'";
+  }
+}
+
 }  // namespace
 }  // namespace kvb::transport

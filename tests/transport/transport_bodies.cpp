@@ -188,8 +188,9 @@ TEST_P(TransportTest, TransferPlanRunsReachThePeer) {
     auto chunks = chunks_of_plan(*plan, bases);
     CO_ASSERT_TRUE(chunks.has_value());
     EXPECT_EQ(chunks->size(), plan->runs().size());
-    auto done = co_await write_then_notify(*client_, kPeer, protocol_for_tls(GetParam().tls), remote->rkey.get(),
-                                           *chunks, "echo", {}, 20s);
+    auto done =
+        co_await write_then_notify(*client_, kPeer, protocol_for_tls(GetParam().tls, Destination::ucx_allocated),
+                                   remote->rkey.get(), *chunks, "echo", {}, 20s);
     CO_ASSERT_TRUE(done.has_value());
     Bytes read_request = u64s({0, mirror.size()});
     auto back = co_await client_->send_request(kPeer, "read", std::move(read_request), 20s);
@@ -601,7 +602,7 @@ TEST_P(TransportTest, PeerKilledMidTransferFailsEverythingWithinTimeout) {
         std::vector<RmaChunk> chunks;
         for (std::uint64_t at = 0; at < kSize; at += 4 << 20)
           chunks.push_back({local.data() + at, remote->address + at, 4 << 20});
-        const auto protocol = protocol_for_tls(GetParam().tls);
+        const auto protocol = protocol_for_tls(GetParam().tls, Destination::ucx_allocated);
         auto first = co_await write_then_notify(*client_, kPeer, protocol, remote->rkey.get(), chunks, "echo", {}, 15s);
         CO_ASSERT_TRUE(first.has_value());
         // Start a transfer, kill the peer while it runs, keep transferring.

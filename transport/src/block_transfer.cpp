@@ -1,11 +1,34 @@
 #include "kvb/transport/block_transfer.h"
 
+#include <algorithm>
+
 #include "ucx_request.h"
 
 namespace kvb::transport {
 
-BulkProtocol protocol_for_tls(std::string_view tls) noexcept {
-  return tls == "tcp" ? BulkProtocol::am_rendezvous : BulkProtocol::rma_put;
+namespace {
+
+/// Whether every transport of the comma-separated list `tls` puts into
+/// registered caller memory with a lane of its own (no software emulation).
+bool puts_reach_caller_memory(std::string_view tls) noexcept {
+  static constexpr std::string_view kRegistering[] = {"self", "rc",   "rc_v",    "rc_x", "rc_verbs", "rc_mlx5",
+                                                      "dc",   "dc_x", "dc_mlx5", "ib",   "xpmem"};
+  if (tls.empty()) return false;
+  while (!tls.empty()) {
+    const auto comma = tls.find(',');
+    const auto name = tls.substr(0, comma);
+    if (std::find(std::begin(kRegistering), std::end(kRegistering), name) == std::end(kRegistering)) return false;
+    tls = comma == std::string_view::npos ? std::string_view{} : tls.substr(comma + 1);
+  }
+  return true;
+}
+
+}  // namespace
+
+BulkProtocol protocol_for_tls(std::string_view tls, Destination destination) noexcept {
+  if (tls == "tcp") return BulkProtocol::am_rendezvous;
+  if (destination == Destination::caller_memory && !puts_reach_caller_memory(tls)) return BulkProtocol::am_rendezvous;
+  return BulkProtocol::rma_put;
 }
 
 std::string_view to_string(BulkProtocol protocol) noexcept {

@@ -51,9 +51,12 @@ Status ClusterNode::start() {
   auto context = transport::Context::create(transport::ContextOptions{.tls = settings_.tls});
   if (!context) return fail(context.error().code, "cluster.tls '{}': {}", settings_.tls, context.error().message);
   context_ = std::move(*context);
-  // tcp (and UCX's default, which reaches peers over the network here)
-  // moves bulk data by AM rendezvous; sm and RDMA by one-sided put.
-  protocol_ = transport::protocol_for_tls(settings_.tls.empty() ? "tcp" : settings_.tls);
+  // Peers write into our G2 pools, memfd mappings UCX did not allocate:
+  // tcp (and UCX's default, which reaches peers over the network here) and
+  // sm move bulk data by AM rendezvous (on sm a CMA read by the receiver; a
+  // put would be emulated over AM fragments), RDMA by one-sided put.
+  protocol_ =
+      transport::protocol_for_tls(settings_.tls.empty() ? "tcp" : settings_.tls, transport::Destination::caller_memory);
   try {
     ucx_worker_ = std::make_unique<transport::Worker>(
         *context_, io_.get_executor(), transport::WorkerOptions{.spin = std::chrono::microseconds(settings_.spin_us)});

@@ -26,9 +26,21 @@ namespace kvb::transport {
 /// docs/transport.md): one-sided put, or AM rendezvous into exposed memory.
 enum class BulkProtocol { rma_put, am_rendezvous };
 
-/// tcp -> am_rendezvous (UCX 1.13 put of >= 1 MiB collapses on tcp); sm,
-/// self, rc and everything else -> rma_put.
-[[nodiscard]] BulkProtocol protocol_for_tls(std::string_view tls) noexcept;
+/// Who allocated the memory peers write into.
+enum class Destination {
+  ucx_allocated,  // MemoryRegistration::allocate: shared-memory transports map it
+  caller_memory,  // registered caller memory (malloc, a memfd mapping: the daemon's pools)
+};
+
+/// tcp -> am_rendezvous (UCX 1.13 put of >= 1 MiB collapses on tcp).
+/// Into UCX-allocated memory, everything else (sm, self, rc) -> rma_put.
+/// Into caller memory, rma_put only where a put lane reaches registered
+/// memory (self, RDMA: rc, dc, ib, xpmem); everywhere else (sm, posix,
+/// sysv, cma, unknown sets) am_rendezvous: UCX 1.13 emulates a put into
+/// memory posix/sysv did not allocate in software (AM fragments the
+/// receiver copies, "software emulation" in UCX_PROTO_INFO), while the
+/// receiver of a rendezvous pulls the bytes with one CMA read.
+[[nodiscard]] BulkProtocol protocol_for_tls(std::string_view tls, Destination destination) noexcept;
 [[nodiscard]] std::string_view to_string(BulkProtocol protocol) noexcept;
 
 /// The plan's runs as chunks: local = plan source address, remote = the
