@@ -227,5 +227,83 @@ TEST(ClusterNetns, WorkersOnTwoHostsShareBlocksAndALinkDownEndsEachOnboardExactl
   EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
 }
 
+// A dies behind a down link (its kernel's resets never reach B, so B still
+// holds a stale endpoint to it and shows it joined), then a new A starts on
+// the same address once the link is up again. B must not keep the stale
+// member: its next packets on the old connection meet the new host's
+// kernel, which resets it; B drops the old A and its retries of the static
+// peer join the new one, whose blocks it then fetches byte-exact.
+TEST(ClusterNetns, AWorkerRestartedBehindADownLinkReplacesItsStaleEndpointOnThePeer) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces and a veth pair";
+  NamespacePair net;
+  if (!net.error.empty()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error;
+  const std::string a_addr = net.addr_a + ":7400";  // the namespace is ours: the port is free
+  const DaemonProcess::Launcher in_a{{kIp, "netns", "exec", net.ns_a}};
+  auto a = std::make_unique<DaemonProcess>(in_a, KVBLOCKD_PATH, worker_args_on("A", "tcp", a_addr, {}));
+  ASSERT_TRUE(a->ready()) << a->log();
+  DaemonProcess b(DaemonProcess::Launcher{{kIp, "netns", "exec", net.ns_b}}, KVBLOCKD_PATH,
+                  worker_args_on("B", "tcp", net.addr_b + ":0", {"--cluster-peers", a_addr}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  {
+    TestEngine on_a(a->socket_path(), 8, /*salt=*/17);
+    ASSERT_TRUE(on_a.attach()) << a->log();
+    ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 9100));  // hashes 9100..9103
+    ASSERT_TRUE(b.wait_for_log("A holds 4 blocks", 20s)) << b.log();
+  }
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/17);
+  ASSERT_TRUE(on_b.attach()) << b.log();
+
+  ASSERT_EQ(net.link_a(false), "");
+  a->kill();
+  auto json = stats_of(on_b.client(), 20);
+  EXPECT_EQ(member_text(json, "A", "state"), "joined") << json;  // B cannot know yet
+  ASSERT_EQ(net.link_a(true), "");
+  // UCX lists its tcp devices when it starts: the new A starts with the link up.
+  a = std::make_unique<DaemonProcess>(in_a, KVBLOCKD_PATH, worker_args_on("A", "tcp", a_addr, {}));
+  ASSERT_TRUE(a->ready()) << a->log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A lost", 60s)) << b.log();
+  {
+    const std::string log = b.log();
+    const auto at = log.find("cluster: worker A lost");
+    std::printf("B: %s\n", log.substr(at, log.find('\n', at) - at).c_str());
+  }
+  ASSERT_TRUE(b.wait_for_log_lines(
+      [](std::string_view line) { return line.find("cluster: worker A joined") != std::string_view::npos; }, 2, 20s))
+      << b.log();
+  ASSERT_TRUE(a->wait_for_log("cluster: worker B joined", 20s)) << a->log();
+
+  TestEngine on_a(a->socket_path(), 8, /*salt=*/17);
+  ASSERT_TRUE(on_a.attach()) << a->log();
+  const std::size_t seen = log_lines_with(b, "A holds 4 blocks");
+  ASSERT_TRUE(offload_blocks(on_a, 10, 4, 4, 9100));  // hashes 9104..9107
+  ASSERT_TRUE(b.wait_for_log_lines(
+      [](std::string_view line) { return line.find("A holds 4 blocks") != std::string_view::npos; }, seen + 1, 20s))
+      << b.log();
+  auto old = on_b.client().call_body<proto::LookupReply>(RequestId{21}, proto::LookupRequest{false, {9100, 9101}});
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->prefix_blocks, 0U);  // the old A's blocks went with it
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 4; blk < 8; ++blk) {
+    on_b.zero(8 + blk);
+    onboard.items.push_back({9100 + blk, BlockId{8 + blk}});
+  }
+  NotificationLedger ledger(on_b.client());
+  ASSERT_TRUE(on_b.client().send(RequestId{22}, onboard));
+  auto onboarded = ledger.wait(22, 20s);
+  ASSERT_TRUE(onboarded) << b.log();
+  ASSERT_EQ(onboarded->text, "22:ok") << b.log();
+  for (std::uint32_t blk = 4; blk < 8; ++blk) {
+    on_b.fill(blk, blk + 1);
+    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
+  }
+  ASSERT_TRUE(ledger.settle(23));
+  EXPECT_EQ(ledger.not_exactly_once({22}), "");
+  json = stats_of(on_b.client(), 24);
+  EXPECT_EQ(member_text(json, "A", "state"), "joined") << json;
+  EXPECT_EQ(member_stat(json, "A", "losses"), 1) << json;
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+}
+
 }  // namespace
 }  // namespace kvb::test
