@@ -77,6 +77,16 @@ int print_cluster(const std::string& json) {
   std::printf("worker %s of cluster '%s' on %s (UCX_TLS %s, bulk by %s, membership %s), %s blocks in its index\n",
               text(c, "worker").c_str(), text(c, "name").c_str(), text(c, "listen").c_str(), text(c, "tls").c_str(),
               text(c, "bulk_protocol").c_str(), text(c, "membership").c_str(), text(c, "index_blocks").c_str());
+  if (const auto etcd = c.find("etcd"); etcd != c.end() && etcd->is_object()) {
+    if (etcd->value("state", std::string()) == "reachable") {
+      std::printf("etcd %s: reachable (%s outages so far)\n", text(*etcd, "endpoint").c_str(),
+                  text(*etcd, "outages").c_str());
+    } else {
+      std::printf("etcd %s: UNREACHABLE since %s (%s ms; members kept, retrying): %s\n",
+                  text(*etcd, "endpoint").c_str(), text(*etcd, "unreachable_since").c_str(),
+                  text(*etcd, "unreachable_ms").c_str(), text(*etcd, "last_error").c_str());
+    }
+  }
   std::printf("%-20s %-22s %-7s %12s %14s %14s %9s %9s %7s %10s\n", "WORKER", "BOOTSTRAP", "STATE", "INDEX_BLOCKS",
               "BYTES_IN", "BYTES_OUT", "FETCHES", "SERVED", "ERRORS", "RTT_US");
   for (const auto& m : c.value("members", nlohmann::json::array())) {

@@ -196,7 +196,11 @@ class Daemon {
       cluster_.reset();
       return started;
     }
-    core_.cluster_stats = [this] { return cluster_->stats().dump(); };
+    // Worker names and etcd's errors come from other processes: text that is
+    // not UTF-8 is replaced, not thrown on (it would fail every stats call).
+    core_.cluster_stats = [this] {
+      return cluster_->stats().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
     return kvb::ok();
   }
 

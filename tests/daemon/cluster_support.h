@@ -1,10 +1,15 @@
-// Helpers of the cluster tests (cluster_test.cpp, cluster_etcd_test.cpp):
-// real kvblockd workers on 127.0.0.1 and their engines.
+// Helpers of the cluster tests (cluster_*_test.cpp): real kvblockd workers
+// on 127.0.0.1 (or in network namespaces) and their engines.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -38,14 +43,84 @@ inline long long member_stat(const std::string& json, const std::string& worker,
   return -1;
 }
 
-/// kvblockd's arguments for worker `name` listening on 127.0.0.1 (port 0).
-inline std::vector<std::string> worker_args(const std::string& name, const std::string& tls,
-                                            std::vector<std::string> more) {
-  std::vector<std::string> args{"--cluster-listen", "127.0.0.1:0", "--cluster-worker", name,
-                                "--cluster-tls",    tls,           "--log-level",      "debug"};
+/// A text field of member `worker` in the stats' cluster.members ("" : none).
+inline std::string member_text(const std::string& json, const std::string& worker, const std::string& field) {
+  const auto stats = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (stats.is_discarded() || !stats.contains("cluster")) return {};
+  for (const auto& m : stats["cluster"].value("members", nlohmann::json::array())) {
+    if (m.value("worker", std::string()) == worker && m.contains(field) && m[field].is_string())
+      return m[field].get<std::string>();
+  }
+  return {};
+}
+
+/// kvblockd's arguments for worker `name` listening on `listen` (HOST:PORT).
+inline std::vector<std::string> worker_args_on(const std::string& name, const std::string& tls,
+                                               const std::string& listen, std::vector<std::string> more) {
+  std::vector<std::string> args{"--cluster-listen", listen, "--cluster-worker", name,
+                                "--cluster-tls",    tls,    "--log-level",      "debug"};
   args.insert(args.end(), more.begin(), more.end());
   return args;
 }
+
+/// kvblockd's arguments for worker `name` listening on 127.0.0.1 (port 0).
+inline std::vector<std::string> worker_args(const std::string& name, const std::string& tls,
+                                            std::vector<std::string> more) {
+  return worker_args_on(name, tls, "127.0.0.1:0", std::move(more));
+}
+
+/// How many lines of `daemon`'s log so far contain `text`.
+inline std::size_t log_lines_with(const DaemonProcess& daemon, std::string_view text) {
+  const std::string log = daemon.log();
+  std::size_t n = 0;
+  for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + text.size())) ++n;
+  return n;
+}
+
+/// Every notification an engine gets, counted by request id: the test's
+/// waits go through wait(); settle() reads what else came before a fence
+/// (a stats round trip), so a second notification of a request that was
+/// already answered is counted too.
+class NotificationLedger {
+ public:
+  explicit NotificationLedger(RawClient& client) : client_(client) {}
+  /// The notification of `id`, waiting at most `timeout`; counted.
+  std::optional<proto::Notification> wait(std::uint64_t id, std::chrono::milliseconds timeout) {
+    auto n = client_.notification_of(RequestId{id}, timeout);
+    if (n) ++counts_[id];
+    return n;
+  }
+  /// Counts every notification the daemon sent before answering a stats
+  /// request `fence_id`; false when the fence got no answer.
+  bool settle(std::uint64_t fence_id) {
+    if (!client_.send(RequestId{fence_id}, proto::StatsRequest{})) return false;
+    for (int frames = 0; frames < 100000; ++frames) {
+      auto frame = client_.read_frame(std::chrono::seconds(10));
+      if (!frame) return false;
+      if (frame->header.type == proto::MsgType::notification) ++counts_[frame->header.request_id.value()];
+      if (frame->header.type == proto::MsgType::reply && frame->header.request_id == RequestId{fence_id}) return true;
+    }
+    return false;
+  }
+  /// Requests among `ids` that did not get exactly one notification, as
+  /// "id: n" (empty: every one got one).
+  [[nodiscard]] std::string not_exactly_once(const std::vector<std::uint64_t>& ids) const {
+    std::string out;
+    for (auto id : ids) {
+      const auto it = counts_.find(id);
+      const int n = it == counts_.end() ? 0 : it->second;
+      if (n != 1) out += std::to_string(id) + ": " + std::to_string(n) + " notifications; ";
+    }
+    for (const auto& [id, n] : counts_) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) out += "unexpected " + std::to_string(id) + "; ";
+    }
+    return out;
+  }
+
+ private:
+  RawClient& client_;
+  std::map<std::uint64_t, int> counts_;
+};
 
 /// Offloads engine blocks [first, first + count) of `engine` (filled with
 /// seed block + 1) under hashes base + block; true once the daemon answered ok.

@@ -73,6 +73,10 @@ pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd) {
 }  // namespace
 
 DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_args,
+                             std::chrono::milliseconds ready_timeout)
+    : DaemonProcess(Launcher{}, std::move(binary), std::move(extra_args), ready_timeout) {}
+
+DaemonProcess::DaemonProcess(Launcher launcher, std::string binary, std::vector<std::string> extra_args,
                              std::chrono::milliseconds ready_timeout) {
   char dir_template[] = "/tmp/kvbd-test-XXXXXX";
   if (::mkdtemp(dir_template) == nullptr) return;
@@ -85,7 +89,8 @@ DaemonProcess::DaemonProcess(std::string binary, std::vector<std::string> extra_
       own_socket = true;
     }
   }
-  std::vector<std::string> args = {std::move(binary)};
+  std::vector<std::string> args = std::move(launcher.argv);
+  args.push_back(std::move(binary));
   if (!own_socket) {
     args.push_back("--socket");
     args.push_back(socket_);

@@ -32,6 +32,15 @@ class DaemonProcess {
   /// log level (info or lower): readiness is its "listening on" line.
   explicit DaemonProcess(std::string binary, std::vector<std::string> extra_args = {},
                          std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
+  /// As above, started through `launcher` (e.g. {"/usr/sbin/ip", "netns",
+  /// "exec", "ns1"}: the daemon in a network namespace). The launcher must
+  /// exec the daemon in its own process, so that signals and the pidfd
+  /// reach the daemon itself.
+  struct Launcher {
+    std::vector<std::string> argv;
+  };
+  DaemonProcess(Launcher launcher, std::string binary, std::vector<std::string> extra_args,
+                std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
   /// Another long-running program (etcd, ...): `argv` as given (argv[0] a
   /// path; every "{dir}" in it becomes the fresh temp dir, removed by the
   /// destructor), ready once its stdout+stderr contain `ready_text`.

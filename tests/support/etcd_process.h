@@ -6,10 +6,13 @@
 // closed) is handed to etcd, and if another process took it meanwhile (etcd
 // exits with "address already in use") a new one is tried, a few times.
 // The peer port is 0. Readiness is etcd's "ready to serve client requests"
-// log line (no polling). The destructor stops etcd and removes its data.
+// log line (no polling). kill() and restart() take etcd away and bring it
+// back on the same port (with its data, or with an empty data dir: a fresh
+// etcd). The destructor stops etcd and removes its data.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -24,6 +27,18 @@ class EtcdProcess {
   [[nodiscard]] static bool installed();
 
   explicit EtcdProcess(std::chrono::milliseconds ready_timeout = std::chrono::seconds(30));
+  ~EtcdProcess();
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+
+  /// SIGKILL (etcd's own loss) and reap. Idempotent.
+  void kill();
+  /// What a restart keeps.
+  enum class Data { kept, wiped };
+  /// Starts etcd again on the same client URL (after kill()), with its data
+  /// dir as it was or emptied; whether it is ready.
+  bool restart(Data data, std::chrono::milliseconds ready_timeout = std::chrono::seconds(30));
+  [[nodiscard]] bool running() const { return process_ && process_->alive(); }
 
   [[nodiscard]] bool ready() const { return process_ && process_->ready(); }
   /// http://127.0.0.1:PORT (the daemons' --cluster-etcd).
@@ -32,7 +47,12 @@ class EtcdProcess {
   [[nodiscard]] std::string log() const { return process_ ? process_->log() : std::string("etcd: not started"); }
 
  private:
+  /// One etcd on `port` with its data under data_dir_.
+  void launch(std::uint16_t port, std::chrono::milliseconds ready_timeout);
+
   std::unique_ptr<DaemonProcess> process_;
+  std::string data_dir_;  // outlives each process (restart with Data::kept)
+  std::uint16_t port_ = 0;
   std::string endpoint_;
 };
 

@@ -1,6 +1,7 @@
 // Completion (the worker's inline-stored handler) and the lifetimes around
-// the worker's completion path: a manager destroyed while its requests wait,
-// a burst that arrives in one progress pass.
+// the worker's completion path: a manager destroyed while its requests, or
+// a wait for a hello's answer, wait; a burst that arrives in one progress
+// pass.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -113,6 +114,27 @@ TEST(ManagerLifetime, DestroyingTheManagerEndsItsWaitingRequestsCancelled) {
   EXPECT_EQ(result->error().code, Errc::cancelled) << result->error().to_string();
   release.set();
   EXPECT_TRUE(pair.run_until([&] { return pair.server->stats().running == 0; }));
+}
+
+TEST(ManagerLifetime, DestroyingTheManagerWakesAWaitForAHelloThatNeverComes) {
+  // The server's worker stops progressing, so the client's hello is never
+  // answered. Destroying the client's manager must end the wait at once
+  // (shutting_down), not after its timeout: a daemon's shutdown waited that
+  // long (the waiter then read the destroyed directory).
+  SmPair pair;
+  if (!pair.skip.empty()) GTEST_SKIP() << "UCX_TLS=sm is not available here: " << pair.skip;
+  pair.server_worker->stop();
+  ASSERT_TRUE(pair.client->connect_address(PeerId{1}, pair.server_worker->address()));
+  std::optional<Status> hello;
+  asio::co_spawn(
+      pair.io, [&]() -> asio::awaitable<void> { hello = co_await pair.client->wait_hello_answered(PeerId{1}, 60s); },
+      asio::detached);
+  pair.io.poll();  // the coroutine starts and parks on the hello's answer
+  EXPECT_FALSE(hello.has_value());
+  pair.client.reset();
+  ASSERT_TRUE(pair.run_until([&] { return hello.has_value(); }));
+  ASSERT_FALSE(hello->has_value());
+  EXPECT_EQ(hello->error().code, Errc::shutting_down) << hello->error().to_string();
 }
 
 TEST(ManagerLifetime, ABurstBeyondRunnersAndQueueIsRefusedBusyNeverLost) {

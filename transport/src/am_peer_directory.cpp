@@ -28,6 +28,13 @@ PeerDirectory::~PeerDirectory() {
   for (auto& [peer, fd] : watched_) fd->cancel();
   watched_.clear();
   listener_.reset();
+  // Operations still in flight on an endpoint (a hello, a send, a reply:
+  // their coroutines hold the endpoint) end now, with an error: nothing
+  // progresses the worker for them any more, so they would otherwise wait
+  // out their timeouts (30 s) and hold the event loop, and a daemon's
+  // shutdown, that long. Waiters for a hello's answer wake too.
+  for (auto& [peer, ep] : peers_) ep->mark_failed(Error{Errc::shutting_down, "the transport is shutting down"});
+  for (auto& [peer, answered] : hello_pending_) answered->set();
   peers_.clear();
 }
 
@@ -86,7 +93,9 @@ asio::awaitable<Status> PeerDirectory::wait_hello_answered(PeerId peer, std::chr
     co_return ok();
   }
   auto answered = it->second;
+  const auto alive = alive_;  // the directory may be destroyed while this waits
   const bool done = co_await answered->wait_for(timeout);
+  if (!*alive) co_return fail(Errc::shutting_down, "the transport is shutting down");
   if (!peers_.contains(peer)) co_return fail(Errc::peer_lost, "peer lost: {}", peer);
   if (!done) co_return fail(Errc::timeout, "peer {} did not answer our hello within {} ms", peer, timeout.count());
   co_return ok();

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -94,6 +95,7 @@ Status ClusterNode::start() {
     auto hp = HostPort::parse(peer, false);
     if (!hp) return fail(Errc::invalid_argument, "cluster.peers: {}", hp.error().message);
     wanted_.emplace(hp->to_string(), "");
+    static_peers_.insert(hp->to_string());
   }
   if (!settings_.etcd.empty()) {
     auto endpoint = EtcdEndpoint::parse(settings_.etcd);
@@ -102,13 +104,18 @@ Status ClusterNode::start() {
         io_, *endpoint, settings_.name, worker_, bootstrap_.bound().to_string(),
         std::chrono::seconds(std::max<std::uint32_t>(settings_.lease_ttl_s, 1)),
         EtcdMembership::Callbacks{[this](const std::string& worker, const std::string& bootstrap) {
+                                    spdlog::debug("cluster: etcd names worker {} at {}", worker, bootstrap);
                                     wanted_[bootstrap] = worker;
                                     reconcile();
                                   },
                                   [this](const std::string& worker) {
-                                    std::erase_if(wanted_, [&](const auto& kv) { return kv.second == worker; });
+                                    spdlog::info("cluster: worker {}'s etcd key is gone", worker);
+                                    std::erase_if(wanted_, [&](const auto& kv) {
+                                      return kv.second == worker && !static_peers_.contains(kv.first);
+                                    });
                                     member_left(worker, "its etcd lease ended");
-                                  }});
+                                  },
+                                  [this](const std::set<std::string>& workers) { etcd_listed(workers); }});
     etcd_->start();
   }
   spdlog::info("cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}, {} static peers{})", worker_,
@@ -241,6 +248,22 @@ void ClusterNode::member_left(const std::string& worker, const std::string& why)
   for (PeerId p : peers) am_->disconnect(p, fmt::format("worker {} left the cluster: {}", worker, why));
 }
 
+void ClusterNode::etcd_listed(const std::set<std::string>& workers) {
+  // A listing after an outage has no deletes for the keys that went away
+  // meanwhile (a fresh etcd has none of the old keys). Members still joined
+  // stay (etcd's loss drops nobody; a live worker puts its key again);
+  // addresses of workers that are neither listed nor joined (died during
+  // the outage: UCX dropped them) are no longer tried.
+  std::erase_if(wanted_, [&](const auto& kv) {
+    const auto& [address, worker] = kv;
+    if (static_peers_.contains(address) || worker.empty() || workers.contains(worker)) return false;
+    const auto i = members_.find(worker);
+    const bool joined = i && members_[*i].joined;
+    if (!joined) spdlog::info("cluster: worker {} ({}) is gone from etcd and unreachable: forgotten", worker, address);
+    return !joined;
+  });
+}
+
 void ClusterNode::reconcile() {
   if (stopping_ || !am_) return;
   for (const auto& [address, worker] : wanted_) {
@@ -297,6 +320,8 @@ asio::awaitable<void> ClusterNode::connect_to(std::string address) {
   Result<Bytes> reply = fail(Errc::internal, "join not sent");
   if (auto hello = co_await am_->wait_hello_answered(peer, kConnectTimeout); !hello) {
     reply = tl::unexpected(hello.error());
+  } else if (!*alive || stopping_) {
+    co_return;  // stopped meanwhile: am_ is gone
   } else if (payload) {
     reply = co_await am_->send_request(peer, kJoinType, std::move(*payload), kConnectTimeout);
   }
@@ -388,6 +413,20 @@ json ClusterNode::stats() const {
            {"membership", etcd_ ? "etcd" : "static"},
            {"members", members},
            {"index_blocks", index_.size()}};
+  if (etcd_) {
+    const EtcdHealth& h = etcd_->health();
+    json etcd{{"endpoint", etcd_->endpoint()},     {"state", h.reachable ? "reachable" : "unreachable"},
+              {"registered", etcd_->registered()}, {"outages", h.outages},
+              {"failed_calls", h.failed_calls},    {"last_error", h.last_error}};
+    if (!h.reachable) {
+      etcd["unreachable_since"] =
+          fmt::format("{:%FT%TZ}", fmt::gmtime(std::chrono::system_clock::to_time_t(h.unreachable_since_wall)));
+      etcd["unreachable_ms"] =
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - h.unreachable_since)
+              .count();
+    }
+    out["etcd"] = std::move(etcd);
+  }
   if (fetch_) {
     const FetchStats& f = fetch_->stats();
     out["fetch"] = {{"requests", f.requests},      {"blocks_in", f.blocks_in},   {"failures", f.failures},

@@ -72,6 +72,7 @@ class ClusterNode final : public RemoteTier {
   Result<transport::Bytes> on_pool(transport::IncomingMessage& message);
   void peer_lost(PeerId peer, const Error& error);
   void member_left(const std::string& worker, const std::string& why);
+  void etcd_listed(const std::set<std::string>& workers);
   void reconcile();
   boost::asio::awaitable<void> connect_to(std::string address);
   boost::asio::awaitable<void> ping(WorkerIndex i);
@@ -95,6 +96,7 @@ class ClusterNode final : public RemoteTier {
   // members), and the ones being tried now.
   std::map<std::string, std::string> wanted_;  // address -> worker ("" until known)
   std::set<std::string> connecting_;
+  std::set<std::string> static_peers_;  // cluster.peers: wanted for good
   std::uint32_t next_peer_ = 1;
   boost::asio::steady_timer reconcile_timer_;
   std::uint64_t ticks_ = 0;

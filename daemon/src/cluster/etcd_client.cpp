@@ -147,7 +147,8 @@ struct EtcdClient::Impl {
   std::shared_ptr<beast::tcp_stream> watch_stream;  // the running watch's connection
   bool watch_cancelled = false;
 
-  asio::awaitable<Result<std::shared_ptr<beast::tcp_stream>>> open(std::string_view what) {
+  // (Coroutine parameters by value: the frame keeps its own copy.)
+  asio::awaitable<Result<std::shared_ptr<beast::tcp_stream>>> open(std::string what) {
     tcp::resolver resolver(executor);
     auto [rec, results] = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port), kUseTuple);
     if (rec) co_return tl::unexpected(etcd_error(what, rec));
@@ -169,7 +170,7 @@ struct EtcdClient::Impl {
   }
 
   // One call: POST `path` with `body`, the JSON answer.
-  asio::awaitable<Result<json>> call(std::string_view path, const json& body) {
+  asio::awaitable<Result<json>> call(std::string path, json body) {
     auto stream = co_await open(path);
     if (!stream) co_return tl::unexpected(stream.error());
     auto req = request(endpoint, path, body);

@@ -39,8 +39,9 @@ class PeerDirectory {
   PeerDirectory(Worker& worker, std::uint32_t token, LostHandler on_lost);
   PeerDirectory(const PeerDirectory&) = delete;
   PeerDirectory& operator=(const PeerDirectory&) = delete;
-  /// Stops watching, closes the listener, drops every endpoint (call
-  /// say_goodbye() first to tell the peers).
+  /// Stops watching, closes the listener, ends every operation still in
+  /// flight on an endpoint (shutting_down) and wakes hello waiters, drops
+  /// every endpoint (call say_goodbye() first to tell the peers).
   ~PeerDirectory();
 
   /// See ActiveMessageManager::listen / connect / connect_address.
