@@ -63,7 +63,7 @@ class LookupLoad {
       io_.run();
     });
     for (auto& s : sessions_) {
-      s->async_hello(hello, [this, s](Result<client::HelloInfo> r) {
+      s->async_hello(hello, [this, s](const Result<client::HelloInfo>& r) {
         if (!r) ++hello_failed_;
         ++hello_done_;
         if (r) next(s);

@@ -84,6 +84,7 @@ Result<double> transport_gbps(const Flags& f, const std::string& tls) {
       "kvblockd-bench", "transport",  "--tls", tls,           "--size", "2097152",   "--iters", iters,
       "--no-baseline",  "--am-iters", "1000",  "--am-window", "1",      "--spin-us", spin};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   int out[2];
@@ -143,7 +144,7 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   WorkerProcess a, b;
   if (auto st = a.start(f.kvblockd, args("A", k)); !st)
     return fail(st.error().code, "worker A: {}", st.error().message);
-  auto b_args = args("B", 2 * batch);
+  auto b_args = args("B", std::uint64_t{2} * batch);
   b_args.insert(b_args.end(), {"--cluster-peers", a.bootstrap()});
   if (auto st = b.start(f.kvblockd, b_args); !st) return fail(st.error().code, "worker B: {}", st.error().message);
   if (!b.wait_for_log("cluster: worker A joined", std::chrono::seconds(30)) ||

@@ -60,6 +60,7 @@ Status WorkerProcess::start(const std::string& binary, std::vector<std::string> 
   const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (log_fd < 0) return fail(Errc::io_error, "cannot create {}", log_path_);
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
@@ -120,7 +121,7 @@ std::string WorkerProcess::log() const {
 }
 
 std::string WorkerProcess::log_tail(std::size_t lines) const {
-  const std::string text = log();
+  std::string text = log();
   std::size_t at = text.size();
   for (std::size_t n = 0; n <= lines && at > 0; ++n) {
     const auto nl = text.rfind('\n', at - 1);

@@ -61,9 +61,9 @@ using Pending = detail::PendingRequest;
 
 namespace {
 
-constexpr std::size_t kReadChunk = 4096;             // per session: 10,000 sessions stay small
-constexpr std::size_t kMaxBatchFrames = 64;          // frames gathered into one write
-constexpr std::size_t kMaxBatchBytes = 256U * 1024;  // bytes gathered into one write
+constexpr std::size_t kReadChunk = 4096;                         // per session: 10,000 sessions stay small
+constexpr std::size_t kMaxBatchFrames = 64;                      // frames gathered into one write
+constexpr std::size_t kMaxBatchBytes = std::size_t{256} * 1024;  // bytes gathered into one write
 /// Async requests held back (not yet sent) per unit of the daemon's
 /// max_inflight; beyond that a new one fails at once with busy.
 constexpr std::size_t kHeldPerInflight = 8;
@@ -101,7 +101,7 @@ struct Session::Impl {
   std::deque<OutFrame> held;
 };
 
-Session::Session(Executor executor) : impl_(std::make_unique<Impl>(std::move(executor))) {}
+Session::Session(const Executor& executor) : impl_(std::make_unique<Impl>(executor)) {}
 
 Session::~Session() {
   // Only reached with requests pending when the executor was destroyed with
@@ -125,8 +125,8 @@ Error connect_error(const std::string& path, const boost::system::error_code& ec
 
 }  // namespace
 
-Result<std::shared_ptr<Session>> Session::connect(Executor executor, const std::string& path) {
-  std::shared_ptr<Session> s(new Session(std::move(executor)));
+Result<std::shared_ptr<Session>> Session::connect(const Executor& executor, const std::string& path) {
+  std::shared_ptr<Session> s(new Session(executor));
   boost::system::error_code ec;
   s->impl_->socket.connect(asio::local::stream_protocol::endpoint(path), ec);
   if (ec) return tl::unexpected(connect_error(path, ec));
@@ -135,8 +135,8 @@ Result<std::shared_ptr<Session>> Session::connect(Executor executor, const std::
   return s;
 }
 
-void Session::async_connect(Executor executor, std::string path, Callback<std::shared_ptr<Session>> done) {
-  std::shared_ptr<Session> s(new Session(std::move(executor)));
+void Session::async_connect(const Executor& executor, std::string path, Callback<std::shared_ptr<Session>> done) {
+  std::shared_ptr<Session> s(new Session(executor));
   auto endpoint = asio::local::stream_protocol::endpoint(path);
   s->impl_->socket.async_connect(
       endpoint, [s, path = std::move(path), done = std::move(done)](const boost::system::error_code& ec) {

@@ -1,7 +1,6 @@
 #include "kvb/common/protocol_frame.h"
 
 #include <charconv>
-#include <cstring>
 
 #include "kvb/common/wire.h"
 
@@ -134,7 +133,7 @@ void FrameParser::feed(std::span<const std::byte> bytes) {
   if (consumed_ > 0 && consumed_ == buffer_.size()) {
     buffer_.clear();
     consumed_ = 0;
-  } else if (consumed_ > 64U * 1024 && consumed_ * 2 > buffer_.size()) {
+  } else if (consumed_ > std::size_t{64} * 1024 && consumed_ * 2 > buffer_.size()) {
     buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_));
     consumed_ = 0;
   }
@@ -162,7 +161,9 @@ Result<std::optional<Frame>> FrameParser::next() {
 
 std::string_view format_completion_ok(RequestId request_id, std::span<char, kCompletionOkBytes> out) noexcept {
   char* end = std::to_chars(out.data(), out.data() + out.size() - 3, request_id.value()).ptr;
-  std::memcpy(end, ":ok", 3);
+  end[0] = ':';  // no terminator: the view's length says where it ends
+  end[1] = 'o';
+  end[2] = 'k';
   return std::string_view(out.data(), static_cast<std::size_t>(end + 3 - out.data()));
 }
 

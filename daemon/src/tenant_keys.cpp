@@ -30,7 +30,8 @@ Result<std::string> read_small_file(const std::string& path) {
     if (n < 0) return fail(Errc::io_error, "cannot read '{}': {}", path, std::strerror(errno));
     if (n == 0) break;
     out.append(chunk.data(), static_cast<std::size_t>(n));
-    if (out.size() > 64U * 1024U) return fail(Errc::invalid_argument, "'{}' is over 64 KiB: not a key file", path);
+    if (out.size() > std::size_t{64} * 1024)
+      return fail(Errc::invalid_argument, "'{}' is over 64 KiB: not a key file", path);
   }
   return out;
 }

@@ -77,10 +77,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Connects to the Unix socket `path` without blocking the executor; `done`
   /// runs on the executor with the session or an io_error naming the path.
-  static void async_connect(Executor executor, std::string path, Callback<std::shared_ptr<Session>> done);
+  static void async_connect(const Executor& executor, std::string path, Callback<std::shared_ptr<Session>> done);
   /// Connects synchronously (a Unix socket connect does not wait on the
   /// network). The session's reader starts at once on `executor`.
-  [[nodiscard]] static Result<std::shared_ptr<Session>> connect(Executor executor, const std::string& path);
+  [[nodiscard]] static Result<std::shared_ptr<Session>> connect(const Executor& executor, const std::string& path);
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -133,7 +133,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   struct Impl;
-  explicit Session(Executor executor);
+  explicit Session(const Executor& executor);
 
   // All of these run on the strand.
   /// Removes a resolved request (it must be pending) and, if it counted

@@ -10,7 +10,7 @@ namespace kvb::transport {
 
 class TransportError : public std::runtime_error {
  public:
-  explicit TransportError(Error error) : std::runtime_error(error.to_string()), error_(std::move(error)) {}
+  explicit TransportError(const Error& error) : std::runtime_error(error.to_string()), error_(error) {}
   [[nodiscard]] const Error& error() const noexcept { return error_; }
 
  private:
