@@ -133,6 +133,12 @@ class PrefixPolicy final : public EvictionPolicy {
     if (uses_[b] < kMaxUses) ++uses_[b];
   }
 
+  void on_leased_again(BlockId block) override {
+    const std::uint32_t b = block.value();
+    unlink(b);
+    where_[b] = Where::active;  // neither a use nor a tick of the clock: the request counted both
+  }
+
   void on_dropped(BlockId block) override {
     const std::uint32_t b = block.value();
     if (where_[b] == Where::active) forget(b);  // out of the tree: its parent may be a leaf again
