@@ -319,22 +319,20 @@ TEST(BlockManager, ALookupOfTheSameRequestLeasesWithoutANewUse) {
   // later: stored, then 1 request that looked it up and leased it again
   // (2 uses). A, used less, goes first; were the second lease a use, A and
   // B would both have 3 and B, released first, would go.
-  {
-    ManualClock clock;
-    auto bm = make_g2_manager(2, clock, "prefix");
-    { auto b = store(*bm, hashes({2})); }
-    for (int i = 0; i < 2; ++i) (void)bm->lookup(hashes({2}));
-    { auto a = store(*bm, hashes({1})); }
-    (void)bm->lookup(hashes({1}));
-    auto again = bm->lookup(hashes({1}), LookupUse::same_request);
-    EXPECT_EQ(again.matched(), 1U);
-    again.leases.release();
-    EXPECT_EQ(bm->counters().lookups, 4U) << "counted as any lookup";
-    auto fresh = bm->allocate(Tier::g2, 1);
-    ASSERT_TRUE(fresh.has_value()) << fresh.error().to_string();
-    EXPECT_EQ(bm->peek(hashes({1})), 0U) << "A, one use fewer, goes";
-    EXPECT_EQ(bm->peek(hashes({2})), 1U);
-  }
+  ManualClock clock;
+  auto bm = make_g2_manager(2, clock, "prefix");
+  { auto b = store(*bm, hashes({2})); }
+  for (int i = 0; i < 2; ++i) (void)bm->lookup(hashes({2}));
+  { auto a = store(*bm, hashes({1})); }
+  (void)bm->lookup(hashes({1}));
+  auto again = bm->lookup(hashes({1}), LookupUse::same_request);
+  EXPECT_EQ(again.matched(), 1U);
+  again.leases.release();
+  EXPECT_EQ(bm->counters().lookups, 4U) << "counted as any lookup";
+  auto fresh = bm->allocate(Tier::g2, 1);
+  ASSERT_TRUE(fresh.has_value()) << fresh.error().to_string();
+  EXPECT_EQ(bm->peek(hashes({1})), 0U) << "A, one use fewer, goes";
+  EXPECT_EQ(bm->peek(hashes({2})), 1U);
 }
 
 TEST(BlockManager, FindLeasesOneRegisteredBlockWithoutCounting) {
