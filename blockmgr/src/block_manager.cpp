@@ -244,7 +244,7 @@ const EvictionPolicy& BlockManager::policy(Tier tier) const noexcept { return *i
 
 void BlockManager::release(Tier tier, BlockId block) noexcept { impl_->release(*impl_->tier(tier), block); }
 
-PrefixMatch BlockManager::lookup(std::span<const SequenceHash> hashes) {
+PrefixMatch BlockManager::lookup(std::span<const SequenceHash> hashes, LookupUse use) {
   Impl& im = *impl_;
   PrefixMatch match;
   TierState* g1 = im.tier(Tier::g1);
@@ -257,8 +257,9 @@ PrefixMatch BlockManager::lookup(std::span<const SequenceHash> hashes) {
     if (ts == nullptr) return false;
     const std::uint32_t b = ts->registry.find(h);
     if (b == detail::kNil) return false;
-    match.leases.push_back(im.acquire(*ts, BlockId{b}));
-    im.count_use(h);
+    const bool counted = use == LookupUse::new_request;
+    match.leases.push_back(im.acquire(*ts, BlockId{b}, counted));
+    if (counted) im.count_use(h);
     ++found;
     return true;
   };

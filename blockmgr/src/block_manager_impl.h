@@ -92,14 +92,20 @@ struct BlockManager::Impl {
   const TierState* tier(Tier t) const noexcept { return tiers[static_cast<std::size_t>(t)].get(); }
 
   // --- leases -------------------------------------------------------------
-  BlockLease acquire(TierState& ts, BlockId b) {
+  // `use`: the lease is a new use of the block (a hit), not the same
+  // request leasing it again (LookupUse::same_request).
+  BlockLease acquire(TierState& ts, BlockId b, bool use = true) {
     BlockMeta& m = ts.meta[b.value()];
     if (m.leases++ == 0) {
       ++ts.leased_blocks;
       if (m.in_policy) {
-        ts.policy->on_reactivated(b);
+        if (use) {
+          ts.policy->on_reactivated(b);
+          if (m.uses < 255) ++m.uses;
+        } else {
+          ts.policy->on_leased_again(b);
+        }
         m.in_policy = false;
-        if (m.uses < 255) ++m.uses;
       }
     }
     ++live_leases;

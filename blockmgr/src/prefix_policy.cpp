@@ -20,8 +20,17 @@
 // including those before it was last evicted from this tier (UseHistory
 // remembers the counts of evicted hashes, about 4 x capacity of them) and
 // those in the tier it was copied from. So a block used twice outlives one used
-// once by kUseBonus (4 minutes) of idleness, one used 4 times by 8 minutes,
-// and so on.
+// once by kUseBonus of idleness, one used 4 times by twice that, and so on.
+//
+// Time here is the tier's own: the number of uses (registrations and hits)
+// the policy has seen, not the clock. Idleness is measured in the traffic
+// that went by, so the order of evictions depends only on the order of
+// events, not on their pace: the same requests sent 700 times faster (a
+// benchmark replaying an hour-long trace in seconds) evict the same blocks.
+// With a wall-clock bonus (it was 4 minutes) the policy turned into "fewest
+// uses first" at such paces and fell far below LRU (docs/eviction.md).
+// kUseBonus = 20,000 uses is about 4 minutes of the shared conversation
+// trace (82 uses/s), and measured as good on it at 1 to 30 M tokens.
 //
 // The bonus is a step per class of uses (floor(2 log2 uses)), so the
 // blocks of one class leave in release order: one FIFO per class (leaves
@@ -50,10 +59,10 @@
 namespace kvb::detail {
 namespace {
 
-constexpr std::int64_t kUseBonusNs = 240'000'000'000;  // idle time one doubling of uses is worth (4 min)
-constexpr std::uint32_t kHistoryPerBlock = 4;          // evicted hashes remembered (about), per block of capacity
-constexpr std::uint32_t kClasses = 16;                 // floor(2 log2 uses), the last for uses >= 182
-constexpr std::uint32_t kDeadEnds = kClasses;          // the queue of dead ends (all used once: one class)
+constexpr std::int64_t kUseBonus = 20'000;     // idleness (in uses of the tier) one doubling of uses is worth
+constexpr std::uint32_t kHistoryPerBlock = 4;  // evicted hashes remembered (about), per block of capacity
+constexpr std::uint32_t kClasses = 16;         // floor(2 log2 uses), the last for uses >= 182
+constexpr std::uint32_t kDeadEnds = kClasses;  // the queue of dead ends (all used once: one class)
 constexpr std::uint8_t kMaxUses = 255;
 
 enum class Where : std::uint8_t { none, active, queued, parked };
@@ -80,6 +89,7 @@ class PrefixPolicy final : public EvictionPolicy {
         history_(std::uint64_t{capacity} * kHistoryPerBlock),
         hash_(capacity),
         since_(capacity, 0),
+        stamp_(capacity, 0),
         uses_(capacity, 0),
         class_(capacity, 0),
         where_(capacity, Where::none),
@@ -92,6 +102,7 @@ class PrefixPolicy final : public EvictionPolicy {
                      std::optional<BlockId> parent_block) override {
     const std::uint32_t b = block.value();
     hash_[b] = hash;
+    ++now_;  // a use: the policy's clock
     // Uses so far: what the block brings along, or what this tier remembers of
     // it from before it was evicted (plus this request), whichever is more.
     const std::uint32_t remembered = 1U + history_.take(hash).value_or(0);
@@ -107,6 +118,7 @@ class PrefixPolicy final : public EvictionPolicy {
   void on_inactive(BlockId block, SequenceHash /*hash*/) override {
     const std::uint32_t b = block.value();
     since_[b] = clock_->now_ns();
+    stamp_[b] = now_;
     class_[b] = static_cast<std::uint8_t>(use_class(uses_[b]));
     dead_end_[b] = tree_.children(b) == 0 && uses_[b] == 1 && extended_[b] == 0 ? 1 : 0;
     ++held_;
@@ -117,7 +129,14 @@ class PrefixPolicy final : public EvictionPolicy {
     const std::uint32_t b = block.value();
     unlink(b);
     where_[b] = Where::active;
+    ++now_;
     if (uses_[b] < kMaxUses) ++uses_[b];
+  }
+
+  void on_leased_again(BlockId block) override {
+    const std::uint32_t b = block.value();
+    unlink(b);
+    where_[b] = Where::active;  // neither a use nor a tick of the clock: the request counted both
   }
 
   void on_dropped(BlockId block) override {
@@ -160,7 +179,7 @@ class PrefixPolicy final : public EvictionPolicy {
   // kUseBonus * (log2(uses) - 1), in half steps; dead ends before everything.
   [[nodiscard]] static std::int64_t bonus(std::uint32_t queue) noexcept {
     if (queue == kDeadEnds) return std::numeric_limits<std::int64_t>::min() / 2;
-    return kUseBonusNs * (static_cast<std::int64_t>(queue) - 2) / 2;
+    return kUseBonus * (static_cast<std::int64_t>(queue) - 2) / 2;
   }
 
   void enqueue_back(std::uint32_t b) {
@@ -198,7 +217,7 @@ class PrefixPolicy final : public EvictionPolicy {
       for (std::uint32_t mask = nonempty_; mask != 0; mask &= mask - 1) {
         const auto q = static_cast<std::uint32_t>(std::countr_zero(mask));
         const std::uint32_t b = queues_[q].front();
-        const std::int64_t key = static_cast<std::int64_t>(since_[b]) + bonus(q);
+        const std::int64_t key = static_cast<std::int64_t>(stamp_[b]) + bonus(q);
         if (best == kNil || key < best_key) {
           best = b;
           best_q = q;
@@ -234,7 +253,9 @@ class PrefixPolicy final : public EvictionPolicy {
   PrefixTree tree_;
   UseHistory history_;  // evicted hash -> its uses
   std::vector<SequenceHash> hash_;
-  std::vector<std::uint64_t> since_;  // clock time of the last release
+  std::uint64_t now_ = 0;             // uses seen (registrations + hits): the order of evictions reads this clock
+  std::vector<std::uint64_t> since_;  // clock time of the last release (diagnostics only)
+  std::vector<std::uint64_t> stamp_;  // now_ at the last release
   std::vector<std::uint8_t> uses_;
   std::vector<std::uint8_t> class_;
   std::vector<Where> where_;

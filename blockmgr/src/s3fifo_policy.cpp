@@ -61,6 +61,7 @@ class S3FifoPolicy final : public EvictionPolicy {
         ghost_(capacity),
         home_(capacity, Home::none),
         freq_(capacity, 0),
+        again_(capacity, 0),
         since_(capacity, 0),
         hash_(capacity) {}
 
@@ -71,7 +72,10 @@ class S3FifoPolicy final : public EvictionPolicy {
     if (home_[b] == Home::none) {  // a new block
       hash_[b] = hash;
       freq_[b] = 0;
+      again_[b] = 0;
       home_[b] = ghost_.take(hash) ? Home::main : Home::small;
+    } else if (again_[b] != 0) {  // back from a lease that was no new use
+      again_[b] = 0;
     } else {  // back after a hit
       freq_[b] = static_cast<std::uint8_t>(std::min(freq_[b] + 1, 3));
     }
@@ -79,6 +83,10 @@ class S3FifoPolicy final : public EvictionPolicy {
   }
 
   void on_reactivated(BlockId block) override { fifo(block.value()).unlink(block.value()); }
+  void on_leased_again(BlockId block) override {
+    fifo(block.value()).unlink(block.value());
+    again_[block.value()] = 1;
+  }
 
   std::optional<BlockId> evict() override {
     for (;;) {
@@ -134,6 +142,7 @@ class S3FifoPolicy final : public EvictionPolicy {
   GhostFifo ghost_;
   std::vector<Home> home_;  // none = not known to the policy
   std::vector<std::uint8_t> freq_;
+  std::vector<std::uint8_t> again_;  // leased by on_leased_again: its next release is no hit
   std::vector<std::uint64_t> since_;
   std::vector<SequenceHash> hash_;
 };

@@ -313,7 +313,7 @@ void BlockService::submit(TransferPlan plan, int device, std::function<void(Stat
 
 void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                                  const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control,
-                                 Done done) {
+                                 Done done, std::optional<std::uint64_t> first_parent) {
   auto finish_later = [this, &done](Status status) {
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
@@ -323,6 +323,7 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   std::vector<BlockId> sources;
   std::unordered_set<SequenceHash> seen;
   std::optional<SequenceHash> previous;
+  if (first_parent) previous = salted_key(*first_parent, salt);
   for (const auto& item : items) {
     const SequenceHash key = salted_key(item.hash, salt);
     const auto parent = std::exchange(previous, key);
@@ -364,7 +365,7 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
 
 void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                                  std::vector<proto::OnboardItem> items, OnboardProgress progress,
-                                 std::shared_ptr<OpControl> control, Done done) {
+                                 std::shared_ptr<OpControl> control, Done done, std::vector<std::uint8_t> looked_up) {
   auto finish_later = [this, &done](Status status) {
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
@@ -379,7 +380,10 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   std::vector<SequenceHash> missing_keys;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const SequenceHash key = salted_key(items[i].hash, salt);
-    auto match = manager.lookup(std::span(&key, 1));
+    // An item the session's lookup counted is no new use: the lookup
+    // (unpinned) released it, this leases it again for the same request.
+    const bool counted = i < looked_up.size() && looked_up[i] != 0;
+    auto match = manager.lookup(std::span(&key, 1), counted ? LookupUse::same_request : LookupUse::new_request);
     if (match.matched() == 0) {
       if (remote_ == nullptr) {
         return finish_later(

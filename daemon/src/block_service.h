@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -205,19 +206,23 @@ class BlockService {
 
   /// Starts an offload now: copies the engine blocks into fresh G2 blocks,
   /// then commits each under its salted hash, with the item before it as its
-  /// parent (already present hashes are skipped). `done` runs once on the loop. When `control` is cancelled by
+  /// parent (already present hashes are skipped) and `first_parent` (a
+  /// client hash: the block before items[0] in its sequence, when the
+  /// session knows it) as the first one's. `done` runs once on the loop. When `control` is cancelled by
   /// then, nothing is registered and the written blocks are discarded.
   void start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-                     const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control, Done done);
+                     const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control, Done done,
+                     std::optional<std::uint64_t> first_parent = std::nullopt);
   /// Starts an onboard now: leases the blocks of the salted hashes
   /// (not_found names a missing hash), reads those found only on disk into
   /// G2 first (a block that fails its checksum is dropped: not_found), and
   /// copies them into the engine blocks, one plan per layer group of
   /// `progress` (announced in layer order). `done` runs once every plan has
-  /// ended; the leases end then.
+  /// ended; the leases end then. `looked_up[i]` != 0: the session's lookup
+  /// already counted item i's hit (LookupUse::same_request); empty = none.
   void start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                      std::vector<proto::OnboardItem> items, OnboardProgress progress,
-                     std::shared_ptr<OpControl> control, Done done);
+                     std::shared_ptr<OpControl> control, Done done, std::vector<std::uint8_t> looked_up = {});
 
   /// The cluster's hooks (empty: none). Pools created later report too.
   void set_observer(Observer observer) { observer_ = std::move(observer); }

@@ -2,8 +2,11 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <unordered_set>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
@@ -306,6 +309,9 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
       pins_.emplace(request.hashes[i], std::move(result.leases[i]));
     }
   }
+  last_lookup_.assign(request.hashes.begin(), request.hashes.end());
+  last_prefix_ = result.matched + result.g4_blocks;
+  last_counted_ = result.matched;
   proto::LookupReply body;
   body.prefix_blocks = result.matched + result.g4_blocks;  // pins cover the local blocks only
   body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks});
@@ -322,17 +328,47 @@ void Session::on_locate(RequestId id, const proto::LocateRequest& request) {
   reply(id, proto::make_reply(proto::LocateReply{core_.blocks.locate(*pool_, salt_, request.hashes)}), "locate");
 }
 
+std::optional<std::uint64_t> Session::parent_in_last_lookup(std::uint64_t hash) const {
+  // Usually the offload of the lookup's misses: hash is the first of them.
+  if (last_prefix_ > 0 && last_prefix_ < last_lookup_.size() && last_lookup_[last_prefix_] == hash)
+    return last_lookup_[last_prefix_ - 1];
+  for (std::size_t k = 1; k < last_lookup_.size(); ++k)
+    if (last_lookup_[k] == hash) return last_lookup_[k - 1];
+  return std::nullopt;
+}
+
+std::vector<std::uint8_t> Session::take_counted(std::span<const proto::OnboardItem> items) {
+  std::vector<std::uint8_t> counted(items.size(), 0);
+  const std::span<const std::uint64_t> hits(last_lookup_.data(),
+                                            std::min<std::size_t>(last_counted_, last_lookup_.size()));
+  std::unordered_set<std::uint64_t> set;  // built only when the items are not the hits in order
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i < hits.size() && hits[i] == items[i].hash) {
+      counted[i] = 1;
+      continue;
+    }
+    if (set.empty()) set.insert(hits.begin(), hits.end());
+    counted[i] = set.contains(items[i].hash) ? 1 : 0;
+  }
+  last_counted_ = 0;
+  return counted;
+}
+
 void Session::on_offload(RequestId id, proto::OffloadRequest request) {
   if (pool_ != nullptr) {
     if (auto fits = core_.blocks.check_fits(*pool_, salt_, request.items, core_.admission.would_start_now()); !fits)
       return refuse(id, proto::to_string(MsgType::offload), fits.error());
   }
-  on_copy(
-      id, MsgType::offload, std::move(request.items),
-      [](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
-         const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control, BlockService::Done done) {
-        blocks.start_offload(pool, std::move(kv), salt, items, std::move(control), std::move(done));
-      });
+  // The protocol names no parent for items[0]: when the last lookup named
+  // it (an engine offloading the blocks its lookup missed), the block
+  // before it there is its parent, so the prefix tree stays one tree.
+  const auto first_parent = request.items.empty() ? std::nullopt : parent_in_last_lookup(request.items.front().hash);
+  on_copy(id, MsgType::offload, std::move(request.items),
+          [first_parent](BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
+                         const std::vector<proto::OffloadItem>& items, std::shared_ptr<OpControl> control,
+                         BlockService::Done done) {
+            blocks.start_offload(pool, std::move(kv), salt, items, std::move(control), std::move(done), first_parent);
+          });
 }
 
 void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
@@ -341,8 +377,11 @@ void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, st
     return refuse(id, proto::to_string(op),
                   Error{Errc::invalid_argument, "onboard_layers: layers_per_group must be >= 1 (got 0)"});
   }
+  // Blocks the last lookup matched were counted as hits then; leasing them
+  // again for this onboard is the same request, not a new use.
+  auto looked_up = take_counted(items);
   on_copy(id, op, std::move(items),
-          [id, layers_per_group, self = weak_from_this()](
+          [id, layers_per_group, looked_up = std::move(looked_up), self = weak_from_this()](
               BlockService& blocks, LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
               std::vector<proto::OnboardItem> items, std::shared_ptr<OpControl> control, BlockService::Done done) {
             OnboardProgress progress{layers_per_group, nullptr};
@@ -354,7 +393,7 @@ void Session::on_onboard(RequestId id, std::vector<proto::OnboardItem> items, st
               };
             }
             blocks.start_onboard(pool, std::move(kv), salt, std::move(items), std::move(progress), std::move(control),
-                                 std::move(done));
+                                 std::move(done), looked_up);
           });
 }
 

@@ -19,6 +19,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -109,6 +110,12 @@ class Session : public std::enable_shared_from_this<Session> {
   /// onboard (layers_per_group 0) and onboard_layers (progress per group).
   void on_onboard(RequestId id, std::vector<proto::OnboardItem> items, std::uint32_t layers_per_group,
                   proto::MsgType op);
+  /// The block before `hash` in the last lookup's sequence; nullopt when
+  /// that lookup did not name `hash` after its first block.
+  [[nodiscard]] std::optional<std::uint64_t> parent_in_last_lookup(std::uint64_t hash) const;
+  /// Per item: 1 when the last lookup counted its hit (then forgets them:
+  /// one onboard per lookup).
+  [[nodiscard]] std::vector<std::uint8_t> take_counted(std::span<const proto::OnboardItem> items);
   /// offload and the onboards: checks, then admission (accept_async) of a
   /// copy that `start` begins on BlockService.
   template <class Items, class Start>
@@ -193,6 +200,12 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::uint64_t, Finished> finished_;
   std::deque<std::uint64_t> finished_order_;
   std::unordered_multimap<std::uint64_t, BlockLease> pins_;  // client hash -> lease
+  // The last lookup (client hashes), for what the protocol does not say:
+  // the parent of an offload's first item, and which onboarded blocks the
+  // lookup already counted as hits.
+  std::vector<std::uint64_t> last_lookup_;
+  std::uint32_t last_prefix_ = 0;   // its prefix_blocks: where the offload of its misses starts
+  std::uint32_t last_counted_ = 0;  // its local hits no onboard has leased since
   std::uint64_t next_token_ = 1;
   Clock::time_point handling_started_;  // receipt of the request being handled (latency of sync replies)
   std::uint32_t inflight_ = 0;

@@ -282,6 +282,59 @@ TEST(BlockManager, CommitTellsThePolicyTheParentSoPrefixEvictsLeavesFirst) {
   }
 }
 
+TEST(BlockManager, PrefixMeasuresIdlenessInTheTiersTrafficNotInClockTime) {
+  // The daemon's call sequence at a benchmark's pace (0.4 ms a request, as
+  // kvblockd-bench cluster replays an hour of trace in 5 s): block A is
+  // stored and hit 3 times (4 uses), then 25,000 one-block requests go by,
+  // then B is stored and hit once (2 uses). A's extra doubling of uses is
+  // worth 20,000 uses of idleness (prefix_policy.cpp) and it has been idle
+  // for 25,000: A goes before B, at any pace, as in the replay at the
+  // trace's own pace. With the former wall-clock bonus (4 minutes) the 10 s
+  // that passed at the fast pace were nothing, and B went first.
+  for (const std::uint64_t ns_per_request : {std::uint64_t{400'000}, std::uint64_t{30'000'000}}) {
+    ManualClock clock;
+    auto bm = make_g2_manager(3, clock, "prefix");
+    auto request = [&](SequenceHash key) {  // lookup; on a miss, offload (allocate + commit); end
+      clock.advance(ns_per_request);
+      auto match = bm->lookup(std::span(&key, 1));
+      if (match.matched() > 0) return;
+      auto lease = bm->allocate(Tier::g2, 1);
+      ASSERT_TRUE(lease.has_value()) << lease.error().to_string();
+      ASSERT_TRUE(bm->commit((*lease)[0], key).has_value());
+    };
+    for (int i = 0; i < 4; ++i) request(h(1));                             // A: stored, then 3 hits
+    for (std::uint64_t i = 0; i < 25'000; ++i) request(h(1'000'000 + i));  // each a dead end, evicted by the next
+    for (int i = 0; i < 2; ++i) request(h(2));                             // B: stored, then 1 hit
+    auto fresh = bm->allocate(Tier::g2, 2);                                // the last one-off (a dead end), then A or B
+    ASSERT_TRUE(fresh.has_value()) << fresh.error().to_string();
+    EXPECT_EQ(bm->peek(hashes({1})), 0U) << "A, idle longest, goes; " << ns_per_request << " ns a request";
+    EXPECT_EQ(bm->peek(hashes({2})), 1U) << "B, used just now, stays; " << ns_per_request << " ns a request";
+  }
+}
+
+TEST(BlockManager, ALookupOfTheSameRequestLeasesWithoutANewUse) {
+  // The daemon's unpinned lookup releases what it matched; the onboard then
+  // leases the blocks again for the same request (LookupUse::same_request):
+  // one use, as in the replay. B: stored, then 2 new requests (3 uses). A,
+  // later: stored, then 1 request that looked it up and leased it again
+  // (2 uses). A, used less, goes first; were the second lease a use, A and
+  // B would both have 3 and B, released first, would go.
+  ManualClock clock;
+  auto bm = make_g2_manager(2, clock, "prefix");
+  { auto b = store(*bm, hashes({2})); }
+  for (int i = 0; i < 2; ++i) (void)bm->lookup(hashes({2}));
+  { auto a = store(*bm, hashes({1})); }
+  (void)bm->lookup(hashes({1}));
+  auto again = bm->lookup(hashes({1}), LookupUse::same_request);
+  EXPECT_EQ(again.matched(), 1U);
+  again.leases.release();
+  EXPECT_EQ(bm->counters().lookups, 4U) << "counted as any lookup";
+  auto fresh = bm->allocate(Tier::g2, 1);
+  ASSERT_TRUE(fresh.has_value()) << fresh.error().to_string();
+  EXPECT_EQ(bm->peek(hashes({1})), 0U) << "A, one use fewer, goes";
+  EXPECT_EQ(bm->peek(hashes({2})), 1U);
+}
+
 TEST(BlockManager, FindLeasesOneRegisteredBlockWithoutCounting) {
   ManualClock clock;
   auto bm = make_g2_manager(4, clock);

@@ -153,6 +153,96 @@ TEST(DaemonBlocks, TenantsMatchOnlyWithTheSameSaltAndPinsAreLeases) {
   EXPECT_EQ(daemon.stop(SIGTERM), 0);
 }
 
+// An engine's request as kvblockd-bench cluster sends it, on a host pool of
+// 2 blocks (8 KiB each) under the "prefix" policy: the daemon gives the
+// policy what the protocol does not say, from the session's last lookup.
+class TwoBlockPool {
+ public:
+  TwoBlockPool()
+      : daemon_(KVBLOCKD_PATH, {"--host-pool-bytes", "16384", "--eviction-policy", "prefix"}),
+        engine_(daemon_.socket_path(), 8, /*salt=*/5) {}
+  bool ready() { return daemon_.ready() && engine_.attach(); }
+  std::string log() { return daemon_.log(); }
+
+  std::uint32_t lookup(std::vector<std::uint64_t> hashes) {
+    auto r = engine_.client().call_body<proto::LookupReply>(RequestId{next_++},
+                                                            proto::LookupRequest{false, std::move(hashes)});
+    EXPECT_TRUE(r) << r.error().to_string();
+    return r ? r->prefix_blocks : 0;
+  }
+  void offload(const std::vector<std::uint64_t>& hashes) {
+    proto::OffloadRequest req;
+    for (std::uint32_t i = 0; i < hashes.size(); ++i) {
+      engine_.fill(i, static_cast<std::uint32_t>(hashes[i]));
+      req.items.push_back({BlockId{i}, hashes[i]});
+    }
+    finish(std::move(req));
+  }
+  void onboard(const std::vector<std::uint64_t>& hashes) {
+    proto::OnboardRequest req;
+    for (std::uint32_t i = 0; i < hashes.size(); ++i) req.items.push_back({hashes[i], BlockId{4 + i}});
+    finish(std::move(req));
+  }
+  /// Whether `hash` is held, leasing and counting nothing (locate).
+  bool holds(std::uint64_t hash) {
+    auto r = engine_.client().call_body<proto::LocateReply>(RequestId{next_++}, proto::LocateRequest{{hash}});
+    EXPECT_TRUE(r && !r->workers.empty());
+    return r && !r->workers.empty() && r->workers[0].prefix_blocks == 1;
+  }
+
+ private:
+  template <class Request>
+  void finish(Request req) {
+    const RequestId id{next_++};
+    auto accepted = engine_.client().call(id, std::move(req));
+    ASSERT_TRUE(accepted && accepted->code == Errc::ok) << (accepted ? accepted->message : "no reply");
+    auto done = engine_.client().notification_of(id);
+    ASSERT_TRUE(done);
+    ASSERT_EQ(done->code, Errc::ok) << done->text;
+  }
+
+  DaemonProcess daemon_;
+  TestEngine engine_;
+  std::uint64_t next_ = 1;
+};
+
+TEST(DaemonBlocks, AnOffloadInChunksAfterALookupExtendsTheLookedUpSequence) {
+  // lookup [P, C] misses; the engine offloads P, then C (two chunks). The
+  // offload of C names no parent; the lookup says it is P. So P is no dead
+  // end (it was extended) and C, the end of the sequence, goes first when
+  // X needs room. Were C a root, P and C would both be one-off dead ends
+  // and P, the older, would go, leaving C unreachable.
+  TwoBlockPool pool;
+  ASSERT_TRUE(pool.ready()) << pool.log();
+  EXPECT_EQ(pool.lookup({100, 101}), 0U);
+  pool.offload({100});
+  pool.offload({101});
+  pool.offload({300});
+  EXPECT_TRUE(pool.holds(100)) << "the parent stays";
+  EXPECT_FALSE(pool.holds(101)) << "the tail went";
+  EXPECT_TRUE(pool.holds(300));
+}
+
+TEST(DaemonBlocks, AnOnboardAfterItsLookupIsNoSecondUseOfItsBlocks) {
+  // B: stored, then looked up by 2 requests that did not onboard it (3
+  // uses). A, later: stored, then looked up and onboarded by 1 request (2
+  // uses: the onboard leases again what the unpinned lookup counted). A,
+  // used less, goes when X needs room. Were the onboard a second use, A
+  // would have 3 uses like B, and B, released first, would go.
+  TwoBlockPool pool;
+  ASSERT_TRUE(pool.ready()) << pool.log();
+  pool.offload({200});
+  EXPECT_EQ(pool.lookup({200}), 1U);
+  EXPECT_EQ(pool.lookup({200}), 1U);
+  pool.offload({100});
+  EXPECT_EQ(pool.lookup({100}), 1U);
+  pool.onboard({100});
+  pool.offload({300});
+  EXPECT_FALSE(pool.holds(100)) << "A, used once less, went";
+  EXPECT_TRUE(pool.holds(200));
+  EXPECT_TRUE(pool.holds(300));
+}
+
 // locate, the router's query, on a daemon that is not in a cluster: one
 // entry, named "", with the longest prefix this tenant's hashes have here;
 // it leases nothing, and another tenant's salt sees nothing.

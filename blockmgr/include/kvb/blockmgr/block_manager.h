@@ -111,6 +111,18 @@ struct PrefixMatch {
   [[nodiscard]] std::uint32_t matched() const noexcept { return g1_blocks + g2_blocks + g3_blocks; }
 };
 
+/// What a lookup() is to the blocks it matches.
+enum class LookupUse : std::uint8_t {
+  /// A request looking up its prefix: each matched block is used once more
+  /// (eviction policies, the G3 admission filter).
+  new_request,
+  /// The same request leasing blocks it already looked up (and counted),
+  /// e.g. the daemon's onboard after the session's unpinned lookup: the
+  /// blocks are leased, their uses do not grow. Counters (lookups, hits,
+  /// misses) count it as any lookup.
+  same_request,
+};
+
 /// A snapshot of one tier, for stats and metrics.
 struct TierCounters {
   bool present = false;
@@ -205,8 +217,9 @@ class BlockManager {
   /// registered in G1, else in G2, else in G3; the match stops at the first miss. Leases
   /// every matched block (a hit takes the block out of its eviction policy)
   /// and counts hits and misses. Partial, complete or in-transfer
-  /// destination blocks are never matched. O(matched + 1).
-  [[nodiscard]] PrefixMatch lookup(std::span<const SequenceHash> hashes);
+  /// destination blocks are never matched. O(matched + 1). `use`: whether
+  /// the matched blocks are used once more (LookupUse).
+  [[nodiscard]] PrefixMatch lookup(std::span<const SequenceHash> hashes, LookupUse use = LookupUse::new_request);
   /// Length of the registered prefix, as lookup() would find it, without
   /// leasing or counting anything.
   [[nodiscard]] std::uint32_t peek(std::span<const SequenceHash> hashes) const;

@@ -20,8 +20,8 @@ class Clock {
 /// CLOCK_MONOTONIC_COARSE: a few ms resolution for a few ns a call. The
 /// BlockManager's default: policies read the time on every release. "lru"
 /// and "s3fifo" order blocks by release order, never by the clock; "prefix"
-/// compares release times plus a bonus of minutes, which the resolution does
-/// not change in any way that matters.
+/// measures idleness in its own count of uses, never by the clock either
+/// (the clock only feeds oldest_inactive_since_ns()).
 class CoarseClock final : public Clock {
  public:
   [[nodiscard]] std::uint64_t now_ns() const noexcept override {

@@ -25,7 +25,8 @@
 //            outlives its parent; a sequence's last block that nothing
 //            extended and nobody reused goes first; among the other leaves,
 //            the lowest of (release time + bonus growing with the block's
-//            use count, remembered across evictions by a ghost) goes first.
+//            use count, remembered across evictions by a ghost) goes first,
+//            time being the number of uses the tier has seen (not the clock).
 // Every operation is O(1) (amortized for s3fifo's reinsertions and for
 // prefix's parked interior blocks).
 #pragma once
@@ -80,6 +81,12 @@ class EvictionPolicy {
   /// A held block was leased again (a hit): it leaves the policy.
   /// Precondition: the block is held.
   virtual void on_reactivated(BlockId block) = 0;
+  /// A held block was leased again by a request that already counted its use
+  /// (the daemon's onboard after the same session's lookup, which released
+  /// the block in between): it leaves the policy as on_reactivated, but is
+  /// not used once more. Its next on_inactive is not a new use either.
+  /// Default: on_reactivated (policies that count no uses).
+  virtual void on_leased_again(BlockId block) { on_reactivated(block); }
   /// A leased block (announced by on_registered, not held) left the tier
   /// without evict(): its bytes failed a check. Forget it as evict() would.
   virtual void on_dropped(BlockId /*block*/) {}
