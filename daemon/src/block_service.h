@@ -284,6 +284,8 @@ class BlockService {
   /// Frees the slot of the reclaimable pool idle longest; out_of_capacity
   /// when none is.
   [[nodiscard]] Status reclaim_idle_pool();
+  /// Keeps the event counters of a pool about to be reclaimed in the sums.
+  void retire_counters(const LayoutPool& pool);
   // integrity.check_host_blocks: sum a block that entered G2 / verify one
   // about to be copied to an engine (false: it failed and was dropped).
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
@@ -307,8 +309,9 @@ class BlockService {
   std::uint32_t next_pool_number_ = 1;
   std::uint64_t layouts_reclaimed_ = 0;
   /// The G2 event counters (hits, evictions) of reclaimed pools, so that
-  /// g2_counters() stays monotonic; their blocks count as evictions.
+  /// g2_counters() stays monotonic.
   TierCounters reclaimed_g2_;
+  DiskTotals reclaimed_disk_;  // likewise for the disk tier (its gauges are not kept)
   MovedBytes moved_;
   HostIntegrity integrity_;
   std::uint32_t copies_in_flight_ = 0;
