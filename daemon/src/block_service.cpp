@@ -163,6 +163,7 @@ Status BlockService::reclaim_idle_pool() {
   // returns), then the disk store (its slot file closed; nothing is in
   // flight: reclaimable()).
   if (pool.prefault) pool.prefault->stop();
+  if (pool.manager->pool(Tier::g2).region().kind() == MemoryKind::host_pinned) --pinned_pools_;
   pools_.erase(victim);
   ++layouts_reclaimed_;
   return kvb::ok();
