@@ -91,16 +91,85 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
   if (!valid) return tl::unexpected(valid.error());
   const LayoutSpec spec = *valid;
   for (auto& pool : pools_) {
-    if (pool->spec.same_block_shape(spec)) return pool.get();
+    if (pool->spec.same_block_shape(spec)) {
+      ++pool->sessions;
+      return pool.get();
+    }
   }
+  // A shape that can never get a pool is refused before any pool is
+  // reclaimed for it.
+  if (auto shape = pool_shape(spec); !shape) return tl::unexpected(shape.error());
   if (pools_.size() >= options_.max_layouts) {
-    return fail(Errc::out_of_capacity, "{} distinct block layouts are served already (max_layouts {})", pools_.size(),
-                options_.max_layouts);
+    if (auto freed = reclaim_idle_pool(); !freed) return tl::unexpected(freed.error());
   }
-  return add_pool(spec);
+  auto pool = add_pool(spec);
+  if (pool) ++(*pool)->sessions;
+  return pool;
 }
 
-Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
+void BlockService::detach_layout(LayoutPool& pool) noexcept {
+  if (pool.sessions == 0) return;
+  if (--pool.sessions == 0) pool.idle_since = std::chrono::steady_clock::now();
+}
+
+bool BlockService::reclaimable(const LayoutPool& pool) const {
+  // Peers hold the pool's UCX registration (rkey, AM exposure) and index
+  // its blocks; there is no message that withdraws a pool from them yet.
+  if (remote_ != nullptr || observer_.pool_created) return false;
+  if (pool.sessions != 0) return false;
+  const BlockManagerCounters counters = pool.manager->counters();
+  if (counters.transfers_in_flight != 0) return false;
+  for (const TierCounters& tier : counters.tiers) {
+    if (tier.leased != 0 || tier.partial != 0 || tier.in_transfer != 0) return false;
+  }
+  return true;
+}
+
+Status BlockService::reclaim_idle_pool() {
+  auto victim = pools_.end();
+  std::uint32_t attached = 0;
+  std::uint32_t busy = 0;
+  for (auto it = pools_.begin(); it != pools_.end(); ++it) {
+    if ((*it)->sessions != 0) {
+      ++attached;
+    } else if (!reclaimable(**it)) {
+      ++busy;
+    } else if (victim == pools_.end() || (*it)->idle_since < (*victim)->idle_since) {
+      victim = it;
+    }
+  }
+  if (victim == pools_.end()) {
+    const bool cluster = remote_ != nullptr || observer_.pool_created;
+    const std::string idle =
+        cluster ? fmt::format("{} idle, not reclaimed while the cluster is on (peers hold this worker's pools)",
+                              pools_.size() - attached)
+                : fmt::format("{} idle but still busy (leased blocks, copies or disk transfers in flight)", busy);
+    return fail(Errc::out_of_capacity,
+                "{} distinct block layouts are served already (max_layouts {}): {} in use by sessions, {}",
+                pools_.size(), options_.max_layouts, attached, idle);
+  }
+  LayoutPool& pool = **victim;
+  const TierCounters g2 = pool.manager->counters().tier(Tier::g2);
+  retire_counters(pool);
+  spdlog::info(
+      "host pool {} (blocks of {} bytes, {} registered) reclaimed: no session used it for {} s and a new block shape "
+      "needs its slot (max_layouts {}){}",
+      pool.number, pool.spec.block_bytes(), g2.registered,
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - pool.idle_since).count(),
+      options_.max_layouts, pool.store ? "; its disk slot file is closed, its blocks stay on disk" : "");
+  // The prefault thread writes into the pool's memory: stopped (joined)
+  // first. Then the LayoutPool goes: the manager (registry, host sums) with
+  // its Pool, whose HostPoolRegion unpins and unmaps the memfd (RSS
+  // returns), then the disk store (its slot file closed; nothing is in
+  // flight: reclaimable()).
+  if (pool.prefault) pool.prefault->stop();
+  if (pool.manager->pool(Tier::g2).region().kind() == MemoryKind::host_pinned) --pinned_pools_;
+  pools_.erase(victim);
+  ++layouts_reclaimed_;
+  return kvb::ok();
+}
+
+Result<std::pair<LayoutSpec, std::uint64_t>> BlockService::pool_shape(const LayoutSpec& wanted) const {
   LayoutSpec spec = wanted;
   // With a disk tier, host blocks start on 4 KiB so that disk reads land in
   // them directly (O_DIRECT).
@@ -117,6 +186,13 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
                 "over max_pool_blocks {}; use larger blocks or a smaller host_pool_bytes",
                 spec.block_bytes(), stride, spec.alignment, blocks, options_.max_pool_blocks);
   }
+  return std::pair{spec, blocks};
+}
+
+Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
+  auto shape = pool_shape(wanted);
+  if (!shape) return tl::unexpected(shape.error());
+  const auto& [spec, blocks] = *shape;
   auto layout = Layout::make(spec, LayoutKind::fully_contiguous,
                              static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, 0xFFFFFFFFULL)));
   if (!layout) return tl::unexpected(layout.error());
@@ -144,11 +220,13 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
             (*region)->size(), pinned.error().message);
     }
   }
-  const auto index = static_cast<std::uint32_t>(pools_.size() + 1);
+  const std::uint32_t index = next_pool_number_;
   auto pool = Pool::make(PoolId{index}, *layout, std::make_unique<HostPoolRegion>(std::move(*region), std::move(pin)));
   if (!pool) return tl::unexpected(pool.error());
   auto entry = std::make_unique<LayoutPool>();
   entry->spec = wanted;
+  entry->number = index;
+  entry->idle_since = std::chrono::steady_clock::now();
   BlockManagerConfig config;
   config.g2.pool = std::move(*pool);
   config.g2.policy = options_.eviction_policy;
@@ -162,7 +240,7 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
       entry->store = std::move(*store);
       config.g3 = disk_.tier_config(*entry->store, PoolId{0x10000 + index});
     } else {
-      spdlog::error("disk tier: no G3 for block layout {}: {}", pools_.size() + 1, store.error().message);
+      spdlog::error("disk tier: no G3 for block layout {}: {}", index, store.error().message);
     }
   }
   auto manager = BlockManager::make(std::move(config));
@@ -172,6 +250,7 @@ Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
   if (options_.prefault) {
     entry->prefault = std::make_unique<PoolPrefault>(io_, base, region_bytes, fmt::format("G2 host pool {}", index));
   }
+  ++next_pool_number_;
   pools_.push_back(std::move(entry));
   if (observer_.pool_created) observer_.pool_created(*pools_.back());
   return pools_.back().get();
@@ -552,7 +631,7 @@ void BlockService::copy_to_engine(LayoutPool& pool, const std::shared_ptr<Engine
 }
 
 TierCounters BlockService::g2_counters() const {
-  TierCounters sum;
+  TierCounters sum = reclaimed_g2_;  // hits and evictions only
   for (const auto& pool : pools_) sum += pool->manager->counters().tier(Tier::g2);
   return sum;
 }
@@ -567,24 +646,55 @@ nlohmann::ordered_json integrity_json(const HostIntegrity& i) {
   return j;
 }
 
+namespace {
+
+/// Adds `pool`'s disk tier (if any) to `t`.
+void add_disk_of(DiskTotals& t, const LayoutPool& pool) {
+  if (!pool.store) return;
+  t.enabled = true;
+  t.backend = std::string(pool.store->name());
+  const auto c = pool.manager->counters();
+  t.tier += c.tier(Tier::g3);
+  t.writebacks += c.g3_writes;
+  t.writeback_failures += c.g3_write_failures;
+  t.writebacks_skipped += c.g3_writes_skipped;
+  t.admission_rejects += c.g3_admission_rejects;
+  t.promotes += c.promotes;
+  t.promote_failures += c.promote_failures;
+  t.io += pool.store->counters();
+  t.bytes_capacity += std::uint64_t{pool.store->slot_count()} * pool.store->block_bytes();
+}
+
+}  // namespace
+
 DiskTotals BlockService::disk_totals() const {
-  DiskTotals t;
-  for (const auto& pool : pools_) {
-    if (!pool->store) continue;
-    t.enabled = true;
-    t.backend = std::string(pool->store->name());
-    const auto c = pool->manager->counters();
-    t.tier += c.tier(Tier::g3);
-    t.writebacks += c.g3_writes;
-    t.writeback_failures += c.g3_write_failures;
-    t.writebacks_skipped += c.g3_writes_skipped;
-    t.admission_rejects += c.g3_admission_rejects;
-    t.promotes += c.promotes;
-    t.promote_failures += c.promote_failures;
-    t.io += pool->store->counters();
-    t.bytes_capacity += std::uint64_t{pool->store->slot_count()} * pool->store->block_bytes();
-  }
+  DiskTotals t = reclaimed_disk_;  // event counters only
+  for (const auto& pool : pools_) add_disk_of(t, *pool);
   return t;
+}
+
+void BlockService::retire_counters(const LayoutPool& pool) {
+  const TierCounters g2 = pool.manager->counters().tier(Tier::g2);
+  reclaimed_g2_.hits += g2.hits;
+  reclaimed_g2_.evictions += g2.evictions;  // its registered blocks are dropped, not counted as evictions
+  DiskTotals disk;
+  add_disk_of(disk, pool);
+  if (!disk.enabled) return;
+  // The slot file keeps its blocks (a later pool of the shape reopens it):
+  // only the event counters carry over, the gauges leave with the store.
+  DiskTotals& r = reclaimed_disk_;
+  r.tier.hits += disk.tier.hits;
+  r.tier.evictions += disk.tier.evictions;
+  r.writebacks += disk.writebacks;
+  r.writeback_failures += disk.writeback_failures;
+  r.writebacks_skipped += disk.writebacks_skipped;
+  r.admission_rejects += disk.admission_rejects;
+  r.promotes += disk.promotes;
+  r.promote_failures += disk.promote_failures;
+  disk.io.writes_in_flight = 0;
+  disk.io.reads_in_flight = 0;
+  disk.io.io_queue_depth = 0;
+  r.io += disk.io;
 }
 
 }  // namespace kvb::daemon

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -47,6 +48,14 @@ namespace kvb::daemon {
 /// tier's store when G3 is on (declared first: it outlives the manager).
 struct LayoutPool {
   LayoutSpec spec;
+  /// The pool's number (G2 PoolId; never reused after a reclaim).
+  std::uint32_t number = 0;
+  /// Sessions attached to this shape: from their hello to their end
+  /// (BlockService::attach_layout / detach_layout).
+  std::uint32_t sessions = 0;
+  /// Since when no session is attached (its creation, or the last detach):
+  /// a reclaim takes the pool idle longest.
+  std::chrono::steady_clock::time_point idle_since{};
   std::unique_ptr<storage::SlotStore> store;
   std::unique_ptr<BlockManager> manager;
   /// With integrity.check_host_blocks: per G2 block, the XXH3-64 of its
@@ -166,12 +175,30 @@ class BlockService {
   /// unusable and disk.required, or a slot file cannot be reopened.
   [[nodiscard]] Status start_disk();
 
-  /// The pool of `layout`'s block shape, created on first use (a
-  /// host_pool_bytes memfd). Errors: invalid layout (names the field), a
-  /// shape whose pool would have more than max_pool_blocks blocks
+  /// Attaches a session to the pool of `layout`'s block shape, created on
+  /// first use (a host_pool_bytes memfd). When max_layouts pools exist, the
+  /// pool idle longest among the reclaimable ones (reclaimable()) is
+  /// reclaimed first: its blocks leave the registry, its prefault stops, its
+  /// memory is unpinned and unmapped, its disk slot file is closed (its
+  /// blocks stay on disk for a later pool of that shape). Each success must
+  /// be matched by one detach_layout. Errors: invalid layout (names the
+  /// field), a shape whose pool would have more than max_pool_blocks blocks
   /// (invalid_argument: the per-block metadata must stay bounded),
-  /// out_of_capacity (max_layouts distinct shapes), io_error (memfd).
+  /// out_of_capacity (max_layouts shapes and none reclaimable: the message
+  /// says how many are attached by sessions, how many are busy), io_error
+  /// (memfd).
   [[nodiscard]] Result<LayoutPool*> attach_layout(const proto::WireLayout& layout);
+  /// A session attached by attach_layout ended. The pool stays (its blocks
+  /// serve the next session of its shape) until a new shape needs its slot.
+  void detach_layout(LayoutPool& pool) noexcept;
+  /// Whether `pool` may be reclaimed now: no session attached, no lease of
+  /// any of its blocks (pins, copies, onboards, fetches), no block being
+  /// written, no disk transfer in flight, and no cluster (peers hold its
+  /// UCX registration and index its blocks: not reclaimed while a cluster
+  /// is on).
+  [[nodiscard]] bool reclaimable(const LayoutPool& pool) const;
+  /// Pools reclaimed since start (stats "layouts_reclaimed").
+  [[nodiscard]] std::uint64_t layouts_reclaimed() const noexcept { return layouts_reclaimed_; }
 
   /// Maps the engine's memfd regions, or imports its device allocations
   /// (device_kv.h). Errors: fd count or sizes do not match the layout
@@ -256,6 +283,14 @@ class BlockService {
   /// the loop with the result (a selection error too).
   void submit(TransferPlan plan, int device, std::function<void(Status)> on_loop);
   [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
+  /// The host block shape of `wanted` (4 KiB aligned with a disk tier) and
+  /// how many blocks its pool has; errors as attach_layout's.
+  [[nodiscard]] Result<std::pair<LayoutSpec, std::uint64_t>> pool_shape(const LayoutSpec& wanted) const;
+  /// Frees the slot of the reclaimable pool idle longest; out_of_capacity
+  /// when none is.
+  [[nodiscard]] Status reclaim_idle_pool();
+  /// Keeps the event counters of a pool about to be reclaimed in the sums.
+  void retire_counters(const LayoutPool& pool);
   // integrity.check_host_blocks: sum a block that entered G2 / verify one
   // about to be copied to an engine (false: it failed and was dropped).
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
@@ -276,6 +311,12 @@ class BlockService {
   BlockServiceOptions options_;
   DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
+  std::uint32_t next_pool_number_ = 1;
+  std::uint64_t layouts_reclaimed_ = 0;
+  /// The G2 event counters (hits, evictions) of reclaimed pools, so that
+  /// g2_counters() stays monotonic.
+  TierCounters reclaimed_g2_;
+  DiskTotals reclaimed_disk_;  // likewise for the disk tier (its gauges are not kept)
   MovedBytes moved_;
   HostIntegrity integrity_;
   std::uint32_t copies_in_flight_ = 0;

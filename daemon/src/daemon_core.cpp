@@ -99,6 +99,10 @@ std::string DaemonCore::stats_json() const {
   out["copies_queued"] = admission.queued();
   out["copy_engine"] = admission.engine_name();
   out["layouts"] = blocks.pools().size();
+  std::uint64_t layouts_in_use = 0;
+  for (const auto& pool : blocks.pools()) layouts_in_use += pool->sessions != 0 ? 1 : 0;
+  out["layouts_in_use"] = layouts_in_use;
+  out["layouts_reclaimed"] = blocks.layouts_reclaimed();
   out["draining"] = draining;
   out["shutting_down"] = shutting_down;
   add_gpu_json(out, blocks);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 #include <unordered_set>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
@@ -722,6 +723,11 @@ void Session::end() {
   waits_.clear();
   pins_.clear();  // leases end: pinned blocks become evictable again
   kv_.reset();    // unmapped once no running copy holds it
+  // The layout is no longer used by this session: once no session uses it
+  // and nothing holds its blocks, a new shape may reclaim its pool, so no
+  // pointer to it stays here (copies still running hold leases: the pool
+  // is not reclaimable until they end).
+  if (pool_ != nullptr) core_.blocks.detach_layout(*std::exchange(pool_, nullptr));
   frame_fds_.clear();
   spdlog::debug("session {} ended", id_);
 }

@@ -209,6 +209,55 @@ TEST_F(BlockServiceTest, RegisterKvChecksFdsAndSizes) {
   EXPECT_EQ(third.error().code, Errc::out_of_capacity);
 }
 
+// Hostile case 5: a pool no session uses gives its slot to a new shape, but
+// only once nothing holds its blocks; its blocks go with it.
+TEST_F(BlockServiceTest, AnIdlePoolIsReclaimedForANewShapeOnceNothingHoldsItsBlocks) {
+  ASSERT_TRUE(offload(5, {{BlockId{0}, 100}}, std::make_shared<OpControl>()));
+  constexpr proto::WireLayout second{2, 2, 4, 16, 0, 256};
+  constexpr proto::WireLayout third{2, 2, 4, 64, 0, 256};
+  auto other = service_.attach_layout(second);
+  ASSERT_TRUE(other) << other.error().to_string();
+  auto full = service_.attach_layout(third);  // max_layouts 2, both attached
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::out_of_capacity);
+  EXPECT_NE(full.error().message.find("2 in use by sessions"), std::string::npos) << full.error().message;
+
+  // The first pool's session ends while a lookup still leases its block.
+  const std::uint64_t hashes[] = {100};
+  LookupResult held = service_.lookup(*pool_, 5, hashes);
+  ASSERT_EQ(held.matched, 1U);
+  service_.detach_layout(*pool_);
+  EXPECT_FALSE(service_.reclaimable(*pool_));
+  auto busy = service_.attach_layout(third);
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, Errc::out_of_capacity);
+  EXPECT_NE(busy.error().message.find("1 in use by sessions, 1 idle but still busy"), std::string::npos)
+      << busy.error().message;
+
+  held.leases.release();
+  EXPECT_TRUE(service_.reclaimable(*pool_));
+  const TierCounters g2_before = service_.g2_counters();
+  ASSERT_EQ(g2_before.hits, 1U);
+  auto reclaimed = service_.attach_layout(third);
+  ASSERT_TRUE(reclaimed) << reclaimed.error().to_string();
+  pool_ = nullptr;  // gone
+  EXPECT_EQ(service_.layouts_reclaimed(), 1U);
+  EXPECT_EQ(service_.pools().size(), 2U);
+  const TierCounters g2 = service_.g2_counters();
+  EXPECT_EQ(g2.registered, 0U);
+  EXPECT_EQ(g2.hits, g2_before.hits) << "event counters stay monotonic";
+  EXPECT_EQ(g2.evictions, g2_before.evictions) << "dropped blocks are no evictions";
+
+  // The first shape comes back once a slot is idle: an empty pool.
+  auto back_full = service_.attach_layout(test::kTestLayout);
+  ASSERT_FALSE(back_full);
+  service_.detach_layout(**other);
+  auto back = service_.attach_layout(test::kTestLayout);
+  ASSERT_TRUE(back) << back.error().to_string();
+  EXPECT_EQ(service_.lookup(**back, 5, hashes).matched, 0U);
+  EXPECT_EQ(service_.layouts_reclaimed(), 2U);
+}
+
 }  // namespace
 }  // namespace kvb::daemon
 

@@ -297,6 +297,28 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   }
 }
 
+// Idle layouts are not reclaimed while a cluster is on (peers hold the
+// pool's UCX registration and index its blocks; nothing withdraws a pool
+// from them yet): a new shape past max_layouts is refused, saying so.
+TEST(ClusterLayouts, AnIdleLayoutIsNotReclaimedWhileTheClusterIsOn) {
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", "tcp", {"--max-layouts", "1"}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  {
+    TestEngine first(a.socket_path(), 8);
+    ASSERT_TRUE(first.hello()) << a.log();
+    ASSERT_TRUE(first.client().call(RequestId{first.next_id()}, proto::ByeRequest{}));
+  }
+  RawClient second(a.socket_path());
+  ASSERT_TRUE(second.send(RequestId{1}, proto::HelloRequest{1, 1, "second shape", 0, {2, 2, 16, 64, 0, 256}}));
+  auto refused = second.reply_to(RequestId{1});
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->code, Errc::out_of_capacity) << refused->message;
+  EXPECT_NE(refused->message.find("0 in use by sessions, 1 idle, not reclaimed while the cluster is on"),
+            std::string::npos)
+      << refused->message;
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
 INSTANTIATE_TEST_SUITE_P(Tls, Cluster, ::testing::Values("tcp", "sm"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 

@@ -181,6 +181,43 @@ TEST(DaemonDisk, OffloadMoreThanHostHoldsAndOnboardFromDiskByteExact) {
   EXPECT_TRUE(j["g3"]["enabled"].get<bool>());
 }
 
+// Hostile case 5 with a disk tier: a reclaimed layout's slot file is closed
+// with its blocks; a later session of that shape gets a new pool that
+// reopens the file and serves them byte-exact. Blocks that were only in the
+// reclaimed host pool are gone.
+TEST(DaemonDisk, AReclaimedLayoutsDiskBlocksServeItsNextSession) {
+  DiskDir dir;
+  DaemonProcess daemon(KVBLOCKD_PATH, disk_args(dir.path(), {"--max-layouts", "2"}));
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  std::uint64_t id = 1'000'000;
+  {
+    TestEngine engine(daemon.socket_path(), 40);
+    ASSERT_TRUE(engine.attach()) << daemon.log();
+    for (std::uint32_t b = 0; b < 32; b += 8) offload(engine, b, 8);  // G2 holds 16: 16 go to disk
+    ASSERT_TRUE(writebacks_settled(engine.client(), id)) << stats(engine.client(), ++id).dump();
+    ASSERT_TRUE(engine.client().call(RequestId{engine.next_id()}, proto::ByeRequest{}));
+  }
+  for (const proto::WireLayout shape :
+       {proto::WireLayout{4, 2, 16, 32, 0, 256}, proto::WireLayout{4, 2, 16, 128, 0, 256}}) {
+    TestEngine other(daemon.socket_path(), 4, 0, shape);  // the second fills the last slot, the third reclaims
+    ASSERT_TRUE(other.hello()) << daemon.log();
+    ASSERT_TRUE(other.client().call(RequestId{other.next_id()}, proto::ByeRequest{}));
+  }
+  TestEngine again(daemon.socket_path(), 40);
+  ASSERT_TRUE(again.attach()) << daemon.log();
+  const auto j = stats(again.client(), ++id);
+  EXPECT_EQ(j["layouts_reclaimed"], 2) << j.dump();
+  EXPECT_EQ(j["layouts"], 2) << j.dump();
+  for (std::uint32_t b = 0; b < 16; b += 5) {
+    EXPECT_EQ(tier_of(again, 5000 + b), static_cast<int>(proto::WireTier::g3)) << "block " << b;
+    bool same = false;
+    EXPECT_EQ(onboard_check(again, 5000 + b, 32, 33, b + 1, same), Errc::ok) << b;
+    EXPECT_TRUE(same) << "block " << b;
+  }
+  for (std::uint32_t b = 16; b < 32; b += 5) EXPECT_EQ(tier_of(again, 5000 + b), 0) << "block " << b;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
 TEST(DaemonDisk, SigkillDuringWriteBacksLosesNoBlockReportedOnDisk) {
   DiskDir dir;
   std::set<std::uint64_t> on_disk;  // hashes a lookup reported in G3 before the kill

@@ -5,12 +5,81 @@
 //    the next new shape.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <string>
+
 #include "hostile_support.h"
 
 namespace kvb::test {
 namespace {
 
 constexpr long long kMiB = 1024;  // in KiB, as /proc reports RSS
+
+// Four block shapes (u8, 4 or 2 layers, K,V, 16 tokens): 8, 4, 16 and 4 KiB blocks.
+constexpr proto::WireLayout kShape1{4, 2, 16, 64, 0, 256};
+constexpr proto::WireLayout kShape2{4, 2, 16, 32, 0, 256};
+constexpr proto::WireLayout kShape3{4, 2, 16, 128, 0, 256};
+constexpr proto::WireLayout kShape4{2, 2, 16, 64, 0, 256};
+constexpr std::uint32_t kBlocks = 8;  // offloaded per engine, from engine blocks 0..7
+
+/// Fills engine blocks 0..kBlocks-1 (pattern from `seed`) and offloads them
+/// under hashes base, base+1, ...; true once the offload is done ok.
+bool offload_blocks(TestEngine& engine, std::uint64_t base, std::uint32_t seed) {
+  proto::OffloadRequest offload;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) {
+    engine.fill(b, seed + b);
+    offload.items.push_back({BlockId{b}, base + b});
+  }
+  const RequestId id{engine.next_id()};
+  auto accepted = engine.client().call(id, offload);
+  if (!accepted || accepted->code != Errc::ok) return false;
+  auto done = engine.client().notification_of(id);
+  return done && done->code == Errc::ok;
+}
+
+/// Onboards hashes base.. into engine blocks kBlocks.. (zeroed first); true
+/// when each then holds the bytes of the engine block it was offloaded from.
+bool onboard_is_byte_exact(TestEngine& engine, std::uint64_t base) {
+  proto::OnboardRequest onboard;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) {
+    engine.zero(kBlocks + b);
+    onboard.items.push_back({base + b, BlockId{kBlocks + b}});
+  }
+  const RequestId id{engine.next_id()};
+  auto accepted = engine.client().call(id, onboard);
+  if (!accepted || accepted->code != Errc::ok) return false;
+  auto done = engine.client().notification_of(id);
+  if (!done || done->code != Errc::ok) return false;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) {
+    if (!engine.same(b, kBlocks + b)) return false;
+  }
+  return true;
+}
+
+/// How many of hashes base.. the daemon holds for this engine's shape
+/// (lookup without pin); -1 when no answer came.
+long long held_prefix(TestEngine& engine, std::uint64_t base) {
+  std::vector<std::uint64_t> hashes;
+  for (std::uint32_t b = 0; b < kBlocks; ++b) hashes.push_back(base + b);
+  auto found =
+      engine.client().call_body<proto::LookupReply>(RequestId{engine.next_id()}, proto::LookupRequest{false, hashes});
+  return found ? static_cast<long long>(found->prefix_blocks) : -1;
+}
+
+/// The daemon's mappings of host pool memfds ("kvblockd-g2") in /proc/<pid>/maps.
+int host_pool_mappings(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) n += line.find("memfd:kvblockd-g2") != std::string::npos ? 1 : 0;
+  return n;
+}
+
+/// bye, answered ok: the session has ended when the reply is read (the
+/// daemon ends it right after answering, on the same pass of its loop).
+bool bye(TestEngine& engine) {
+  auto reply = engine.client().call(RequestId{engine.next_id()}, proto::ByeRequest{});
+  return reply && reply->code == Errc::ok;
+}
 
 // Before the fix: a 1-byte block over a 16 MiB pool built 16,777,216 blocks
 // of metadata (~1.1 GB of RSS, seconds of a stalled loop).
@@ -47,6 +116,111 @@ TEST(HostilePool, LargestAllowedPoolIsServed) {
   auto now = fresh_stats(daemon.socket_path());
   ASSERT_TRUE(now);
   EXPECT_EQ(stat_of(*now, "layouts"), 1) << *now;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+// Before the fix: once max_layouts shapes had come and gone, every new shape
+// was refused ("2 distinct block layouts are served already") until a
+// restart, and the idle pools kept their memory.
+TEST(HostilePool, AnIdleLayoutGivesItsSlotAndItsMemoryToANewShape) {
+  DaemonProcess daemon(kvblockd_under_test(),
+                       {"--max-layouts", "2", "--host-pool-bytes", "256MiB", "--prefault", "true"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  {
+    TestEngine first(daemon.socket_path(), 2 * kBlocks, 0, kShape1);
+    ASSERT_TRUE(first.attach());
+    ASSERT_TRUE(offload_blocks(first, 1000, 1));
+    ASSERT_TRUE(bye(first));
+    TestEngine second(daemon.socket_path(), 2 * kBlocks, 0, kShape2);
+    ASSERT_TRUE(second.attach());
+    ASSERT_TRUE(offload_blocks(second, 2000, 2));
+    ASSERT_TRUE(bye(second));
+  }
+  // Both pools populated (prefault): 2 x 256 MiB resident.
+  ASSERT_EQ(await_stat(daemon.socket_path(), "g2_prefault.pools_ready", 2, std::chrono::seconds(120)), 2)
+      << daemon.log();
+  const auto before = usage_of(daemon.pid());
+  EXPECT_EQ(host_pool_mappings(daemon.pid()), 2);
+
+  TestEngine third(daemon.socket_path(), 2 * kBlocks, 0, kShape3);
+  ASSERT_TRUE(third.attach()) << "a new shape is refused although no session uses the 2 pools";
+  ASSERT_TRUE(offload_blocks(third, 3000, 3));
+  EXPECT_TRUE(onboard_is_byte_exact(third, 3000));
+  auto stats = fresh_stats(daemon.socket_path());
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stat_of(*stats, "layouts"), 2) << *stats;
+  EXPECT_EQ(stat_of(*stats, "layouts_in_use"), 1) << *stats;
+  EXPECT_EQ(stat_of(*stats, "layouts_reclaimed"), 1) << *stats;
+  EXPECT_EQ(stat_of(*stats, "g2.registered"), 2 * kBlocks)
+      << "the reclaimed pool's blocks left the registry: " << *stats;
+
+  // The new pool populated too: the reclaimed pool's 256 MiB went back, so
+  // the daemon holds two pools' worth, not three.
+  ASSERT_EQ(await_stat(daemon.socket_path(), "g2_prefault.pools_ready", 2, std::chrono::seconds(120)), 2);
+  const auto after = usage_of(daemon.pid());
+  EXPECT_LT(after.rss_kib - before.rss_kib, 128 * kMiB)
+      << "RSS " << before.rss_kib << " KiB with 2 pools, " << after.rss_kib << " KiB after a reclaim and a new pool";
+  EXPECT_EQ(host_pool_mappings(daemon.pid()), 2);
+
+  // The first shape (idle longest) was reclaimed: its blocks are gone. A
+  // session of it now takes the second shape's slot (the third is in use).
+  TestEngine first_again(daemon.socket_path(), 2 * kBlocks, 0, kShape1);
+  ASSERT_TRUE(first_again.attach());
+  EXPECT_EQ(held_prefix(first_again, 1000), 0);
+  EXPECT_EQ(held_prefix(third, 3000), kBlocks) << "a shape in use keeps its blocks";
+  auto now = fresh_stats(daemon.socket_path());
+  ASSERT_TRUE(now);
+  EXPECT_EQ(stat_of(*now, "layouts"), 2) << *now;
+  EXPECT_EQ(stat_of(*now, "layouts_reclaimed"), 2) << *now;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+// A pool with a session attached is never reclaimed, even when it is the
+// oldest; with every slot attached, a new shape is refused and told why.
+TEST(HostilePool, ALayoutInUseIsNeverReclaimedAndAFullDaemonRefusesNewShapes) {
+  DaemonProcess daemon(kvblockd_under_test(), {"--max-layouts", "2", "--host-pool-bytes", "16MiB"});
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  TestEngine first(daemon.socket_path(), 2 * kBlocks, 0, kShape1);  // stays attached
+  ASSERT_TRUE(first.attach());
+  ASSERT_TRUE(offload_blocks(first, 1000, 1));
+  {
+    TestEngine second(daemon.socket_path(), 2 * kBlocks, 0, kShape2);
+    ASSERT_TRUE(second.attach());
+    ASSERT_TRUE(offload_blocks(second, 2000, 2));
+    ASSERT_TRUE(bye(second));
+  }
+  TestEngine third(daemon.socket_path(), 2 * kBlocks, 0, kShape3);
+  ASSERT_TRUE(third.attach()) << "the idle second shape's slot was not given to the third";
+  EXPECT_EQ(held_prefix(first, 1000), kBlocks) << "the attached first shape lost its blocks";
+  EXPECT_TRUE(onboard_is_byte_exact(first, 1000));
+  ASSERT_TRUE(offload_blocks(third, 3000, 3));
+  EXPECT_TRUE(onboard_is_byte_exact(third, 3000));
+
+  // Both slots attached: a fourth shape is refused, naming why.
+  RawClient fourth(daemon.socket_path());
+  ASSERT_TRUE(fourth.send(RequestId{1}, proto::HelloRequest{1, 1, "fourth shape", 0, kShape4}));
+  auto refused = fourth.reply_to(RequestId{1});
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->code, Errc::out_of_capacity) << refused->message;
+  EXPECT_NE(refused->message.find("2 in use by sessions"), std::string::npos) << refused->message;
+  auto stats = fresh_stats(daemon.socket_path());
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stat_of(*stats, "layouts"), 2) << *stats;
+  EXPECT_EQ(stat_of(*stats, "layouts_in_use"), 2) << *stats;
+  EXPECT_EQ(stat_of(*stats, "layouts_reclaimed"), 1) << *stats;
+
+  // Once the third session ends, the fourth shape takes its slot; the
+  // second shape's blocks were reclaimed before: a session of it misses.
+  ASSERT_TRUE(bye(third));
+  ASSERT_TRUE(fourth.send(RequestId{2}, proto::HelloRequest{1, 1, "fourth shape", 0, kShape4}));
+  auto accepted = fourth.reply_to(RequestId{2});
+  ASSERT_TRUE(accepted);
+  EXPECT_EQ(accepted->code, Errc::ok) << accepted->message;
+  EXPECT_EQ(held_prefix(first, 1000), kBlocks);
+  EXPECT_TRUE(bye(first));
+  TestEngine second_again(daemon.socket_path(), 2 * kBlocks, 0, kShape2);
+  ASSERT_TRUE(second_again.attach());
+  EXPECT_EQ(held_prefix(second_again, 2000), 0);
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
 }
 
