@@ -115,7 +115,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // (the input itself may be non-canonical, e.g. "007:ok").
   auto completion = parse_completion(std::string_view(reinterpret_cast<const char*>(data), size));
   if (completion) {
-    const Status result = completion->ok ? Status{} : Status(tl::unexpected(Error{Errc::internal, completion->message}));
+    const Status result =
+        completion->ok ? Status{} : Status(tl::unexpected(Error{Errc::internal, completion->message}));
     auto again = parse_completion(format_completion(completion->request_id, result));
     if (!again || again->request_id != completion->request_id || again->ok != completion->ok ||
         again->message != completion->message) {
