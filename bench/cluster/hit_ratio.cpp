@@ -29,26 +29,6 @@ constexpr std::uint64_t kTenantSalt = 0xC1057E5ULL;
 /// measured here: the bytes per block do not change them.
 constexpr client::BlockShape kShape{1, 2, 16, 128, 0, 256};
 
-struct Attached {
-  std::unique_ptr<client::Client> client;
-  std::unique_ptr<client::KvRegion> region;
-};
-
-Result<Attached> attach(const std::string& socket, std::uint32_t region_blocks) {
-  auto c = client::Client::connect(socket);
-  if (!c) return tl::unexpected(c.error());
-  client::HelloParams hello;
-  hello.client_name = "kvblockd-bench-cluster";
-  hello.tenant_salt = kTenantSalt;
-  hello.shape = kShape;
-  if (auto h = (*c)->hello(hello); !h) return tl::unexpected(h.error());
-  auto region = client::KvRegion::create(kShape, client::WireLayoutKind::fully_contiguous, region_blocks);
-  if (!region) return tl::unexpected(region.error());
-  Attached out{std::move(*c), std::make_unique<client::KvRegion>(std::move(*region))};
-  if (auto st = out.client->register_kv(*out.region); !st) return tl::unexpected(st.error());
-  return out;
-}
-
 /// Starts `workers` kvblockd, joined into one cluster when `cluster`.
 Result<std::vector<std::unique_ptr<WorkerProcess>>> start_workers(const Flags& f, std::uint32_t workers,
                                                                   std::uint64_t blocks, bool cluster) {
@@ -90,9 +70,9 @@ Result<HitRun> run_one(const Flags& f, const std::vector<std::vector<std::uint64
   if (!procs) return tl::unexpected(procs.error());
   std::uint32_t longest = 1;
   for (const auto& r : requests) longest = std::max<std::uint32_t>(longest, static_cast<std::uint32_t>(r.size()));
-  std::vector<Attached> engines;
+  std::vector<BenchEngine> engines;
   for (auto& p : *procs) {
-    auto a = attach(p->socket_path(), longest);
+    auto a = attach_engine(p->socket_path(), kShape, kTenantSalt, longest);
     if (!a) return fail(a.error().code, "attach to {}: {}", p->socket_path(), a.error().message);
     engines.push_back(std::move(*a));
   }

@@ -120,20 +120,13 @@ class LookupLoad {
   std::atomic<std::uint32_t> hello_done_{0}, hello_failed_{0};
 };
 
+/// An engine of this phase: hello with its shape and tenant, a region of `blocks`.
 Result<std::unique_ptr<client::Client>> engine(const std::string& socket, std::unique_ptr<client::KvRegion>& region,
                                                std::uint32_t blocks) {
-  auto c = client::Client::connect(socket);
-  if (!c) return tl::unexpected(c.error());
-  client::HelloParams hello;
-  hello.client_name = "kvblockd-bench-cluster";
-  hello.tenant_salt = kTenantSalt;
-  hello.shape = kShape;
-  if (auto h = (*c)->hello(hello); !h) return tl::unexpected(h.error());
-  auto r = client::KvRegion::create(kShape, client::WireLayoutKind::fully_contiguous, blocks);
-  if (!r) return tl::unexpected(r.error());
-  region = std::make_unique<client::KvRegion>(std::move(*r));
-  if (auto st = (*c)->register_kv(*region); !st) return tl::unexpected(st.error());
-  return std::move(*c);
+  auto e = attach_engine(socket, kShape, kTenantSalt, blocks);
+  if (!e) return tl::unexpected(e.error());
+  region = std::move(e->region);
+  return std::move(e->client);
 }
 
 /// An engine on P offloading batches of 64 new blocks, one at a time, paced

@@ -40,27 +40,6 @@ static_assert(4ULL * 2 * 64 * 4096 == kBlockBytes);
 
 std::uint64_t block_hash(std::uint32_t i) { return mix64(0x2B10C5ULL + i); }
 
-struct Engine {
-  std::unique_ptr<client::Client> client;
-  std::unique_ptr<client::KvRegion> region;
-};
-
-Result<Engine> attach(const std::string& socket, std::uint32_t blocks) {
-  auto c = client::Client::connect(socket);
-  if (!c) return tl::unexpected(c.error());
-  (*c)->set_timeout(std::chrono::seconds(120));
-  client::HelloParams hello;
-  hello.client_name = "kvblockd-bench-cluster";
-  hello.tenant_salt = kTenantSalt;
-  hello.shape = kShape;
-  if (auto h = (*c)->hello(hello); !h) return tl::unexpected(h.error());
-  auto region = client::KvRegion::create(kShape, client::WireLayoutKind::fully_contiguous, blocks);
-  if (!region) return tl::unexpected(region.error());
-  Engine e{std::move(*c), std::make_unique<client::KvRegion>(std::move(*region))};
-  if (auto st = e.client->register_kv(*e.region); !st) return tl::unexpected(st.error());
-  return e;
-}
-
 std::byte* block_data(const client::KvRegion& region, std::uint32_t block) {
   return region.chunk(block, 0, 0).data();  // fully contiguous: a block's chunks follow each other
 }
@@ -157,9 +136,9 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     if (std::regex_search(log, m, bulk)) out.protocol = m[1].str();
   }
 
-  auto on_a = attach(a.socket_path(), batch);
+  auto on_a = attach_engine(a.socket_path(), kShape, kTenantSalt, batch, std::chrono::seconds(120));
   if (!on_a) return fail(on_a.error().code, "engine on A: {}", on_a.error().message);
-  auto on_b = attach(b.socket_path(), batch);
+  auto on_b = attach_engine(b.socket_path(), kShape, kTenantSalt, batch, std::chrono::seconds(120));
   if (!on_b) return fail(on_b.error().code, "engine on B: {}", on_b.error().message);
 
   // A's engine: K blocks, each stamped with its hash at both ends.
@@ -183,7 +162,7 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
-  auto onboard_all = [&](Engine& e, std::uint32_t count) -> Status {
+  auto onboard_all = [&](BenchEngine& e, std::uint32_t count) -> Status {
     std::vector<client::OnboardItem> want;
     for (std::uint32_t first = 0; first < count; first += batch) {
       want.clear();

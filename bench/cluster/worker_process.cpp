@@ -131,4 +131,21 @@ std::string WorkerProcess::log_tail(std::size_t lines) const {
   return text.substr(at);
 }
 
+Result<BenchEngine> attach_engine(const std::string& socket, const client::BlockShape& shape, std::uint64_t salt,
+                                  std::uint32_t blocks, std::chrono::milliseconds timeout) {
+  auto c = client::Client::connect(socket);
+  if (!c) return tl::unexpected(c.error());
+  (*c)->set_timeout(timeout);
+  client::HelloParams hello;
+  hello.client_name = "kvblockd-bench-cluster";
+  hello.tenant_salt = salt;
+  hello.shape = shape;
+  if (auto h = (*c)->hello(hello); !h) return tl::unexpected(h.error());
+  auto region = client::KvRegion::create(shape, client::WireLayoutKind::fully_contiguous, blocks);
+  if (!region) return tl::unexpected(region.error());
+  BenchEngine e{std::move(*c), std::make_unique<client::KvRegion>(std::move(*region))};
+  if (auto st = e.client->register_kv(*e.region); !st) return tl::unexpected(st.error());
+  return e;
+}
+
 }  // namespace kvb::bench

@@ -9,10 +9,14 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "kvb/client/client.h"
+#include "kvb/client/kv_region.h"
 #include "kvb/common/error.h"
 
 namespace kvb::bench {
@@ -50,5 +54,15 @@ class WorkerProcess {
   std::string bootstrap_;
   pid_t pid_ = -1;
 };
+
+/// An engine of the bench: a client that said hello with `shape` and `salt`
+/// and registered a fully contiguous region of `blocks` blocks.
+struct BenchEngine {
+  std::unique_ptr<client::Client> client;
+  std::unique_ptr<client::KvRegion> region;
+};
+[[nodiscard]] Result<BenchEngine> attach_engine(const std::string& socket, const client::BlockShape& shape,
+                                                std::uint64_t salt, std::uint32_t blocks,
+                                                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 }  // namespace kvb::bench

@@ -648,28 +648,30 @@ nlohmann::ordered_json integrity_json(const HostIntegrity& i) {
 
 namespace {
 
-/// Adds `pool`'s disk tier (if any) to `t`.
-void add_disk_of(DiskTotals& t, const LayoutPool& pool) {
-  if (!pool.store) return;
+/// `pool`'s disk tier (not enabled when it has none).
+DiskTotals disk_of(const LayoutPool& pool) {
+  DiskTotals t;
+  if (!pool.store) return t;
   t.enabled = true;
   t.backend = std::string(pool.store->name());
   const auto c = pool.manager->counters();
-  t.tier += c.tier(Tier::g3);
-  t.writebacks += c.g3_writes;
-  t.writeback_failures += c.g3_write_failures;
-  t.writebacks_skipped += c.g3_writes_skipped;
-  t.admission_rejects += c.g3_admission_rejects;
-  t.promotes += c.promotes;
-  t.promote_failures += c.promote_failures;
-  t.io += pool.store->counters();
-  t.bytes_capacity += std::uint64_t{pool.store->slot_count()} * pool.store->block_bytes();
+  t.tier = c.tier(Tier::g3);
+  t.writebacks = c.g3_writes;
+  t.writeback_failures = c.g3_write_failures;
+  t.writebacks_skipped = c.g3_writes_skipped;
+  t.admission_rejects = c.g3_admission_rejects;
+  t.promotes = c.promotes;
+  t.promote_failures = c.promote_failures;
+  t.io = pool.store->counters();
+  t.bytes_capacity = std::uint64_t{pool.store->slot_count()} * pool.store->block_bytes();
+  return t;
 }
 
 }  // namespace
 
 DiskTotals BlockService::disk_totals() const {
   DiskTotals t = reclaimed_disk_;  // event counters only
-  for (const auto& pool : pools_) add_disk_of(t, *pool);
+  for (const auto& pool : pools_) t += disk_of(*pool);
   return t;
 }
 
@@ -677,24 +679,19 @@ void BlockService::retire_counters(const LayoutPool& pool) {
   const TierCounters g2 = pool.manager->counters().tier(Tier::g2);
   reclaimed_g2_.hits += g2.hits;
   reclaimed_g2_.evictions += g2.evictions;  // its registered blocks are dropped, not counted as evictions
-  DiskTotals disk;
-  add_disk_of(disk, pool);
+  DiskTotals disk = disk_of(pool);
   if (!disk.enabled) return;
   // The slot file keeps its blocks (a later pool of the shape reopens it):
   // only the event counters carry over, the gauges leave with the store.
-  DiskTotals& r = reclaimed_disk_;
-  r.tier.hits += disk.tier.hits;
-  r.tier.evictions += disk.tier.evictions;
-  r.writebacks += disk.writebacks;
-  r.writeback_failures += disk.writeback_failures;
-  r.writebacks_skipped += disk.writebacks_skipped;
-  r.admission_rejects += disk.admission_rejects;
-  r.promotes += disk.promotes;
-  r.promote_failures += disk.promote_failures;
+  TierCounters events;
+  events.hits = disk.tier.hits;
+  events.evictions = disk.tier.evictions;
+  disk.tier = events;
   disk.io.writes_in_flight = 0;
   disk.io.reads_in_flight = 0;
   disk.io.io_queue_depth = 0;
-  r.io += disk.io;
+  disk.bytes_capacity = 0;
+  reclaimed_disk_ += disk;
 }
 
 }  // namespace kvb::daemon

@@ -247,14 +247,7 @@ class Daemon {
     }
     // A connection takes one fd for good: passed fds held by unfinished
     // frames make room first (the connection holding the most is closed).
-    while (core_.fd_room() == 0) {
-      Session* hog = core_.biggest_holder(/*fds=*/true, nullptr);
-      if (hog == nullptr) break;
-      ++core_.evictions.for_fds;
-      hog->evict(
-          fmt::format("it holds {} passed fds of a frame not yet complete and a new connection needs an fd "
-                      "(open file limit {})",
-                      hog->held_fds(), core_.fd_limit));
+    while (core_.fd_room() == 0 && core_.evict_biggest(/*fds=*/true, nullptr, 0, "a new connection needs an fd")) {
     }
     if (core_.fd_room() == 0) {
       metrics_.connection_refused("fds");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "device_kv.h"
@@ -47,6 +48,21 @@ Session* DaemonCore::biggest_holder(bool fds, const Session* except) const {
     }
   }
   return biggest;
+}
+
+bool DaemonCore::evict_biggest(bool fds, const Session* except, std::size_t more_than, std::string_view need) {
+  Session* hog = biggest_holder(fds, except);
+  if (hog == nullptr || (fds ? hog->held_fds() : hog->held_bytes()) <= more_than) return false;
+  if (fds) {
+    ++evictions.for_fds;
+    hog->evict(fmt::format("it holds {} passed fds of a frame not yet complete and {} (open file limit {})",
+                           hog->held_fds(), need, fd_limit));
+  } else {
+    ++evictions.for_bytes;
+    hog->evict(fmt::format("it holds {} bytes of partial frames and unread answers and {} (max_buffered_bytes {})",
+                           hog->held_bytes(), need, config.max_buffered_bytes));
+  }
+  return true;
 }
 
 bool DaemonCore::is_operator(std::uint32_t uid) const {

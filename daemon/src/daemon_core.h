@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -83,6 +84,10 @@ struct DaemonCore {
   /// The open connection holding the most passed fds (fds) or buffered bytes
   /// (!fds), other than `except`; nullptr when none holds any.
   [[nodiscard]] Session* biggest_holder(bool fds, const Session* except) const;
+  /// Closes biggest_holder(fds, except) -- but only one holding more than
+  /// `more_than` -- saying it holds the most while `need` (e.g. "a new
+  /// connection needs an fd"); false when there is none to close.
+  bool evict_biggest(bool fds, const Session* except, std::size_t more_than, std::string_view need);
 
   /// Whether a client of `uid` may use the operator requests (drain, config).
   [[nodiscard]] bool is_operator(std::uint32_t uid) const;

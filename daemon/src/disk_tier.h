@@ -45,6 +45,24 @@ struct DiskTotals {
   std::uint64_t writebacks = 0, writeback_failures = 0, writebacks_skipped = 0, admission_rejects = 0;
   std::uint64_t promotes = 0, promote_failures = 0;
   std::uint64_t bytes_capacity = 0;  // payload bytes of every slot
+
+  /// Sums another pool's (or a reclaimed pool's) disk tier into this one.
+  DiskTotals& operator+=(const DiskTotals& o) {
+    if (o.enabled) {
+      enabled = true;
+      if (backend.empty()) backend = o.backend;
+    }
+    tier += o.tier;
+    io += o.io;
+    writebacks += o.writebacks;
+    writeback_failures += o.writeback_failures;
+    writebacks_skipped += o.writebacks_skipped;
+    admission_rejects += o.admission_rejects;
+    promotes += o.promotes;
+    promote_failures += o.promote_failures;
+    bytes_capacity += o.bytes_capacity;
+    return *this;
+  }
 };
 
 /// The "g3" object of the stats reply (docs/operations.md).

@@ -78,27 +78,15 @@ long Session::receive(std::byte* buffer, std::size_t capacity) {
 }
 
 std::size_t Session::make_fd_room() {
-  while (core_.fd_room() < proto::kMaxFdsPerFrame) {
-    Session* hog = core_.biggest_holder(/*fds=*/true, this);
-    if (hog == nullptr || hog->held_fds() <= held_fds()) break;
-    ++core_.evictions.for_fds;
-    hog->evict(
-        fmt::format("it holds {} passed fds of a frame not yet complete and the daemon's fd budget is "
-                    "exhausted (open file limit {})",
-                    hog->held_fds(), core_.fd_limit));
+  while (core_.fd_room() < proto::kMaxFdsPerFrame &&
+         core_.evict_biggest(/*fds=*/true, this, held_fds(), "the daemon's fd budget is exhausted")) {
   }
   return static_cast<std::size_t>(std::min<std::uint64_t>(proto::kMaxFdsPerFrame, core_.fd_room()));
 }
 
 void Session::enforce_byte_budget() {
-  while (core_.held.bytes > core_.config.max_buffered_bytes) {
-    Session* hog = core_.biggest_holder(/*fds=*/false, nullptr);
-    if (hog == nullptr) break;
-    ++core_.evictions.for_bytes;
-    hog->evict(
-        fmt::format("it holds {} bytes of partial frames and unread answers and the daemon's buffered "
-                    "bytes are over max_buffered_bytes ({})",
-                    hog->held_bytes(), core_.config.max_buffered_bytes));
+  while (core_.held.bytes > core_.config.max_buffered_bytes &&
+         core_.evict_biggest(/*fds=*/false, nullptr, 0, "the daemon's buffered bytes are over the budget")) {
   }
 }
 
