@@ -13,6 +13,7 @@
 
 #include "intrusive_fifo.h"
 #include "kvb/blockmgr/sequence_hash.h"
+#include "kvb/common/mix64.h"
 
 namespace kvb::detail {
 
@@ -93,15 +94,7 @@ class HashRegistry {
   };
   // The murmur3 finalizer, so that structured keys (sequential trace ids,
   // multiples of a constant) spread as well as random xxh3 values.
-  [[nodiscard]] std::uint64_t home(SequenceHash hash) const noexcept {
-    std::uint64_t x = hash.value();
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x >> shift_;
-  }
+  [[nodiscard]] std::uint64_t home(SequenceHash hash) const noexcept { return fmix64(hash.value()) >> shift_; }
 
   std::uint64_t mask_;
   int shift_;

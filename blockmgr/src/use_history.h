@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kvb/blockmgr/sequence_hash.h"
+#include "kvb/common/mix64.h"
 
 namespace kvb::detail {
 
@@ -39,15 +40,7 @@ class UseHistory {
 
  private:
   // The murmur3 finalizer (sequential trace ids spread like xxh3 values).
-  static std::uint64_t mix(SequenceHash hash) noexcept {
-    std::uint64_t x = hash.value();
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-  }
+  static std::uint64_t mix(SequenceHash hash) noexcept { return fmix64(hash.value()); }
   // 56 bits that tell hashes sharing a slot apart (index bits come from the
   // low end, the tag from the high end).
   static std::uint64_t tag(std::uint64_t m) noexcept { return m >> 8; }

@@ -14,4 +14,15 @@ namespace kvb {
   return x ^ (x >> 31);
 }
 
+/// The murmur3 64-bit finaliser: spreads sequential ids (trace block ids,
+/// multiples of a constant) like random values; for hash-table homes.
+[[nodiscard]] constexpr std::uint64_t fmix64(std::uint64_t x) noexcept {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
 }  // namespace kvb
