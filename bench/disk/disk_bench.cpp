@@ -98,7 +98,7 @@ struct StoreRun {
   bool direct = true;
 };
 
-Result<StoreRun> run_store(const Args& a, storage::SlotStoreOptions opts) {
+Result<StoreRun> run_store(const Args& a, const storage::SlotStoreOptions& opts) {
   StoreRun out;
   std::uint32_t blocks = 0;
   {
@@ -118,7 +118,8 @@ Result<StoreRun> run_store(const Args& a, storage::SlotStoreOptions opts) {
     for (std::uint32_t i = 0; i < blocks; ++i) {
       window.acquire();
       src[0] = static_cast<std::byte>(i);  // every block differs
-      auto started = store.write(BlockId{i}, SequenceHash{i + 1}, src, [&](Status s) { window.release(bool(s)); });
+      auto started =
+          store.write(BlockId{i}, SequenceHash{i + 1}, src, [&](const Status& s) { window.release(bool(s)); });
       if (!started) return fail(started.error().code, "write of block {}: {}", i, started.error().message);
     }
     if (auto failed = window.drain(); failed != 0) return fail(Errc::io_error, "{} writes failed", failed);
@@ -140,13 +141,14 @@ Result<StoreRun> run_store(const Args& a, storage::SlotStoreOptions opts) {
         slot_buffer = free_buffers.back();
         free_buffers.pop_back();
       }
-      store.read(BlockId{i}, SequenceHash{i + 1}, {buffers[slot_buffer], a.block_bytes}, [&, slot_buffer](Status s) {
-        {
-          std::lock_guard lock(mu);
-          free_buffers.push_back(slot_buffer);
-        }
-        reads.release(bool(s));
-      });
+      store.read(BlockId{i}, SequenceHash{i + 1}, {buffers[slot_buffer], a.block_bytes},
+                 [&, slot_buffer](const Status& s) {
+                   {
+                     std::lock_guard lock(mu);
+                     free_buffers.push_back(slot_buffer);
+                   }
+                   reads.release(bool(s));
+                 });
     }
     const auto read_failures = reads.drain();
     out.read_gbps =

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <exception>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -24,6 +26,17 @@ void PoolPrefault::stop() noexcept {
 }
 
 void PoolPrefault::run() noexcept {
+  try {
+    populate();
+  } catch (const std::exception& e) {  // fmt or the post could not allocate: the copies fault the rest in
+    finished_.store(true, std::memory_order_release);
+    std::fprintf(stderr, "kvblockd: %s: prefault stopped: %s\n", name_.c_str(), e.what());
+  } catch (...) {
+    finished_.store(true, std::memory_order_release);
+  }
+}
+
+void PoolPrefault::populate() {
   const auto start = std::chrono::steady_clock::now();
   PopulateMethod method = PopulateMethod::madvise;
   std::uint64_t done = 0;

@@ -49,6 +49,8 @@ class PoolPrefault {
 
  private:
   void run() noexcept;
+  /// run()'s body (may throw: fmt and the loop's post allocate).
+  void populate();
 
   boost::asio::io_context& io_;
   std::byte* base_;

@@ -255,7 +255,8 @@ TEST(DaemonGpu, TwoGpusShareBlocksThroughG2) {
   for (std::uint32_t l = 0; l < 4; ++l)
     for (std::uint32_t o = 0; o < 2; ++o) {
       auto chunk = mirror.chunk(1, l, o);
-      for (std::size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<std::byte>((i + l * 3 + o) & 0xFF);
+      for (std::size_t i = 0; i < chunk.size(); ++i)
+        chunk[i] = static_cast<std::byte>((i + std::size_t{l} * 3 + o) & 0xFF);
     }
   ASSERT_TRUE(kvs[0]->upload());
   const client::OffloadItem off{BlockId{1}, 4242};

@@ -290,7 +290,7 @@ TEST_F(GpuPathsService, APoolWhosePinningFailsStaysPageableWithOneWarning) {
   service.start_onboard(*pool, *kv, 0, {{77, BlockId{3}}}, {}, std::make_shared<OpControl>(),
                         [&](Status s) { back = std::move(s); });
   ASSERT_TRUE(run_until(back));
-  EXPECT_EQ(std::memcmp((*kv)->regions[0]->data() + 3 * 256, (*kv)->regions[0]->data() + 256, 256), 0);
+  EXPECT_EQ(std::memcmp((*kv)->regions[0]->data() + std::size_t{3} * 256, (*kv)->regions[0]->data() + 256, 256), 0);
   // The rule then sends device <-> pool copies to the staged engine only.
   const auto kinds = engine_preference(MemoryKind::device, MemoryKind::host);
   ASSERT_EQ(kinds.size(), 1U);
@@ -355,7 +355,7 @@ TEST_F(GpuPathsService, LayerwiseOnboardAnnouncesGroupsInLayerOrderThenCompletes
   ASSERT_TRUE(kv) << kv.error().to_string();
   for (std::uint32_t l = 0; l < 2; ++l)
     for (std::uint64_t i = 0; i < (*kv)->regions[l]->size(); ++i)
-      (*kv)->regions[l]->data()[i] = static_cast<std::byte>((i * 7 + l * 31) & 0xFF);
+      (*kv)->regions[l]->data()[i] = static_cast<std::byte>((i * 7 + std::uint64_t{l} * 31) & 0xFF);
   std::optional<Status> offloaded;
   service.start_offload(*pool, *kv, 0, {{BlockId{0}, 10}, {BlockId{1}, 11}}, std::make_shared<OpControl>(),
                         [&](Status s) { offloaded = std::move(s); });
@@ -380,7 +380,9 @@ TEST_F(GpuPathsService, LayerwiseOnboardAnnouncesGroupsInLayerOrderThenCompletes
   EXPECT_TRUE(done_after_progress);
   for (std::uint32_t l = 0; l < 2; ++l)
     for (auto [src, dst] : {std::pair{0, 5}, std::pair{1, 6}})
-      EXPECT_EQ(std::memcmp((*kv)->regions[l]->data() + dst * 256, (*kv)->regions[l]->data() + src * 256, 256), 0)
+      EXPECT_EQ(std::memcmp((*kv)->regions[l]->data() + std::size_t{256} * dst,
+                            (*kv)->regions[l]->data() + std::size_t{256} * src, 256),
+                0)
           << "layer " << l << " block " << dst;
   EXPECT_EQ(service.g2_counters().leased, 0U);
   EXPECT_EQ(service.moved().onboard, 2U * 512U);

@@ -13,8 +13,13 @@ HandlerPool::HandlerPool(Worker& worker, const AmOptions& options, AmHandlerHost
 
 HandlerPool::~HandlerPool() {
   *alive_ = false;
-  // Idle runners resume (posted), see the pool gone and end.
-  for (auto& h : idle_runners_) asio::post(worker_.executor(), [h = std::move(h)]() mutable { std::move(h)(); });
+  // Idle runners resume (posted), see the pool gone and end. A post that
+  // cannot allocate leaves its runner parked: it is destroyed with the
+  // worker's executor, never resumed into a pool that is gone.
+  try {
+    for (auto& h : idle_runners_) asio::post(worker_.executor(), [h = std::move(h)]() mutable { std::move(h)(); });
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
+  }
   idle_runners_.clear();
 }
 

@@ -33,7 +33,10 @@ PeerDirectory::~PeerDirectory() {
   // progresses the worker for them any more, so they would otherwise wait
   // out their timeouts (30 s) and hold the event loop, and a daemon's
   // shutdown, that long. Waiters for a hello's answer wake too.
-  for (auto& [peer, ep] : peers_) ep->mark_failed(Error{Errc::shutting_down, "the transport is shutting down"});
+  try {
+    for (auto& [peer, ep] : peers_) ep->mark_failed(Error{Errc::shutting_down, "the transport is shutting down"});
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; the endpoints go below anyway
+  }
   for (auto& [peer, answered] : hello_pending_) answered->set();
   peers_.clear();
 }
