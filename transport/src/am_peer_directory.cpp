@@ -25,20 +25,22 @@ PeerDirectory::PeerDirectory(Worker& worker, std::uint32_t token, LostHandler on
 
 PeerDirectory::~PeerDirectory() {
   *alive_ = false;
-  for (auto& [peer, fd] : watched_) fd->cancel();
-  watched_.clear();
-  listener_.reset();
-  // Operations still in flight on an endpoint (a hello, a send, a reply:
-  // their coroutines hold the endpoint) end now, with an error: nothing
-  // progresses the worker for them any more, so they would otherwise wait
-  // out their timeouts (30 s) and hold the event loop, and a daemon's
-  // shutdown, that long. Waiters for a hello's answer wake too.
+  // A destructor must not throw: what cannot be done here (an allocation in
+  // a cancel or an error text) leaves the rest to the members' destructors.
   try {
+    for (auto& [peer, fd] : watched_) fd->cancel();
+    watched_.clear();
+    listener_.reset();
+    // Operations still in flight on an endpoint (a hello, a send, a reply:
+    // their coroutines hold the endpoint) end now, with an error: nothing
+    // progresses the worker for them any more, so they would otherwise wait
+    // out their timeouts (30 s) and hold the event loop, and a daemon's
+    // shutdown, that long. Waiters for a hello's answer wake too.
     for (auto& [peer, ep] : peers_) ep->mark_failed(Error{Errc::shutting_down, "the transport is shutting down"});
-  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw; the endpoints go below anyway
+    for (auto& [peer, answered] : hello_pending_) answered->set();
+    peers_.clear();
+  } catch (...) {  // NOLINT(bugprone-empty-catch)
   }
-  for (auto& [peer, answered] : hello_pending_) answered->set();
-  peers_.clear();
 }
 
 void PeerDirectory::adopt(std::shared_ptr<Endpoint> ep) {
