@@ -44,7 +44,7 @@ run: build
 replay: build
 	scripts/replay-table.sh build/$(PRESET)
 
-# clang-tidy over every C++ source (findings are errors); run by hand, not by CI.
+# clang-tidy over every C++ source (findings are errors); a CI step (.ci/run).
 lint: build
 	scripts/lint.sh build/$(PRESET) $(JOBS)
 

@@ -113,9 +113,9 @@ void BlockService::detach_layout(LayoutPool& pool) noexcept {
 }
 
 bool BlockService::reclaimable(const LayoutPool& pool) const {
-  // Peers hold the pool's UCX registration (rkey, AM exposure) and index
-  // its blocks; there is no message that withdraws a pool from them yet.
-  if (remote_ != nullptr || observer_.pool_created) return false;
+  // With a cluster on, peers hold the pool's UCX registration and index its
+  // blocks: the cluster must withdraw it from them first (pool_retiring).
+  if ((remote_ != nullptr || observer_.pool_created) && !observer_.pool_retiring) return false;
   if (pool.sessions != 0) return false;
   const BlockManagerCounters counters = pool.manager->counters();
   if (counters.transfers_in_flight != 0) return false;
@@ -139,11 +139,14 @@ Status BlockService::reclaim_idle_pool() {
     }
   }
   if (victim == pools_.end()) {
-    const bool cluster = remote_ != nullptr || observer_.pool_created;
+    const bool unwithdrawable = (remote_ != nullptr || observer_.pool_created) && !observer_.pool_retiring;
     const std::string idle =
-        cluster ? fmt::format("{} idle, not reclaimed while the cluster is on (peers hold this worker's pools)",
-                              pools_.size() - attached)
-                : fmt::format("{} idle but still busy (leased blocks, copies or disk transfers in flight)", busy);
+        unwithdrawable ? fmt::format("{} idle, not reclaimed while the cluster is on (peers hold this worker's pools)",
+                                     pools_.size() - attached)
+                       : fmt::format(
+                             "{} idle but still busy (leased blocks, copies or disk transfers in flight, fetches "
+                             "served to peers)",
+                             busy);
     return fail(Errc::out_of_capacity,
                 "{} distinct block layouts are served already (max_layouts {}): {} in use by sessions, {}",
                 pools_.size(), options_.max_layouts, attached, idle);
@@ -163,6 +166,9 @@ Status BlockService::reclaim_idle_pool() {
   // returns), then the disk store (its slot file closed; nothing is in
   // flight: reclaimable()).
   if (pool.prefault) pool.prefault->stop();
+  // Peers drop its blocks from their index and forget its UCX registration
+  // (released here, before the memory it covers is unmapped).
+  if (observer_.pool_retiring) observer_.pool_retiring(pool);
   if (pool.manager->pool(Tier::g2).region().kind() == MemoryKind::host_pinned) --pinned_pools_;
   pools_.erase(victim);
   ++layouts_reclaimed_;

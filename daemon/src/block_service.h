@@ -160,6 +160,8 @@ class BlockService {
   /// What happens to the pools, for the cluster (docs/cluster.md).
   struct Observer {
     std::function<void(LayoutPool&)> pool_created;
+    /// The pool is about to be reclaimed (its blocks still registered).
+    std::function<void(LayoutPool&)> pool_retiring;
     /// A hash became registered in (stored) or left a tier of the pool.
     std::function<void(const LayoutPool&, Tier, SequenceHash, bool stored)> registry_changed;
   };

@@ -61,19 +61,7 @@ TEST_P(ClusterChurn, AKilledWorkerStartedAgainRejoinsAndServesItsNewBlocks) {
     ++seen;
   ASSERT_TRUE(offload_blocks(on_a, 10, 4, 4, 6000));  // hashes 6004..6007
   ASSERT_TRUE(b.wait_for_log_lines(holds_4, seen + 1, 20s)) << b.log();
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.zero(8 + blk);
-    onboard.items.push_back({6000 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_b.client().call(RequestId{21}, onboard));
-  auto onboarded = on_b.client().notification_of(RequestId{21}, 20s);
-  ASSERT_TRUE(onboarded) << b.log();
-  ASSERT_EQ(onboarded->text, "21:ok") << b.log();
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.fill(blk, blk + 1);
-    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
-  }
+  ASSERT_TRUE(onboard_blocks(on_b, 21, 4, 4, 6000)) << b.log();
   const auto json = stats_of(on_b.client(), 22);
   EXPECT_EQ(member_stat(json, "A", "index_blocks"), 4) << json;
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();

@@ -98,19 +98,7 @@ TEST_P(ClusterEtcdLoss, WorkersServeOnKeepTheirMembersAndRegisterAgainWhenEtcdCo
   ASSERT_TRUE(a.wait_for_log("cluster: worker B lost", 20s)) << a.log();
 
   // C serves on: a block of A's, fetched while etcd is away, byte-exact.
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 0; blk < 4; ++blk) {
-    on_c.zero(8 + blk);
-    onboard.items.push_back({4100 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_c.client().call(RequestId{21}, onboard));
-  auto onboarded = on_c.client().notification_of(RequestId{21}, 20s);
-  ASSERT_TRUE(onboarded) << c.log();
-  ASSERT_EQ(onboarded->text, "21:ok") << c.log();
-  for (std::uint32_t blk = 0; blk < 4; ++blk) {
-    on_c.fill(blk, blk + 1);
-    EXPECT_TRUE(on_c.same(blk, 8 + blk)) << "block " << blk;
-  }
+  ASSERT_TRUE(onboard_blocks(on_c, 21, 0, 4, 4100)) << c.log();
   json = stats_of(on_c.client(), 22);
   EXPECT_EQ(etcd_state(json), "unreachable") << json;
   EXPECT_EQ(member_text(json, "A", "state"), "joined") << json;

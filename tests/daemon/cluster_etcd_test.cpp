@@ -59,19 +59,7 @@ TEST(ClusterEtcd, WorkersJoinThroughEtcdShareBlocksAndOneThatStopsRenewingIsDrop
 
   TestEngine on_c(c.socket_path(), 16, /*salt=*/9);
   ASSERT_TRUE(on_c.attach());
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 0; blk < 8; ++blk) {
-    on_c.zero(8 + blk);
-    onboard.items.push_back({4000 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_c.client().call(RequestId{20}, onboard));
-  auto onboarded = on_c.client().notification_of(RequestId{20}, 20s);
-  ASSERT_TRUE(onboarded) << c.log();
-  ASSERT_EQ(onboarded->text, "20:ok") << c.log();
-  for (std::uint32_t blk = 0; blk < 8; ++blk) {
-    on_c.fill(blk, blk + 1);
-    EXPECT_TRUE(on_c.same(blk, 8 + blk)) << "block " << blk;
-  }
+  ASSERT_TRUE(onboard_blocks(on_c, 20, 0, 8, 4000)) << c.log();
   auto json = stats_of(on_c.client(), 21);
   EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
   EXPECT_EQ(member_stat(json, "A", "fetches_requested"), 1) << json;

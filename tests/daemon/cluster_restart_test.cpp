@@ -83,19 +83,7 @@ TEST_P(ClusterRestart, AWorkerRestartedOnTheAddressAStaticPeerNamesIsRejoinedByT
   ASSERT_TRUE(b.wait_for_log_lines(
       [](std::string_view line) { return line.find("A holds 4 blocks") != std::string_view::npos; }, seen + 1, 20s))
       << b.log();
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.zero(8 + blk);
-    onboard.items.push_back({6100 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_b.client().call(RequestId{23}, onboard));
-  auto onboarded = on_b.client().notification_of(RequestId{23}, 20s);
-  ASSERT_TRUE(onboarded) << b.log();
-  ASSERT_EQ(onboarded->text, "23:ok") << b.log();
-  for (std::uint32_t blk = 4; blk < 8; ++blk) {
-    on_b.fill(blk, blk + 1);
-    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
-  }
+  ASSERT_TRUE(onboard_blocks(on_b, 23, 4, 4, 6100)) << b.log();
   json = stats_of(on_b.client(), 24);
   EXPECT_EQ(member_text(json, "A", "state"), "joined") << json;
   EXPECT_EQ(member_text(json, "A", "bootstrap"), a_addr) << json;

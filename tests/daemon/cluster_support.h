@@ -139,4 +139,29 @@ inline ::testing::AssertionResult offload_blocks(TestEngine& engine, std::uint64
   return ::testing::AssertionSuccess();
 }
 
+/// Onboards the blocks offload_blocks(.., first, count, base) stored: hash
+/// base + blk into engine block 8 + blk (zeroed first), for blk in
+/// [first, first + count); waits for "<id>:ok" and checks each block is
+/// byte-exact (block blk refilled with offload_blocks' pattern to compare).
+inline ::testing::AssertionResult onboard_blocks(TestEngine& engine, std::uint64_t id, std::uint32_t first,
+                                                 std::uint32_t count, std::uint64_t base,
+                                                 std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = first; blk < first + count; ++blk) {
+    engine.zero(8 + blk);
+    onboard.items.push_back({base + blk, BlockId{8 + blk}});
+  }
+  if (!engine.client().call(RequestId{id}, onboard))
+    return ::testing::AssertionFailure() << "onboard " << id << " not sent";
+  auto onboarded = engine.client().notification_of(RequestId{id}, timeout);
+  if (!onboarded) return ::testing::AssertionFailure() << "onboard " << id << ": no notification";
+  if (onboarded->text != std::to_string(id) + ":ok") return ::testing::AssertionFailure() << onboarded->text;
+  for (std::uint32_t blk = first; blk < first + count; ++blk) {
+    engine.fill(blk, blk + 1);
+    if (!engine.same(blk, 8 + blk))
+      return ::testing::AssertionFailure() << "onboard " << id << ": block " << blk << " differs";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace kvb::test

@@ -236,19 +236,7 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
     EXPECT_EQ(t.blocks, t.tier == proto::WireTier::g4 ? 8U : 0U) << "tier " << static_cast<int>(t.tier);
   }
 
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 0; blk < 8; ++blk) {
-    on_c.zero(8 + blk);
-    onboard.items.push_back({3000 + blk, BlockId{8 + blk}});
-  }
-  ASSERT_TRUE(on_c.client().call(RequestId{21}, onboard));
-  auto onboarded = on_c.client().notification_of(RequestId{21}, 20s);
-  ASSERT_TRUE(onboarded) << c.log();
-  ASSERT_EQ(onboarded->text, "21:ok") << c.log();
-  for (std::uint32_t blk = 0; blk < 8; ++blk) {
-    on_c.fill(blk, blk + 1);  // what A's or B's engine wrote
-    EXPECT_TRUE(on_c.same(blk, 8 + blk)) << "block " << blk;
-  }
+  ASSERT_TRUE(onboard_blocks(on_c, 21, 0, 8, 3000)) << c.log();  // byte-exact: what A's or B's engine wrote
 
   // Fetched blocks stay cached on C: it now holds the whole prefix itself.
   located = on_c.client().call_body<proto::LocateReply>(RequestId{24}, proto::LocateRequest{hashes});
@@ -297,25 +285,56 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   }
 }
 
-// Idle layouts are not reclaimed while a cluster is on (peers hold the
-// pool's UCX registration and index its blocks; nothing withdraws a pool
-// from them yet): a new shape past max_layouts is refused, saying so.
-TEST(ClusterLayouts, AnIdleLayoutIsNotReclaimedWhileTheClusterIsOn) {
-  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", "tcp", {"--max-layouts", "1"}));
+// With a cluster on, an idle layout is reclaimed for a new shape as on a
+// lone daemon, and withdrawn from the peers first: its blocks leave their
+// index (B stops reporting them as tier 4) and they forget its UCX
+// registration; the new shape's pool is announced and fetched from.
+TEST_P(Cluster, AnIdleLayoutIsWithdrawnFromPeersAndReclaimedForANewShape) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {"--max-layouts", "1"}));
   ASSERT_TRUE(a.ready()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", bootstrap_of(a)}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  ASSERT_TRUE(a.wait_for_log("cluster: worker B joined", 20s)) << a.log();
+
+  const std::vector<std::uint64_t> first_hashes{8000, 8001, 8002, 8003};
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/42);
+  ASSERT_TRUE(on_b.attach()) << b.log();
   {
-    TestEngine first(a.socket_path(), 8);
-    ASSERT_TRUE(first.hello()) << a.log();
-    ASSERT_TRUE(first.client().call(RequestId{first.next_id()}, proto::ByeRequest{}));
+    TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
+    ASSERT_TRUE(on_a.attach()) << a.log();
+    ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 8000)) << a.log();
+    ASSERT_TRUE(b.wait_for_log("A holds 4 blocks", 20s)) << b.log();
+    auto seen = on_b.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, first_hashes});
+    ASSERT_TRUE(seen);
+    ASSERT_EQ(seen->prefix_blocks, 4U);  // as tier 4: A holds them
+    ASSERT_TRUE(on_a.client().call(RequestId{11}, proto::ByeRequest{}));
   }
-  RawClient second(a.socket_path());
-  ASSERT_TRUE(second.send(RequestId{1}, proto::HelloRequest{1, 1, "second shape", 0, {2, 2, 16, 64, 0, 256}}));
-  auto refused = second.reply_to(RequestId{1});
-  ASSERT_TRUE(refused);
-  EXPECT_EQ(refused->code, Errc::out_of_capacity) << refused->message;
-  EXPECT_NE(refused->message.find("0 in use by sessions, 1 idle, not reclaimed while the cluster is on"),
-            std::string::npos)
-      << refused->message;
+
+  // A new shape on A: the only slot's pool is idle, so it is reclaimed
+  // (before this, refused "not reclaimed while the cluster is on").
+  const proto::WireLayout second_shape{2, 2, 16, 64, 0, 256};
+  TestEngine on_a2(a.socket_path(), 16, /*salt=*/42, second_shape);
+  ASSERT_TRUE(on_a2.attach()) << a.log();
+  ASSERT_TRUE(a.wait_for_log("withdrawn from peers (4 blocks left the index)", 20s)) << a.log();
+  ASSERT_TRUE(b.wait_for_log("A holds 0 blocks", 20s)) << b.log();
+  auto gone = on_b.client().call_body<proto::LookupReply>(RequestId{21}, proto::LookupRequest{false, first_hashes});
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->prefix_blocks, 0U) << "B still reports blocks of A's reclaimed pool";
+  auto json = stats_of(on_a2.client(), 12);
+  EXPECT_EQ(stat_of(json, "layouts_reclaimed"), 1) << json;
+
+  // The new pool reached B: its blocks are fetched byte-exact.
+  const std::size_t seen = log_lines_with(b, "A holds 4 blocks");
+  ASSERT_TRUE(offload_blocks(on_a2, 13, 0, 4, 8100)) << a.log();
+  ASSERT_TRUE(b.wait_for_log_lines(
+      [](std::string_view line) { return line.find("A holds 4 blocks") != std::string_view::npos; }, seen + 1, 20s))
+      << b.log();
+  TestEngine on_b2(b.socket_path(), 16, /*salt=*/42, second_shape);
+  ASSERT_TRUE(on_b2.attach()) << b.log();
+  ASSERT_TRUE(onboard_blocks(on_b2, 22, 0, 4, 8100)) << b.log();
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
   EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
 }
 

@@ -76,16 +76,18 @@ Status ClusterNode::start() {
                                           settings_.fetch_concurrency);
   for (auto st : {am_->register_sync_handler(kJoinType, [this](IncomingMessage& m) { return on_join(m); }),
                   am_->register_sync_handler(kPoolType, [this](IncomingMessage& m) { return on_pool(m); }),
+                  am_->register_sync_handler(kPoolGoneType, [this](IncomingMessage& m) { return on_pool_gone(m); }),
                   am_->register_sync_handler(kPingType, [](IncomingMessage&) -> Result<Bytes> { return Bytes{}; }),
                   index_sync_->register_handlers(), fetch_->register_handler()}) {
     if (!st) return st;
   }
   // Pools that exist already, then every later one, join the cluster.
   for (const auto& pool : blocks_.pools()) pool_created(*pool);
-  blocks_.set_observer(BlockService::Observer{[this](LayoutPool& pool) { pool_created(pool); },
-                                              [this](const LayoutPool& pool, Tier tier, SequenceHash key, bool stored) {
-                                                registry_changed(pool, tier, key, stored);
-                                              }});
+  blocks_.set_observer(
+      BlockService::Observer{.pool_created = [this](LayoutPool& pool) { pool_created(pool); },
+                             .pool_retiring = [this](LayoutPool& pool) { pool_retiring(pool); },
+                             .registry_changed = [this](const LayoutPool& pool, Tier tier, SequenceHash key,
+                                                        bool stored) { registry_changed(pool, tier, key, stored); }});
   blocks_.set_remote(this, std::chrono::milliseconds(settings_.fetch_timeout_ms));
 
   if (auto st = bootstrap_.bind(*listen); !st) return st;
@@ -163,6 +165,35 @@ void ClusterNode::pool_created(LayoutPool& pool) {
   }
 }
 
+void ClusterNode::pool_retiring(LayoutPool& pool) {
+  const std::uint64_t key = block_shape_key(pool.spec);
+  // Its G2 blocks leave every peer's index (the registry drops them without
+  // events when the pool goes), then the pool itself: peers forget its
+  // address and rkey, and its UCX registration is released before BlockService
+  // unmaps the memory. Nothing of ours is in flight into it or served from it
+  // (BlockService::reclaimable: no lease, no block in transfer).
+  std::size_t blocks = 0;
+  if (index_sync_) {
+    pool.manager->for_each_registered(Tier::g2, [&](SequenceHash hash) {
+      index_sync_->local_change(IndexEntry{IndexOp::removed, 2, key, hash.value()});
+      ++blocks;
+    });
+  }
+  if (!am_ || !pools_.remove(key, *am_)) return;
+  auto payload = encode(PoolGone{key});
+  if (!payload) return;
+  for (WorkerIndex i = 0; i < members_.size(); ++i) {
+    if (!members_[i].joined || !members_[i].send_peer) continue;
+    asio::co_spawn(
+        io_,
+        [am = am_.get(), peer = *members_[i].send_peer, payload = *payload]() mutable -> asio::awaitable<void> {
+          (void)co_await am->send(peer, kPoolGoneType, std::move(payload));
+        },
+        asio::detached);
+  }
+  spdlog::info("cluster: host pool {} withdrawn from peers ({} blocks left the index)", pool.number, blocks);
+}
+
 void ClusterNode::registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored) {
   // Only G2 blocks are served to other workers (fetch reads G2; a G3-only
   // block is not fetchable yet), so only G2 changes are index events.
@@ -226,6 +257,17 @@ Result<Bytes> ClusterNode::on_pool(IncomingMessage& message) {
   Member& m = members_[*i];
   std::erase_if(m.rkeys, [&](const auto& kv) { return kv.first.second == info->layout_key; });
   m.pools[info->layout_key] = std::move(*info);
+  return Bytes{};
+}
+
+Result<Bytes> ClusterNode::on_pool_gone(IncomingMessage& message) {
+  auto i = members_.by_peer(message.peer);
+  if (!i) return fail(Errc::wrong_state, "pool_gone from peer {}: not a member", message.peer);
+  auto gone = decode<PoolGone>(message.payload);
+  if (!gone) return tl::unexpected(gone.error());
+  Member& m = members_[*i];
+  std::erase_if(m.rkeys, [&](const auto& kv) { return kv.first.second == gone->layout_key; });
+  m.pools.erase(gone->layout_key);
   return Bytes{};
 }
 

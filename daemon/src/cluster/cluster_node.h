@@ -64,6 +64,8 @@ class ClusterNode final : public RemoteTier {
 
  private:
   void pool_created(LayoutPool& pool);
+  void pool_retiring(LayoutPool& pool);
+  Result<transport::Bytes> on_pool_gone(transport::IncomingMessage& message);
   void registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored);
   std::vector<IndexEntry> collect_index() const;
   [[nodiscard]] JoinMessage join_message() const;

@@ -84,6 +84,20 @@ Result<Bytes> encode(const FetchRequest& message) {
   return std::move(w).finish();
 }
 
+Result<Bytes> encode(const PoolGone& message) {
+  WireWriter w;
+  w.u64(message.layout_key);
+  return std::move(w).finish();
+}
+
+template <>
+Result<PoolGone> decode<PoolGone>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  PoolGone m;
+  m.layout_key = r.u64("pool_gone.layout_key");
+  return finish(r, m);
+}
+
 template <>
 Result<PoolInfo> decode<PoolInfo>(std::span<const std::byte> payload) {
   WireReader r(payload);

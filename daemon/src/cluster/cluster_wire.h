@@ -16,12 +16,13 @@ namespace kvb::daemon::cluster {
 using Bytes = std::vector<std::byte>;
 
 // Message type names (the handlers registered by name).
-inline constexpr const char* kJoinType = "kvb.join";      // request: JoinMessage -> JoinMessage
-inline constexpr const char* kPoolType = "kvb.pool";      // fire-and-forget: PoolInfo
-inline constexpr const char* kIndexType = "kvb.index";    // fire-and-forget: IndexBatch
-inline constexpr const char* kResyncType = "kvb.resync";  // fire-and-forget: empty (send me a snapshot)
-inline constexpr const char* kFetchType = "kvb.fetch";    // request (receiving writes): FetchRequest -> empty
-inline constexpr const char* kPingType = "kvb.ping";      // request: empty -> empty (round-trip time)
+inline constexpr const char* kJoinType = "kvb.join";           // request: JoinMessage -> JoinMessage
+inline constexpr const char* kPoolType = "kvb.pool";           // fire-and-forget: PoolInfo
+inline constexpr const char* kPoolGoneType = "kvb.pool_gone";  // fire-and-forget: PoolGone
+inline constexpr const char* kIndexType = "kvb.index";         // fire-and-forget: IndexBatch
+inline constexpr const char* kResyncType = "kvb.resync";       // fire-and-forget: empty (send me a snapshot)
+inline constexpr const char* kFetchType = "kvb.fetch";         // request (receiving writes): FetchRequest -> empty
+inline constexpr const char* kPingType = "kvb.ping";           // request: empty -> empty (round-trip time)
 
 inline constexpr std::uint16_t kClusterWireVersion = 1;
 
@@ -33,6 +34,13 @@ struct PoolInfo {
   std::uint64_t stride = 0;      // bytes from one block to the next
   std::uint64_t block_bytes = 0;
   Bytes rkey;  // packed UCX remote key of the region
+};
+
+/// "My pool of this block shape is gone" (reclaimed for another shape):
+/// forget its address and remote key. Its blocks leave the index through
+/// ordinary removed events, sent before this.
+struct PoolGone {
+  std::uint64_t layout_key = 0;
 };
 
 struct JoinMessage {
@@ -75,6 +83,7 @@ struct FetchRequest {
 };
 
 [[nodiscard]] Result<Bytes> encode(const PoolInfo& message);
+[[nodiscard]] Result<Bytes> encode(const PoolGone& message);
 [[nodiscard]] Result<Bytes> encode(const JoinMessage& message);
 [[nodiscard]] Result<Bytes> encode(const IndexBatch& message);
 [[nodiscard]] Result<Bytes> encode(const FetchRequest& message);

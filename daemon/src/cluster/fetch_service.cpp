@@ -59,6 +59,14 @@ Result<const LocalPools::Entry*> LocalPools::add(transport::Context& context, tr
   return &entries_.emplace(key, std::move(entry)).first->second;
 }
 
+bool LocalPools::remove(std::uint64_t layout_key, transport::ActiveMessageManager& am) {
+  auto it = entries_.find(layout_key);
+  if (it == entries_.end()) return false;
+  am.unexpose(*it->second.registration);
+  entries_.erase(it);
+  return true;
+}
+
 void LocalPools::remove_all(transport::ActiveMessageManager& am) {
   for (auto& [key, entry] : entries_) am.unexpose(*entry.registration);
   entries_.clear();

@@ -43,6 +43,9 @@ class LocalPools {
   /// Registers `pool`'s region with UCX and exposes it to bulk AM writes.
   [[nodiscard]] Result<const Entry*> add(transport::Context& context, transport::ActiveMessageManager& am,
                                          LayoutPool& pool);
+  /// Withdraws one pool (reclaimed): unexposed, its UCX registration released.
+  /// Returns whether it was registered.
+  bool remove(std::uint64_t layout_key, transport::ActiveMessageManager& am);
   void remove_all(transport::ActiveMessageManager& am);
   [[nodiscard]] const Entry* find(std::uint64_t layout_key) const;
   [[nodiscard]] std::vector<PoolInfo> infos() const;
