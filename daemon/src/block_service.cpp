@@ -1,6 +1,10 @@
 #include "block_service.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <iterator>
+#include <thread>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 
@@ -39,6 +43,7 @@ BlockService::BlockService(boost::asio::io_context& io, CopyEngines& engines, Bl
 }
 
 BlockService::~BlockService() {
+  alive_.reset();  // a pool build that finishes from now on is dropped
   // A prefault thread writes into its pool's memory: stop it first.
   for (const auto& pool : pools_) {
     if (pool->prefault) pool->prefault->stop();
@@ -96,15 +101,71 @@ Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
       return pool.get();
     }
   }
-  // A shape that can never get a pool is refused before any pool is
-  // reclaimed for it.
-  if (auto shape = pool_shape(spec); !shape) return tl::unexpected(shape.error());
-  if (pools_.size() >= options_.max_layouts) {
-    if (auto freed = reclaim_idle_pool(); !freed) return tl::unexpected(freed.error());
-  }
+  if (auto room = make_room(spec); !room) return tl::unexpected(room.error());
   auto pool = add_pool(spec);
   if (pool) ++(*pool)->sessions;
   return pool;
+}
+
+void BlockService::attach_layout_async(const proto::WireLayout& wire, Attached done) {
+  auto valid = proto::to_spec(wire);
+  if (!valid) return done(tl::unexpected(valid.error()));
+  const LayoutSpec spec = *valid;
+  for (auto& pool : pools_) {
+    if (pool->spec.same_block_shape(spec)) {
+      ++pool->sessions;
+      return done(pool.get());
+    }
+  }
+  for (auto& pending : building_) {  // its pool is being built: wait for it
+    if (pending.spec.same_block_shape(spec)) {
+      pending.waiters.push_back(std::move(done));
+      return;
+    }
+  }
+  if (auto room = make_room(spec); !room) return done(tl::unexpected(room.error()));
+  auto build = prepare_pool(spec);
+  if (!build) return done(tl::unexpected(build.error()));
+  spdlog::info("host pool {}: building it for a new block shape ({} blocks of {} bytes) off the event loop",
+               build->number, build->blocks, build->spec.block_bytes());
+  building_.push_back(Building{spec, {}});
+  building_.back().waiters.push_back(std::move(done));
+  // The build runs on the pool thread; its result comes back through the
+  // loop (dropped, and the pool with it, if this service is gone by then).
+  auto job = std::make_shared<PoolBuild>(std::move(*build));
+  builder_.post([this, job, alive = std::weak_ptr<bool>(alive_)] {
+    Status built = build_pool(*job);
+    boost::asio::post(io_, [this, job, built = std::move(built), alive]() mutable {
+      if (alive.expired()) return;
+      finish_build(std::move(*job), std::move(built));
+    });
+  });
+}
+
+void BlockService::finish_build(PoolBuild build, Status built) {
+  auto at = std::find_if(building_.begin(), building_.end(),
+                         [&](const Building& b) { return b.spec.same_block_shape(build.entry->spec); });
+  std::vector<Attached> waiters;
+  if (at != building_.end()) {
+    waiters = std::move(at->waiters);
+    building_.erase(at);
+  }
+  Result<LayoutPool*> pool =
+      built ? install_pool(std::move(build)) : Result<LayoutPool*>(tl::unexpected(built.error()));
+  for (auto& waiter : waiters) {
+    if (pool) ++(*pool)->sessions;
+    waiter(pool);
+  }
+}
+
+Status BlockService::make_room(const LayoutSpec& spec) {
+  // A shape that can never get a pool is refused before any pool is
+  // reclaimed for it.
+  if (auto shape = pool_shape(spec); !shape) return tl::unexpected(shape.error());
+  if (pools_.size() + building_.size() >= options_.max_layouts) {
+    if (auto freed = reclaim_idle_pool(); !freed) return freed;
+  }
+  return kvb::ok();
 }
 
 void BlockService::detach_layout(LayoutPool& pool) noexcept {
@@ -160,17 +221,20 @@ Status BlockService::reclaim_idle_pool() {
       pool.number, pool.spec.block_bytes(), g2.registered,
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - pool.idle_since).count(),
       options_.max_layouts, pool.store ? "; its disk slot file is closed, its blocks stay on disk" : "");
-  // The prefault thread writes into the pool's memory: stopped (joined)
-  // first. Then the LayoutPool goes: the manager (registry, host sums) with
-  // its Pool, whose HostPoolRegion unpins and unmaps the memfd (RSS
-  // returns), then the disk store (its slot file closed; nothing is in
-  // flight: reclaimable()).
-  if (pool.prefault) pool.prefault->stop();
   // Peers drop its blocks from their index and forget its UCX registration
   // (released here, before the memory it covers is unmapped).
   if (observer_.pool_retiring) observer_.pool_retiring(pool);
   if (pool.manager->pool(Tier::g2).region().kind() == MemoryKind::host_pinned) --pinned_pools_;
+  // Nothing of the loop refers to the pool from here on (nothing is in
+  // flight: reclaimable()). Its teardown runs on the reaper's thread, since
+  // it takes tens of ms (scripts/pool-stall.sh): the prefault thread is
+  // stopped (it ends its chunk) and joined first (LayoutPool's member
+  // order), then the manager (registry, policy) with its Pool, whose
+  // HostPoolRegion unpins and unmaps the memfd (RSS returns), then the
+  // disk store (its slot file closed, its lock released).
+  std::shared_ptr<LayoutPool> retired(std::move(*victim));
   pools_.erase(victim);
+  reaper_.post([retired = std::move(retired)]() mutable { retired.reset(); });
   ++layouts_reclaimed_;
   return kvb::ok();
 }
@@ -196,68 +260,99 @@ Result<std::pair<LayoutSpec, std::uint64_t>> BlockService::pool_shape(const Layo
 }
 
 Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
+  auto build = prepare_pool(wanted);
+  if (!build) return tl::unexpected(build.error());
+  if (auto built = build_pool(*build); !built) return tl::unexpected(built.error());
+  return install_pool(std::move(*build));
+}
+
+Result<BlockService::PoolBuild> BlockService::prepare_pool(const LayoutSpec& wanted) {
   auto shape = pool_shape(wanted);
   if (!shape) return tl::unexpected(shape.error());
-  const auto& [spec, blocks] = *shape;
-  auto layout = Layout::make(spec, LayoutKind::fully_contiguous,
-                             static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, 0xFFFFFFFFULL)));
-  if (!layout) return tl::unexpected(layout.error());
-  auto region = HostRegion::create(layout->region_bytes(), "kvblockd-g2");
-  if (!region) return tl::unexpected(region.error());
-  std::byte* const base = (*region)->data();
-  const std::uint64_t region_bytes = (*region)->size();
+  // A retiring pool may still hold the lock of the slot file this pool
+  // would open (the same shape, reclaimed and wanted again at once).
+  if (disk_.enabled() && reaper_.pending() != 0) reaper_.drain();
+  PoolBuild build;
+  std::tie(build.spec, build.blocks) = *shape;
+  build.number = next_pool_number_++;
+  build.entry = std::make_unique<LayoutPool>();
+  build.entry->spec = wanted;
+  build.entry->number = build.number;
+  build.entry->idle_since = std::chrono::steady_clock::now();
   if (!huge_pages_logged_) {
     huge_pages_logged_ = true;
     const ShmemHugePages huge = shmem_huge_pages();
     spdlog::info("host pools: transparent huge pages for shared memory: {}{}", huge.settings,
                  huge.page_bytes != 0 ? "; pools ask for them (MADV_HUGEPAGE)" : "; pools use 4 KiB pages");
   }
+  if (disk_.enabled()) {
+    auto store = disk_.open_store(build.spec);
+    if (store) {
+      build.entry->store = std::move(*store);
+    } else {
+      spdlog::error("disk tier: no G3 for block layout {}: {}", build.number, store.error().message);
+    }
+  }
+  build.config.g2.policy = options_.eviction_policy;
+  build.config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
+  build.config.on_registry_change = [this, at = build.entry.get()](Tier tier, SequenceHash hash, bool stored) {
+    if (observer_.registry_changed) observer_.registry_changed(*at, tier, hash, stored);
+  };
+  if (build.entry->store) build.config.g3 = disk_.tier_config(*build.entry->store, PoolId{0x10000 + build.number});
+  return build;
+}
+
+// May run on the pool thread: touches only `build` and what is read-only
+// after start (options_, integrity_.enabled).
+Status BlockService::build_pool(PoolBuild& build) {
+  // Tests slow the build down to see the loop serve others meanwhile (a
+  // fault injection: a real build cannot be made slow on demand).
+  static const long inject_delay_ms = [] {
+    const char* v = std::getenv("KVB_INJECT_POOL_BUILD_DELAY_MS");
+    return v != nullptr ? std::strtol(v, nullptr, 10) : 0L;
+  }();
+  if (inject_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(inject_delay_ms));
+  auto layout = Layout::make(build.spec, LayoutKind::fully_contiguous,
+                             static_cast<std::uint32_t>(std::min<std::uint64_t>(build.blocks, 0xFFFFFFFFULL)));
+  if (!layout) return tl::unexpected(layout.error());
+  auto region = HostRegion::create(layout->region_bytes(), "kvblockd-g2");
+  if (!region) return tl::unexpected(region.error());
+  build.base = (*region)->data();
+  build.region_bytes = (*region)->size();
   std::unique_ptr<MemoryRegion> pin;
   if (options_.pin) {
     auto pinned = options_.pin((*region)->data(), (*region)->size());
     if (pinned) {
       pin = std::move(*pinned);
-      ++pinned_pools_;
     } else {
-      if (pin_failures_++ == 0)
-        spdlog::warn(
-            "G2 host pool of {} bytes could not be pinned ({}); copies between it and device memory go "
-            "through the staged engine's pinned bounce buffer (slower). Logged once.",
-            (*region)->size(), pinned.error().message);
+      build.pin_error = pinned.error().message;
     }
   }
-  const std::uint32_t index = next_pool_number_;
-  auto pool = Pool::make(PoolId{index}, *layout, std::make_unique<HostPoolRegion>(std::move(*region), std::move(pin)));
+  auto pool =
+      Pool::make(PoolId{build.number}, *layout, std::make_unique<HostPoolRegion>(std::move(*region), std::move(pin)));
   if (!pool) return tl::unexpected(pool.error());
-  auto entry = std::make_unique<LayoutPool>();
-  entry->spec = wanted;
-  entry->number = index;
-  entry->idle_since = std::chrono::steady_clock::now();
-  BlockManagerConfig config;
-  config.g2.pool = std::move(*pool);
-  config.g2.policy = options_.eviction_policy;
-  config.post = [&io = io_](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
-  config.on_registry_change = [this, at = entry.get()](Tier tier, SequenceHash hash, bool stored) {
-    if (observer_.registry_changed) observer_.registry_changed(*at, tier, hash, stored);
-  };
-  if (disk_.enabled()) {
-    auto store = disk_.open_store(spec);
-    if (store) {
-      entry->store = std::move(*store);
-      config.g3 = disk_.tier_config(*entry->store, PoolId{0x10000 + index});
-    } else {
-      spdlog::error("disk tier: no G3 for block layout {}: {}", index, store.error().message);
-    }
-  }
-  auto manager = BlockManager::make(std::move(config));
+  build.config.g2.pool = std::move(*pool);
+  auto manager = BlockManager::make(std::move(build.config));
   if (!manager) return tl::unexpected(manager.error());
-  entry->manager = std::move(*manager);
-  if (integrity_.enabled) entry->host_sums.resize(entry->manager->pool(Tier::g2).capacity());
-  if (options_.prefault) {
-    entry->prefault = std::make_unique<PoolPrefault>(io_, base, region_bytes, fmt::format("G2 host pool {}", index));
+  build.entry->manager = std::move(*manager);
+  if (integrity_.enabled) build.entry->host_sums.resize(build.entry->manager->pool(Tier::g2).capacity());
+  return kvb::ok();
+}
+
+LayoutPool* BlockService::install_pool(PoolBuild build) {
+  if (build.entry->manager->pool(Tier::g2).region().kind() == MemoryKind::host_pinned) {
+    ++pinned_pools_;
+  } else if (options_.pin && pin_failures_++ == 0) {
+    spdlog::warn(
+        "G2 host pool of {} bytes could not be pinned ({}); copies between it and device memory go "
+        "through the staged engine's pinned bounce buffer (slower). Logged once.",
+        build.region_bytes, build.pin_error);
   }
-  ++next_pool_number_;
-  pools_.push_back(std::move(entry));
+  if (options_.prefault) {
+    build.entry->prefault = std::make_unique<PoolPrefault>(io_, build.base, build.region_bytes,
+                                                           fmt::format("G2 host pool {}", build.number));
+  }
+  pools_.push_back(std::move(build.entry));
   if (observer_.pool_created) observer_.pool_created(*pools_.back());
   return pools_.back().get();
 }

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "kvb/common/protocol.h"
 #include "kvb/common/unique_fd.h"
 #include "kvb/kernels/copy_engines.h"
+#include "pool_jobs.h"
 #include "pool_prefault.h"
 #include "remote_tier.h"
 
@@ -190,6 +192,13 @@ class BlockService {
   /// says how many are attached by sessions, how many are busy), io_error
   /// (memfd).
   [[nodiscard]] Result<LayoutPool*> attach_layout(const proto::WireLayout& layout);
+  using Attached = std::function<void(Result<LayoutPool*>)>;
+  /// attach_layout for sessions: a pool that must be created is built on
+  /// the pool thread, so the loop never waits for it (a pool of 1 M blocks
+  /// takes tens of ms); `done` runs on the loop, at once when the shape has
+  /// a pool. Hellos of a shape whose pool is being built wait for that
+  /// build. Same errors; each success must be matched by one detach_layout.
+  void attach_layout_async(const proto::WireLayout& layout, Attached done);
   /// A session attached by attach_layout ended. The pool stays (its blocks
   /// serve the next session of its shape) until a new shape needs its slot.
   void detach_layout(LayoutPool& pool) noexcept;
@@ -201,6 +210,8 @@ class BlockService {
   [[nodiscard]] bool reclaimable(const LayoutPool& pool) const;
   /// Pools reclaimed since start (stats "layouts_reclaimed").
   [[nodiscard]] std::uint64_t layouts_reclaimed() const noexcept { return layouts_reclaimed_; }
+  /// Reclaimed pools whose memory is still being returned (stats "layouts_retiring").
+  [[nodiscard]] std::uint32_t layouts_retiring() const noexcept { return reaper_.pending(); }
 
   /// Maps the engine's memfd regions, or imports its device allocations
   /// (device_kv.h). Errors: fd count or sizes do not match the layout
@@ -284,7 +295,30 @@ class BlockService {
   /// (`device`: the device memory side's ordinal); `on_loop` runs once on
   /// the loop with the result (a selection error too).
   void submit(TransferPlan plan, int device, std::function<void(Status)> on_loop);
+  /// A pool being made: prepare_pool (loop) -> build_pool (any thread) ->
+  /// install_pool (loop).
+  struct PoolBuild {
+    LayoutSpec spec;  // the host block shape (pool_shape)
+    std::uint64_t blocks = 0;
+    std::uint32_t number = 0;
+    std::unique_ptr<LayoutPool> entry;
+    BlockManagerConfig config;
+    std::byte* base = nullptr;
+    std::uint64_t region_bytes = 0;
+    std::string pin_error;  // options_.pin failed: why
+  };
+  struct Building {
+    LayoutSpec spec;
+    std::vector<Attached> waiters;
+  };
   [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
+  [[nodiscard]] Result<PoolBuild> prepare_pool(const LayoutSpec& wanted);
+  [[nodiscard]] Status build_pool(PoolBuild& build);
+  LayoutPool* install_pool(PoolBuild build);
+  void finish_build(PoolBuild build, Status built);
+  /// Refuses a shape that can never get a pool; reclaims a slot when
+  /// max_layouts pools exist or are being built.
+  [[nodiscard]] Status make_room(const LayoutSpec& spec);
   /// The host block shape of `wanted` (4 KiB aligned with a disk tier) and
   /// how many blocks its pool has; errors as attach_layout's.
   [[nodiscard]] Result<std::pair<LayoutSpec, std::uint64_t>> pool_shape(const LayoutSpec& wanted) const;
@@ -313,6 +347,14 @@ class BlockService {
   BlockServiceOptions options_;
   DiskTier disk_;
   std::vector<std::unique_ptr<LayoutPool>> pools_;
+  /// Pools being built for attach_layout_async (each with its sessions).
+  std::vector<Building> building_;
+  /// Builds pools off the loop, and tears reclaimed ones down; each joined
+  /// (every job run) when the service goes, before pools_.
+  PoolJobs builder_;
+  PoolJobs reaper_;
+  /// Expires with the service: a build finished after it is dropped.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::uint32_t next_pool_number_ = 1;
   std::uint64_t layouts_reclaimed_ = 0;
   /// The G2 event counters (hits, evictions) of reclaimed pools, so that

@@ -119,6 +119,7 @@ std::string DaemonCore::stats_json() const {
   for (const auto& pool : blocks.pools()) layouts_in_use += pool->sessions != 0 ? 1 : 0;
   out["layouts_in_use"] = layouts_in_use;
   out["layouts_reclaimed"] = blocks.layouts_reclaimed();
+  out["layouts_retiring"] = blocks.layouts_retiring();
   out["draining"] = draining;
   out["shutting_down"] = shutting_down;
   add_gpu_json(out, blocks);

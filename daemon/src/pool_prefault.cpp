@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 
+#include "background_priority.h"
 #include "kvb/common/page_populate.h"
 
 namespace kvb::daemon {
@@ -26,6 +27,7 @@ void PoolPrefault::stop() noexcept {
 }
 
 void PoolPrefault::run() noexcept {
+  lower_this_thread_priority();
   try {
     populate();
   } catch (const std::exception& e) {  // fmt or the post could not allocate: the copies fault the rest in
@@ -56,8 +58,9 @@ void PoolPrefault::populate() {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (done < bytes_) {
-    // Shutdown: the loop may not run again.
-    spdlog::info("{}: prefault stopped at shutdown after {} of {} bytes ({:.2f} s)", name_, done, bytes_, seconds);
+    // Shutdown or a reclaim: the loop may not run again.
+    spdlog::info("{}: prefault stopped (pool reclaimed or daemon stopping) after {} of {} bytes ({:.2f} s)", name_,
+                 done, bytes_, seconds);
     finished_.store(true, std::memory_order_release);
     return;
   }

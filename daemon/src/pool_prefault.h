@@ -44,8 +44,10 @@ class PoolPrefault {
   [[nodiscard]] bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
 
   /// Bytes populated per populate_for_write call: small enough that a stop
-  /// waits at most a few milliseconds.
-  static constexpr std::uint64_t kChunkBytes = std::uint64_t{64} << 20;
+  /// waits at most a few milliseconds, and so does the event loop for the
+  /// process's mmap lock (MADV_POPULATE_WRITE holds it for the whole call;
+  /// a new pool's mmap needs it: 64 MiB chunks stalled hellos ~50 ms).
+  static constexpr std::uint64_t kChunkBytes = std::uint64_t{4} << 20;
 
  private:
   void run() noexcept;

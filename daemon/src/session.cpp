@@ -162,6 +162,7 @@ asio::awaitable<void> Session::read_loop() {
 
 bool Session::drain_frames() {
   while (!stop_reading_) {
+    if (hello_pending_) return true;  // resume_frames() goes on once the hello is answered
     auto next = parser_.next();
     if (!next) {
       protocol_error(parser_.failed_request_id(), next.error());
@@ -239,16 +240,50 @@ void Session::on_hello(RequestId id, const proto::HelloRequest& request) {
                   Error{Errc::unsupported, fmt::format("client speaks versions {}..{}, the daemon speaks {}",
                                                        request.min_version, request.max_version, proto::kVersion)});
   }
-  if (request.layout.num_layers != 0) {  // num_layers 0: no layout (an operator session, e.g. kvblockctl)
-    auto pool = core_.blocks.attach_layout(request.layout);
-    if (!pool) return refuse(id, "hello", pool.error());
-    pool_ = *pool;
+  // num_layers 0: no layout (an operator session, e.g. kvblockctl)
+  if (request.layout.num_layers == 0) return finish_hello(id, request.client_name, request.tenant_salt);
+  // A new shape's pool is built off the loop: until it is, this session's
+  // next frames wait in its buffer (drain_frames), in order.
+  hello_pending_ = true;
+  auto called_back_inline = std::make_shared<bool>(true);
+  core_.blocks.attach_layout_async(request.layout,
+                                   [self = weak_from_this(), &blocks = core_.blocks, id, name = request.client_name,
+                                    salt = request.tenant_salt, called_back_inline](Result<LayoutPool*> pool) {
+                                     auto s = self.lock();
+                                     if (!s || s->ended_) {  // the session ended while its pool was built
+                                       if (pool) blocks.detach_layout(**pool);
+                                       return;
+                                     }
+                                     s->hello_pending_ = false;
+                                     if (pool) {
+                                       s->pool_ = *pool;
+                                       s->finish_hello(id, name, salt);
+                                     } else {
+                                       s->refuse(id, "hello", pool.error());
+                                     }
+                                     if (!*called_back_inline) s->resume_frames();
+                                   });
+  *called_back_inline = false;
+}
+
+void Session::resume_frames() {
+  if (closed_ || stop_reading_ || ended_) return;
+  const bool more = drain_frames();
+  account();
+  if (!more) {
+    // The read loop may be waiting for the socket: wake it to end the session.
+    stop_reading_ = true;
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
   }
+}
+
+void Session::finish_hello(RequestId id, const std::string& client_name, std::uint64_t tenant_salt) {
   hello_done_ = true;
   // The uid (SO_PEERCRED), not the client, picks the tenant namespace.
-  salt_ = core_.tenants->session_key(uid_, request.tenant_salt);
-  spdlog::debug("session {}: hello from '{}' (uid {}, salt {:#x}, layout {})", id_, request.client_name, uid_,
-                request.tenant_salt, pool_ != nullptr ? "yes" : "none");
+  salt_ = core_.tenants->session_key(uid_, tenant_salt);
+  spdlog::debug("session {}: hello from '{}' (uid {}, salt {:#x}, layout {})", id_, client_name, uid_, tenant_salt,
+                pool_ != nullptr ? "yes" : "none");
   proto::HelloReply body;
   body.session_id = id_;
   body.version = proto::kVersion;

@@ -103,6 +103,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle(const proto::Frame& frame, std::vector<UniqueFd> fds);
 
   void on_hello(RequestId id, const proto::HelloRequest& request);
+  void finish_hello(RequestId id, const std::string& client_name, std::uint64_t tenant_salt);
+  /// Handles the frames that waited for a hello's pool.
+  void resume_frames();
   void on_register_kv(RequestId id, const proto::RegisterKvRequest& request, std::vector<UniqueFd> fds);
   void on_lookup(RequestId id, const proto::LookupRequest& request);
   void on_locate(RequestId id, const proto::LocateRequest& request);
@@ -191,6 +194,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;
 
   bool hello_done_ = false;
+  bool hello_pending_ = false;  // its pool is being built (BlockService::attach_layout_async)
   std::uint64_t salt_ = 0;
   LayoutPool* pool_ = nullptr;
   std::shared_ptr<EngineKv> kv_;

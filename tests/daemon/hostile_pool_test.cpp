@@ -5,6 +5,7 @@
 //    the next new shape.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -119,6 +120,51 @@ TEST(HostilePool, LargestAllowedPoolIsServed) {
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
 }
 
+// Case 2, the event loop: a new shape's pool (registry and policy for up to
+// max_pool_blocks blocks: tens of ms) is built off the loop. The build is
+// slowed down here (KVB_INJECT_POOL_BUILD_DELAY_MS: a fault injection, the
+// real build cannot be made slow on demand): another session is answered
+// while the hello waits for its pool, the frames the new session sent after
+// its hello wait in order, and a second hello of the shape shares the build.
+// Before the fix the loop built the pool itself and answered nobody meanwhile.
+TEST(HostilePool, ANewShapesPoolIsBuiltOffTheEventLoop) {
+  ::setenv("KVB_INJECT_POOL_BUILD_DELAY_MS", "3000", 1);
+  DaemonProcess daemon(kvblockd_under_test(), {"--max-layouts", "2"});
+  ::unsetenv("KVB_INJECT_POOL_BUILD_DELAY_MS");
+  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  RawClient other(daemon.socket_path());  // a session without a block shape: no pool
+  ASSERT_TRUE(other.call_body<proto::HelloReply>(RequestId{1}, proto::HelloRequest{1, 1, "other", 0, {}}));
+
+  RawClient newcomer(daemon.socket_path());
+  ASSERT_TRUE(newcomer.send(RequestId{1}, proto::HelloRequest{1, 1, "new shape", 0, kShape1}));
+  ASSERT_TRUE(newcomer.send(RequestId{2}, proto::StatsRequest{}));  // pipelined behind its hello
+  RawClient second(daemon.socket_path());
+  ASSERT_TRUE(second.send(RequestId{1}, proto::HelloRequest{1, 1, "same shape", 0, kShape1}));
+  ASSERT_TRUE(daemon.wait_for_log("building it for a new block shape", std::chrono::seconds(20))) << daemon.log();
+
+  auto stats = other.call_body<proto::StatsReply>(RequestId{2}, proto::StatsRequest{});
+  ASSERT_TRUE(stats) << "another session was not answered while a pool was built";
+  auto early = newcomer.read_frame(std::chrono::milliseconds(0));
+  EXPECT_FALSE(early) << "the hello was answered before another session's stats: the pool was not being built "
+                         "off the loop";
+  EXPECT_EQ(stat_of(stats->json, "layouts"), 0) << stats->json;  // still building
+
+  auto hello = newcomer.reply_to(RequestId{1}, std::chrono::seconds(30));
+  ASSERT_TRUE(hello) << daemon.log();
+  EXPECT_EQ(hello->code, Errc::ok) << hello->message;
+  auto after = newcomer.reply_to(RequestId{2}, std::chrono::seconds(10));  // then the frame that waited
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->code, Errc::ok);
+  auto shared = second.reply_to(RequestId{1}, std::chrono::seconds(30));
+  ASSERT_TRUE(shared);
+  EXPECT_EQ(shared->code, Errc::ok) << shared->message;
+  auto now = fresh_stats(daemon.socket_path());
+  ASSERT_TRUE(now);
+  EXPECT_EQ(stat_of(*now, "layouts"), 1) << "the two hellos of one shape built one pool: " << *now;
+  EXPECT_EQ(stat_of(*now, "layouts_in_use"), 1) << *now;
+  EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
 // Before the fix: once max_layouts shapes had come and gone, every new shape
 // was refused ("2 distinct block layouts are served already") until a
 // restart, and the idle pools kept their memory.
@@ -157,6 +203,8 @@ TEST(HostilePool, AnIdleLayoutGivesItsSlotAndItsMemoryToANewShape) {
   // The new pool populated too: the reclaimed pool's 256 MiB went back, so
   // the daemon holds two pools' worth, not three.
   ASSERT_EQ(await_stat(daemon.socket_path(), "g2_prefault.pools_ready", 2, std::chrono::seconds(120)), 2);
+  // The reclaimed pool is torn down off the event loop: wait until it is.
+  ASSERT_EQ(await_stat(daemon.socket_path(), "layouts_retiring", 0, std::chrono::seconds(60)), 0) << daemon.log();
   const auto after = usage_of(daemon.pid());
   EXPECT_LT(after.rss_kib - before.rss_kib, 128 * kMiB)
       << "RSS " << before.rss_kib << " KiB with 2 pools, " << after.rss_kib << " KiB after a reclaim and a new pool";
