@@ -21,6 +21,8 @@
 // remembers the counts of evicted hashes, about 4 x capacity of them) and
 // those in the tier it was copied from. So a block used twice outlives one used
 // once by kUseBonus of idleness, one used 4 times by twice that, and so on.
+// The first new block after a hit (its parent was used twice or more) counts
+// as used twice here: the next request sharing that prefix continues there.
 //
 // Time here is the tier's own: the number of uses (registrations and hits)
 // the policy has seen, not the clock. Idleness is measured in the traffic
@@ -84,7 +86,8 @@ struct BlockState {
   std::uint8_t uses = 0;
   std::uint8_t queue = 0;  // its FIFO, fixed at its last release: use class, or kDeadEnds
   Where where = Where::none;
-  bool extended = false;  // some block named it as parent while it was registered
+  bool extended = false;   // some block named it as parent while it was registered
+  bool after_hit = false;  // registered as the child of a block used twice or more (see on_inactive)
 };
 using Tree = PrefixTree<BlockState>;
 static_assert(sizeof(Tree::Node) == 64, "a block's node of the prefix policy is one cache line");
@@ -160,7 +163,12 @@ class PrefixPolicy final : public EvictionPolicy {
         static_cast<std::uint8_t>(std::min<std::uint32_t>(kMaxUses, std::max<std::uint32_t>(origin.uses, remembered)));
     s.extended = origin.extended;
     s.where = Where::active;
-    if (p != kNil) tree_.payload(p).extended = true;
+    s.after_hit = false;
+    if (p != kNil) {
+      BlockState& ps = tree_.payload(p);
+      s.after_hit = ps.uses >= 2;
+      ps.extended = true;
+    }
   }
 
   void on_inactive(BlockId block, SequenceHash /*hash*/) override {
@@ -170,7 +178,13 @@ class PrefixPolicy final : public EvictionPolicy {
     s.stamp = now_;
     // Dead end: at its release a leaf, used once, never extended.
     const bool dead_end = tree_.children(b) == 0 && s.uses == 1 && !s.extended;
-    s.queue = static_cast<std::uint8_t>(dead_end ? kDeadEnds : use_class(s.uses));
+    // The first new block after a hit (its parent was used before) is ordered
+    // as if used twice: it is where the next request that shares the hit
+    // prefix continues (the next turn, another request of the same
+    // template), and such blocks are used again 40 % of the time against 25 %
+    // for the other new blocks of the shared trace (docs/eviction.md).
+    const std::uint32_t uses = s.after_hit ? std::max<std::uint32_t>(s.uses, 2) : s.uses;
+    s.queue = static_cast<std::uint8_t>(dead_end ? kDeadEnds : use_class(uses));
     ++held_;
     enqueue(b, /*front=*/false);
   }

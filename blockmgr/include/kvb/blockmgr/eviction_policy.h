@@ -25,7 +25,8 @@
 //            outlives its parent; a sequence's last block that nothing
 //            extended and nobody reused goes first; among the other leaves,
 //            the lowest of (release time + bonus growing with the block's
-//            use count, remembered across evictions by a ghost) goes first,
+//            use count, remembered across evictions by a ghost; the first
+//            new block after a hit counts as used twice) goes first,
 //            time being the number of uses the tier has seen (not the clock).
 // Every operation is O(1) (amortized for s3fifo's reinsertions and for
 // prefix's parked interior blocks).
