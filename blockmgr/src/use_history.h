@@ -28,6 +28,10 @@ class UseHistory {
     slots_[m & (slots_.size() - 1)] = (tag(m) << 8) | uses;
   }
 
+  /// Asks for the slot of `hash` to be in cache soon (a hint: take() or
+  /// remember() of `hash` follows).
+  void prefetch(SequenceHash hash) const noexcept { __builtin_prefetch(&slots_[mix(hash) & (slots_.size() - 1)]); }
+
   /// The uses remembered for `hash` (and forgets them); nullopt if none.
   std::optional<std::uint8_t> take(SequenceHash hash) noexcept {
     const std::uint64_t m = mix(hash);

@@ -1,5 +1,6 @@
 // The "prefix" eviction policy on small hand-made trees: leaves before
-// their parents, dead ends first, use counts buying idle time (idleness
+// their parents, dead ends first, the first new block after a hit counted
+// as used twice, use counts buying idle time (idleness
 // counted in the tier's uses, whatever the clock says), parents that arrive
 // after their children, and the memory of evicted blocks' uses.
 #include <gtest/gtest.h>
@@ -146,6 +147,29 @@ TEST(PrefixPolicy, AReusedOrExtendedLeafIsNoDeadEnd) {
   EXPECT_EQ(t.evict(), 400U) << "400 is a dead end too, and older";
   EXPECT_EQ(t.evict(), 600U) << "then the other dead end";
   EXPECT_EQ(t.evict(), 500U);
+}
+
+TEST(PrefixPolicy, TheFirstNewBlockAfterAHitCountsAsUsedTwice) {
+  // A request hits 100 (its second use) and brings 101 -> 102: 101 is the
+  // first new block after a hit, where the next request sharing 100 goes on
+  // (the next turn, or another request of the same template). Then a
+  // request of new blocks only: 200 -> 201 -> 202. Each request's blocks
+  // are released tail first, as BlockLeases does.
+  Tier t;
+  t.add(0, 100);
+  t.release(0);
+  t.policy->on_reactivated(BlockId{0});  // the second request hits 100
+  t.add(1, 101, 100);
+  t.add(2, 102, 101);
+  for (std::uint32_t b : {2U, 1U, 0U}) t.release(b);
+  t.add(3, 200);
+  t.add(4, 201, 200);
+  t.add(5, 202, 201);
+  for (std::uint32_t b : {5U, 4U, 3U}) t.release(b);
+  // The dead ends first, then the blocks used once, oldest first: 201 and
+  // 200, not 101 (older, but ordered as used twice: 40 % of such blocks are
+  // used again in the shared trace, 25 % of the other new blocks), then 100.
+  EXPECT_EQ(t.drain(), (std::vector<std::uint64_t>{102, 202, 201, 200, 101, 100}));
 }
 
 TEST(PrefixPolicy, UsesBuyIdleTime) {

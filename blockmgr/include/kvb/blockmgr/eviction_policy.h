@@ -25,7 +25,8 @@
 //            outlives its parent; a sequence's last block that nothing
 //            extended and nobody reused goes first; among the other leaves,
 //            the lowest of (release time + bonus growing with the block's
-//            use count, remembered across evictions by a ghost) goes first,
+//            use count, remembered across evictions by a ghost; the first
+//            new block after a hit counts as used twice) goes first,
 //            time being the number of uses the tier has seen (not the clock).
 // Every operation is O(1) (amortized for s3fifo's reinsertions and for
 // prefix's parked interior blocks).
@@ -74,6 +75,11 @@ class EvictionPolicy {
   /// that need neither the prefix tree nor use counts ignore this call.
   virtual void on_registered(BlockId /*block*/, SequenceHash /*hash*/, const BlockOrigin& /*origin*/,
                              std::optional<BlockId> /*parent_block*/) {}
+  /// `hash` is about to be registered in this tier (on_registered follows,
+  /// unless the tier has it already): a policy that looks hashes up in tables
+  /// of its own may start fetching the entry now, while the caller looks up
+  /// its registry. A hint: it changes no state and nothing may depend on it.
+  virtual void prefetch(SequenceHash /*hash*/) const noexcept {}
   /// `block` (registered as `hash`) lost its last lease: it may be evicted.
   /// Precondition: block < capacity, not already held, and (for "prefix")
   /// announced by on_registered since it was last evicted.
