@@ -109,8 +109,10 @@ Result<double> transport_gbps(const Flags& f, const std::string& tls) {
   ::waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return fail(Errc::internal, "kvblockd-bench transport failed (status {})", status);
-  const auto last = text.rfind('{');
-  auto j = nlohmann::json::parse(last == std::string::npos ? std::string() : text.substr(last), nullptr, false);
+  // The last line is the JSON object (it nests objects: not the last '{').
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  const auto eol = text.rfind('\n');
+  auto j = nlohmann::json::parse(eol == std::string::npos ? text : text.substr(eol + 1), nullptr, false);
   if (!j.is_object() || !j.contains("gbps")) return fail(Errc::internal, "no gbps in the transport bench's output");
   return j["gbps"].get<double>();
 }
