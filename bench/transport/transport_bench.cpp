@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -150,6 +151,19 @@ bool read_full(int fd, std::byte* data, std::size_t bytes) {
   return true;
 }
 
+/// Bytes of [addr, addr + bytes) whose pages are resident (mincore): a
+/// destination meant to be cold must report 0 before its first pass.
+std::uint64_t resident_bytes(const std::byte* addr, std::size_t bytes) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(addr) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(addr) + bytes + page - 1) / page * page;
+  std::vector<unsigned char> vec((end - begin) / page);
+  if (vec.empty() || ::mincore(reinterpret_cast<void*>(begin), end - begin, vec.data()) != 0) return 0;
+  std::uint64_t pages = 0;
+  for (unsigned char v : vec) pages += v & 1U;
+  return pages * page;
+}
+
 // ---- server ---------------------------------------------------------------
 
 // The TCP stream baseline's receiving end ("stream PORT SIZE BLOCKS PASSES"
@@ -163,6 +177,7 @@ std::string receive_stream(Context& context, const std::string& command) {
     return "stream error: bad command";
   auto reg = MemoryRegistration::allocate(context, size * blocks);
   if (!reg) return "stream error: " + reg.error().to_string();
+  const std::uint64_t resident = resident_bytes((*reg)->address(), size * blocks);
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return "stream error: socket";
   sockaddr_in addr{};
@@ -180,7 +195,8 @@ std::string receive_stream(Context& context, const std::string& command) {
       const std::byte ack{1};
       good = good && write_full(fd, &ack, 1);
     }
-    reply = good ? fmt::format("stream ok {}", count_unstamped(base, size, blocks)) : "stream error: short read";
+    reply = good ? fmt::format("stream ok {} resident {}", count_unstamped(base, size, blocks), resident)
+                 : "stream error: short read";
   }
   ::close(fd);
   return reply;
@@ -208,9 +224,12 @@ int run_server(const Flags& f) {
     reg = std::move(*r);
     manager.expose(*reg);
     const auto address = reinterpret_cast<std::uint64_t>(reg->address());
-    Bytes reply(8 + reg->packed_rkey().size());
+    // address, bytes already resident (mincore; 0 for a cold destination), rkey
+    const std::uint64_t resident = resident_bytes(reg->address(), size);
+    Bytes reply(16 + reg->packed_rkey().size());
     std::memcpy(reply.data(), &address, 8);
-    std::memcpy(reply.data() + 8, reg->packed_rkey().data(), reg->packed_rkey().size());
+    std::memcpy(reply.data() + 8, &resident, 8);
+    std::memcpy(reply.data() + 16, reg->packed_rkey().data(), reg->packed_rkey().size());
     co_return reply;
   }));
   // "check": payload block size and count; reply: the blocks that do not
@@ -320,6 +339,7 @@ void start_server(const Flags& f, ServerProcess& server) {
 /// Seconds per pass over the working set: [0] cold, the rest steady state.
 struct PassTimes {
   std::vector<double> seconds;
+  std::uint64_t resident_before = 0;  // destination bytes resident before the cold pass (should be 0)
   [[nodiscard]] double cold_gbps(std::size_t bytes) const {
     return seconds.empty() ? 0 : static_cast<double>(bytes) / seconds.front() / 1e9;
   }
@@ -358,10 +378,11 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   auto reply = co_await client.send_request(peer, "alloc", std::move(request), std::chrono::seconds(30));
   if (!reply) co_return tl::unexpected(reply.error());
   std::uint64_t remote = 0;
+  if (reply->size() < 16) co_return fail(Errc::protocol_error, "alloc: short reply");
   std::memcpy(&remote, reply->data(), 8);
   auto ep = client.endpoint(peer);
   if (!ep) co_return tl::unexpected(ep.error());
-  auto rkey = RemoteKey::unpack(**ep, std::span<const std::byte>(*reply).subspan(8));
+  auto rkey = RemoteKey::unpack(**ep, std::span<const std::byte>(*reply).subspan(16));
   if (!rkey) co_return tl::unexpected(rkey.error());
 
   const BulkProtocol protocol = protocol_for_tls(f.tls, Destination::ucx_allocated);
@@ -376,6 +397,7 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
   std::vector<RmaChunk> pass(blocks);
   for (std::size_t i = 0; i < blocks; ++i) pass[i] = RmaChunk{src.address() + i * f.size, remote + i * f.size, f.size};
   Figures out;
+  std::memcpy(&out.transport.resident_before, reply->data() + 8, 8);  // measured before the warm-up
   for (std::size_t p = 0; p < f.passes; ++p) {
     const auto t0 = clock_type::now();
     for (std::size_t sent = 0; sent < blocks;) {
@@ -468,6 +490,7 @@ Result<PassTimes> memcpy_baseline(const Flags& f, Context& context, const std::b
   if (!dst) return tl::unexpected(dst.error());
   std::byte* base = (*dst)->address();
   PassTimes out;
+  out.resident_before = resident_bytes(base, blocks * f.size);
   for (std::size_t p = 0; p < f.passes; ++p) {
     const auto t0 = clock_type::now();
     for (std::size_t i = 0; i < blocks; ++i) std::memcpy(base + i * f.size, src + i * f.size, f.size);
@@ -514,7 +537,10 @@ Result<PassTimes> tcp_stream_baseline(const Flags& f, ServerProcess& server, con
   ::close(fd);
   std::string line;
   for (int i = 0; i < 50 && !line.starts_with("stream "); ++i) line = read_line(server.from_child, 20000);
-  if (!good || line != "stream ok 0") return fail(Errc::io_error, "TCP stream baseline failed ('{}')", line);
+  unsigned long long resident = 0;
+  if (!good || std::sscanf(line.c_str(), "stream ok 0 resident %llu", &resident) != 1)
+    return fail(Errc::io_error, "TCP stream baseline failed ('{}')", line);
+  out.resident_before = resident;
   return out;
 }
 
@@ -586,15 +612,18 @@ double median(std::vector<double> v) {
 /// One figure's cold and steady GB/s, per repetition.
 struct Series {
   std::vector<double> cold, steady;
+  std::vector<std::uint64_t> resident;  // destination bytes resident before the cold pass
   void add(const PassTimes& t, std::size_t bytes) {
     cold.push_back(t.cold_gbps(bytes));
     steady.push_back(t.steady_gbps(bytes));
+    resident.push_back(t.resident_before);
   }
   [[nodiscard]] nlohmann::ordered_json json() const {
     return {{"gbps_cold", median(cold)},
             {"gbps_steady", median(steady)},
             {"gbps_cold_runs", cold},
-            {"gbps_steady_runs", steady}};
+            {"gbps_steady_runs", steady},
+            {"cold_destination_resident_bytes_runs", resident}};
   }
 };
 
@@ -682,6 +711,16 @@ int run_client(const Flags& f) {
                    "%.3f GB/s; ours %.2fx cold, %.2fx steady\n",
                    rep + 1, stream.cold.back(), stream.steady.back(), vs_stream.cold.back(), vs_stream.steady.back());
     }
+    // Cold means untouched: pages of a destination already resident
+    // (mincore) before its first pass would make it warm.
+    const std::uint64_t warm_bytes =
+        fig->transport.resident_before + fig->memcpy_copy.resident_before + fig->tcp_stream.resident_before;
+    const std::string stream_part =
+        fig->tcp_stream.seconds.empty() ? "" : fmt::format(", TCP stream {}", fig->tcp_stream.resident_before);
+    std::fprintf(stderr, "run %d: destination bytes resident before the cold pass: transport %llu, memcpy %llu%s%s\n",
+                 rep + 1, static_cast<unsigned long long>(fig->transport.resident_before),
+                 static_cast<unsigned long long>(fig->memcpy_copy.resident_before), stream_part.c_str(),
+                 warm_bytes == 0 ? " (all cold)" : " (NOT all cold: the cold figures are not cold)");
     if (!perftest) continue;
     // ucp_am_lat first, right after our AM figures: this machine's latency
     // moves between regimes (0.07, 0.1 or 0.5 us one way on sm) from minute
