@@ -197,9 +197,9 @@ int run_cluster(int argc, char** argv) {
     table += fmt::format(
         "remote onboard: {} blocks of 2 MiB ({} MiB) offloaded on A, onboarded on B ({} per onboard, every block\n"
         "  fetched from A, then copied into B's engine region), send to notification; beside kvblockd-bench transport\n"
-        "  --size 2097152 --iters {} (same run), and the same onboards on A from its own G2 (local on A); spin {} us;\n"
-        "  median of {}\n",
-        f.onboard_blocks, f.onboard_blocks * 2, std::min(f.onboard_batch, f.onboard_blocks), f.onboard_blocks,
+        "  --size 2097152 --working-set {} MiB --passes 2 (steady state, same run), and the same onboards on A from\n"
+        "  its own G2 (local on A); spin {} us; median of {}\n",
+        f.onboard_blocks, f.onboard_blocks * 2, std::min(f.onboard_batch, f.onboard_blocks), f.onboard_blocks * 2,
         f.spin_us, f.repeat);
     table += fmt::format("  {:<5} {:<14} {:>14} {:>16} {:>7} {:>14}\n", "tls", "bulk", "onboard GB/s", "transport GB/s",
                          "ratio", "local on A");
