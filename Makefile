@@ -2,7 +2,7 @@
 PRESET ?= release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan test-python python test-vllm run replay lint fuzz format-check clean
+.PHONY: all deps build test test-asan test-tsan test-python python test-vllm run replay lint fuzz format-check clean
 
 all: build
 
@@ -56,6 +56,34 @@ fuzz: deps
 	@cmake --preset fuzz >/dev/null
 	cmake --build --preset fuzz -j $(JOBS) --target kvb_fuzz_protocol
 	scripts/fuzz.sh build/fuzz $(FUZZ_RUNS)
+
+# ThreadSanitizer (the tsan preset) over the tests where threads and
+# processes meet: tests/daemon (units, integration, disk, cluster, the
+# Hostile* suite and Chaos), tests/kernels (copy engines) and tests/transport.
+# Builds only their binaries and the ones they spawn. Every report, from a
+# test or from a kvblockd / engine_sim / peer it started, is written to
+# TSAN_REPORTS/tsan.<pid>, printed, and fails the target; tests/tsan.supp
+# holds only races inside uninstrumented third-party libraries.
+# UCX_MEM_EVENTS=no: UCX's memory hooks patch glibc's mmap/madvise; glibc
+# calls madvise after TSan has retired an exiting thread, and the hook's
+# rwlock (intercepted by TSan) then segfaults every test that ends a thread.
+TSAN_TARGETS = kvblockd kvblockctl engine_sim transport_test_peer test_daemon_units test_daemon_integration \
+  test_daemon_hostile test_daemon_disk test_cluster_integration test_cluster_faults test_kernels_host \
+  test_transport_unit test_transport_integration
+TSAN_REPORTS = build/tsan/tsan-reports
+test-tsan: deps
+	@cmake --preset tsan >/dev/null
+	cmake --build --preset tsan -j $(JOBS) --target $(TSAN_TARGETS)
+	@rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
+	@export UCX_MEM_EVENTS=no TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp \
+	    log_path=$(CURDIR)/$(TSAN_REPORTS)/tsan"; rc=0; \
+	  for dir in daemon kernels transport; do \
+	    ctest --test-dir build/tsan/tests/$$dir --output-on-failure -j $(JOBS) || rc=1; \
+	  done; \
+	  for report in $(TSAN_REPORTS)/tsan.*; do \
+	    [ -e "$$report" ] || continue; echo "== ThreadSanitizer report $$report"; cat "$$report"; rc=1; \
+	  done; \
+	  exit $$rc
 
 # clang-format of every C++ file (or of those changed since BASE).
 format-check:
