@@ -152,14 +152,16 @@ void ClusterNode::pool_created(LayoutPool& pool) {
                   entry.error().to_string());
     return;
   }
-  auto payload = encode((*entry)->info);
-  if (!payload) return;
+  if (auto payload = encode((*entry)->info)) send_to_joined(kPoolType, *payload);
+}
+
+void ClusterNode::send_to_joined(const char* type, const Bytes& payload) {
   for (WorkerIndex i = 0; i < members_.size(); ++i) {
     if (!members_[i].joined || !members_[i].send_peer) continue;
     asio::co_spawn(
         io_,
-        [am = am_.get(), peer = *members_[i].send_peer, payload = *payload]() mutable -> asio::awaitable<void> {
-          (void)co_await am->send(peer, kPoolType, std::move(payload));
+        [am = am_.get(), peer = *members_[i].send_peer, type, payload]() mutable -> asio::awaitable<void> {
+          (void)co_await am->send(peer, type, std::move(payload));
         },
         asio::detached);
   }
@@ -180,17 +182,7 @@ void ClusterNode::pool_retiring(LayoutPool& pool) {
     });
   }
   if (!am_ || !pools_.remove(key, *am_)) return;
-  auto payload = encode(PoolGone{key});
-  if (!payload) return;
-  for (WorkerIndex i = 0; i < members_.size(); ++i) {
-    if (!members_[i].joined || !members_[i].send_peer) continue;
-    asio::co_spawn(
-        io_,
-        [am = am_.get(), peer = *members_[i].send_peer, payload = *payload]() mutable -> asio::awaitable<void> {
-          (void)co_await am->send(peer, kPoolGoneType, std::move(payload));
-        },
-        asio::detached);
-  }
+  if (auto payload = encode(PoolGone{key})) send_to_joined(kPoolGoneType, *payload);
   spdlog::info("cluster: host pool {} withdrawn from peers ({} blocks left the index)", pool.number, blocks);
 }
 

@@ -65,6 +65,8 @@ class ClusterNode final : public RemoteTier {
  private:
   void pool_created(LayoutPool& pool);
   void pool_retiring(LayoutPool& pool);
+  /// Sends a fire-and-forget message to every joined member.
+  void send_to_joined(const char* type, const transport::Bytes& payload);
   Result<transport::Bytes> on_pool_gone(transport::IncomingMessage& message);
   void registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored);
   std::vector<IndexEntry> collect_index() const;
