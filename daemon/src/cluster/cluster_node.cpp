@@ -160,9 +160,8 @@ void ClusterNode::send_to_joined(const char* type, const Bytes& payload) {
     if (!members_[i].joined || !members_[i].send_peer) continue;
     asio::co_spawn(
         io_,
-        [am = am_.get(), peer = *members_[i].send_peer, type, payload]() mutable -> asio::awaitable<void> {
-          (void)co_await am->send(peer, type, std::move(payload));
-        },
+        [am = am_.get(), peer = *members_[i].send_peer, type, payload = Bytes(payload)]() mutable
+        -> asio::awaitable<void> { (void)co_await am->send(peer, type, std::move(payload)); },
         asio::detached);
   }
 }
