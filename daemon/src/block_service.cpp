@@ -83,7 +83,9 @@ Status BlockService::start_disk() {
     }
     LayoutSpec with_alignment = spec;
     with_alignment.alignment = 4096;
-    auto pool = add_pool(with_alignment);
+    auto shape = pool_shape(with_alignment);
+    if (!shape) return fail(shape.error().code, "disk tier: {}", shape.error().message);
+    auto pool = add_pool(with_alignment, *shape);
     if (!pool) return fail(pool.error().code, "disk tier: {}", pool.error().message);
     if (!(*pool)->store)
       return fail(Errc::unavailable, "disk tier: a slot file of {} could not be reopened", disk_.settings().path);
@@ -91,18 +93,24 @@ Status BlockService::start_disk() {
   return kvb::ok();
 }
 
-Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
-  auto valid = proto::to_spec(wire);
-  if (!valid) return tl::unexpected(valid.error());
-  const LayoutSpec spec = *valid;
+LayoutPool* BlockService::join_pool(const LayoutSpec& spec) {
   for (auto& pool : pools_) {
     if (pool->spec.same_block_shape(spec)) {
       ++pool->sessions;
       return pool.get();
     }
   }
-  if (auto room = make_room(spec); !room) return tl::unexpected(room.error());
-  auto pool = add_pool(spec);
+  return nullptr;
+}
+
+Result<LayoutPool*> BlockService::attach_layout(const proto::WireLayout& wire) {
+  auto valid = proto::to_spec(wire);
+  if (!valid) return tl::unexpected(valid.error());
+  const LayoutSpec spec = *valid;
+  if (LayoutPool* pool = join_pool(spec)) return pool;
+  auto shape = make_room(spec);
+  if (!shape) return tl::unexpected(shape.error());
+  auto pool = add_pool(spec, *shape);
   if (pool) ++(*pool)->sessions;
   return pool;
 }
@@ -111,20 +119,16 @@ void BlockService::attach_layout_async(const proto::WireLayout& wire, Attached d
   auto valid = proto::to_spec(wire);
   if (!valid) return done(tl::unexpected(valid.error()));
   const LayoutSpec spec = *valid;
-  for (auto& pool : pools_) {
-    if (pool->spec.same_block_shape(spec)) {
-      ++pool->sessions;
-      return done(pool.get());
-    }
-  }
+  if (LayoutPool* pool = join_pool(spec)) return done(pool);
   for (auto& pending : building_) {  // its pool is being built: wait for it
     if (pending.spec.same_block_shape(spec)) {
       pending.waiters.push_back(std::move(done));
       return;
     }
   }
-  if (auto room = make_room(spec); !room) return done(tl::unexpected(room.error()));
-  auto build = prepare_pool(spec);
+  auto shape = make_room(spec);
+  if (!shape) return done(tl::unexpected(shape.error()));
+  auto build = prepare_pool(spec, *shape);
   if (!build) return done(tl::unexpected(build.error()));
   spdlog::info("host pool {}: building it for a new block shape ({} blocks of {} bytes) off the event loop",
                build->number, build->blocks, build->spec.block_bytes());
@@ -158,14 +162,15 @@ void BlockService::finish_build(PoolBuild build, Status built) {
   }
 }
 
-Status BlockService::make_room(const LayoutSpec& spec) {
+Result<BlockService::PoolShape> BlockService::make_room(const LayoutSpec& spec) {
   // A shape that can never get a pool is refused before any pool is
   // reclaimed for it.
-  if (auto shape = pool_shape(spec); !shape) return tl::unexpected(shape.error());
+  auto shape = pool_shape(spec);
+  if (!shape) return shape;
   if (pools_.size() + building_.size() >= options_.max_layouts) {
-    if (auto freed = reclaim_idle_pool(); !freed) return freed;
+    if (auto freed = reclaim_idle_pool(); !freed) return tl::unexpected(freed.error());
   }
-  return kvb::ok();
+  return shape;
 }
 
 void BlockService::detach_layout(LayoutPool& pool) noexcept {
@@ -239,7 +244,7 @@ Status BlockService::reclaim_idle_pool() {
   return kvb::ok();
 }
 
-Result<std::pair<LayoutSpec, std::uint64_t>> BlockService::pool_shape(const LayoutSpec& wanted) const {
+Result<BlockService::PoolShape> BlockService::pool_shape(const LayoutSpec& wanted) const {
   LayoutSpec spec = wanted;
   // With a disk tier, host blocks start on 4 KiB so that disk reads land in
   // them directly (O_DIRECT).
@@ -256,24 +261,23 @@ Result<std::pair<LayoutSpec, std::uint64_t>> BlockService::pool_shape(const Layo
                 "over max_pool_blocks {}; use larger blocks or a smaller host_pool_bytes",
                 spec.block_bytes(), stride, spec.alignment, blocks, options_.max_pool_blocks);
   }
-  return std::pair{spec, blocks};
+  return PoolShape{spec, blocks};
 }
 
-Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted) {
-  auto build = prepare_pool(wanted);
+Result<LayoutPool*> BlockService::add_pool(const LayoutSpec& wanted, const PoolShape& shape) {
+  auto build = prepare_pool(wanted, shape);
   if (!build) return tl::unexpected(build.error());
   if (auto built = build_pool(*build); !built) return tl::unexpected(built.error());
   return install_pool(std::move(*build));
 }
 
-Result<BlockService::PoolBuild> BlockService::prepare_pool(const LayoutSpec& wanted) {
-  auto shape = pool_shape(wanted);
-  if (!shape) return tl::unexpected(shape.error());
+Result<BlockService::PoolBuild> BlockService::prepare_pool(const LayoutSpec& wanted, const PoolShape& shape) {
   // A retiring pool may still hold the lock of the slot file this pool
   // would open (the same shape, reclaimed and wanted again at once).
   if (disk_.enabled() && reaper_.pending() != 0) reaper_.drain();
   PoolBuild build;
-  std::tie(build.spec, build.blocks) = *shape;
+  build.spec = shape.spec;
+  build.blocks = shape.blocks;
   build.number = next_pool_number_++;
   build.entry = std::make_unique<LayoutPool>();
   build.entry->spec = wanted;

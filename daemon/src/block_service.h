@@ -297,6 +297,12 @@ class BlockService {
   void submit(TransferPlan plan, int device, std::function<void(Status)> on_loop);
   /// A pool being made: prepare_pool (loop) -> build_pool (any thread) ->
   /// install_pool (loop).
+  /// The host block shape of a wanted layout (4 KiB aligned with a disk
+  /// tier) and how many blocks its pool has.
+  struct PoolShape {
+    LayoutSpec spec;
+    std::uint64_t blocks = 0;
+  };
   struct PoolBuild {
     LayoutSpec spec;  // the host block shape (pool_shape)
     std::uint64_t blocks = 0;
@@ -311,17 +317,19 @@ class BlockService {
     LayoutSpec spec;
     std::vector<Attached> waiters;
   };
-  [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& spec);
-  [[nodiscard]] Result<PoolBuild> prepare_pool(const LayoutSpec& wanted);
+  /// The served pool of `spec`'s block shape, with one more session; null
+  /// when there is none.
+  LayoutPool* join_pool(const LayoutSpec& spec);
+  [[nodiscard]] Result<LayoutPool*> add_pool(const LayoutSpec& wanted, const PoolShape& shape);
+  [[nodiscard]] Result<PoolBuild> prepare_pool(const LayoutSpec& wanted, const PoolShape& shape);
   [[nodiscard]] Status build_pool(PoolBuild& build);
   LayoutPool* install_pool(PoolBuild build);
   void finish_build(PoolBuild build, Status built);
   /// Refuses a shape that can never get a pool; reclaims a slot when
-  /// max_layouts pools exist or are being built.
-  [[nodiscard]] Status make_room(const LayoutSpec& spec);
-  /// The host block shape of `wanted` (4 KiB aligned with a disk tier) and
-  /// how many blocks its pool has; errors as attach_layout's.
-  [[nodiscard]] Result<std::pair<LayoutSpec, std::uint64_t>> pool_shape(const LayoutSpec& wanted) const;
+  /// max_layouts pools exist or are being built. Returns the pool's shape.
+  [[nodiscard]] Result<PoolShape> make_room(const LayoutSpec& spec);
+  /// `wanted`'s PoolShape; errors as attach_layout's.
+  [[nodiscard]] Result<PoolShape> pool_shape(const LayoutSpec& wanted) const;
   /// Frees the slot of the reclaimable pool idle longest; out_of_capacity
   /// when none is.
   [[nodiscard]] Status reclaim_idle_pool();
