@@ -26,13 +26,9 @@ ctl="$build/client/kvblockctl"
 for b in "$kvblockd" "$bench" "$ctl"; do [[ -x "$b" ]] || { echo "pool-stall: $b is not built" >&2; exit 2; }; done
 work="$(mktemp -d /tmp/kvb-pool-stall.XXXXXX)"
 sock="$work/kvblockd.sock"
-"$kvblockd" --socket "$sock" --max-layouts 2 --host-pool-bytes "$pool_bytes" 2>"$work/kvblockd.log" &
-daemon=$!
-trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  "$ctl" --socket "$sock" --timeout-ms 500 status >/dev/null 2>&1 && break
-  sleep 0.1
-done
+# shellcheck source=scripts/lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
+kvb_start_daemon "$build" "$sock" "$work/kvblockd.log" --max-layouts 2 --host-pool-bytes "$pool_bytes"
 
 load() {
   "$bench" load --socket "$sock" --sessions 16 --duration "$seconds" --mix lookup --rate "$rate" --baseline off

@@ -36,13 +36,9 @@ echo "== starting kvblockd (defaults, socket $sock)"
 "$kvblockd" --socket "$sock" 2>"$work/kvblockd.log" &
 daemon_pid=$!
 # Bounded readiness wait: kvblockctl status answers once the daemon listens.
-ready=0
-for _ in $(seq 1 100); do
-  if "$ctl" --socket "$sock" --timeout-ms 1000 status >/dev/null 2>&1; then ready=1; break; fi
-  kill -0 "$daemon_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ $ready -ne 1 ]]; then
+# shellcheck source=scripts/lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
+if ! kvb_wait_ready "$ctl" "$sock" "$daemon_pid"; then
   echo "run-daemon-demo: kvblockd did not become ready within 10 s; its log:" >&2
   cat "$work/kvblockd.log" >&2
   exit 1

@@ -7,13 +7,9 @@
 set -euo pipefail
 b="${1:-build/release}"
 work="$(mktemp -d /tmp/kvb-scale.XXXXXX)"
-"$b/daemon/kvblockd" --socket "$work/s.sock" 2>"$work/kvblockd.log" &
-daemon=$!
-trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  "$b/client/kvblockctl" --socket "$work/s.sock" --timeout-ms 500 status >/dev/null 2>&1 && break
-  sleep 0.1
-done
+# shellcheck source=scripts/lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
+kvb_start_daemon "$b" "$work/s.sock" "$work/kvblockd.log"
 for sessions in 1000 10000; do
   for rate in 5000 20000 40000; do
     "$b/bench/kvblockd-bench" load --socket "$work/s.sock" --sessions "$sessions" --mix lookup --rate "$rate" \
