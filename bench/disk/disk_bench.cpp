@@ -173,7 +173,8 @@ int run_disk(int argc, char** argv) {
   CLI::App app{"kvblockd-bench disk: the disk tier (G3) against fio, same file system, block size, O_DIRECT, depth"};
   app.add_option("--dir", a.dir, "directory on the file system to test (default: a new dir under $TMPDIR)");
   app.add_option("--block-bytes", a.block_bytes, "block size (default 2 MiB)")->check(CLI::Range(4096ULL, 1ULL << 30));
-  app.add_option("--bytes", a.bytes, "size of the tier and of fio's file (default 2 GiB)");
+  app.add_option("--bytes", a.bytes, "size of the tier and of fio's file, e.g. 512MiB (default 2 GiB)")
+      ->transform(CLI::AsSizeValue(true));
   app.add_option("--queue-depth", a.queue_depth, "I/Os in flight, both sides (default 32)")->check(CLI::Range(1, 1024));
   app.add_option("--backend", a.backend, "slot store I/O backend: auto, io_uring, threads");
   app.add_option("--fio", a.fio, "fio program (default: fio on PATH; 'none' skips the baseline)");

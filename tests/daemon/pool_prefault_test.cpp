@@ -36,7 +36,9 @@ std::uint64_t resident_pages(const std::byte* base, std::uint64_t bytes) {
 class PoolPrefaultTest : public ::testing::Test {
  protected:
   std::unique_ptr<BlockService> make(bool prefault, std::uint64_t pool_bytes = kPoolBytes) {
-    BlockServiceOptions options{.host_pool_bytes = pool_bytes, .max_layouts = 2};
+    BlockServiceOptions options;  // not designated: GCC 12's -Wmaybe-uninitialized false positive
+    options.host_pool_bytes = pool_bytes;
+    options.max_layouts = 2;
     options.prefault = prefault;
     return std::make_unique<BlockService>(io_, engines_, std::move(options));
   }
