@@ -64,6 +64,10 @@ int run_cluster(int argc, char** argv) {
   app.add_option("--hit-tls", f.hit_tls, "UCX_TLS of the hit-ratio and index phases")
       ->capture_default_str()
       ->check(CLI::IsMember({"tcp", "sm"}));
+  app.add_option("--pace-ms", f.pace_ms,
+                 "hit phase, cluster run: one request per this many ms at most (0: back to back); at 2 x "
+                 "cluster.index_flush_ms or more each request sees the index events of the ones before it")
+      ->capture_default_str();
   app.add_option("--phases", f.phases, "which phases: hit, onboard, index")
       ->delimiter(',')
       ->capture_default_str()

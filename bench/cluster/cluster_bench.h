@@ -27,6 +27,7 @@ struct Flags {
   std::string eviction_policy = "prefix";
   bool cache_fetched = false;
   std::string hit_tls = "tcp";
+  double pace_ms = 0;  // hit phase: at least this long from one request's start to the next's (0: back to back)
   std::vector<std::string> phases{"hit", "onboard", "index"};
   // onboard
   std::vector<std::string> onboard_tls{"sm", "tcp"};

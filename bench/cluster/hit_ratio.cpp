@@ -81,7 +81,9 @@ Result<HitRun> run_one(const Flags& f, const std::vector<std::vector<std::uint64
   auto last_progress = t0;
   std::vector<client::OnboardItem> onboard;
   std::vector<client::OffloadItem> offload;
+  const auto pace = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(f.pace_ms));
   for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (run.cluster && pace.count() > 0) std::this_thread::sleep_until(t0 + pace * static_cast<std::int64_t>(i));
     const auto& hashes = requests[i];
     client::Client& c = *engines[i % engines.size()].client;
     std::uint32_t matched = 0, remote = 0;

@@ -41,7 +41,7 @@ std::string bootstrap_in(const std::string& log) {
 
 WorkerProcess::~WorkerProcess() {
   stop();
-  if (!dir_.empty()) {
+  if (!dir_.empty() && std::getenv("KVB_BENCH_KEEP") == nullptr) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }

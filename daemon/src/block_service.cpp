@@ -408,7 +408,22 @@ LookupResult BlockService::lookup(LayoutPool& pool, std::uint64_t salt, std::spa
   out.g3_blocks = match.g3_blocks;
   out.leases = std::move(match.leases);
   if (remote_ != nullptr && out.matched < keys.size()) {
-    out.g4_blocks = remote_->remote_prefix(pool, std::span(keys).subspan(out.matched));
+    // The prefix goes on through blocks other workers hold and, after them,
+    // blocks held here again (a conversation whose turns were served by
+    // different workers: its blocks alternate between them). It ends at the
+    // first block held nowhere.
+    const std::span<const SequenceHash> rest = std::span(keys).subspan(out.matched);
+    std::size_t at = 0;
+    while (at < rest.size()) {
+      const std::uint32_t remote = remote_->remote_prefix(pool, rest.subspan(at));
+      out.g4_blocks += remote;
+      at += remote;
+      if (remote == 0 || at == rest.size()) break;
+      const std::uint32_t here = pool.manager->peek(rest.subspan(at));
+      out.local_after_remote += here;
+      at += here;
+      if (here == 0) break;
+    }
   }
   return out;
 }

@@ -117,6 +117,12 @@ struct LookupResult {
   BlockLeases leases;  // one per matched block, prefix order
   /// Blocks after the local prefix that other workers hold (G4; not leased).
   std::uint32_t g4_blocks = 0;
+  /// Blocks after the first G4 block that this worker holds (the prefix
+  /// alternates between workers; not leased, not counted as used yet: the
+  /// onboard leases and counts them).
+  std::uint32_t local_after_remote = 0;
+  /// The whole prefix: local, then remote and local blocks in any order.
+  [[nodiscard]] std::uint32_t prefix() const noexcept { return matched + g4_blocks + local_after_remote; }
 };
 
 /// Bytes moved, for metrics. Monotonic.

@@ -334,11 +334,13 @@ void Session::on_lookup(RequestId id, const proto::LookupRequest& request) {
     }
   }
   last_lookup_.assign(request.hashes.begin(), request.hashes.end());
-  last_prefix_ = result.matched + result.g4_blocks;
+  last_prefix_ = result.prefix();
   last_counted_ = result.matched;
   proto::LookupReply body;
-  body.prefix_blocks = result.matched + result.g4_blocks;  // pins cover the local blocks only
-  body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks});
+  body.prefix_blocks = result.prefix();  // pins cover the local prefix only
+  // Blocks held here after a remote one count as G2 (where an onboard
+  // reads them from; one only on disk is read into G2 first).
+  body.tiers.push_back(proto::TierMatch{proto::WireTier::g2, result.g2_blocks + result.local_after_remote});
   if (result.g1_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g1, result.g1_blocks});
   if (result.g3_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g3, result.g3_blocks});
   if (result.g4_blocks > 0) body.tiers.push_back(proto::TierMatch{proto::WireTier::g4, result.g4_blocks});

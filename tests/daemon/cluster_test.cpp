@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <map>
 #include <regex>
 #include <string>
 
@@ -283,6 +284,44 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
                          " +0 +1 +0 +0 ");
     EXPECT_TRUE(std::regex_search(table->out, row)) << table->out;
   }
+}
+
+// A conversation whose turns were served by different workers leaves its
+// prefix alternating between them: A holds blocks 0-3 and 8-9, B blocks 4-7.
+// On B the prefix is all ten blocks (it used to end at the first block B
+// held itself, after A's: 4), and the onboard fetches A's six and reads
+// B's own four.
+TEST_P(Cluster, APrefixThatAlternatesBetweenWorkersIsMatchedAndOnboardedWhole) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", bootstrap_of(a)}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  ASSERT_TRUE(a.wait_for_log("cluster: worker B joined", 20s)) << a.log();
+
+  TestEngine on_a(a.socket_path(), 10, /*salt=*/5);
+  TestEngine on_b(b.socket_path(), 18, /*salt=*/5);
+  ASSERT_TRUE(on_a.attach() && on_b.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 3000));
+  ASSERT_TRUE(offload_blocks(on_b, 10, 4, 4, 3000));
+  ASSERT_TRUE(offload_blocks(on_a, 11, 8, 2, 3000));
+  ASSERT_TRUE(b.wait_for_log("A holds 6 blocks", 20s)) << b.log();
+
+  std::vector<std::uint64_t> hashes;
+  for (std::uint64_t blk = 0; blk < 12; ++blk) hashes.push_back(3000 + blk);  // 10 and 11: held nowhere
+  auto lookup = on_b.client().call_body<proto::LookupReply>(RequestId{20}, proto::LookupRequest{false, hashes});
+  ASSERT_TRUE(lookup);
+  EXPECT_EQ(lookup->prefix_blocks, 10U);
+  std::map<proto::WireTier, std::uint32_t> tiers;
+  for (const auto& t : lookup->tiers) tiers[t.tier] += t.blocks;
+  EXPECT_EQ(tiers[proto::WireTier::g4], 6U);  // A's
+  EXPECT_EQ(tiers[proto::WireTier::g2], 4U);  // B's own, after A's first four
+
+  ASSERT_TRUE(onboard_blocks(on_b, 21, 0, 10, 3000)) << b.log();  // byte-exact
+  const auto json = stats_of(on_b.client(), 22);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 6) << json;  // B's own four were not fetched
+  EXPECT_EQ(member_stat(json, "A", "fetch_errors"), 0) << json;
 }
 
 // With a cluster on, an idle layout is reclaimed for a new shape as on a
