@@ -1,0 +1,171 @@
+// Same-host mapped fetch (docs/cluster.md, "Same-host mapped fetch"): two
+// real kvblockd workers on one host over UCX_TLS=sm. B maps A's G2 pool
+// memfd (pidfd_getfd) and copies the blocks A pinned for it; the log, the
+// stats and the bytes show it. The pin protects the blocks: A's engine
+// fills A's pool (every unpinned block evicted and reused) while B's copy
+// is held back by a fault injection (KVB_INJECT_MAPPED_COPY_DELAY_MS), and
+// B's bytes are still exact. Over tcp, or with cluster.map_same_host
+// false, nothing is mapped and the fetch goes by UCX.
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "cluster_support.h"
+
+namespace kvb::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Polls `field` of `client`'s stats until it equals `want` (at most ~10 s).
+long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& field, long long want) {
+  long long got = -1;
+  for (int i = 0; i < 200; ++i) {
+    got = stat_of(stats_of(client, id++), field);
+    if (got == want) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  return got;
+}
+
+/// Two workers joined over `tls`, B naming A, with extra arguments each;
+/// `b_env` set in B's environment (a fault injection) while it starts.
+struct Pair {
+  std::unique_ptr<DaemonProcess> a_;
+  std::unique_ptr<DaemonProcess> b_;
+  Pair(const std::string& tls, std::vector<std::string> a_more, std::vector<std::string> b_more,
+       const char* b_env = nullptr, const char* b_env_value = nullptr) {
+    a_ = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("A", tls, std::move(a_more)));
+    EXPECT_TRUE(a_->ready()) << a_->log();
+    b_more.insert(b_more.end(), {"--cluster-peers", bootstrap_of(*a_)});
+    if (b_env != nullptr) ::setenv(b_env, b_env_value, 1);
+    b_ = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("B", tls, std::move(b_more)));
+    if (b_env != nullptr) ::unsetenv(b_env);
+  }
+  DaemonProcess& a() { return *a_; }
+  DaemonProcess& b() { return *b_; }
+};
+
+TEST(ClusterMapped, AnSmFetchOnOneHostCopiesFromTheHoldersMappedPoolAndReleasesThePin) {
+  Pair w("sm", {}, {});
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), 16, /*salt=*/3);
+  ASSERT_TRUE(on_a.attach()) << w.a().log();
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 4000));
+  ASSERT_TRUE(w.b().wait_for_log("A holds 8 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  TestEngine on_b(w.b().socket_path(), 16, /*salt=*/3);
+  ASSERT_TRUE(on_b.attach()) << w.b().log();
+  ASSERT_TRUE(onboard_blocks(on_b, 2, 0, 8, 4000)) << w.b().log();
+
+  EXPECT_EQ(log_lines_with(w.b(), "cluster: worker A's pool"), 1U) << w.b().log();
+  EXPECT_GE(log_lines_with(w.b(), "bulk by mapped (same host)"), 1U) << w.b().log();
+  EXPECT_EQ(log_lines_with(w.b(), "fetch of 8 blocks from A sent (mapped)"), 1U) << w.b().log();
+  std::uint64_t id = 10;
+  const auto json_b = stats_of(on_b.client(), id++);
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_requests"), 1) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_blocks"), 8) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), 8) << json_b;
+  EXPECT_EQ(member_text(json_b, "A", "bulk"), "mapped (same host)") << json_b;
+  const long long bytes = stat_of(stats_of(on_a.client(), id++), "bytes_offloaded");  // the 8 blocks
+  EXPECT_GT(bytes, 0);
+  EXPECT_EQ(member_stat(json_b, "A", "bytes_in"), bytes) << json_b;
+  // A: one pin served, its 8 leases released by B's kvb.unpin (not expiry).
+  EXPECT_EQ(wait_stat(on_a.client(), id, "leased_blocks", 0), 0);
+  const auto json_a = stats_of(on_a.client(), id++);
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.pins_served"), 1) << json_a;
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.pins_expired"), 0) << json_a;
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.blocks_out"), 8) << json_a;
+  EXPECT_EQ(member_stat(json_a, "B", "bytes_out"), bytes) << json_a;
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
+// The same fetch with the mapping turned off (cluster.map_same_host
+// false) and over tcp goes by UCX: nothing mapped, the bytes exact.
+TEST(ClusterMapped, TcpAndMapSameHostFalseFetchByUcx) {
+  for (const auto& [tls, more] :
+       {std::pair<std::string, std::vector<std::string>>{"tcp", {}}, {"sm", {"--cluster-map-same-host", "false"}}}) {
+    SCOPED_TRACE(tls);
+    Pair w(tls, more, more);
+    ASSERT_TRUE(w.b().ready()) << w.b().log();
+    ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+    TestEngine on_a(w.a().socket_path(), 16, /*salt=*/3);
+    ASSERT_TRUE(on_a.attach()) << w.a().log();
+    ASSERT_TRUE(offload_blocks(on_a, 1, 0, 4, 4000));
+    ASSERT_TRUE(w.b().wait_for_log("A holds 4 blocks", 20s)) << w.b().log();
+    TestEngine on_b(w.b().socket_path(), 16, /*salt=*/3);
+    ASSERT_TRUE(on_b.attach()) << w.b().log();
+    ASSERT_TRUE(onboard_blocks(on_b, 2, 0, 4, 4000)) << w.b().log();
+    const auto json_b = stats_of(on_b.client(), 3);
+    EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), 4) << json_b;
+    EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_blocks"), 0) << json_b;
+    EXPECT_EQ(member_text(json_b, "A", "bulk"), "am_rendezvous") << json_b;
+    EXPECT_EQ(log_lines_with(w.b(), "mapped read-only"), 0U) << w.b().log();
+    EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+    EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+  }
+}
+
+// The pin keeps the blocks: B's copy is held back 1.5 s per block
+// (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned
+// them; meanwhile A's engine offloads a pool's worth of other blocks, so A
+// evicts and reuses every block it can. B's onboard is still byte-exact,
+// and A evicted (its pool was really under pressure).
+TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
+  Pair w("sm", {"--host-pool-bytes", "256KiB"}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1500");
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), 64, /*salt=*/9);
+  ASSERT_TRUE(on_a.attach()) << w.a().log();
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 4, 8000));
+  std::uint64_t id = 100;
+  const long long capacity = stat_of(stats_of(on_a.client(), id++), "g2.capacity");
+  ASSERT_GE(capacity, 8) << w.a().log();
+  ASSERT_LE(capacity, 48) << "the pool is larger than the engine's blocks can fill";
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("A holds 4 blocks", 20s)) << w.b().log();
+
+  TestEngine on_b(w.b().socket_path(), 16, /*salt=*/9);
+  ASSERT_TRUE(on_b.attach()) << w.b().log();
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 4; ++blk) {
+    on_b.zero(8 + blk);
+    onboard.items.push_back({8000 + blk, BlockId{8 + blk}});
+  }
+  ASSERT_TRUE(on_b.client().call(RequestId{2}, onboard));
+  ASSERT_EQ(wait_stat(on_a.client(), id, "cluster.fetch.pins_served", 1), 1) << w.a().log();
+  // A pool's worth of other blocks (other bytes) through A, 4 at a time.
+  for (std::uint32_t first = 8; first + 4 <= 8 + capacity + 4 && first + 4 <= 64; first += 4) {
+    proto::OffloadRequest offload;
+    for (std::uint32_t blk = first; blk < first + 4; ++blk) {
+      on_a.fill(blk, 1000 + blk);
+      offload.items.push_back({BlockId{blk}, 90000 + blk});
+    }
+    ASSERT_TRUE(on_a.client().call(RequestId{id}, offload));
+    ASSERT_TRUE(on_a.client().notification_of(RequestId{id}, 10s));  // ok, or out of capacity: either is fine
+    ++id;
+  }
+  const auto json_a = stats_of(on_a.client(), id++);
+  EXPECT_GT(stat_of(json_a, "g2.evictions"), 0) << json_a;
+  EXPECT_EQ(stat_of(json_a, "g2.leased"), 4) << json_a;  // the pinned blocks, still held for B
+
+  auto onboarded = on_b.client().notification_of(RequestId{2}, 30s);
+  ASSERT_TRUE(onboarded) << w.b().log();
+  ASSERT_EQ(onboarded->text, "2:ok") << w.b().log();
+  for (std::uint32_t blk = 0; blk < 4; ++blk) {
+    on_b.fill(blk, blk + 1);
+    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk << " is not what A offloaded";
+  }
+  EXPECT_EQ(stat_of(stats_of(on_b.client(), 3), "cluster.fetch.mapped_blocks"), 4);
+  EXPECT_EQ(wait_stat(on_a.client(), id, "g2.leased", 0), 0);
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
+}  // namespace
+}  // namespace kvb::test
