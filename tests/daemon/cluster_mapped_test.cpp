@@ -113,11 +113,12 @@ TEST(ClusterMapped, TcpAndMapSameHostFalseFetchByUcx) {
 
 // The pin keeps the blocks: B's copy is held back 1.5 s per block
 // (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned
-// them; meanwhile A's engine offloads a pool's worth of other blocks, so A
-// evicts and reuses every block it can. B's onboard is still byte-exact,
+// them; meanwhile A's engine offloads two pools' worth of other blocks (lru),
+// so A evicts and reuses every block it can. B's onboard is still byte-exact,
 // and A evicted (its pool was really under pressure).
 TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
-  Pair w("sm", {"--host-pool-bytes", "256KiB"}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1500");
+  Pair w("sm", {"--host-pool-bytes", "256KiB", "--eviction-policy", "lru"}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS",
+         "1500");
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 64, /*salt=*/9);
@@ -139,12 +140,15 @@ TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
   }
   ASSERT_TRUE(on_b.client().call(RequestId{2}, onboard));
   ASSERT_EQ(wait_stat(on_a.client(), id, "cluster.fetch.pins_served", 1), 1) << w.a().log();
-  // A pool's worth of other blocks (other bytes) through A, 4 at a time.
-  for (std::uint32_t first = 8; first + 4 <= 8 + capacity + 4 && first + 4 <= 64; first += 4) {
+  // Two pools' worth of other blocks (other bytes) through A, 4 at a time
+  // (engine blocks 8-63 over again, under new hashes): every block A can
+  // evict is evicted and reused.
+  for (long long n = 0; n < 2 * capacity; n += 4) {
     proto::OffloadRequest offload;
-    for (std::uint32_t blk = first; blk < first + 4; ++blk) {
-      on_a.fill(blk, 1000 + blk);
-      offload.items.push_back({BlockId{blk}, 90000 + blk});
+    for (std::uint32_t k = 0; k < 4; ++k) {
+      const auto blk = static_cast<std::uint32_t>(8 + (n + k) % 56);
+      on_a.fill(blk, static_cast<std::uint32_t>(1000 + n + k));
+      offload.items.push_back({BlockId{blk}, static_cast<std::uint64_t>(90000 + n + k)});
     }
     ASSERT_TRUE(on_a.client().call(RequestId{id}, offload));
     ASSERT_TRUE(on_a.client().notification_of(RequestId{id}, 10s));  // ok, or out of capacity: either is fine
