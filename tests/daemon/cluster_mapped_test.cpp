@@ -6,6 +6,8 @@
 // is held back by a fault injection (KVB_INJECT_MAPPED_COPY_DELAY_MS), and
 // B's bytes are still exact. Over tcp, or with cluster.map_same_host
 // false, nothing is mapped and the fetch goes by UCX.
+#include <signal.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -167,6 +169,52 @@ TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
   }
   EXPECT_EQ(stat_of(stats_of(on_b.client(), 3), "cluster.fetch.mapped_blocks"), 4);
   EXPECT_EQ(wait_stat(on_a.client(), id, "g2.leased", 0), 0);
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
+// A storm of pins: A is stopped while B sends 32 onboards of one block
+// (32 pin requests wait in A's queue); resumed, A pins each, B copies all
+// 32 byte-exact from its mapping and releases every pin.
+TEST(ClusterMapped, A32PinStormEndsWithEveryBlockExactAndEveryPinReleased) {
+  constexpr std::uint32_t kFetches = 32;
+  Pair w("sm", {}, {});
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), kFetches, /*salt=*/4);
+  ASSERT_TRUE(on_a.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, kFetches, 8000));
+  ASSERT_TRUE(w.b().wait_for_log("A holds 32 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  TestEngine on_b(w.b().socket_path(), 2 * kFetches, /*salt=*/4);
+  ASSERT_TRUE(on_b.attach());
+  w.a().signal(SIGSTOP);
+  for (std::uint32_t k = 0; k < kFetches; ++k) {
+    on_b.zero(kFetches + k);
+    ASSERT_TRUE(on_b.client().send(RequestId{100 + k}, proto::OnboardRequest{{{8000 + k, BlockId{kFetches + k}}}}));
+  }
+  ASSERT_TRUE(w.b().wait_for_log_lines(
+      [](std::string_view line) {
+        return line.find("cluster: fetch of 1 blocks from A sent (mapped)") != std::string_view::npos;
+      },
+      kFetches, 20s))
+      << w.b().log();
+  w.a().signal(SIGCONT);
+  for (std::uint32_t k = 0; k < kFetches; ++k) {
+    auto done = on_b.client().notification_of(RequestId{100 + k}, 30s);
+    ASSERT_TRUE(done) << "onboard " << k << w.b().log();
+    EXPECT_EQ(done->text, std::to_string(100 + k) + ":ok");
+  }
+  for (std::uint32_t k = 0; k < kFetches; ++k) {
+    on_b.fill(k, k + 1);
+    EXPECT_TRUE(on_b.same(k, kFetches + k)) << "block " << k;
+  }
+  EXPECT_EQ(stat_of(stats_of(on_b.client(), 1), "cluster.fetch.mapped_blocks"), kFetches);
+  std::uint64_t id = 20;
+  EXPECT_EQ(wait_stat(on_a.client(), id, "leased_blocks", 0), 0);
+  const auto json = stats_of(on_a.client(), id++);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_served"), kFetches) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_expired"), 0) << json;
   EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
