@@ -219,5 +219,43 @@ TEST(ClusterMapped, A32PinStormEndsWithEveryBlockExactAndEveryPinReleased) {
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
 
+// A holder that dies while the requester copies: B's copy is held back
+// (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned the
+// blocks, A is SIGKILLed and B drops it; B's mapping stays valid and the
+// bytes were complete when pinned, so the onboard is ok and byte-exact.
+TEST(ClusterMapped, AHolderKilledWhileTheRequesterCopiesLeavesTheCopyExact) {
+  Pair w("sm", {}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1000");
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), 16, /*salt=*/6);
+  ASSERT_TRUE(on_a.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 4, 7000));
+  ASSERT_TRUE(w.b().wait_for_log("A holds 4 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  TestEngine on_b(w.b().socket_path(), 16, /*salt=*/6);
+  ASSERT_TRUE(on_b.attach());
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 4; ++blk) {
+    on_b.zero(8 + blk);
+    onboard.items.push_back({7000 + blk, BlockId{8 + blk}});
+  }
+  ASSERT_TRUE(on_b.client().call(RequestId{2}, onboard));
+  std::uint64_t id = 10;
+  ASSERT_EQ(wait_stat(on_a.client(), id, "cluster.fetch.pins_served", 1), 1) << w.a().log();
+  w.a().kill();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A lost", 20s)) << w.b().log();
+  auto onboarded = on_b.client().notification_of(RequestId{2}, 30s);
+  ASSERT_TRUE(onboarded) << w.b().log();
+  ASSERT_EQ(onboarded->text, "2:ok") << w.b().log();
+  for (std::uint32_t blk = 0; blk < 4; ++blk) {
+    on_b.fill(blk, blk + 1);
+    EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
+  }
+  const auto json = stats_of(on_b.client(), 3);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.mapped_blocks"), 4) << json;
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+}
+
 }  // namespace
 }  // namespace kvb::test
