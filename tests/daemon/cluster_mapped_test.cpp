@@ -257,5 +257,92 @@ TEST(ClusterMapped, AHolderKilledWhileTheRequesterCopiesLeavesTheCopyExact) {
   EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
 }
 
+// A requester lost while it holds pins: B's copy is held back
+// (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned its
+// blocks, B is SIGKILLed: A drops B and releases B's pins with it (not by
+// their expiry: pins_expired stays 0), and its leases are back to 0.
+TEST(ClusterMapped, PinsOfALostRequesterAreReleased) {
+  Pair w("sm", {}, {"--request-timeout-ms", "60000"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "20000");
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.a().wait_for_log("cluster: worker B joined", 20s)) << w.a().log();
+  TestEngine on_a(w.a().socket_path(), 16, /*salt=*/8);
+  ASSERT_TRUE(on_a.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 4, 7100));
+  ASSERT_TRUE(w.b().wait_for_log("A holds 4 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  TestEngine on_b(w.b().socket_path(), 16, /*salt=*/8);
+  ASSERT_TRUE(on_b.attach());
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 4; ++blk) onboard.items.push_back({7100 + blk, BlockId{8 + blk}});
+  ASSERT_TRUE(on_b.client().call(RequestId{2}, onboard));
+  std::uint64_t id = 10;
+  ASSERT_EQ(wait_stat(on_a.client(), id, "cluster.fetch.pins_served", 1), 1) << w.a().log();
+  EXPECT_EQ(stat_of(stats_of(on_a.client(), id++), "leased_blocks"), 4);
+  w.b().kill();
+  ASSERT_TRUE(w.a().wait_for_log("cluster: worker B lost", 20s)) << w.a().log();
+  EXPECT_EQ(wait_stat(on_a.client(), id, "leased_blocks", 0), 0);
+  const auto json = stats_of(on_a.client(), id++);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_expired"), 0) << json;
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
+// The pin table is bounded per peer (32): A is stopped while B's two
+// engines send 48 one-block onboards, and B's copies are held back 300 ms each
+// (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) so no pin is
+// released while A works through the burst. A pins 32 and refuses the rest
+// busy; B fetches those by UCX (kvb.fetch). Every block arrives exact and
+// every pin is released.
+TEST(ClusterMapped, PinsBeyondThePerPeerBoundAreRefusedAndFetchedByUcx) {
+  constexpr std::uint32_t kFetches = 48, kPerEngine = 24;
+  Pair w("sm", {}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "300");
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), kFetches, /*salt=*/2);
+  ASSERT_TRUE(on_a.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, kFetches, 8000));
+  ASSERT_TRUE(w.b().wait_for_log("A holds 48 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  std::vector<std::unique_ptr<TestEngine>> on_b;
+  for (int e = 0; e < 2; ++e) {
+    on_b.push_back(std::make_unique<TestEngine>(w.b().socket_path(), 2 * kPerEngine, /*salt=*/2));
+    ASSERT_TRUE(on_b.back()->attach());
+  }
+  w.a().signal(SIGSTOP);
+  for (std::uint32_t k = 0; k < kFetches; ++k) {
+    TestEngine& e = *on_b[k / kPerEngine];
+    const std::uint32_t i = k % kPerEngine;
+    e.zero(kPerEngine + i);
+    ASSERT_TRUE(e.client().send(RequestId{100 + k}, proto::OnboardRequest{{{8000 + k, BlockId{kPerEngine + i}}}}));
+  }
+  ASSERT_TRUE(w.b().wait_for_log_lines(
+      [](std::string_view line) {
+        return line.find("cluster: fetch of 1 blocks from A sent (mapped)") != std::string_view::npos;
+      },
+      kFetches, 20s))
+      << w.b().log();
+  w.a().signal(SIGCONT);
+  for (std::uint32_t k = 0; k < kFetches; ++k) {
+    TestEngine& e = *on_b[k / kPerEngine];
+    const std::uint32_t i = k % kPerEngine;
+    auto done = e.client().notification_of(RequestId{100 + k}, 60s);
+    ASSERT_TRUE(done) << "onboard " << k << w.b().log();
+    EXPECT_EQ(done->text, std::to_string(100 + k) + ":ok");
+    e.fill(i, k + 1);
+    EXPECT_TRUE(e.same(i, kPerEngine + i)) << "block " << k;
+  }
+  std::uint64_t id = 20;
+  EXPECT_EQ(wait_stat(on_a.client(), id, "leased_blocks", 0), 0);
+  const auto json = stats_of(on_a.client(), id++);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_served"), 32) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_refused"), kFetches - 32) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.served"), kFetches - 32) << json;  // by UCX
+  EXPECT_EQ(stat_of(json, "cluster.fetch.pins_expired"), 0) << json;
+  const auto json_b = stats_of(on_b[0]->client(), id++);
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_blocks"), 32) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), kFetches) << json_b;
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
 }  // namespace
 }  // namespace kvb::test

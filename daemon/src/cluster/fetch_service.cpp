@@ -27,7 +27,7 @@ constexpr std::uint32_t kMaxServeMs = 60'000;
 /// Pins one peer may hold here at once (a buggy or hostile peer cannot
 /// lease the pool away); beyond it a pin request is refused busy and the
 /// peer fetches by UCX.
-constexpr std::size_t kMaxPinsPerPeer = 64;
+constexpr std::size_t kMaxPinsPerPeer = 32;
 
 std::chrono::milliseconds env_ms(const char* name) {
   const char* v = std::getenv(name);
