@@ -184,7 +184,7 @@ int run_cluster(int argc, char** argv) {
       }
       const double ours = median(r->gbps), base = median(r->transport_gbps);
       const double ratio = base > 0 ? ours / base : 0;
-      rows += fmt::format("  {:<5} {:<14} {:>14.3f} {:>16.3f} {:>7.2f} {:>14.3f}   >= 0.85: {}\n", tls, r->protocol,
+      rows += fmt::format("  {:<5} {:<18} {:>14.3f} {:>16.3f} {:>7.2f} {:>14.3f}   >= 0.85: {}\n", tls, r->protocol,
                           ours, base, ratio, median(r->local_gbps), met(ratio >= 0.85));
       jon.push_back({{"tls", tls},
                      {"protocol", r->protocol},
@@ -205,7 +205,7 @@ int run_cluster(int argc, char** argv) {
         "  its own G2 (local on A); spin {} us; median of {}\n",
         f.onboard_blocks, f.onboard_blocks * 2, std::min(f.onboard_batch, f.onboard_blocks), f.onboard_blocks * 2,
         f.spin_us, f.repeat);
-    table += fmt::format("  {:<5} {:<14} {:>14} {:>16} {:>7} {:>14}\n", "tls", "bulk", "onboard GB/s", "transport GB/s",
+    table += fmt::format("  {:<5} {:<18} {:>14} {:>16} {:>7} {:>14}\n", "tls", "bulk", "onboard GB/s", "transport GB/s",
                          "ratio", "local on A");
     table += rows;
     json["onboard"] = {{"blocks", f.onboard_blocks}, {"block_bytes", 2097152}, {"batch", f.onboard_batch},

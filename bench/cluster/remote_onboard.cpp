@@ -202,6 +202,9 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   };
   // Warm-up: one onboard (endpoints, registrations, B's pool pages).
   if (auto st = onboard_all(*on_b, batch); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
+  // Same host over shared memory, B fetches from its mapping of A's pool
+  // (docs/cluster.md, "Same-host mapped fetch"): its log says so.
+  if (b.log().find("bulk by mapped (same host)") != std::string::npos) out.protocol = "mapped (same host)";
 
   for (int rep = 0; rep < f.repeat; ++rep) {
     const long long before = stat_at(*on_b->client, {"cluster", "fetch", "blocks_in"});

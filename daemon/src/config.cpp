@@ -200,6 +200,8 @@ const std::vector<KeyDef>& key_defs() {
                     "UCX progress keeps spinning this long after work (microseconds); 0 = event driven"));
     d.push_back(key("cluster.cache_fetched", &DaemonConfig::cluster_cache_fetched, Bool{},
                     "Blocks fetched from other workers stay registered here (a later onboard is local)"));
+    d.push_back(key("cluster.map_same_host", &DaemonConfig::cluster_map_same_host, Bool{},
+                    "Same host, shared-memory transport: fetch by mapping the holder's pool and copying"));
     d.push_back(key("cluster.max_concurrent", &DaemonConfig::cluster_max_concurrent, UInt{1},
                     "Active-message handlers running at once, all message types"));
     d.push_back(key("cluster.max_queued", &DaemonConfig::cluster_max_queued, UInt{1},

@@ -58,6 +58,9 @@ Status ClusterNode::start() {
   // put would be emulated over AM fragments), RDMA by one-sided put.
   protocol_ =
       transport::protocol_for_tls(settings_.tls.empty() ? "tcp" : settings_.tls, transport::Destination::caller_memory);
+  // Same host over shared memory: the requester maps the holder's pool and
+  // copies (a memcpy, no per-page kernel copy); tcp-only clusters stay on UCX.
+  map_same_host_ = settings_.map_same_host && tls_shares_memory(settings_.tls);
   try {
     ucx_worker_ = std::make_unique<transport::Worker>(
         *context_, io_.get_executor(), transport::WorkerOptions{.spin = std::chrono::microseconds(settings_.spin_us)});
@@ -73,7 +76,7 @@ Status ClusterNode::start() {
       io_, *am_, members_, index_, [this] { return collect_index(); },
       std::chrono::milliseconds(settings_.index_flush_ms));
   fetch_ = std::make_unique<FetchService>(io_, *am_, members_, index_, pools_, protocol_, settings_.cache_fetched,
-                                          settings_.fetch_concurrency);
+                                          settings_.fetch_concurrency, map_same_host_);
   for (auto st : {am_->register_sync_handler(kJoinType, [this](IncomingMessage& m) { return on_join(m); }),
                   am_->register_sync_handler(kPoolType, [this](IncomingMessage& m) { return on_pool(m); }),
                   am_->register_sync_handler(kPoolGoneType, [this](IncomingMessage& m) { return on_pool_gone(m); }),
@@ -120,10 +123,10 @@ Status ClusterNode::start() {
                                   [this](const std::set<std::string>& workers) { etcd_listed(workers); }});
     etcd_->start();
   }
-  spdlog::info("cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}, {} static peers{})", worker_,
+  spdlog::info("cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}{}, {} static peers{})", worker_,
                settings_.name, bootstrap_.bound().to_string(), settings_.tls.empty() ? "default" : settings_.tls,
-               transport::to_string(protocol_), settings_.peers.size(),
-               etcd_ ? fmt::format(", etcd {}", settings_.etcd) : std::string());
+               transport::to_string(protocol_), map_same_host_ ? "; mapped (same host) where a peer's pool maps" : "",
+               settings_.peers.size(), etcd_ ? fmt::format(", etcd {}", settings_.etcd) : std::string());
   reconcile();
   return kvb::ok();
 }
@@ -215,7 +218,11 @@ WorkerIndex ClusterNode::admit(const JoinMessage& join, PeerId peer, bool ours) 
   members_.attach(i, peer, ours);
   m.bootstrap = join.bootstrap;
   m.pools.clear();
-  for (const auto& p : join.pools) m.pools[p.layout_key] = p;
+  m.mapped.clear();
+  for (const auto& p : join.pools) {
+    m.pools[p.layout_key] = p;
+    map_pool(m, p);
+  }
   m.rkeys.clear();
   m.dropped_alive = false;
   if (!m.joined) {
@@ -247,8 +254,26 @@ Result<Bytes> ClusterNode::on_pool(IncomingMessage& message) {
   if (!info) return tl::unexpected(info.error());
   Member& m = members_[*i];
   std::erase_if(m.rkeys, [&](const auto& kv) { return kv.first.second == info->layout_key; });
+  map_pool(m, *info);
   m.pools[info->layout_key] = std::move(*info);
   return Bytes{};
+}
+
+void ClusterNode::map_pool(Member& m, const PoolInfo& info) {
+  m.mapped.erase(info.layout_key);
+  if (!map_same_host_) return;
+  auto mapping = map_peer_pool(info);
+  if (!mapping) {
+    if (!m.map_refusal_logged) {
+      spdlog::info("cluster: worker {}'s pool is not mapped ({}): bulk by {}", m.worker, mapping.error().message,
+                   transport::to_string(protocol_));
+      m.map_refusal_logged = true;
+    }
+    return;
+  }
+  spdlog::info("cluster: worker {}'s pool {:#x} mapped read-only ({} MiB): bulk by mapped (same host)", m.worker,
+               info.layout_key, (*mapping)->bytes() >> 20);
+  m.mapped[info.layout_key] = std::move(*mapping);
 }
 
 Result<Bytes> ClusterNode::on_pool_gone(IncomingMessage& message) {
@@ -259,6 +284,7 @@ Result<Bytes> ClusterNode::on_pool_gone(IncomingMessage& message) {
   Member& m = members_[*i];
   std::erase_if(m.rkeys, [&](const auto& kv) { return kv.first.second == gone->layout_key; });
   m.pools.erase(gone->layout_key);
+  m.mapped.erase(gone->layout_key);  // copies in flight keep their reference
   return Bytes{};
 }
 
@@ -269,6 +295,8 @@ void ClusterNode::peer_lost(PeerId peer, const Error& error) {
   if (!gone) return;
   const std::size_t dropped = index_.size_of(i);
   index_.clear(i);
+  members_[i].mapped.clear();
+  if (fetch_) fetch_->drop_pins(i);
   spdlog::warn("cluster: worker {} lost ({}); {} of its blocks left the index", members_[i].worker, error.message,
                dropped);
 }
@@ -436,13 +464,16 @@ json ClusterNode::stats() const {
                        {"index_events_out", p.index_events_out},
                        {"resyncs", p.resyncs},
                        {"losses", p.losses},
-                       {"rtt_us", p.rtt_us}});
+                       {"rtt_us", p.rtt_us},
+                       {"bulk", m.mapped.empty() ? std::string(transport::to_string(protocol_))
+                                                 : std::string("mapped (same host)")}});
   }
   json out{{"name", settings_.name},
            {"worker", worker_},
            {"listen", bootstrap_.bound().to_string()},
            {"tls", settings_.tls.empty() ? "default" : settings_.tls},
            {"bulk_protocol", transport::to_string(protocol_)},
+           {"map_same_host", map_same_host_},
            {"membership", etcd_ ? "etcd" : "static"},
            {"members", members},
            {"index_blocks", index_.size()}};
@@ -462,9 +493,12 @@ json ClusterNode::stats() const {
   }
   if (fetch_) {
     const FetchStats& f = fetch_->stats();
-    out["fetch"] = {{"requests", f.requests},      {"blocks_in", f.blocks_in},   {"failures", f.failures},
-                    {"served", f.served},          {"blocks_out", f.blocks_out}, {"not_found", f.not_found},
-                    {"quarantined", f.quarantined}};
+    out["fetch"] = {{"requests", f.requests},           {"blocks_in", f.blocks_in},
+                    {"failures", f.failures},           {"served", f.served},
+                    {"blocks_out", f.blocks_out},       {"not_found", f.not_found},
+                    {"quarantined", f.quarantined},     {"mapped_requests", f.mapped_requests},
+                    {"mapped_blocks", f.mapped_blocks}, {"pins_served", f.pins_served},
+                    {"pins_expired", f.pins_expired},   {"pins_refused", f.pins_refused}};
   }
   if (am_) {
     const auto s = am_->stats();

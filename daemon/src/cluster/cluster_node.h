@@ -74,6 +74,9 @@ class ClusterNode final : public RemoteTier {
   WorkerIndex admit(const JoinMessage& join, PeerId peer, bool ours);
   Result<transport::Bytes> on_join(transport::IncomingMessage& message);
   Result<transport::Bytes> on_pool(transport::IncomingMessage& message);
+  /// Maps member `m`'s pool `info` read-only when it is on this host (or
+  /// logs once why not); the pool's previous mapping is dropped.
+  void map_pool(Member& m, const PoolInfo& info);
   void peer_lost(PeerId peer, const Error& error);
   void member_left(const std::string& worker, const std::string& why);
   void etcd_listed(const std::set<std::string>& workers);
@@ -89,6 +92,7 @@ class ClusterNode final : public RemoteTier {
   std::unique_ptr<transport::Worker> ucx_worker_;
   std::unique_ptr<transport::ActiveMessageManager> am_;
   transport::BulkProtocol protocol_ = transport::BulkProtocol::am_rendezvous;
+  bool map_same_host_ = false;  // cluster.map_same_host and a shared-memory transport
   BootstrapListener bootstrap_;
   std::unique_ptr<EtcdMembership> etcd_;
   Members members_;

@@ -31,6 +31,10 @@ struct ClusterSettings {
   /// Keep fetched blocks registered in the local G2 tier (a later onboard
   /// of the same prefix is local).
   bool cache_fetched = true;
+  /// Same host and a shared-memory transport in `tls`: fetch by mapping the
+  /// holder's G2 pool memfd and copying (docs/cluster.md, "Same-host
+  /// mapped fetch"); false: always by UCX.
+  bool map_same_host = true;
   /// Active-message handlers running at once, all types, and queued beyond.
   std::uint32_t max_concurrent = 16;
   std::uint32_t max_queued = 4096;

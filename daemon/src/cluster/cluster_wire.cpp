@@ -16,6 +16,12 @@ void put(WireWriter& w, const PoolInfo& p) {
   w.u64(p.stride);
   w.u64(p.block_bytes);
   w.blob(p.rkey, "pool.rkey");
+  w.u32(p.map_pid);
+  w.u32(static_cast<std::uint32_t>(p.map_fd));
+  w.u64(p.map_dev);
+  w.u64(p.map_ino);
+  w.u64(p.map_offset);
+  w.string(p.boot_id, "pool.boot_id");
 }
 
 PoolInfo get_pool(WireReader& r) {
@@ -26,6 +32,12 @@ PoolInfo get_pool(WireReader& r) {
   p.stride = r.u64("pool.stride");
   p.block_bytes = r.u64("pool.block_bytes");
   p.rkey = r.blob("pool.rkey");
+  p.map_pid = r.u32("pool.map_pid");
+  p.map_fd = static_cast<std::int32_t>(r.u32("pool.map_fd"));
+  p.map_dev = r.u64("pool.map_dev");
+  p.map_ino = r.u64("pool.map_ino");
+  p.map_offset = r.u64("pool.map_offset");
+  p.boot_id = r.string("pool.boot_id");
   if (r.ok() && (p.stride < p.block_bytes || p.block_bytes == 0)) {
     r.fail_with(
         Error{Errc::protocol_error, fmt::format("pool stride {} is under its block size {}", p.stride, p.block_bytes)});
@@ -82,6 +94,64 @@ Result<Bytes> encode(const FetchRequest& message) {
     w.u64(item.address);
   }
   return std::move(w).finish();
+}
+
+Result<Bytes> encode(const PinRequest& message) {
+  WireWriter w;
+  w.u64(message.layout_key);
+  w.u32(message.timeout_ms);
+  w.count(message.keys.size(), "pin.keys");
+  for (auto key : message.keys) w.u64(key);
+  return std::move(w).finish();
+}
+
+Result<Bytes> encode(const PinReply& message) {
+  WireWriter w;
+  w.u64(message.pin_id);
+  w.u32(message.ttl_ms);
+  w.u64(message.map_ino);
+  w.count(message.offsets.size(), "pin.offsets");
+  for (auto offset : message.offsets) w.u64(offset);
+  return std::move(w).finish();
+}
+
+Result<Bytes> encode(const PinRelease& message) {
+  WireWriter w;
+  w.u64(message.pin_id);
+  return std::move(w).finish();
+}
+
+template <>
+Result<PinRequest> decode<PinRequest>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  PinRequest m;
+  m.layout_key = r.u64("pin.layout_key");
+  m.timeout_ms = r.u32("pin.timeout_ms");
+  const auto n = r.count("pin.keys", 8);
+  m.keys.reserve(n);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) m.keys.push_back(r.u64("pin.key"));
+  return finish(r, std::move(m));
+}
+
+template <>
+Result<PinReply> decode<PinReply>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  PinReply m;
+  m.pin_id = r.u64("pin.id");
+  m.ttl_ms = r.u32("pin.ttl_ms");
+  m.map_ino = r.u64("pin.map_ino");
+  const auto n = r.count("pin.offsets", 8);
+  m.offsets.reserve(n);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) m.offsets.push_back(r.u64("pin.offset"));
+  return finish(r, std::move(m));
+}
+
+template <>
+Result<PinRelease> decode<PinRelease>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  PinRelease m;
+  m.pin_id = r.u64("unpin.id");
+  return finish(r, m);
 }
 
 Result<Bytes> encode(const PoolGone& message) {

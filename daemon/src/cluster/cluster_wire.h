@@ -23,8 +23,10 @@ inline constexpr const char* kIndexType = "kvb.index";         // fire-and-forge
 inline constexpr const char* kResyncType = "kvb.resync";       // fire-and-forget: empty (send me a snapshot)
 inline constexpr const char* kFetchType = "kvb.fetch";         // request (receiving writes): FetchRequest -> empty
 inline constexpr const char* kPingType = "kvb.ping";           // request: empty -> empty (round-trip time)
+inline constexpr const char* kPinType = "kvb.pin";             // request: PinRequest -> PinReply (same host)
+inline constexpr const char* kUnpinType = "kvb.unpin";         // fire-and-forget: PinRelease
 
-inline constexpr std::uint16_t kClusterWireVersion = 1;
+inline constexpr std::uint16_t kClusterWireVersion = 2;
 
 /// A worker's G2 pool of one block shape, as its peers write into it.
 struct PoolInfo {
@@ -34,6 +36,15 @@ struct PoolInfo {
   std::uint64_t stride = 0;      // bytes from one block to the next
   std::uint64_t block_bytes = 0;
   Bytes rkey;  // packed UCX remote key of the region
+  // Same-host mapping (cluster/same_host_map.h): the pool's memfd as fd
+  // map_fd of process map_pid (-1: not mappable), its st_dev/st_ino, where
+  // block 0 lies in it, and the host's boot id.
+  std::uint32_t map_pid = 0;
+  std::int32_t map_fd = -1;
+  std::uint64_t map_dev = 0;
+  std::uint64_t map_ino = 0;
+  std::uint64_t map_offset = 0;
+  std::string boot_id;
 };
 
 /// "My pool of this block shape is gone" (reclaimed for another shape):
@@ -82,7 +93,30 @@ struct FetchRequest {
   std::vector<Item> items;
 };
 
+/// "Lease these blocks for me and tell me where they are in your pool's
+/// memfd" (same host): the holder keeps the leases until kvb.unpin or
+/// ttl_ms after it got the request, whichever comes first.
+struct PinRequest {
+  std::uint64_t layout_key = 0;
+  std::uint32_t timeout_ms = 0;  // the requester's time left; the pin lives at most this long
+  std::vector<std::uint64_t> keys;
+};
+
+struct PinReply {
+  std::uint64_t pin_id = 0;
+  std::uint32_t ttl_ms = 0;            // the leases are kept at least this long after the request arrived
+  std::uint64_t map_ino = 0;           // the pool file the offsets are in
+  std::vector<std::uint64_t> offsets;  // of each key's block in the pool file, in request order
+};
+
+struct PinRelease {
+  std::uint64_t pin_id = 0;
+};
+
 [[nodiscard]] Result<Bytes> encode(const PoolInfo& message);
+[[nodiscard]] Result<Bytes> encode(const PinRequest& message);
+[[nodiscard]] Result<Bytes> encode(const PinReply& message);
+[[nodiscard]] Result<Bytes> encode(const PinRelease& message);
 [[nodiscard]] Result<Bytes> encode(const PoolGone& message);
 [[nodiscard]] Result<Bytes> encode(const JoinMessage& message);
 [[nodiscard]] Result<Bytes> encode(const IndexBatch& message);

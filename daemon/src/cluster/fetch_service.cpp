@@ -1,5 +1,10 @@
 #include "cluster/fetch_service.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -19,6 +24,24 @@ namespace {
 constexpr auto kQuarantineGrace = std::chrono::seconds(5);
 /// The most a holder spends writing one request.
 constexpr std::uint32_t kMaxServeMs = 60'000;
+/// Pins one peer may hold here at once (a buggy or hostile peer cannot
+/// lease the pool away); beyond it a pin request is refused busy and the
+/// peer fetches by UCX.
+constexpr std::size_t kMaxPinsPerPeer = 32;
+
+std::chrono::milliseconds env_ms(const char* name) {
+  const char* v = std::getenv(name);
+  return std::chrono::milliseconds(v == nullptr ? 0 : std::strtoul(v, nullptr, 10));
+}
+
+/// The blocks of one mapped fetch being copied on the copy threads: the
+/// last copy posts `done` to the loop.
+struct CopyBatch {
+  std::atomic<std::size_t> left{0};
+  std::function<void()> done;
+  asio::io_context* io = nullptr;
+  std::shared_ptr<const PeerPoolMapping> mapping;  // mapped until the last copy ended
+};
 
 std::uint64_t mix(std::uint64_t h, std::uint64_t v) noexcept {
   h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
@@ -54,6 +77,8 @@ Result<const LocalPools::Entry*> LocalPools::add(transport::Context& context, tr
   entry.info.stride = g2.capacity() > 1 ? reinterpret_cast<std::uint64_t>(g2.block_data(BlockId{1})) - entry.info.base
                                         : entry.info.block_bytes;
   entry.info.rkey = (*registration)->packed_rkey();
+  describe_for_mapping(entry.info, g2.region().shareable_fd(),
+                       entry.info.base - reinterpret_cast<std::uint64_t>(region.base));
   entry.registration = std::move(*registration);
   am.expose(*entry.registration);
   return &entries_.emplace(key, std::move(entry)).first->second;
@@ -98,7 +123,7 @@ struct FetchService::Request {
 
 FetchService::FetchService(asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
                            const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol,
-                           bool cache_fetched, std::size_t serve_concurrency)
+                           bool cache_fetched, std::size_t serve_concurrency, bool map_same_host)
     : io_(io),
       am_(am),
       members_(members),
@@ -107,14 +132,98 @@ FetchService::FetchService(asio::io_context& io, transport::ActiveMessageManager
       protocol_(protocol),
       cache_fetched_(cache_fetched),
       serve_concurrency_(serve_concurrency),
-      quarantine_timer_(io) {}
+      quarantine_timer_(io),
+      map_same_host_(map_same_host),
+      inject_copy_delay_(env_ms("KVB_INJECT_MAPPED_COPY_DELAY_MS")) {}
 
-FetchService::~FetchService() { *alive_ = false; }
+FetchService::~FetchService() {
+  *alive_ = false;
+  copy_threads_.join();  // copies in flight end; their completions find alive_ false
+}
 
 Status FetchService::register_handler() {
+  if (auto st = am_.register_sync_handler(kPinType, [this](IncomingMessage& m) { return pin(m); }); !st) return st;
+  if (auto st = am_.register_sync_handler(kUnpinType, [this](IncomingMessage& m) { return unpin(m); }); !st) {
+    return st;
+  }
   return am_.register_handler(
       kFetchType, [this](IncomingMessage m) { return serve(std::move(m)); },
       transport::AmTypeLimits{.max_concurrent = serve_concurrency_});
+}
+
+Result<Bytes> FetchService::pin(IncomingMessage& message) {
+  auto request = decode<PinRequest>(message.payload);
+  if (!request) return tl::unexpected(request.error());
+  auto mi = members_.by_peer(message.peer);
+  if (!mi || !members_[*mi].joined)
+    return fail(Errc::wrong_state, "pin from peer {}: not a joined member", message.peer);
+  Member& member = members_[*mi];
+  const LocalPools::Entry* local = pools_.find(request->layout_key);
+  if (local == nullptr) return fail(Errc::not_found, "not_found: no pool of block shape {:#x}", request->layout_key);
+  if (local->info.map_fd < 0)
+    return fail(Errc::unsupported, "the pool of block shape {:#x} is not mappable", request->layout_key);
+  auto& table = pins_[*mi];
+  if (table.size() >= kMaxPinsPerPeer) {
+    ++stats_.pins_refused;
+    return fail(Errc::busy, "worker {} holds {} pins here already", member.worker, table.size());
+  }
+  BlockManager& manager = *local->pool->manager;
+  const Pool& g2 = manager.pool(Tier::g2);
+  const auto file_base = reinterpret_cast<std::uint64_t>(g2.block_data(BlockId{0})) - local->info.map_offset;
+  PinReply reply;
+  BlockLeases leases;
+  leases.reserve(request->keys.size());
+  reply.offsets.reserve(request->keys.size());
+  for (std::uint64_t key : request->keys) {
+    BlockLease lease = manager.find(Tier::g2, SequenceHash{key});
+    if (!lease) {
+      ++stats_.not_found;
+      return fail(Errc::not_found, "not_found: {:#018x}", key);
+    }
+    reply.offsets.push_back(reinterpret_cast<std::uint64_t>(g2.block_data(lease.block())) - file_base);
+    leases.push_back(std::move(lease));
+  }
+  reply.pin_id = next_pin_++;
+  reply.ttl_ms = std::min(request->timeout_ms, kMaxServeMs);
+  reply.map_ino = local->info.map_ino;
+  auto payload = encode(reply);
+  if (!payload) return payload;
+  // Leased until kvb.unpin, the peer's loss, or ttl_ms from now: the
+  // requester counts the ttl from before it sent the request, so its copy
+  // ends before the leases go.
+  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(reply.ttl_ms));
+  timer->async_wait([this, alive = alive_, worker = *mi, id = reply.pin_id](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    auto it = pins_.find(worker);
+    if (it != pins_.end() && it->second.erase(id) > 0) ++stats_.pins_expired;
+  });
+  table.emplace(reply.pin_id, Pin{std::move(leases), std::move(timer)});
+  ++stats_.pins_served;
+  stats_.blocks_out += request->keys.size();
+  ++member.metrics.fetches_served;
+  member.metrics.bytes_out += request->keys.size() * local->info.block_bytes;
+  return payload;
+}
+
+Result<Bytes> FetchService::unpin(IncomingMessage& message) {
+  auto release = decode<PinRelease>(message.payload);
+  if (!release) return tl::unexpected(release.error());
+  auto mi = members_.by_peer(message.peer);
+  if (!mi) return fail(Errc::wrong_state, "unpin from peer {}: not a member", message.peer);
+  if (auto it = pins_.find(*mi); it != pins_.end()) {
+    if (auto pin = it->second.find(release->pin_id); pin != it->second.end()) {
+      pin->second.expiry->cancel();
+      it->second.erase(pin);
+    }
+  }
+  return Bytes{};
+}
+
+void FetchService::drop_pins(WorkerIndex worker) {
+  auto it = pins_.find(worker);
+  if (it == pins_.end()) return;
+  for (auto& [id, pin] : it->second) pin.expiry->cancel();
+  pins_.erase(it);
 }
 
 asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
@@ -223,7 +332,125 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   request->deadline = deadline;
   request->done = std::move(done);
   request->outstanding = groups.size();
-  for (auto& [holder, items] : groups) asio::co_spawn(io_, ask(request, holder, std::move(items)), asio::detached);
+  for (auto& [holder, items] : groups) {
+    const auto mapped = members_[holder].mapped.find(layout_key);
+    if (map_same_host_ && mapped != members_[holder].mapped.end()) {
+      asio::co_spawn(io_, ask_mapped(request, holder, std::move(items), mapped->second), asio::detached);
+    } else {
+      asio::co_spawn(io_, ask(request, holder, std::move(items)), asio::detached);
+    }
+  }
+}
+
+asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,
+                                               std::vector<std::size_t> items,
+                                               std::shared_ptr<const PeerPoolMapping> mapping) {
+  auto alive = alive_;
+  Member& member = members_[holder];
+  const Pool& g2 = request->pool->manager->pool(Tier::g2);
+  const std::uint64_t block_bytes = g2.layout().block_bytes();
+  PinRequest message;
+  message.layout_key = request->layout_key;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request->deadline - Clock::now());
+  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
+  for (std::size_t j : items) message.keys.push_back(request->keys[j].value());
+  if (!member.send_peer) co_return holder_done(*request, fail(Errc::peer_lost, "peer lost: {}", member.worker));
+  auto payload = encode(message);
+  if (!payload) co_return holder_done(*request, tl::unexpected(payload.error()));
+  const PeerId peer = *member.send_peer;
+  ++member.metrics.fetches_requested;
+  spdlog::debug("cluster: fetch of {} blocks from {} sent (mapped)", items.size(), member.worker);
+  const auto sent = Clock::now();
+  auto reply =
+      co_await am_.send_request(peer, kPinType, std::move(*payload), std::chrono::milliseconds(message.timeout_ms));
+  if (!*alive) co_return;
+  if (!reply && reply.error().code == Errc::busy) {
+    // The holder's pin table for us is full: this part goes by UCX.
+    --member.metrics.fetches_requested;
+    co_await ask(std::move(request), holder, std::move(items));
+    co_return;
+  }
+  if (!reply) {
+    // As ask(): no answer, or a holder dropped alive, holds the blocks back
+    // (nothing writes into them here, but the rule stays one rule).
+    const Errc code = reply.error().code;
+    if (code == Errc::timeout || code == Errc::cancelled || member.dropped_alive) request->unanswered = true;
+    if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
+    ++member.metrics.fetch_errors;
+    co_return holder_done(*request, std::move(reply));
+  }
+  auto release = [this, peer, alive](std::uint64_t id) {
+    if (!*alive) return;
+    auto bytes = encode(PinRelease{id});
+    if (!bytes) return;
+    asio::co_spawn(
+        io_,
+        [am = &am_, peer, bytes = std::move(*bytes)]() mutable -> asio::awaitable<void> {
+          (void)co_await am->send(peer, kUnpinType, std::move(bytes));
+        },
+        asio::detached);
+  };
+  auto pinned = decode<PinReply>(*reply);
+  if (!pinned) {
+    ++member.metrics.fetch_errors;
+    co_return holder_done(*request, tl::unexpected(pinned.error()));
+  }
+  Status valid = kvb::ok();
+  if (pinned->offsets.size() != items.size() || pinned->map_ino != mapping->ino()) {
+    valid = fail(Errc::protocol_error, "worker {} pinned {} blocks of file {}, asked {} of file {}", member.worker,
+                 pinned->offsets.size(), pinned->map_ino, items.size(), mapping->ino());
+  }
+  for (std::size_t k = 0; valid && k < pinned->offsets.size(); ++k) {
+    const std::uint64_t offset = pinned->offsets[k];
+    if (offset > mapping->bytes() || mapping->bytes() - offset < block_bytes) {
+      valid = fail(Errc::protocol_error, "worker {} pinned a block at {:#x}, outside its {}-byte pool file",
+                   member.worker, offset, mapping->bytes());
+    }
+  }
+  if (!valid) {
+    release(pinned->pin_id);
+    ++member.metrics.fetch_errors;
+    co_return holder_done(*request, tl::unexpected(valid.error()));
+  }
+  const auto valid_until = sent + std::chrono::milliseconds(pinned->ttl_ms);
+  auto batch = std::make_shared<CopyBatch>();
+  batch->left = items.size();
+  batch->io = &io_;
+  batch->mapping = mapping;
+  batch->done = [this, alive, request, holder, n = items.size(), block_bytes, valid_until, id = pinned->pin_id,
+                 release]() {
+    if (!*alive) return;
+    // The leases were held until at least valid_until: every byte copied
+    // before it is the block as it was pinned.
+    const bool in_time = Clock::now() < valid_until;
+    release(id);
+    Member& m = members_[holder];
+    if (!in_time) {
+      ++m.metrics.fetch_errors;
+      return holder_done(*request, fail(Errc::timeout,
+                                        "timeout: the pin of {} blocks on {} expired before the copy "
+                                        "ended",
+                                        n, m.worker));
+    }
+    m.metrics.bytes_in += n * block_bytes;
+    ++stats_.mapped_requests;
+    stats_.mapped_blocks += n;
+    holder_done(*request, Bytes{});
+  };
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    std::byte* dst = g2.block_data(request->blocks[items[k]].block());
+    const std::byte* src = mapping->base() + pinned->offsets[k];
+    asio::post(copy_threads_, [batch, dst, src, block_bytes, delay = inject_copy_delay_] {
+      if (delay.count() > 0) std::this_thread::sleep_for(delay);  // fault injection (tests)
+      std::memcpy(dst, src, block_bytes);
+      if (batch->left.fetch_sub(1) == 1) asio::post(*batch->io, std::move(batch->done));
+    });
+  }
+}
+
+void FetchService::holder_done(Request& request, Result<Bytes> reply) {
+  if (!reply && !request.error) request.error = reply.error();
+  if (--request.outstanding == 0) finish(request);
 }
 
 asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, WorkerIndex holder,
@@ -264,8 +491,7 @@ asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, Worker
       }
     }
   }
-  if (!reply && !request->error) request->error = reply.error();
-  if (--request->outstanding == 0) finish(*request);
+  holder_done(*request, std::move(reply));
 }
 
 void FetchService::finish(Request& request) {

@@ -8,7 +8,12 @@
 // blocks, and the blocks become complete (registered, when fetched blocks
 // are cached) only after every holder answered ok. Blocks of a request that
 // got no answer (timeout, lost peer) stay out of use until the holder can
-// no longer write into them. Event-loop thread only.
+// no longer write into them. Same host (the cluster's transports include
+// shared memory and the holder's pool memfd mapped here): the requester
+// asks the holder to pin the blocks (kvb.pin: leased until kvb.unpin or
+// the pin's expiry), copies them out of the mapping with memcpy on copy
+// threads, checks the pin was still valid when the copy ended, and releases
+// it. Event-loop thread only (the copy threads touch only the bytes).
 #pragma once
 
 #include <chrono>
@@ -21,6 +26,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "block_service.h"
 #include "cluster/cluster_wire.h"
@@ -61,20 +67,30 @@ struct FetchStats {
   std::uint64_t requests = 0;   // fetches started (engine onboards that needed remote blocks)
   std::uint64_t blocks_in = 0;  // blocks fetched
   std::uint64_t failures = 0;
-  std::uint64_t served = 0;       // peer requests answered ok
-  std::uint64_t blocks_out = 0;   // blocks written to peers
-  std::uint64_t not_found = 0;    // peer requests for blocks evicted meanwhile
-  std::uint64_t quarantined = 0;  // blocks held back: no answer, or the holder was dropped alive
+  std::uint64_t served = 0;           // peer requests answered ok
+  std::uint64_t blocks_out = 0;       // blocks written to peers
+  std::uint64_t not_found = 0;        // peer requests for blocks evicted meanwhile
+  std::uint64_t quarantined = 0;      // blocks held back: no answer, or the holder was dropped alive
+  std::uint64_t mapped_requests = 0;  // fetches (per holder) copied from a same-host mapping
+  std::uint64_t mapped_blocks = 0;    // blocks copied that way
+  std::uint64_t pins_served = 0;      // peers' pin requests answered
+  std::uint64_t pins_expired = 0;     // pins released by their expiry, not by the peer
+  std::uint64_t pins_refused = 0;     // pin requests over the per-peer bound (busy: it fetches by UCX)
 };
 
 class FetchService {
  public:
   FetchService(boost::asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
                const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol, bool cache_fetched,
-               std::size_t serve_concurrency);
+               std::size_t serve_concurrency, bool map_same_host);
   ~FetchService();
-  /// kvb.fetch (a coroutine handler, at most serve_concurrency at once).
+  FetchService(const FetchService&) = delete;
+  FetchService& operator=(const FetchService&) = delete;
+  /// kvb.fetch (a coroutine handler, at most serve_concurrency at once),
+  /// kvb.pin and kvb.unpin.
   [[nodiscard]] Status register_handler();
+  /// Releases every pin member `worker` holds here (it is gone).
+  void drop_pins(WorkerIndex worker);
 
   /// RemoteTier::fetch.
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
@@ -86,6 +102,13 @@ class FetchService {
   boost::asio::awaitable<Result<transport::Bytes>> serve(transport::IncomingMessage message);
   boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                    std::vector<std::size_t> items);
+  boost::asio::awaitable<void> ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,
+                                          std::vector<std::size_t> items,
+                                          std::shared_ptr<const PeerPoolMapping> mapping);
+  Result<transport::Bytes> pin(transport::IncomingMessage& message);
+  Result<transport::Bytes> unpin(transport::IncomingMessage& message);
+  /// One holder's part of `request` ended (error or not).
+  void holder_done(Request& request, Result<transport::Bytes> reply);
   void finish(Request& request);
   void quarantine(BlockLeases leases, std::chrono::steady_clock::time_point until);
 
@@ -99,8 +122,17 @@ class FetchService {
   std::size_t serve_concurrency_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, BlockLeases>> quarantine_;
   boost::asio::steady_timer quarantine_timer_;
+  bool map_same_host_;
+  std::chrono::milliseconds inject_copy_delay_{0};  // KVB_INJECT_MAPPED_COPY_DELAY_MS (tests)
+  struct Pin {
+    BlockLeases leases;
+    std::shared_ptr<boost::asio::steady_timer> expiry;
+  };
+  std::map<WorkerIndex, std::map<std::uint64_t, Pin>> pins_;  // served: by peer, by pin id
+  std::uint64_t next_pin_ = 1;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   FetchStats stats_;
+  boost::asio::thread_pool copy_threads_{2};  // last: joined first
 };
 
 }  // namespace kvb::daemon::cluster

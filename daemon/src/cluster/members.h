@@ -16,6 +16,7 @@
 
 #include "cluster/cluster_wire.h"
 #include "cluster/remote_index.h"
+#include "cluster/same_host_map.h"
 #include "kvb/common/ids.h"
 #include "kvb/transport/memory.h"
 
@@ -47,6 +48,10 @@ struct Member {
   std::map<std::uint64_t, PoolInfo> pools;  // by layout key
   // Its rkeys unpacked for one of our endpoints, by (peer, layout key).
   std::map<std::pair<PeerId, std::uint64_t>, std::unique_ptr<transport::RemoteKey>> rkeys;
+  // Its pools mapped read-only here (same host), by layout key: fetched
+  // from by memcpy under a pin (FetchService). Dropped with the pool.
+  std::map<std::uint64_t, std::shared_ptr<const PeerPoolMapping>> mapped;
+  bool map_refusal_logged = false;  // why its pools are not mapped: logged once
   // The index streams: ours to it, and its to us.
   std::uint64_t next_seq_out = 1;
   std::optional<std::uint64_t> expected_seq_in;  // nullopt: waiting for a snapshot
