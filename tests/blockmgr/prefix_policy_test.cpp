@@ -101,7 +101,7 @@ TEST(PrefixPolicy, EvictsLeavesBeforeTheirParents) {
 
 TEST(PrefixPolicy, ABranchGoesLeafByLeafAndTheSharedParentLast) {
   //        100
-  //       /    \
+  //       /    \    (a backslash ends no line: -Wcomment)
   //     110     120 -> 121
   // All used twice (no dead ends); released in the order 100, 110, 120, 121.
   Tier t;
