@@ -65,6 +65,7 @@ struct Args {
   std::uint32_t session_passes = 5;
   std::uint64_t pool_bytes = 0;  // 0: 2 x the request
   std::string engine_memory = "both";
+  std::uint32_t settle_ms = 0;  // pause between the prefaults' end and the first request
   std::vector<std::string> daemon_args;
 };
 
@@ -306,6 +307,7 @@ Result<json> run_single(const Args& a, bool touched, std::uint64_t pool_bytes, j
   if (!prefault) return tl::unexpected(prefault.error());
 
   // The first request after start: one offload, one onboard.
+  std::this_thread::sleep_for(std::chrono::milliseconds(a.settle_ms));
   auto first = engine->pass();
   if (!first) return tl::unexpected(first.error());
   if (const auto bad = engine->mismatches(); bad != 0)
@@ -335,6 +337,7 @@ Result<json> run_single(const Args& a, bool touched, std::uint64_t pool_bytes, j
            {"onboard_ratio", round3(on1 / on_base)},
            {"onboard_baseline", touched ? "memcpy_touched" : "memcpy_untouched"},
            {"daemon_page_faults", {{"offload", first->offload_faults}, {"onboard", first->onboard_faults}}},
+           {"settle_ms", a.settle_ms},
            {"prefault", *prefault}};
 
   // Steady state: passes, each beside one memcpy of the same bytes.
@@ -462,6 +465,8 @@ int run_daemon_bench(int argc, char** argv) {
                  "first request's onboard destination: untouched | touched | both (both: two daemon starts)")
       ->capture_default_str()
       ->check(CLI::IsMember({"untouched", "touched", "both"}));
+  app.add_option("--settle-ms", a.settle_ms, "pause between the prefaults' end and the first request")
+      ->capture_default_str();
   app.add_option("--daemon-arg", a.daemon_args, "extra argument for the started kvblockd (repeatable)");
   CLI11_PARSE(app, argc, argv);
   if (!a.socket.empty() && a.engine_memory == "both") a.engine_memory = "untouched";  // one start: one first request
