@@ -23,6 +23,8 @@ constexpr Subcommand kSubcommands[] = {
     {"cluster", kvb::bench::run_cluster,
      "kvblockd workers as one cache: trace hit ratio alone vs clustered, remote onboard GB/s"},
     {"disk", kvb::bench::run_disk, "disk tier (G3) write/read GB/s and restart time, beside fio"},
+    {"daemon", kvb::bench::run_daemon_bench,
+     "offload / onboard through a kvblockd (memfd engine memory): first request, steady, N sessions vs memcpy"},
     {"gpu-request", kvb::bench::run_gpu_request,
      "an engine's device KV blocks through a running kvblockd vs pinned cudaMemcpy (GPU)"},
 };

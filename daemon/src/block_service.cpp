@@ -44,6 +44,7 @@ BlockService::BlockService(boost::asio::io_context& io, CopyEngines& engines, Bl
 
 BlockService::~BlockService() {
   alive_.reset();  // a pool build that finishes from now on is dropped
+  if (engine_prefault_) engine_prefault_->stop();
   // A prefault thread writes into its pool's memory: stop it first.
   for (const auto& pool : pools_) {
     if (pool->prefault) pool->prefault->stop();
@@ -370,6 +371,12 @@ PrefaultTotals BlockService::prefault_totals() const {
     out.populated_bytes += pool->prefault->populated();
     if (pool->prefault->populated() == pool->prefault->bytes()) ++out.pools_ready;
   }
+  if (engine_prefault_) {
+    const auto engines = engine_prefault_->totals();
+    out.engine_bytes = engines.queued_bytes;
+    out.engine_done_bytes = engines.done_bytes;
+    out.engine_mapped_bytes = engines.mapped_bytes;
+  }
   return out;
 }
 
@@ -392,6 +399,15 @@ Result<std::shared_ptr<EngineKv>> BlockService::register_kv(const LayoutPool& po
     auto region = EngineRegion::map(std::move(fds[i]), request.region_bytes);
     if (!region) return fail(region.error().code, "register_kv: region {}: {}", i, region.error().message);
     kv->regions.push_back(std::move(*region));
+  }
+  if (options_.prefault_engine_regions) {
+    // The pages the engine wrote are mapped into the daemon's mapping in the
+    // background, so that its first offload and onboard copy at memory speed.
+    if (!engine_prefault_) engine_prefault_ = std::make_unique<EnginePrefault>();
+    std::vector<std::pair<std::byte*, std::uint64_t>> ranges;
+    ranges.reserve(kv->regions.size());
+    for (const auto& region : kv->regions) ranges.emplace_back(region->data(), region->size());
+    engine_prefault_->add(std::weak_ptr<const void>(kv), std::move(ranges));
   }
   return kv;
 }

@@ -27,6 +27,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "disk_tier.h"
+#include "engine_prefault.h"
 #include "engine_region.h"
 #include "host_pool_region.h"
 #include "kvb/blockmgr/block_manager.h"
@@ -79,6 +80,11 @@ struct PrefaultTotals {
   std::uint64_t pool_bytes = 0;       // bytes of every host pool
   std::uint64_t populated_bytes = 0;  // of those, populated by the prefault so far
   std::uint32_t pools_ready = 0;      // pools whose prefault finished every byte
+  /// Engines' memfd regions (EnginePrefault): bytes registered, walked so
+  /// far, and of those resident (written by the engine) and mapped.
+  std::uint64_t engine_bytes = 0;
+  std::uint64_t engine_done_bytes = 0;
+  std::uint64_t engine_mapped_bytes = 0;
 };
 
 /// The G2 -> engine integrity check (integrity.check_host_blocks). Monotonic.
@@ -152,6 +158,9 @@ struct BlockServiceOptions {
   std::string eviction_policy = "prefix";
   /// Populate each new host pool's pages in the background (PoolPrefault).
   bool prefault = true;
+  /// Map each registered memfd engine region's resident pages in the
+  /// background (EnginePrefault).
+  bool prefault_engine_regions = true;
 };
 
 /// Per-layer progress of an onboard: `announce` runs on the loop for each
@@ -381,6 +390,9 @@ class BlockService {
   std::uint32_t pinned_pools_ = 0;
   std::uint32_t pin_failures_ = 0;
   bool huge_pages_logged_ = false;
+  /// Maps registered engine regions' resident pages (prefault_engine_regions);
+  /// made at the first memfd register_kv, stopped first in the destructor.
+  std::unique_ptr<EnginePrefault> engine_prefault_;
   Observer observer_;
   RemoteTier* remote_ = nullptr;
   std::chrono::milliseconds fetch_timeout_{30000};

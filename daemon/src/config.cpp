@@ -155,6 +155,9 @@ const std::vector<KeyDef>& key_defs() {
                     "Which inactive host block goes first: prefix, lru or s3fifo (docs/eviction.md)"));
     d.push_back(key("prefault", &DaemonConfig::prefault, Bool{},
                     "Populate each new host (G2) pool's pages in the background so the first copies need no faults"));
+    d.push_back(key("prefault_engine_regions", &DaemonConfig::prefault_engine_regions, Bool{},
+                    "Map the pages an engine wrote into the daemon's mapping of its memfd KV regions at register_kv, "
+                    "in the background, so its first offload and onboard take no page faults"));
     d.push_back(key("disk.path", &DaemonConfig::disk_path, Text{0, 4096},
                     "Directory of the disk tier's (G3) slot files; empty = no disk tier"));
     d.push_back(key("disk.bytes", &DaemonConfig::disk_bytes, Size{1},

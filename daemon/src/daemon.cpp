@@ -84,6 +84,7 @@ BlockServiceOptions block_service_options(const DaemonConfig& config, const Copy
   options.check_host_blocks = config.integrity_check_host_blocks;
   options.eviction_policy = config.eviction_policy;
   options.prefault = config.prefault;
+  options.prefault_engine_regions = config.prefault_engine_regions;
   if (engines.has_cuda() && config.pin_host_pools) {
     options.pin = [](std::byte* base, std::uint64_t bytes) -> Result<std::unique_ptr<MemoryRegion>> {
       auto pinned = PinnedHostRegion::register_existing(base, bytes);

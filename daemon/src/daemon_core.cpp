@@ -130,7 +130,10 @@ std::string DaemonCore::stats_json() const {
   out["g2_prefault"] = {{"enabled", prefault.enabled},
                         {"pool_bytes", prefault.pool_bytes},
                         {"populated_bytes", prefault.populated_bytes},
-                        {"pools_ready", prefault.pools_ready}};
+                        {"pools_ready", prefault.pools_ready},
+                        {"engine_bytes", prefault.engine_bytes},
+                        {"engine_done_bytes", prefault.engine_done_bytes},
+                        {"engine_mapped_bytes", prefault.engine_mapped_bytes}};
   out["g3"] = disk_stats_json(blocks.disk_totals());
   out["integrity"] = integrity_json(blocks.host_integrity());
   if (cluster_stats) out["cluster"] = nlohmann::ordered_json::parse(cluster_stats());

@@ -39,6 +39,7 @@ struct DaemonConfig {
   bool pin_host_pools = true;                      // cudaHostRegister the G2 pools when a GPU is present
   std::string eviction_policy = "prefix";          // the host pools' policy (docs/eviction.md)
   bool prefault = true;                            // populate each new host pool's pages in the background
+  bool prefault_engine_regions = true;             // map registered engine regions' resident pages in the background
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
   std::string disk_path;
   std::uint64_t disk_bytes = 16ULL << 30;               // slot file size per distinct block layout
