@@ -277,8 +277,14 @@ asio::awaitable<Result<Figures>> measure(const Flags& f, ActiveMessageManager& c
     for (std::size_t sent = 0; sent < blocks;) {
       const std::size_t n = std::min(window, blocks - sent);
       std::span<const RmaChunk> chunks(pass.data() + sent, n);
-      Status st = protocol == BulkProtocol::rma_put ? co_await put_chunks(**ep, **rkey, chunks, timeout, &src)
-                                                    : co_await client.write_chunks_am(peer, chunks, timeout);
+      // (No co_await inside a conditional expression: GCC 12 destroys its
+      // result twice, a double free of an error's text.)
+      Status st = ok();
+      if (protocol == BulkProtocol::rma_put) {
+        st = co_await put_chunks(**ep, **rkey, chunks, timeout, &src);
+      } else {
+        st = co_await client.write_chunks_am(peer, chunks, timeout);
+      }
       if (!st) co_return tl::unexpected(st.error());
       sent += n;
     }

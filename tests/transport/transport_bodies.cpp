@@ -504,8 +504,13 @@ TEST_P(TransportTest, RequestsTimeOutInDeadlineOrderAndLateRepliesAreIgnored) {
     for (auto* r : {&shared->mid, &shared->fast}) {
       CO_ASSERT_TRUE(r->has_value() && !r->value().has_value());
       EXPECT_EQ(r->value().error().code, Errc::timeout);
-      EXPECT_TRUE(r->value().error().message.starts_with("timeout: no answer to request"))
-          << r->value().error().message;
+      // Either no answer came in time, or (on a loaded machine, a tcp
+      // connection still being set up) the request itself could not be sent
+      // in time: its slow send timed out and ended the request first.
+      const std::string& message = r->value().error().message;
+      EXPECT_TRUE(message.starts_with("timeout: no answer to request") ||
+                  (message.starts_with("am send to peer ") && message.find("not complete after") != std::string::npos))
+          << message;
     }
     EXPECT_FALSE(shared->slow.has_value());
     co_await remote_->release();  // the late replies to the timed-out requests arrive and are dropped

@@ -185,9 +185,17 @@ std::optional<Error> ActiveMessageManager::start_request(Pending& pending, std::
 asio::awaitable<void> ActiveMessageManager::send_request_slow(std::shared_ptr<bool> alive, std::uint64_t id,
                                                               PeerId peer, Bytes header, Bytes payload,
                                                               std::chrono::milliseconds timeout) {
+  // Never a co_await inside a conditional expression: GCC 12 destroys the
+  // expression's result at the end of the statement and again at the end of
+  // the scope (a failed send's error text was freed twice; test
+  // ARequestWhoseSlowSendFailsEndsOnceAndFreesTheSendsErrorOnce).
   auto ep = endpoint(peer);
-  Status sent = ep ? co_await detail::am_send(worker_, *ep, kAmMessage, std::move(header), std::move(payload), timeout)
-                   : Status(tl::unexpected(ep.error()));
+  Status sent = ok();
+  if (ep) {
+    sent = co_await detail::am_send(worker_, *ep, kAmMessage, std::move(header), std::move(payload), timeout);
+  } else {
+    sent = tl::unexpected(ep.error());
+  }
   if (!*alive || sent) co_return;
   if (Pending* pending = requests_.find(id)) requests_.finish(*pending, tl::unexpected(sent.error()));
 }

@@ -183,11 +183,11 @@ void PeerDirectory::say_goodbye() {
     if (req != nullptr && !UCS_PTR_IS_ERR(req)) sent.push_back(req);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  // Asleep on the worker's event fd while UCX has nothing to do, not spinning.
   auto settle = [&](ucs_status_ptr_t req) {
-    while (ucp_request_check_status(req) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline) {
-      worker_.progress_once();
+    if (worker_.progress_until([req] { return ucp_request_check_status(req) != UCS_INPROGRESS; }, deadline)) {
+      ucp_request_free(req);
     }
-    if (ucp_request_check_status(req) != UCS_INPROGRESS) ucp_request_free(req);
   };
   for (auto req : sent) settle(req);
   // Flush so that the goodbyes leave before the endpoints are force-closed.

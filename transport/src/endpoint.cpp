@@ -139,10 +139,9 @@ Endpoint::~Endpoint() {
   params.flags = UCP_EP_CLOSE_FLAG_FORCE;
   ucs_status_ptr_t req = ucp_ep_close_nbx(ep_, &params);
   if (req == nullptr || UCS_PTR_IS_ERR(req)) return;
-  const auto deadline = std::chrono::steady_clock::now() + kCloseTimeout;
-  while (ucp_request_check_status(req) == UCS_INPROGRESS && std::chrono::steady_clock::now() < deadline) {
-    worker_.progress_once();
-  }
+  // Bounded, and asleep on the worker's event fd while UCX has nothing to do.
+  (void)worker_.progress_until([req] { return ucp_request_check_status(req) != UCS_INPROGRESS; },
+                               std::chrono::steady_clock::now() + kCloseTimeout);
   ucp_request_free(req);
 }
 

@@ -32,18 +32,20 @@ void throw_ucx(std::string_view what, ucs_status_t status) { throw TransportErro
 
 namespace {
 
-void on_send(void* /*request*/, ucs_status_t status, void* user_data) {
+void on_send(void* request, ucs_status_t status, void* user_data) {
   auto* holder = static_cast<std::shared_ptr<RequestState>*>(user_data);
   (*holder)->status = status;
   (*holder)->done.set();
+  if ((*holder)->abandoned) ucp_request_free(request);  // its waiter will not
   delete holder;
 }
 
-void on_am_recv(void* /*request*/, ucs_status_t status, size_t length, void* user_data) {
+void on_am_recv(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* holder = static_cast<std::shared_ptr<RequestState>*>(user_data);
   (*holder)->status = status;
   (*holder)->length = length;
   (*holder)->done.set();
+  if ((*holder)->abandoned) ucp_request_free(request);
   delete holder;
 }
 
@@ -80,13 +82,18 @@ asio::awaitable<Status> await_request(Worker& worker, ucs_status_ptr_t request, 
   worker.kick();
   if (endpoint != nullptr) endpoint->track(state);
   const bool finished = co_await state->done.wait_for(timeout);
-  if (state->aborted) {
-    // UCX still owns the request; its callback releases our reference later.
-    co_return tl::unexpected(endpoint->failure());
-  }
-  if (!finished) {
-    // The callback still owns its reference; UCX completes or fails the
-    // request later (e.g. when the endpoint is closed).
+  if (state->aborted || !finished) {
+    // Left to UCX: its callback, when the request completes or is cancelled
+    // (at the latest when the endpoint closes), releases our reference and
+    // frees the request (before, nobody did: UCX warned of requests "not
+    // returned to mpool" when the worker was destroyed). The buffers stay
+    // alive with the state until then.
+    if (state->status == UCS_INPROGRESS) {
+      state->abandoned = true;
+    } else {
+      ucp_request_free(request);  // the callback ran after the abort
+    }
+    if (state->aborted) co_return tl::unexpected(endpoint->failure());
     co_return fail(Errc::timeout, "{}: not complete after {} ms", what,
                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count());
   }

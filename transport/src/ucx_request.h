@@ -31,6 +31,7 @@ struct RequestState {
   std::size_t length = 0;      // received length (am recv)
   std::shared_ptr<void> keep;  // buffers UCX reads until completion
   bool aborted = false;        // ended by the endpoint's failure, not by UCX
+  bool abandoned = false;      // the waiter left (timeout, abort): the callback frees the UCX request
   AsyncEvent done;
 };
 

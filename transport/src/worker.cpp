@@ -1,8 +1,11 @@
 #include "kvb/transport/worker.h"
 
-#include <cstdio>
+#include <poll.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -76,6 +79,46 @@ void Worker::kick() {
 }
 
 bool Worker::progress_once() { return ucp_worker_progress(worker_) != 0; }
+
+bool Worker::progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {
+  using clock = std::chrono::steady_clock;
+  constexpr auto kMaxSleep = std::chrono::milliseconds(1);
+  constexpr int kMaxIdleBusy = 1000;
+  int idle_busy = 0;
+  bool finished = done();
+  while (!finished) {
+    bool worked = false;
+    while (ucp_worker_progress(worker_) != 0) {  // until idle, or done
+      ++blocking_passes_;
+      worked = true;
+      if ((finished = done())) break;
+    }
+    ++blocking_passes_;
+    if (finished || (finished = done())) break;
+    const auto now = clock::now();
+    if (now >= deadline) break;
+    const auto sleep = std::min<clock::duration>(deadline - now, kMaxSleep);
+    const ucs_status_t st = ucp_worker_arm(worker_);
+    if (st == UCS_ERR_BUSY) {
+      // Events arrived since the last pass: progress again, unless UCX keeps
+      // answering BUSY with nothing to progress (see run_loop): then pause.
+      idle_busy = worked ? 0 : idle_busy + 1;
+      if (idle_busy < kMaxIdleBusy) continue;
+      std::this_thread::sleep_for(sleep);
+      continue;
+    }
+    idle_busy = 0;
+    if (st != UCS_OK) {  // cannot arm: no fd to sleep on, pause instead of spinning
+      std::this_thread::sleep_for(sleep);
+      continue;
+    }
+    pollfd p{efd_->native_handle(), POLLIN, 0};
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(sleep).count();
+    (void)::poll(&p, 1, static_cast<int>(std::max<std::chrono::milliseconds::rep>(ms, 1)));
+  }
+  kick();  // the loop, if it sleeps on the fd, progresses and re-arms
+  return finished;
+}
 
 void Worker::complete_soon(Completion handler) {
   if (in_loop_progress_ || running_ready_) {

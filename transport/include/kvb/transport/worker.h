@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -45,6 +46,15 @@ class Worker {
   /// One synchronous progress pass; returns whether it did work. Never call
   /// from inside a UCX callback.
   bool progress_once();
+  /// Progresses the worker outside its loop until `done()` or `deadline`,
+  /// for code that must wait for UCX synchronously (a destructor closing an
+  /// endpoint, goodbyes). When a pass finds nothing to do it sleeps on the
+  /// worker's event fd (ucp_worker_arm, then poll for at most 1 ms, so work
+  /// UCX does not signal on the fd is still picked up within 1 ms) instead
+  /// of spinning; the loop is kicked afterwards, so it re-arms. Blocks the
+  /// calling thread up to `deadline`. Never call from a UCX callback.
+  /// Returns done().
+  bool progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline);
   /// One progress pass driven by the caller instead of start()'s loop (for
   /// callers that own a polling loop): UCX callbacks run as inside the loop,
   /// then the handlers they completed run inline. Call on the executor's
@@ -77,6 +87,9 @@ class Worker {
   /// 1 ms pauses taken because UCX kept answering ucp_worker_arm with BUSY
   /// while progress found nothing (diagnostics).
   [[nodiscard]] std::uint64_t degraded_polls() const noexcept { return degraded_polls_; }
+  /// Progress passes made by progress_until (diagnostics: a wait that
+  /// sleeps makes few, one that spins would make millions per second).
+  [[nodiscard]] std::uint64_t blocking_passes() const noexcept { return blocking_passes_; }
 
  private:
   boost::asio::awaitable<void> run_loop(std::shared_ptr<bool> alive);
@@ -103,6 +116,7 @@ class Worker {
   std::vector<Completion> spare_;
   std::uint64_t wakeups_ = 0;
   std::uint64_t degraded_polls_ = 0;
+  std::uint64_t blocking_passes_ = 0;
 };
 
 }  // namespace kvb::transport
