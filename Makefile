@@ -46,6 +46,7 @@ replay: build
 
 # clang-tidy over every C++ source (findings are errors); a CI step (.ci/run).
 lint: build
+	scripts/check-coawait.sh
 	scripts/lint.sh build/$(PRESET) $(JOBS)
 
 # libFuzzer over the protocol decoders (tests/fuzz/README.md): FUZZ_RUNS
