@@ -95,7 +95,7 @@ print(json.load(sys.stdin).get("cluster", {}).get("index_blocks", 0))')" || n=0
       tee "$work/locate.txt"
     "$sim" --socket "$work/b.sock" --blocks 16 --salt 77 --only onboard | tee "$work/sim-b.txt"
     "$ctl" --socket "$work/b.sock" cluster | tee "$work/cluster.txt"
-    cluster_result="$(grep -o 'byte-exact\|MISMATCH' "$work/sim-b.txt"); locate on B: A holds $(awk '$1 == "A" {print $2}' "$work/locate.txt")/16; lookup on B: $(grep -o 'prefix [0-9]*/[0-9]*' "$work/sim-b.txt"); $(grep -E '^  onboard' "$work/sim-b.txt" | tr -s ' ')"
+    cluster_result="$(grep -o 'byte-exact\|MISMATCH' "$work/sim-b.txt"); locate on B: A holds $(awk '$1 == "A" {print $2}' "$work/locate.txt")/16; lookup on B: $(grep -o 'prefix [0-9]*/[0-9]*' "$work/sim-b.txt"); $(grep -E '^  onboard +[0-9]' "$work/sim-b.txt" | tr -s ' ')"
   else
     cluster_result="workers did not join within 20 s (logs: a.log, b.log)"
     tail -n 5 "$work/a.log" "$work/b.log" >&2
