@@ -60,13 +60,13 @@ std::optional<ProgramResult> engine_half(const std::string& socket, const std::s
                                          const std::string& salt) {
   std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1"};
   if (!uid.empty()) {
-    for (const std::string a : {std::string(kSetpriv), std::string("--reuid"), uid, std::string("--regid"), uid,
-                                std::string("--clear-groups")}) {
+    for (const std::string& a : {std::string(kSetpriv), std::string("--reuid"), uid, std::string("--regid"), uid,
+                                 std::string("--clear-groups")}) {
       argv.push_back(a);
     }
   }
-  for (const std::string a : {std::string(ENGINE_SIM_PATH), std::string("--socket"), socket, std::string("--blocks"),
-                              std::string("4"), std::string("--salt"), salt, std::string("--only"), half}) {
+  for (const std::string& a : {std::string(ENGINE_SIM_PATH), std::string("--socket"), socket, std::string("--blocks"),
+                               std::string("4"), std::string("--salt"), salt, std::string("--only"), half}) {
     argv.push_back(a);
   }
   return run_program(argv, std::chrono::seconds(60));
