@@ -578,6 +578,19 @@ void BlockService::start_offload(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
          });
 }
 
+struct BlockService::RemoteOnboard {
+  std::shared_ptr<EngineKv> kv;
+  std::shared_ptr<BlockLeases> held;  // an empty lease per missing item
+  std::vector<BlockPair> pairs;       // no source yet per missing item
+  std::vector<proto::OnboardItem> items;
+  std::vector<std::size_t> on_disk;
+  std::vector<std::size_t> missing;  // items other workers hold
+  std::vector<SequenceHash> missing_keys;
+  OnboardProgress progress;
+  std::shared_ptr<OpControl> control;
+  Done done;
+};
+
 void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::uint64_t salt,
                                  std::vector<proto::OnboardItem> items, OnboardProgress progress,
                                  std::shared_ptr<OpControl> control, Done done, std::vector<std::uint8_t> looked_up) {
@@ -618,36 +631,74 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
     return read_disk_then_copy(pool, std::move(kv), std::move(held), std::move(pairs), std::move(items),
                                std::move(on_disk), std::move(progress), std::move(control), std::move(done));
   }
-  remote_->fetch(pool, std::move(missing_keys), std::chrono::steady_clock::now() + fetch_timeout_,
-                 [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), items = std::move(items),
-                  on_disk = std::move(on_disk), missing = std::move(missing), progress = std::move(progress),
-                  control = std::move(control), done = std::move(done)](Result<BlockLeases> fetched) mutable {
+  auto op = std::make_shared<RemoteOnboard>(RemoteOnboard{
+      std::move(kv), std::move(held), std::move(pairs), std::move(items), std::move(on_disk), std::move(missing),
+      std::move(missing_keys), std::move(progress), std::move(control), std::move(done)});
+  // Not kept here and on this host: read in place by the copy into the
+  // engine (one copy instead of two; host engine memory only).
+  if (op->kv->device < 0 && remote_->can_borrow(pool, op->missing_keys)) return borrow_then_copy(pool, std::move(op));
+  fetch_then_copy(pool, std::move(op));
+}
+
+void BlockService::fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {
+  auto keys = op->missing_keys;
+  remote_->fetch(pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
+                 [this, &pool, op = std::move(op)](Result<BlockLeases> fetched) {
                    if (!fetched) {
-                     held->release();
-                     return done(tl::unexpected(fetched.error()));
+                     op->held->release();
+                     return op->done(tl::unexpected(fetched.error()));
                    }
-                   if (control->cancelled) {
-                     held->release();
+                   if (op->control->cancelled) {
+                     op->held->release();
                      fetched->release();
-                     return done(fail(Errc::cancelled, "onboard cancelled"));
+                     return op->done(fail(Errc::cancelled, "onboard cancelled"));
                    }
-                   for (std::size_t k = 0; k < missing.size(); ++k) {
-                     pairs[missing[k]].src = (*fetched)[k].block();
+                   for (std::size_t k = 0; k < op->missing.size(); ++k) {
+                     op->pairs[op->missing[k]].src = (*fetched)[k].block();
                      if (integrity_.enabled) sum_host_block(pool, (*fetched)[k]);  // summed as it enters G2
-                     (*held)[missing[k]] = std::move((*fetched)[k]);
+                     (*op->held)[op->missing[k]] = std::move((*fetched)[k]);
                    }
-                   read_disk_then_copy(pool, std::move(kv), std::move(held), std::move(pairs), std::move(items),
-                                       std::move(on_disk), std::move(progress), std::move(control), std::move(done));
+                   read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs),
+                                       std::move(op->items), std::move(op->on_disk), std::move(op->progress),
+                                       std::move(op->control), std::move(op->done));
                  });
+}
+
+void BlockService::borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {
+  auto keys = op->missing_keys;
+  remote_->borrow(pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
+                  [this, &pool, op = std::move(op)](Result<std::unique_ptr<BorrowedBlocks>> borrowed) mutable {
+                    // A holder with no pin left for us: fetched by UCX instead.
+                    if (!borrowed && borrowed.error().code == Errc::busy) return fetch_then_copy(pool, std::move(op));
+                    if (!borrowed) {
+                      op->held->release();
+                      return op->done(tl::unexpected(borrowed.error()));
+                    }
+                    if (op->control->cancelled) {
+                      op->held->release();
+                      return op->done(fail(Errc::cancelled, "onboard cancelled"));  // the pins end with *borrowed
+                    }
+                    auto sources = std::make_shared<Borrowed>();
+                    for (const auto& source : (*borrowed)->sources) {
+                      auto& pairs = sources->pairs.emplace_back();
+                      for (std::size_t k = 0; k < source.items.size(); ++k)
+                        pairs.push_back(BlockPair{source.blocks[k], op->pairs[op->missing[source.items[k]]].dst});
+                    }
+                    sources->blocks = std::move(*borrowed);
+                    read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs),
+                                        std::move(op->items), std::move(op->on_disk), std::move(op->progress),
+                                        std::move(op->control), std::move(op->done), std::move(sources));
+                  });
 }
 
 void BlockService::read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
                                        std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
                                        std::vector<proto::OnboardItem> items, std::vector<std::size_t> on_disk,
-                                       OnboardProgress progress, std::shared_ptr<OpControl> control, Done done) {
+                                       OnboardProgress progress, std::shared_ptr<OpControl> control, Done done,
+                                       std::shared_ptr<Borrowed> borrowed) {
   if (on_disk.empty()) {
     return copy_to_engine(pool, kv, std::move(held), std::move(pairs), std::move(progress), std::move(control),
-                          std::move(done));
+                          std::move(done), std::move(borrowed));
   }
   // Read the disk blocks into G2 first (each checked), then copy from G2.
   std::vector<BlockLease> g3;
@@ -656,7 +707,7 @@ void BlockService::read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineK
   auto promoted =
       pool.manager->promote(g3, [this, &pool, kv = std::move(kv), held, pairs = std::move(pairs), on_disk,
                                  items = std::move(items), progress = std::move(progress), control = std::move(control),
-                                 done](std::vector<Result<BlockLease>> results) mutable {
+                                 done, borrowed](std::vector<Result<BlockLease>> results) mutable {
         for (std::size_t k = 0; k < results.size(); ++k) {
           const std::size_t i = on_disk[k];
           if (!results[k]) {
@@ -675,7 +726,7 @@ void BlockService::read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineK
           return done(fail(Errc::cancelled, "onboard cancelled"));
         }
         copy_to_engine(pool, kv, std::move(held), std::move(pairs), std::move(progress), std::move(control),
-                       std::move(done));
+                       std::move(done), std::move(borrowed));
       });
   // The G3 leases are pinned by the promote now (or it failed).
   g3.clear();
@@ -715,54 +766,89 @@ bool BlockService::verify_host_block(LayoutPool& pool, const BlockLease& lease) 
 
 void BlockService::copy_to_engine(LayoutPool& pool, const std::shared_ptr<EngineKv>& kv,
                                   std::shared_ptr<BlockLeases> held, std::vector<BlockPair> pairs,
-                                  OnboardProgress progress, std::shared_ptr<OpControl> control, Done done) {
+                                  OnboardProgress progress, std::shared_ptr<OpControl> control, Done done,
+                                  std::shared_ptr<Borrowed> borrowed) {
   auto finish_later = [this, &done, &held](Status status) {
     held->release();
     boost::asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
   if (integrity_.enabled) {
     for (std::size_t i = 0; i < held->size(); ++i) {
-      if (verify_host_block(pool, (*held)[i])) continue;
+      if (!(*held)[i] || verify_host_block(pool, (*held)[i])) continue;  // empty: borrowed
       held->release();
       return boost::asio::post(io_, [done = std::move(done), i] {
         done(fail(Errc::not_found, "onboard: items[{}]: its host copy failed its checksum; it was dropped", i));
       });
     }
   }
-  // One plan per layer group, all submitted now: the engine runs them in
-  // order on one stream (CUDA) or side by side (host workers); LayerGroups
-  // announces the groups in layer order whatever order they finish in.
-  auto groups = std::make_shared<LayerGroups>(kv->layout.spec().num_layers, progress.layers_per_group);
-  std::vector<TransferPlan> plans;
-  plans.reserve(groups->size());
-  std::uint64_t bytes = 0;
-  for (std::size_t g = 0; g < groups->size(); ++g) {
-    auto plan = TransferPlan::build(pool.manager->pool(Tier::g2).space(), kv->space(), pairs, groups->range(g));
-    if (!plan) return finish_later(tl::unexpected(plan.error()));
-    bytes += plan->total_bytes();
-    plans.push_back(std::move(*plan));
+  if (borrowed) {
+    // The G2 plan copies the items held here; each source plan the rest.
+    std::vector<BlockPair> local;
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      if ((*held)[i]) local.push_back(pairs[i]);
+    }
+    pairs = std::move(local);
   }
+  // One plan per layer group and source (G2, and each borrowed holder's
+  // mapping), all submitted now: the engine runs them in order on one
+  // stream (CUDA) or side by side (host workers); LayerGroups announces
+  // the groups in layer order whatever order they finish in.
+  auto groups = std::make_shared<LayerGroups>(kv->layout.spec().num_layers, progress.layers_per_group);
+  std::vector<std::vector<TransferPlan>> plans(groups->size());
+  std::uint64_t bytes = 0;
+  auto add = [&](std::size_t g, const BlockSpace& src, std::span<const BlockPair> with) -> Status {
+    if (with.empty() && borrowed) return kvb::ok();  // (without, an empty onboard still runs its one plan)
+    auto plan = TransferPlan::build(src, kv->space(), with, groups->range(g));
+    if (!plan) return tl::unexpected(plan.error());
+    bytes += plan->total_bytes();
+    plans[g].push_back(std::move(*plan));
+    return kvb::ok();
+  };
+  for (std::size_t g = 0; g < groups->size(); ++g) {
+    if (auto st = add(g, pool.manager->pool(Tier::g2).space(), pairs); !st) return finish_later(st);
+    for (std::size_t s = 0; borrowed && s < borrowed->pairs.size(); ++s) {
+      if (auto st = add(g, borrowed->blocks->sources[s].space, borrowed->pairs[s]); !st) return finish_later(st);
+    }
+  }
+  // A group ends when its last plan ends; a group read from borrowed
+  // blocks counts only if it ended while their pins held.
+  struct Group {
+    std::size_t left = 0;
+    Status status = kvb::ok();
+  };
+  auto parts = std::make_shared<std::vector<Group>>(groups->size());
+  for (std::size_t g = 0; g < plans.size(); ++g) (*parts)[g].left = plans[g].size();
   auto announce = std::make_shared<std::function<void(LayerRange)>>(std::move(progress.announce));
   auto shared_done = std::make_shared<Done>(std::move(done));
   const int device = kv->device;
+  auto group_ended = [this, groups, parts, announce, held, kv, control, shared_done, bytes, borrowed](
+                         std::size_t g, const Status& status) {
+    Group& part = (*parts)[g];
+    if (!status && part.status) part.status = status;
+    if (--part.left > 0) return;
+    if (part.status && borrowed && std::chrono::steady_clock::now() >= borrowed->blocks->valid_until) {
+      part.status = fail(Errc::timeout, "the remote blocks' pins expired before the copy ended");
+    }
+    const bool all_ended = groups->finish(g, part.status, [&](LayerRange range) {
+      if (!control->cancelled && *announce) (*announce)(range);
+    });
+    if (!all_ended) return;
+    const std::size_t sources = held->size();
+    held->release();                        // no copy reads the G2 blocks any more
+    if (borrowed) borrowed->blocks->end();  // nor the borrowed ones
+    if (const auto& error = groups->error())
+      return (*shared_done)(fail(error->code, "onboard copy failed: {}", error->message));
+    if (control->cancelled) {
+      spdlog::debug("onboard copy of a request that already ended finished: {} source leases ended", sources);
+      return (*shared_done)(fail(Errc::cancelled, "onboard cancelled"));
+    }
+    moved_.onboard += bytes;
+    (*shared_done)(kvb::ok());
+  };
   for (std::size_t g = 0; g < plans.size(); ++g) {
-    submit(std::move(plans[g]), device,
-           [this, g, groups, announce, held, kv, control, shared_done, bytes](const Status& status) {
-             const bool all_ended = groups->finish(g, status, [&](LayerRange range) {
-               if (!control->cancelled && *announce) (*announce)(range);
-             });
-             if (!all_ended) return;
-             const std::size_t sources = held->size();
-             held->release();  // no copy reads the G2 blocks any more
-             if (const auto& error = groups->error())
-               return (*shared_done)(fail(error->code, "onboard copy failed: {}", error->message));
-             if (control->cancelled) {
-               spdlog::debug("onboard copy of a request that already ended finished: {} source leases ended", sources);
-               return (*shared_done)(fail(Errc::cancelled, "onboard cancelled"));
-             }
-             moved_.onboard += bytes;
-             (*shared_done)(kvb::ok());
-           });
+    for (auto& plan : plans[g]) {
+      submit(std::move(plan), device, [group_ended, g](const Status& status) { group_ended(g, status); });
+    }
   }
 }
 

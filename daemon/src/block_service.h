@@ -355,15 +355,27 @@ class BlockService {
   void sum_host_block(LayoutPool& pool, const BlockLease& lease);
   [[nodiscard]] bool verify_host_block(LayoutPool& pool, const BlockLease& lease);
   void drain_disk_transfers();
-  /// An onboard whose blocks are all local (fetched ones included): reads
-  /// the G3-only ones (`on_disk`, indices into items) into G2, then copies.
+  /// Remote blocks of an onboard read in place (RemoteTier::borrow): the
+  /// borrow and, per source, its (source block, engine block) pairs.
+  struct Borrowed {
+    std::unique_ptr<BorrowedBlocks> blocks;
+    std::vector<std::vector<BlockPair>> pairs;
+  };
+  /// An onboard some of whose blocks other workers hold, waiting for them.
+  struct RemoteOnboard;
+  void fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
+  void borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
+  /// An onboard whose blocks are all local (fetched ones included) or
+  /// borrowed (`held` has an empty lease where `borrowed` has the block):
+  /// reads the G3-only ones (`on_disk`, indices into items) into G2, then
+  /// copies.
   void read_disk_then_copy(LayoutPool& pool, std::shared_ptr<EngineKv> kv, std::shared_ptr<BlockLeases> held,
                            std::vector<BlockPair> pairs, std::vector<proto::OnboardItem> items,
                            std::vector<std::size_t> on_disk, OnboardProgress progress,
-                           std::shared_ptr<OpControl> control, Done done);
+                           std::shared_ptr<OpControl> control, Done done, std::shared_ptr<Borrowed> borrowed = nullptr);
   void copy_to_engine(LayoutPool& pool, const std::shared_ptr<EngineKv>& kv, std::shared_ptr<BlockLeases> held,
                       std::vector<BlockPair> pairs, OnboardProgress progress, std::shared_ptr<OpControl> control,
-                      Done done);
+                      Done done, std::shared_ptr<Borrowed> borrowed = nullptr);
 
   boost::asio::io_context& io_;
   CopyEngines& engines_;

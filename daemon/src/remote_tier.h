@@ -6,12 +6,15 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvb/blockmgr/block_lease.h"
 #include "kvb/blockmgr/sequence_hash.h"
+#include "kvb/blockmgr/transfer_plan.h"
 #include "kvb/common/error.h"
 #include "kvb/common/protocol_messages.h"
 
@@ -19,9 +22,34 @@ namespace kvb::daemon {
 
 struct LayoutPool;
 
+/// Remote blocks read in place instead of fetched (RemoteTier::borrow): a
+/// same-host holder's pool, mapped here read-only, with the blocks pinned
+/// there. A copy out of a source reads the block as it was pinned if it
+/// ended before `valid_until`; the pins end with this object (or end()).
+struct BorrowedBlocks {
+  struct Source {
+    BlockSpace space;                // the holder's pool over the mapping (host memory; read only)
+    std::vector<std::size_t> items;  // which of the borrowed keys (indices into them)
+    std::vector<BlockId> blocks;     // where each lies in `space`
+  };
+  std::vector<Source> sources;
+  std::chrono::steady_clock::time_point valid_until;
+  std::function<void()> release;  // ends the pins (and keeps the mappings until then)
+
+  BorrowedBlocks() = default;
+  BorrowedBlocks(const BorrowedBlocks&) = delete;
+  BorrowedBlocks& operator=(const BorrowedBlocks&) = delete;
+  ~BorrowedBlocks() { end(); }
+  /// Releases the pins: nothing may read the sources after it.
+  void end() {
+    if (auto r = std::exchange(release, nullptr)) r();
+  }
+};
+
 class RemoteTier {
  public:
   using FetchDone = std::function<void(Result<BlockLeases>)>;
+  using BorrowDone = std::function<void(Result<std::unique_ptr<BorrowedBlocks>>)>;
 
   /// How many of `keys` (salted, in order, from the first) other workers
   /// hold, block by block (different blocks may live on different workers).
@@ -35,6 +63,17 @@ class RemoteTier {
   /// A failed fetch registers nothing.
   virtual void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
                      FetchDone done) = 0;
+  /// Whether `keys` can be borrowed (read in place by the copy into the
+  /// engine) instead of fetched: fetched blocks are not kept here
+  /// (cluster.cache_fetched false) and every key has a holder on this host
+  /// whose pool is mapped here with the same block stride.
+  [[nodiscard]] virtual bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const = 0;
+  /// Pins `keys` at their same-host holders. `done` runs once, on the loop:
+  /// the sources (every key in exactly one), or the error (busy: a holder
+  /// refused more pins, fetch instead; not_found, peer_lost, timeout as
+  /// fetch). A failed borrow holds no pin.
+  virtual void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+                      BorrowDone done) = 0;
   /// This worker's name in its cluster.
   [[nodiscard]] virtual const std::string& worker_name() const noexcept = 0;
   /// For each joined member (not this worker), the longest prefix of

@@ -5,7 +5,9 @@
 // fills A's pool (every unpinned block evicted and reused) while B's copy
 // is held back by a fault injection (KVB_INJECT_MAPPED_COPY_DELAY_MS), and
 // B's bytes are still exact. Over tcp, or with cluster.map_same_host
-// false, nothing is mapped and the fetch goes by UCX.
+// false, nothing is mapped and the fetch goes by UCX. With
+// cluster.cache_fetched false the blocks are not kept on B, so the copy
+// into B's engine reads them straight from the mapping (no G2 copy).
 #include <signal.h>
 
 #include <cstdlib>
@@ -87,6 +89,49 @@ TEST(ClusterMapped, AnSmFetchOnOneHostCopiesFromTheHoldersMappedPoolAndReleasesT
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
 
+// With cluster.cache_fetched false, B keeps no copy: the onboard's copy into
+// B's engine reads A's pinned blocks straight out of the mapping (one copy,
+// no G2 block on B), beside blocks B holds itself in the same onboard.
+TEST(ClusterMapped, WithoutCachingTheOnboardCopiesFromTheHoldersMappingStraightIntoTheEngine) {
+  Pair w("sm", {}, {"--cluster-cache-fetched", "false"});
+  ASSERT_TRUE(w.b().ready()) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
+  TestEngine on_a(w.a().socket_path(), 16, /*salt=*/3);
+  ASSERT_TRUE(on_a.attach()) << w.a().log();
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 4000));  // hashes 4000-4007 on A
+  ASSERT_TRUE(w.b().wait_for_log("A holds 8 blocks", 20s)) << w.b().log();
+  ASSERT_TRUE(w.b().wait_for_log("mapped read-only", 20s)) << w.b().log();
+  TestEngine on_b(w.b().socket_path(), 24, /*salt=*/3);
+  ASSERT_TRUE(on_b.attach()) << w.b().log();
+  ASSERT_TRUE(offload_blocks(on_b, 2, 8, 4, 4000));  // hashes 4008-4011 on B itself
+  std::uint64_t id = 10;
+  const long long b_before = stat_of(stats_of(on_b.client(), id++), "bytes_onboarded");
+  // 12 blocks into engine blocks 8-19: 8 read from A's mapping, 4 from B's G2.
+  ASSERT_TRUE(onboard_blocks(on_b, 3, 0, 12, 4000)) << w.b().log();
+
+  EXPECT_EQ(log_lines_with(w.b(), "fetch of 8 blocks from A sent (mapped)"), 1U) << w.b().log();
+  const auto json_b = stats_of(on_b.client(), id++);
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.direct_requests"), 1) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.direct_blocks"), 8) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_blocks"), 0) << json_b;  // nothing copied into G2
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), 0) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.failures"), 0) << json_b;
+  EXPECT_EQ(stat_of(json_b, "leased_blocks"), 0) << json_b;
+  const long long bytes = stat_of(stats_of(on_a.client(), id++), "bytes_offloaded");  // A's 8 blocks
+  EXPECT_EQ(member_stat(json_b, "A", "bytes_in"), bytes) << json_b;
+  EXPECT_EQ(stat_of(json_b, "bytes_onboarded") - b_before, bytes / 8 * 12) << json_b;
+  // Not kept: a second onboard of A's blocks reads them from A again.
+  ASSERT_TRUE(onboard_blocks(on_b, 4, 0, 8, 4000)) << w.b().log();
+  EXPECT_EQ(stat_of(stats_of(on_b.client(), id++), "cluster.fetch.direct_blocks"), 16);
+  // A: two pins served, every lease released by B's kvb.unpin.
+  EXPECT_EQ(wait_stat(on_a.client(), id, "leased_blocks", 0), 0);
+  const auto json_a = stats_of(on_a.client(), id++);
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.pins_served"), 2) << json_a;
+  EXPECT_EQ(stat_of(json_a, "cluster.fetch.pins_expired"), 0) << json_a;
+  EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
+  EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
+}
+
 // The same fetch with the mapping turned off (cluster.map_same_host
 // false) and over tcp goes by UCX: nothing mapped, the bytes exact.
 TEST(ClusterMapped, TcpAndMapSameHostFalseFetchByUcx) {
@@ -117,10 +162,14 @@ TEST(ClusterMapped, TcpAndMapSameHostFalseFetchByUcx) {
 // (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned
 // them; meanwhile A's engine offloads two pools' worth of other blocks (lru),
 // so A evicts and reuses every block it can. B's onboard is still byte-exact,
-// and A evicted (its pool was really under pressure).
-TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
-  Pair w("sm", {"--host-pool-bytes", "256KiB", "--eviction-policy", "lru"}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS",
-         "1500");
+// and A evicted (its pool was really under pressure). Both ways: copied
+// into B's G2 first (cached), and straight into B's engine (not cached).
+class PinnedBlocks : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PinnedBlocks, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
+  const bool cached = GetParam();
+  Pair w("sm", {"--host-pool-bytes", "256KiB", "--eviction-policy", "lru"},
+         {"--cluster-cache-fetched", cached ? "true" : "false"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1500");
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 64, /*salt=*/9);
@@ -167,11 +216,17 @@ TEST(ClusterMapped, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
     on_b.fill(blk, blk + 1);
     EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk << " is not what A offloaded";
   }
-  EXPECT_EQ(stat_of(stats_of(on_b.client(), 3), "cluster.fetch.mapped_blocks"), 4);
+  EXPECT_EQ(stat_of(stats_of(on_b.client(), 3), cached ? "cluster.fetch.mapped_blocks" : "cluster.fetch.direct_blocks"),
+            4);
   EXPECT_EQ(wait_stat(on_a.client(), id, "g2.leased", 0), 0);
   EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
+
+INSTANTIATE_TEST_SUITE_P(ClusterMapped, PinnedBlocks, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("IntoG2") : std::string("StraightIntoTheEngine");
+                         });
 
 // A storm of pins: A is stopped while B sends 32 onboards of one block
 // (32 pin requests wait in A's queue); resumed, A pins each, B copies all

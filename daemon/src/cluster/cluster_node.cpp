@@ -433,6 +433,19 @@ void ClusterNode::fetch(LayoutPool& pool, std::vector<SequenceHash> keys,
   fetch_->fetch(pool, std::move(keys), deadline, std::move(done));
 }
 
+bool ClusterNode::can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
+  return fetch_ && fetch_->can_borrow(pool, keys);
+}
+
+void ClusterNode::borrow(LayoutPool& pool, std::vector<SequenceHash> keys,
+                         std::chrono::steady_clock::time_point deadline, BorrowDone done) {
+  if (!fetch_) {
+    asio::post(io_, [done = std::move(done)] { done(fail(Errc::shutting_down, "the cluster is stopping")); });
+    return;
+  }
+  fetch_->borrow(pool, std::move(keys), deadline, std::move(done));
+}
+
 std::vector<proto::WorkerPrefix> ClusterNode::member_prefixes(const LayoutPool& pool,
                                                               std::span<const SequenceHash> keys) const {
   std::vector<proto::WorkerPrefix> out;
@@ -493,12 +506,20 @@ json ClusterNode::stats() const {
   }
   if (fetch_) {
     const FetchStats& f = fetch_->stats();
-    out["fetch"] = {{"requests", f.requests},           {"blocks_in", f.blocks_in},
-                    {"failures", f.failures},           {"served", f.served},
-                    {"blocks_out", f.blocks_out},       {"not_found", f.not_found},
-                    {"quarantined", f.quarantined},     {"mapped_requests", f.mapped_requests},
-                    {"mapped_blocks", f.mapped_blocks}, {"pins_served", f.pins_served},
-                    {"pins_expired", f.pins_expired},   {"pins_refused", f.pins_refused}};
+    out["fetch"] = {{"requests", f.requests},
+                    {"blocks_in", f.blocks_in},
+                    {"failures", f.failures},
+                    {"served", f.served},
+                    {"blocks_out", f.blocks_out},
+                    {"not_found", f.not_found},
+                    {"quarantined", f.quarantined},
+                    {"mapped_requests", f.mapped_requests},
+                    {"mapped_blocks", f.mapped_blocks},
+                    {"pins_served", f.pins_served},
+                    {"pins_expired", f.pins_expired},
+                    {"pins_refused", f.pins_refused},
+                    {"direct_requests", f.direct_requests},
+                    {"direct_blocks", f.direct_blocks}};
   }
   if (am_) {
     const auto s = am_->stats();

@@ -53,6 +53,9 @@ class ClusterNode final : public RemoteTier {
   [[nodiscard]] std::uint32_t remote_prefix(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
              FetchDone done) override;
+  [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
+  void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+              BorrowDone done) override;
 
   [[nodiscard]] std::vector<proto::WorkerPrefix> member_prefixes(const LayoutPool& pool,
                                                                  std::span<const SequenceHash> keys) const override;

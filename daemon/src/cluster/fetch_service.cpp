@@ -303,24 +303,8 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   if (pools_.find(layout_key) == nullptr) {
     return finish_later(Error{Errc::unavailable, "this worker's pool is not registered with the cluster"});
   }
-  // Each block from a joined holder, staying with the previous block's
-  // holder while it has the next one (fewer, larger requests).
-  std::map<WorkerIndex, std::vector<std::size_t>> groups;
-  std::optional<WorkerIndex> previous;
-  for (std::size_t j = 0; j < keys.size(); ++j) {
-    const auto holders = index_.holders(BlockKey{layout_key, keys[j].value()});
-    std::optional<WorkerIndex> pick;
-    for (WorkerIndex h : holders) {
-      if (!members_[h].joined || !members_[h].send_peer) continue;
-      if (!pick || h == previous) pick = h;
-    }
-    if (!pick) {
-      return finish_later(
-          Error{Errc::not_found, fmt::format("not_found: {:#018x} is held by no worker", keys[j].value())});
-    }
-    groups[*pick].push_back(j);
-    previous = pick;
-  }
+  auto groups = pick_holders(layout_key, keys, /*mapped_only=*/false);
+  if (!groups) return finish_later(groups.error());
   if (deadline <= Clock::now()) return finish_later(Error{Errc::timeout, "timeout before the remote fetch started"});
   auto blocks = pool.manager->allocate(Tier::g2, static_cast<std::uint32_t>(keys.size()));
   if (!blocks) return finish_later(blocks.error());
@@ -331,8 +315,8 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   request->blocks = std::move(*blocks);
   request->deadline = deadline;
   request->done = std::move(done);
-  request->outstanding = groups.size();
-  for (auto& [holder, items] : groups) {
+  request->outstanding = groups->size();
+  for (auto& [holder, items] : *groups) {
     const auto mapped = members_[holder].mapped.find(layout_key);
     if (map_same_host_ && mapped != members_[holder].mapped.end()) {
       asio::co_spawn(io_, ask_mapped(request, holder, std::move(items), mapped->second), asio::detached);
@@ -342,88 +326,140 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   }
 }
 
+Result<std::map<WorkerIndex, std::vector<std::size_t>>> FetchService::pick_holders(std::uint64_t layout_key,
+                                                                                   std::span<const SequenceHash> keys,
+                                                                                   bool mapped_only) const {
+  std::map<WorkerIndex, std::vector<std::size_t>> groups;
+  std::optional<WorkerIndex> previous;
+  for (std::size_t j = 0; j < keys.size(); ++j) {
+    const auto holders = index_.holders(BlockKey{layout_key, keys[j].value()});
+    std::optional<WorkerIndex> pick;
+    for (WorkerIndex h : holders) {
+      if (!members_[h].joined || !members_[h].send_peer) continue;
+      if (mapped_only && !mappable(h, layout_key)) continue;
+      if (!pick || h == previous) pick = h;
+    }
+    if (!pick) {
+      return fail(Errc::not_found, "not_found: {:#018x} is held by no {}worker", keys[j].value(),
+                  mapped_only ? "same-host " : "");
+    }
+    groups[*pick].push_back(j);
+    previous = pick;
+  }
+  return groups;
+}
+
+bool FetchService::mappable(WorkerIndex holder, std::uint64_t layout_key) const {
+  const Member& m = members_[holder];
+  const LocalPools::Entry* local = pools_.find(layout_key);
+  const auto info = m.pools.find(layout_key);
+  return local != nullptr && m.mapped.contains(layout_key) && info != m.pools.end() &&
+         info->second.stride == local->info.stride && info->second.block_bytes == local->info.block_bytes;
+}
+
+asio::awaitable<Result<FetchService::Pinned>> FetchService::pin_at(WorkerIndex holder, std::uint64_t layout_key,
+                                                                   std::vector<std::uint64_t> keys,
+                                                                   Clock::time_point deadline,
+                                                                   const PeerPoolMapping& mapping,
+                                                                   std::uint64_t block_bytes) {
+  auto alive = alive_;
+  PinRequest message;
+  message.layout_key = layout_key;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
+  const std::size_t n = keys.size();
+  message.keys = std::move(keys);
+  if (!members_[holder].send_peer) co_return fail(Errc::peer_lost, "peer lost: {}", members_[holder].worker);
+  auto payload = encode(message);
+  if (!payload) co_return tl::unexpected(payload.error());
+  const PeerId peer = *members_[holder].send_peer;
+  ++members_[holder].metrics.fetches_requested;
+  spdlog::debug("cluster: fetch of {} blocks from {} sent (mapped)", n, members_[holder].worker);
+  const auto sent = Clock::now();
+  auto reply =
+      co_await am_.send_request(peer, kPinType, std::move(*payload), std::chrono::milliseconds(message.timeout_ms));
+  if (!*alive) co_return fail(Errc::cancelled, "fetch cancelled: the cluster is stopping");
+  Member& member = members_[holder];
+  if (!reply && reply.error().code == Errc::busy) {
+    --member.metrics.fetches_requested;  // not asked after all: it goes by UCX
+    co_return tl::unexpected(reply.error());
+  }
+  if (!reply) {
+    ++member.metrics.fetch_errors;
+    if (reply.error().code == Errc::peer_lost) co_return fail(Errc::peer_lost, "peer lost: {}", member.worker);
+    co_return tl::unexpected(reply.error());
+  }
+  auto pinned = decode<PinReply>(*reply);
+  if (!pinned) {
+    ++member.metrics.fetch_errors;
+    co_return tl::unexpected(pinned.error());
+  }
+  Status valid = kvb::ok();
+  if (pinned->offsets.size() != n || pinned->map_ino != mapping.ino()) {
+    valid = fail(Errc::protocol_error, "worker {} pinned {} blocks of file {}, asked {} of file {}", member.worker,
+                 pinned->offsets.size(), pinned->map_ino, n, mapping.ino());
+  }
+  for (std::size_t k = 0; valid && k < pinned->offsets.size(); ++k) {
+    const std::uint64_t offset = pinned->offsets[k];
+    if (offset > mapping.bytes() || mapping.bytes() - offset < block_bytes) {
+      valid = fail(Errc::protocol_error, "worker {} pinned a block at {:#x}, outside its {}-byte pool file",
+                   member.worker, offset, mapping.bytes());
+    }
+  }
+  if (!valid) {
+    unpin_at(peer, pinned->pin_id);
+    ++member.metrics.fetch_errors;
+    co_return tl::unexpected(valid.error());
+  }
+  co_return Pinned{peer, pinned->pin_id, std::move(pinned->offsets), sent + std::chrono::milliseconds(pinned->ttl_ms)};
+}
+
+void FetchService::unpin_at(PeerId peer, std::uint64_t pin_id) {
+  if (!*alive_) return;
+  auto bytes = encode(PinRelease{pin_id});
+  if (!bytes) return;
+  asio::co_spawn(
+      io_,
+      [am = &am_, peer, bytes = std::move(*bytes)]() mutable -> asio::awaitable<void> {
+        (void)co_await am->send(peer, kUnpinType, std::move(bytes));
+      },
+      asio::detached);
+}
+
 asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,
                                                std::vector<std::size_t> items,
                                                std::shared_ptr<const PeerPoolMapping> mapping) {
   auto alive = alive_;
-  Member& member = members_[holder];
   const Pool& g2 = request->pool->manager->pool(Tier::g2);
   const std::uint64_t block_bytes = g2.layout().block_bytes();
-  PinRequest message;
-  message.layout_key = request->layout_key;
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request->deadline - Clock::now());
-  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
-  for (std::size_t j : items) message.keys.push_back(request->keys[j].value());
-  if (!member.send_peer) co_return holder_done(*request, fail(Errc::peer_lost, "peer lost: {}", member.worker));
-  auto payload = encode(message);
-  if (!payload) co_return holder_done(*request, tl::unexpected(payload.error()));
-  const PeerId peer = *member.send_peer;
-  ++member.metrics.fetches_requested;
-  spdlog::debug("cluster: fetch of {} blocks from {} sent (mapped)", items.size(), member.worker);
-  const auto sent = Clock::now();
-  auto reply =
-      co_await am_.send_request(peer, kPinType, std::move(*payload), std::chrono::milliseconds(message.timeout_ms));
+  std::vector<std::uint64_t> keys;
+  keys.reserve(items.size());
+  for (std::size_t j : items) keys.push_back(request->keys[j].value());
+  auto pinned = co_await pin_at(holder, request->layout_key, std::move(keys), request->deadline, *mapping, block_bytes);
   if (!*alive) co_return;
-  if (!reply && reply.error().code == Errc::busy) {
+  if (!pinned && pinned.error().code == Errc::busy) {
     // The holder's pin table for us is full: this part goes by UCX.
-    --member.metrics.fetches_requested;
     co_await ask(std::move(request), holder, std::move(items));
     co_return;
   }
-  if (!reply) {
+  if (!pinned) {
     // As ask(): no answer, or a holder dropped alive, holds the blocks back
     // (nothing writes into them here, but the rule stays one rule).
-    const Errc code = reply.error().code;
-    if (code == Errc::timeout || code == Errc::cancelled || member.dropped_alive) request->unanswered = true;
-    if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
-    ++member.metrics.fetch_errors;
-    co_return holder_done(*request, std::move(reply));
-  }
-  auto release = [this, peer, alive](std::uint64_t id) {
-    if (!*alive) return;
-    auto bytes = encode(PinRelease{id});
-    if (!bytes) return;
-    asio::co_spawn(
-        io_,
-        [am = &am_, peer, bytes = std::move(*bytes)]() mutable -> asio::awaitable<void> {
-          (void)co_await am->send(peer, kUnpinType, std::move(bytes));
-        },
-        asio::detached);
-  };
-  auto pinned = decode<PinReply>(*reply);
-  if (!pinned) {
-    ++member.metrics.fetch_errors;
+    const Errc code = pinned.error().code;
+    if (code == Errc::timeout || code == Errc::cancelled || members_[holder].dropped_alive) request->unanswered = true;
     co_return holder_done(*request, tl::unexpected(pinned.error()));
   }
-  Status valid = kvb::ok();
-  if (pinned->offsets.size() != items.size() || pinned->map_ino != mapping->ino()) {
-    valid = fail(Errc::protocol_error, "worker {} pinned {} blocks of file {}, asked {} of file {}", member.worker,
-                 pinned->offsets.size(), pinned->map_ino, items.size(), mapping->ino());
-  }
-  for (std::size_t k = 0; valid && k < pinned->offsets.size(); ++k) {
-    const std::uint64_t offset = pinned->offsets[k];
-    if (offset > mapping->bytes() || mapping->bytes() - offset < block_bytes) {
-      valid = fail(Errc::protocol_error, "worker {} pinned a block at {:#x}, outside its {}-byte pool file",
-                   member.worker, offset, mapping->bytes());
-    }
-  }
-  if (!valid) {
-    release(pinned->pin_id);
-    ++member.metrics.fetch_errors;
-    co_return holder_done(*request, tl::unexpected(valid.error()));
-  }
-  const auto valid_until = sent + std::chrono::milliseconds(pinned->ttl_ms);
   auto batch = std::make_shared<CopyBatch>();
   batch->left = items.size();
   batch->io = &io_;
   batch->mapping = mapping;
-  batch->done = [this, alive, request, holder, n = items.size(), block_bytes, valid_until, id = pinned->pin_id,
-                 release]() {
+  batch->done = [this, alive, request, holder, n = items.size(), block_bytes, valid_until = pinned->valid_until,
+                 peer = pinned->peer, id = pinned->pin_id]() {
     if (!*alive) return;
     // The leases were held until at least valid_until: every byte copied
     // before it is the block as it was pinned.
     const bool in_time = Clock::now() < valid_until;
-    release(id);
+    unpin_at(peer, id);
     Member& m = members_[holder];
     if (!in_time) {
       ++m.metrics.fetch_errors;
@@ -446,6 +482,136 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
       if (batch->left.fetch_sub(1) == 1) asio::post(*batch->io, std::move(batch->done));
     });
   }
+}
+
+// One engine onboard's remote blocks read in place: a pin per holder.
+struct FetchService::Borrow {
+  std::uint64_t layout_key = 0;
+  Layout layout;  // of this worker's G2 pool (the holders' have the same shape and stride)
+  std::vector<SequenceHash> keys;
+  Clock::time_point deadline;
+  RemoteTier::BorrowDone done;
+  std::size_t outstanding = 0;
+  std::optional<Error> error;
+  std::unique_ptr<BorrowedBlocks> out = std::make_unique<BorrowedBlocks>();
+  std::vector<std::pair<PeerId, std::uint64_t>> pins;
+  std::vector<std::shared_ptr<const PeerPoolMapping>> mappings;
+  std::uint64_t bytes_in = 0;
+  std::size_t holders = 0;
+};
+
+bool FetchService::can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
+  if (!map_same_host_ || cache_fetched_ || keys.empty()) return false;
+  return pick_holders(block_shape_key(pool.spec), keys, /*mapped_only=*/true).has_value();
+}
+
+void FetchService::borrow(LayoutPool& pool, std::vector<SequenceHash> keys, Clock::time_point deadline,
+                          RemoteTier::BorrowDone done) {
+  auto finish_later = [this, &done](Error error) {
+    ++stats_.failures;
+    asio::post(io_, [done = std::move(done), error = std::move(error)] { done(tl::unexpected(error)); });
+  };
+  ++stats_.requests;
+  const std::uint64_t layout_key = block_shape_key(pool.spec);
+  if (pools_.find(layout_key) == nullptr) {
+    return finish_later(Error{Errc::unavailable, "this worker's pool is not registered with the cluster"});
+  }
+  auto groups = pick_holders(layout_key, keys, /*mapped_only=*/true);
+  if (!groups) return finish_later(groups.error());
+  if (deadline <= Clock::now()) return finish_later(Error{Errc::timeout, "timeout before the remote fetch started"});
+  auto borrow = std::make_shared<Borrow>(Borrow{.layout_key = layout_key,
+                                                .layout = pool.manager->pool(Tier::g2).layout(),
+                                                .keys = std::move(keys),
+                                                .deadline = deadline,
+                                                .done = std::move(done)});
+  borrow->outstanding = groups->size();
+  borrow->out->valid_until = Clock::time_point::max();
+  for (auto& [holder, items] : *groups) {
+    asio::co_spawn(io_, borrow_from(borrow, holder, std::move(items)), asio::detached);
+  }
+}
+
+asio::awaitable<void> FetchService::borrow_from(std::shared_ptr<Borrow> borrow, WorkerIndex holder,
+                                                std::vector<std::size_t> items) {
+  auto alive = alive_;
+  const std::uint64_t block_bytes = borrow->layout.block_bytes();
+  auto mapping = members_[holder].mapped.at(borrow->layout_key);
+  const PoolInfo info = members_[holder].pools.at(borrow->layout_key);
+  std::vector<std::uint64_t> keys;
+  keys.reserve(items.size());
+  for (std::size_t j : items) keys.push_back(borrow->keys[j].value());
+  auto pinned = co_await pin_at(holder, borrow->layout_key, std::move(keys), borrow->deadline, *mapping, block_bytes);
+  if (!*alive) co_return;
+  if (pinned) {
+    borrow->pins.emplace_back(pinned->peer, pinned->pin_id);
+    borrow->out->valid_until = std::min(borrow->out->valid_until, pinned->valid_until);
+    // The holder's pool over the mapping: our layout (same shape and
+    // stride, checked by mappable()) over its blocks.
+    const auto blocks = static_cast<std::uint32_t>(std::min<std::uint64_t>(info.bytes / info.stride, UINT32_MAX));
+    auto layout = Layout::make(borrow->layout.spec(), LayoutKind::fully_contiguous, blocks);
+    const std::uint64_t first = layout ? layout->chunk(BlockId{0}, 0, 0).offset : 0;
+    if (!layout || info.map_offset < first || info.map_offset - first > mapping->bytes() ||
+        mapping->bytes() - (info.map_offset - first) < layout->region_bytes()) {
+      borrow->error = Error{Errc::protocol_error, fmt::format("worker {}'s pool does not fit its file ({} bytes)",
+                                                              members_[holder].worker, mapping->bytes())};
+    } else {
+      // Read only: the plan's source region is never written.
+      BorrowedBlocks::Source source{
+          BlockSpace{*layout,
+                     {RegionSpan{const_cast<std::byte*>(mapping->base() + info.map_offset - first),
+                                 layout->region_bytes(), MemoryKind::host}}},
+          {},
+          {}};
+      for (std::size_t k = 0; k < items.size(); ++k) {
+        const std::uint64_t at = pinned->offsets[k] - info.map_offset;
+        if (pinned->offsets[k] < info.map_offset || at % info.stride != 0 || at / info.stride >= blocks) {
+          borrow->error = Error{Errc::protocol_error, fmt::format("worker {} pinned a block at {:#x}, not a block of "
+                                                                  "its pool",
+                                                                  members_[holder].worker, pinned->offsets[k])};
+          break;
+        }
+        source.items.push_back(items[k]);
+        source.blocks.push_back(BlockId{static_cast<std::uint32_t>(at / info.stride)});
+      }
+      borrow->out->sources.push_back(std::move(source));
+      borrow->mappings.push_back(std::move(mapping));
+      borrow->bytes_in += items.size() * block_bytes;
+      ++borrow->holders;
+      members_[holder].metrics.bytes_in += items.size() * block_bytes;
+    }
+  } else if (!borrow->error) {
+    borrow->error = pinned.error();
+  }
+  if (--borrow->outstanding == 0) borrow_done(*borrow);
+}
+
+void FetchService::borrow_done(Borrow& borrow) {
+  auto pins = std::move(borrow.pins);
+  auto release = [this, alive = alive_, pins, mappings = std::move(borrow.mappings)]() {
+    if (!*alive) return;
+    for (const auto& [peer, id] : pins) unpin_at(peer, id);
+  };
+  if (borrow.error) {
+    release();
+    if (borrow.error->code == Errc::busy) {
+      --stats_.requests;  // not this way after all: the onboard fetches them, counted there
+    } else {
+      ++stats_.failures;
+    }
+    return borrow.done(tl::unexpected(std::move(*borrow.error)));
+  }
+  borrow.out->release = std::move(release);
+  stats_.direct_requests += borrow.holders;
+  stats_.direct_blocks += borrow.keys.size();
+  if (inject_copy_delay_.count() > 0) {
+    // Fault injection (tests): the copy starts as late as the two copy
+    // threads' per-block hold-back would end it, the pins held meanwhile.
+    auto timer = std::make_shared<asio::steady_timer>(io_, inject_copy_delay_ * ((borrow.keys.size() + 1) / 2));
+    timer->async_wait([timer, done = std::move(borrow.done), out = std::move(borrow.out)](
+                          const boost::system::error_code&) mutable { done(std::move(out)); });
+    return;
+  }
+  borrow.done(std::move(borrow.out));
 }
 
 void FetchService::holder_done(Request& request, Result<Bytes> reply) {

@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -76,6 +77,8 @@ struct FetchStats {
   std::uint64_t pins_served = 0;      // peers' pin requests answered
   std::uint64_t pins_expired = 0;     // pins released by their expiry, not by the peer
   std::uint64_t pins_refused = 0;     // pin requests over the per-peer bound (busy: it fetches by UCX)
+  std::uint64_t direct_requests = 0;  // onboards (per holder) copied from a mapping straight into the engine
+  std::uint64_t direct_blocks = 0;    // blocks copied that way (not in blocks_in: they never enter G2)
 };
 
 class FetchService {
@@ -95,10 +98,40 @@ class FetchService {
   /// RemoteTier::fetch.
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
              RemoteTier::FetchDone done);
+  /// RemoteTier::can_borrow and borrow.
+  [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const;
+  void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+              RemoteTier::BorrowDone done);
   [[nodiscard]] const FetchStats& stats() const noexcept { return stats_; }
 
  private:
   struct Request;
+  struct Borrow;
+  /// Blocks a same-host holder pinned for us: where each lies in its pool
+  /// file, and until when the pin holds them (counted from before the ask).
+  struct Pinned {
+    PeerId peer{0};
+    std::uint64_t pin_id = 0;
+    std::vector<std::uint64_t> offsets;
+    std::chrono::steady_clock::time_point valid_until;
+  };
+  /// Holders for `keys` (by index), staying with the previous block's
+  /// holder while it has the next one; `mapped_only`: only holders whose
+  /// pool of this shape is mapped here with our block stride.
+  [[nodiscard]] Result<std::map<WorkerIndex, std::vector<std::size_t>>> pick_holders(std::uint64_t layout_key,
+                                                                                     std::span<const SequenceHash> keys,
+                                                                                     bool mapped_only) const;
+  [[nodiscard]] bool mappable(WorkerIndex holder, std::uint64_t layout_key) const;
+  /// Asks `holder` to pin `keys` (kvb.pin) and checks its answer against
+  /// `mapping`; the errors of the ask (busy: its pin table for us is full).
+  boost::asio::awaitable<Result<Pinned>> pin_at(WorkerIndex holder, std::uint64_t layout_key,
+                                                std::vector<std::uint64_t> keys,
+                                                std::chrono::steady_clock::time_point deadline,
+                                                const PeerPoolMapping& mapping, std::uint64_t block_bytes);
+  void unpin_at(PeerId peer, std::uint64_t pin_id);
+  boost::asio::awaitable<void> borrow_from(std::shared_ptr<Borrow> borrow, WorkerIndex holder,
+                                           std::vector<std::size_t> items);
+  void borrow_done(Borrow& borrow);
   boost::asio::awaitable<Result<transport::Bytes>> serve(transport::IncomingMessage message);
   boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                    std::vector<std::size_t> items);
