@@ -69,7 +69,8 @@ struct OnboardResult {
   std::vector<double> gbps;            // remote onboard, one per repetition
   std::vector<double> transport_gbps;  // kvblockd-bench transport, one per repetition
   std::vector<double> local_gbps;      // the same onboards on A from its own G2 (no fetch), one per repetition
-  std::uint64_t fetched_blocks = 0;    // B's cluster.fetch.blocks_in over the timed onboards (last repetition)
+  std::uint64_t fetched_blocks =
+      0;  // B's cluster.fetch.blocks_in + direct_blocks over the timed onboards (last repetition)
   std::uint64_t errors = 0;
 };
 
