@@ -69,8 +69,7 @@ struct OnboardResult {
   std::vector<double> gbps;            // remote onboard, one per repetition
   std::vector<double> transport_gbps;  // kvblockd-bench transport, one per repetition
   std::vector<double> local_gbps;      // the same onboards on A from its own G2 (no fetch), one per repetition
-  std::uint64_t fetched_blocks =
-      0;  // B's cluster.fetch.blocks_in + direct_blocks over the timed onboards (last repetition)
+  std::uint64_t fetched_blocks = 0;    // B's blocks_in + direct_blocks over the timed onboards (last repetition)
   std::uint64_t errors = 0;
 };
 
@@ -80,10 +79,22 @@ struct IndexRound {
   double base_offloads_per_s = 0;
   double events_offloads_per_s = 0;
   double index_events_per_s = 0;  // index events (entries) the worker received
+  // CPU seconds per second of W's event loop thread (which serves every
+  // lookup and applies every index event) and of all of W's threads.
+  double base_loop_cpu = 0;
+  double events_loop_cpu = 0;
+  double base_process_cpu = 0;
+  double events_process_cpu = 0;
+  // The same with the lookups paused: W's loop with P offloading, not
+  // joined (idle) and joined (index events only), and the events then.
+  double base_idle_loop_cpu = 0;
+  double events_idle_loop_cpu = 0;
+  double idle_index_events_per_s = 0;
 };
 
 struct IndexResult {
   double alone_lookups_per_s = 0;  // nothing else running
+  double alone_loop_cpu = 0;       // W's loop thread, CPU seconds per second, then
   std::vector<IndexRound> rounds;
   std::uint64_t errors = 0;
 };

@@ -8,10 +8,22 @@
 //           index events reach W;
 //   events: P is joined to W: every block P stores or evicts is an index
 //           event W applies.
-// Rounds alternate base and events; cost = 1 - events / base.
+// Rounds alternate base and events; cost = 1 - events / base. On a machine
+// where W, P and the clients share a few cores that figure also carries
+// P's own cost of sending the events (P runs on other cores or hosts in a
+// cluster), so each measurement also reads the CPU time of W's event-loop
+// thread (/proc/PID/task/TID/schedstat): what a lookup costs W's loop
+// (base rounds), and what is left in the joined rounds once their lookups
+// are paid for is what applying the index events cost it. Each round also
+// pauses the lookups for one more window: W's loop then runs only what P's
+// events bring (joined) or nothing (not joined), the direct measure of
+// what an index event costs the worker.
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -19,6 +31,7 @@
 #include <fmt/format.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cluster_bench.h"
@@ -91,11 +104,23 @@ class LookupLoad {
     return static_cast<double>(done_.load() - n0) / std::chrono::duration<double>(Clock::now() - t0).count();
   }
   [[nodiscard]] std::uint64_t errors() const { return errors_.load(); }
+  /// No new lookups; returns once none is in flight (at most ~5 s).
+  void pause() {
+    paused_ = true;
+    const auto until = Clock::now() + std::chrono::seconds(5);
+    while (in_flight_.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  void resume() {
+    paused_ = false;
+    for (auto& s : sessions_) asio::post(io_, [this, s] { next(s); });
+  }
 
  private:
   void next(const std::shared_ptr<client::Session>& s) {
-    if (stopping_) return;
+    if (stopping_ || paused_) return;
+    ++in_flight_;
     s->async_lookup(hashes_, false, [this, s](Result<client::LookupResult> r) {
+      --in_flight_;
       if (!r || r->prefix_blocks != kHeld) {
         if (errors_++ < 3 && !stopping_)
           std::fprintf(stderr, "cluster: lookup: %s\n",
@@ -115,6 +140,8 @@ class LookupLoad {
   std::vector<std::shared_ptr<client::Session>> sessions_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> paused_{false};
+  std::atomic<std::uint32_t> in_flight_{0};
   std::atomic<std::uint64_t> done_{0};
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint32_t> hello_done_{0}, hello_failed_{0};
@@ -174,6 +201,50 @@ class OffloadLoad {
   std::atomic<std::uint64_t> blocks_{0}, errors_{0};
 };
 
+/// CPU time thread `tid` of process `pid` has run, in ns (0 if unreadable).
+std::uint64_t thread_cpu_ns(pid_t pid, const std::string& tid) {
+  std::ifstream in(fmt::format("/proc/{}/task/{}/schedstat", pid, tid));
+  std::uint64_t ns = 0;
+  in >> ns;
+  return ns;
+}
+
+/// CPU time of `pid`'s main thread (W's event loop: kvblockd runs its loop
+/// on the main thread) and of all its threads, in ns.
+struct CpuTimes {
+  std::uint64_t loop = 0;
+  std::uint64_t process = 0;
+};
+CpuTimes cpu_times(pid_t pid) {
+  CpuTimes t;
+  t.loop = thread_cpu_ns(pid, std::to_string(pid));
+  if (DIR* d = ::opendir(fmt::format("/proc/{}/task", pid).c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') t.process += thread_cpu_ns(pid, e->d_name);
+    }
+    ::closedir(d);
+  }
+  return t;
+}
+
+/// Lookups per second over `seconds`, and W's CPU seconds per second then.
+struct Measured {
+  double lookups_per_s = 0;
+  double loop_cpu = 0;
+  double process_cpu = 0;
+};
+Measured measure_on(LookupLoad& lookups, pid_t w, double seconds) {
+  const CpuTimes c0 = cpu_times(w);
+  const auto t0 = Clock::now();
+  Measured m;
+  m.lookups_per_s = lookups.measure(seconds);
+  const CpuTimes c1 = cpu_times(w);
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  m.loop_cpu = static_cast<double>(c1.loop - c0.loop) / 1e9 / s;
+  m.process_cpu = static_cast<double>(c1.process - c0.process) / 1e9 / s;
+  return m;
+}
+
 long long events_from(client::Client& c, const std::string& worker) {
   auto text = c.stats();
   if (!text) return -1;
@@ -207,8 +278,11 @@ Result<IndexResult> run_index_phase(const Flags& f) {
   }
   if (auto st = lookups.start(); !st) return tl::unexpected(st.error());
   (void)lookups.measure(0.5);  // warm-up
-  out.alone_lookups_per_s = lookups.measure(f.index_seconds);
-  std::fprintf(stderr, "cluster:   W alone: %.0f lookups/s\n", out.alone_lookups_per_s);
+  const Measured alone = measure_on(lookups, w.pid(), f.index_seconds);
+  out.alone_lookups_per_s = alone.lookups_per_s;
+  out.alone_loop_cpu = alone.loop_cpu;
+  std::fprintf(stderr, "cluster:   W alone: %.0f lookups/s, its loop thread %.2f CPU s/s\n", out.alone_lookups_per_s,
+               alone.loop_cpu);
 
   // P's pool: 2048 blocks (8 MiB), so it evicts as fast as it stores.
   const std::vector<std::string> p_pool{"--host-pool-bytes", std::to_string(2048 * client::block_bytes(kShape))};
@@ -232,10 +306,23 @@ Result<IndexResult> run_index_phase(const Flags& f) {
       const long long ev0 = joined ? events_from(**on_w, name) : 0;
       const auto b0 = writer.blocks();
       const auto t0 = Clock::now();
-      const double rate = lookups.measure(f.index_seconds);
+      const Measured m = measure_on(lookups, w.pid(), f.index_seconds);
+      const double rate = m.lookups_per_s;
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
       const double offloads = static_cast<double>(writer.blocks() - b0) / s;
       const long long ev1 = joined ? events_from(**on_w, name) : 0;
+      // The same P with no lookups: W's loop does nothing but what P's
+      // events (if joined) bring.
+      lookups.pause();
+      const long long ev2 = joined ? events_from(**on_w, name) : 0;
+      const CpuTimes c0 = cpu_times(w.pid());
+      const auto t2 = Clock::now();
+      std::this_thread::sleep_for(std::chrono::duration<double>(f.index_seconds));
+      const CpuTimes c1 = cpu_times(w.pid());
+      const double idle_s = std::chrono::duration<double>(Clock::now() - t2).count();
+      const long long ev3 = joined ? events_from(**on_w, name) : 0;
+      const double idle_loop_cpu = static_cast<double>(c1.loop - c0.loop) / 1e9 / idle_s;
+      lookups.resume();
       writer.stop();
       out.errors += writer.errors();
       p.stop();
@@ -243,13 +330,25 @@ Result<IndexResult> run_index_phase(const Flags& f) {
         round.events_lookups_per_s = rate;
         round.events_offloads_per_s = offloads;
         round.index_events_per_s = static_cast<double>(ev1 - ev0) / s;
+        round.events_loop_cpu = m.loop_cpu;
+        round.events_process_cpu = m.process_cpu;
+        round.events_idle_loop_cpu = idle_loop_cpu;
+        round.idle_index_events_per_s = static_cast<double>(ev3 - ev2) / idle_s;
       } else {
         round.base_lookups_per_s = rate;
         round.base_offloads_per_s = offloads;
+        round.base_loop_cpu = m.loop_cpu;
+        round.base_process_cpu = m.process_cpu;
+        round.base_idle_loop_cpu = idle_loop_cpu;
       }
-      std::fprintf(stderr, "cluster:   round %d, P %s: %.0f lookups/s on W; P stores %.0f blocks/s%s\n", r + 1,
-                   joined ? "joined" : "not joined", rate, offloads,
+      std::fprintf(stderr,
+                   "cluster:   round %d, P %s: %.0f lookups/s on W (its loop %.2f CPU s/s, all threads %.2f); P "
+                   "stores %.0f blocks/s%s\n",
+                   r + 1, joined ? "joined" : "not joined", rate, m.loop_cpu, m.process_cpu, offloads,
                    joined ? fmt::format(", W applies {:.0f} index events/s", round.index_events_per_s).c_str() : "");
+      std::fprintf(stderr, "cluster:   round %d, P %s, no lookups: W's loop %.3f CPU s/s%s\n", r + 1,
+                   joined ? "joined" : "not joined", idle_loop_cpu,
+                   joined ? fmt::format(" ({:.0f} index events/s)", round.idle_index_events_per_s).c_str() : "");
     }
     out.rounds.push_back(round);
   }
