@@ -640,28 +640,30 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   fetch_then_copy(pool, std::move(op));
 }
 
-void BlockService::fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {
+void BlockService::fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, bool by_transport) {
   auto keys = op->missing_keys;
-  remote_->fetch(pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
-                 [this, &pool, op = std::move(op)](Result<BlockLeases> fetched) {
-                   if (!fetched) {
-                     op->held->release();
-                     return op->done(tl::unexpected(fetched.error()));
-                   }
-                   if (op->control->cancelled) {
-                     op->held->release();
-                     fetched->release();
-                     return op->done(fail(Errc::cancelled, "onboard cancelled"));
-                   }
-                   for (std::size_t k = 0; k < op->missing.size(); ++k) {
-                     op->pairs[op->missing[k]].src = (*fetched)[k].block();
-                     if (integrity_.enabled) sum_host_block(pool, (*fetched)[k]);  // summed as it enters G2
-                     (*op->held)[op->missing[k]] = std::move((*fetched)[k]);
-                   }
-                   read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs),
-                                       std::move(op->items), std::move(op->on_disk), std::move(op->progress),
-                                       std::move(op->control), std::move(op->done));
-                 });
+  remote_->fetch(
+      pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
+      [this, &pool, op = std::move(op)](Result<BlockLeases> fetched) {
+        if (!fetched) {
+          op->held->release();
+          return op->done(tl::unexpected(fetched.error()));
+        }
+        if (op->control->cancelled) {
+          op->held->release();
+          fetched->release();
+          return op->done(fail(Errc::cancelled, "onboard cancelled"));
+        }
+        for (std::size_t k = 0; k < op->missing.size(); ++k) {
+          op->pairs[op->missing[k]].src = (*fetched)[k].block();
+          if (integrity_.enabled) sum_host_block(pool, (*fetched)[k]);  // summed as it enters G2
+          (*op->held)[op->missing[k]] = std::move((*fetched)[k]);
+        }
+        read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs), std::move(op->items),
+                            std::move(op->on_disk), std::move(op->progress), std::move(op->control),
+                            std::move(op->done));
+      },
+      by_transport);
 }
 
 void BlockService::borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {
@@ -669,7 +671,8 @@ void BlockService::borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnbo
   remote_->borrow(pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
                   [this, &pool, op = std::move(op)](Result<std::unique_ptr<BorrowedBlocks>> borrowed) mutable {
                     // A holder with no pin left for us: fetched by UCX instead.
-                    if (!borrowed && borrowed.error().code == Errc::busy) return fetch_then_copy(pool, std::move(op));
+                    if (!borrowed && borrowed.error().code == Errc::busy)
+                      return fetch_then_copy(pool, std::move(op), true);
                     if (!borrowed) {
                       op->held->release();
                       return op->done(tl::unexpected(borrowed.error()));

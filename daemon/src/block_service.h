@@ -363,7 +363,7 @@ class BlockService {
   };
   /// An onboard some of whose blocks other workers hold, waiting for them.
   struct RemoteOnboard;
-  void fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
+  void fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, bool by_transport = false);
   void borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
   /// An onboard whose blocks are all local (fetched ones included) or
   /// borrowed (`held` has an empty lease where `borrowed` has the block):

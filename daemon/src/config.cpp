@@ -203,6 +203,9 @@ const std::vector<KeyDef>& key_defs() {
                     "UCX progress keeps spinning this long after work (microseconds); 0 = event driven"));
     d.push_back(key("cluster.cache_fetched", &DaemonConfig::cluster_cache_fetched, Bool{},
                     "Blocks fetched from other workers stay registered here (a later onboard is local)"));
+    d.push_back(key("cluster.cache_same_host", &DaemonConfig::cluster_cache_same_host, Bool{},
+                    "With cache_fetched: keep blocks from same-host workers (pool mapped here) too; false: an onboard "
+                    "reads them in place, one copy and no second copy in this host's memory"));
     d.push_back(key("cluster.map_same_host", &DaemonConfig::cluster_map_same_host, Bool{},
                     "Same host, shared-memory transport: fetch by mapping the holder's pool and copying"));
     d.push_back(key("cluster.max_concurrent", &DaemonConfig::cluster_max_concurrent, UInt{1},

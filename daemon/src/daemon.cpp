@@ -188,6 +188,7 @@ class Daemon {
                                  .tls = c.cluster_tls,
                                  .spin_us = c.cluster_spin_us,
                                  .cache_fetched = c.cluster_cache_fetched,
+                                 .cache_same_host = c.cluster_cache_same_host,
                                  .map_same_host = c.cluster_map_same_host,
                                  .max_concurrent = c.cluster_max_concurrent,
                                  .max_queued = c.cluster_max_queued,

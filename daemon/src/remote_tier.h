@@ -60,12 +60,14 @@ class RemoteTier {
   /// per key, in order, each block complete (and registered when fetched
   /// blocks are cached), or the error (not_found: <hash> when a holder
   /// evicted a block meanwhile; peer_lost: "peer lost: <worker>"; timeout).
-  /// A failed fetch registers nothing.
+  /// A failed fetch registers nothing. `by_transport`: never from a
+  /// same-host mapping (a borrow of these keys was just refused busy).
   virtual void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
-                     FetchDone done) = 0;
+                     FetchDone done, bool by_transport = false) = 0;
   /// Whether `keys` can be borrowed (read in place by the copy into the
-  /// engine) instead of fetched: fetched blocks are not kept here
-  /// (cluster.cache_fetched false) and every key has a holder on this host
+  /// engine) instead of fetched: blocks from same-host holders are not kept
+  /// here (cluster.cache_same_host false, the default, or
+  /// cluster.cache_fetched false) and every key has a holder on this host
   /// whose pool is mapped here with the same block stride.
   [[nodiscard]] virtual bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const = 0;
   /// Pins `keys` at their same-host holders. `done` runs once, on the loop:

@@ -5,9 +5,11 @@
 // fills A's pool (every unpinned block evicted and reused) while B's copy
 // is held back by a fault injection (KVB_INJECT_MAPPED_COPY_DELAY_MS), and
 // B's bytes are still exact. Over tcp, or with cluster.map_same_host
-// false, nothing is mapped and the fetch goes by UCX. With
-// cluster.cache_fetched false the blocks are not kept on B, so the copy
-// into B's engine reads them straight from the mapping (no G2 copy).
+// false, nothing is mapped and the fetch goes by UCX. By default
+// (cluster.cache_same_host false) a same-host holder's blocks are not kept
+// on B, so the copy into B's engine reads them straight from the mapping
+// (no G2 copy); with cluster.cache_same_host true they are copied into B's
+// G2 first and stay there.
 #include <signal.h>
 
 #include <cstdlib>
@@ -54,7 +56,7 @@ struct Pair {
 };
 
 TEST(ClusterMapped, AnSmFetchOnOneHostCopiesFromTheHoldersMappedPoolAndReleasesThePin) {
-  Pair w("sm", {}, {});
+  Pair w("sm", {}, {"--cluster-cache-same-host", "true"});
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 16, /*salt=*/3);
@@ -89,11 +91,14 @@ TEST(ClusterMapped, AnSmFetchOnOneHostCopiesFromTheHoldersMappedPoolAndReleasesT
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
 
-// With cluster.cache_fetched false, B keeps no copy: the onboard's copy into
-// B's engine reads A's pinned blocks straight out of the mapping (one copy,
-// no G2 block on B), beside blocks B holds itself in the same onboard.
-TEST(ClusterMapped, WithoutCachingTheOnboardCopiesFromTheHoldersMappingStraightIntoTheEngine) {
-  Pair w("sm", {}, {"--cluster-cache-fetched", "false"});
+// By default (cluster.cache_same_host false), and with cluster.cache_fetched
+// false, B keeps no copy of a same-host holder's blocks: the onboard's copy
+// into B's engine reads A's pinned blocks straight out of the mapping (one
+// copy, no G2 block on B), beside blocks B holds itself in the same onboard.
+class StraightIntoTheEngine : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(StraightIntoTheEngine, TheOnboardCopiesFromTheHoldersMappingWithNoG2Copy) {
+  Pair w("sm", {}, GetParam());
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 16, /*salt=*/3);
@@ -132,6 +137,13 @@ TEST(ClusterMapped, WithoutCachingTheOnboardCopiesFromTheHoldersMappingStraightI
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }
 
+INSTANTIATE_TEST_SUITE_P(ClusterMapped, StraightIntoTheEngine,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"--cluster-cache-fetched", "false"}),
+                         [](const auto& info) {
+                           return info.param.empty() ? std::string("ByDefault") : std::string("CacheFetchedFalse");
+                         });
+
 // The same fetch with the mapping turned off (cluster.map_same_host
 // false) and over tcp goes by UCX: nothing mapped, the bytes exact.
 TEST(ClusterMapped, TcpAndMapSameHostFalseFetchByUcx) {
@@ -169,7 +181,7 @@ class PinnedBlocks : public ::testing::TestWithParam<bool> {};
 TEST_P(PinnedBlocks, APinnedBlockIsNotEvictedOrReusedWhileTheRequesterCopies) {
   const bool cached = GetParam();
   Pair w("sm", {"--host-pool-bytes", "256KiB", "--eviction-policy", "lru"},
-         {"--cluster-cache-fetched", cached ? "true" : "false"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1500");
+         {"--cluster-cache-same-host", cached ? "true" : "false"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1500");
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 64, /*salt=*/9);
@@ -233,7 +245,7 @@ INSTANTIATE_TEST_SUITE_P(ClusterMapped, PinnedBlocks, ::testing::Values(true, fa
 // 32 byte-exact from its mapping and releases every pin.
 TEST(ClusterMapped, A32PinStormEndsWithEveryBlockExactAndEveryPinReleased) {
   constexpr std::uint32_t kFetches = 32;
-  Pair w("sm", {}, {});
+  Pair w("sm", {}, {"--cluster-cache-same-host", "true"});
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), kFetches, /*salt=*/4);
@@ -278,8 +290,9 @@ TEST(ClusterMapped, A32PinStormEndsWithEveryBlockExactAndEveryPinReleased) {
 // (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) after A pinned the
 // blocks, A is SIGKILLed and B drops it; B's mapping stays valid and the
 // bytes were complete when pinned, so the onboard is ok and byte-exact.
-TEST(ClusterMapped, AHolderKilledWhileTheRequesterCopiesLeavesTheCopyExact) {
-  Pair w("sm", {}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1000");
+TEST_P(PinnedBlocks, AHolderKilledWhileTheRequesterCopiesLeavesTheCopyExact) {
+  const bool cached = GetParam();
+  Pair w("sm", {}, {"--cluster-cache-same-host", cached ? "true" : "false"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "1000");
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), 16, /*salt=*/6);
@@ -307,7 +320,7 @@ TEST(ClusterMapped, AHolderKilledWhileTheRequesterCopiesLeavesTheCopyExact) {
     EXPECT_TRUE(on_b.same(blk, 8 + blk)) << "block " << blk;
   }
   const auto json = stats_of(on_b.client(), 3);
-  EXPECT_EQ(stat_of(json, "cluster.fetch.mapped_blocks"), 4) << json;
+  EXPECT_EQ(stat_of(json, cached ? "cluster.fetch.mapped_blocks" : "cluster.fetch.direct_blocks"), 4) << json;
   EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
   EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
 }
@@ -346,10 +359,12 @@ TEST(ClusterMapped, PinsOfALostRequesterAreReleased) {
 // (KVB_INJECT_MAPPED_COPY_DELAY_MS, a fault injection) so no pin is
 // released while A works through the burst. A pins 32 and refuses the rest
 // busy; B fetches those by UCX (kvb.fetch). Every block arrives exact and
-// every pin is released.
-TEST(ClusterMapped, PinsBeyondThePerPeerBoundAreRefusedAndFetchedByUcx) {
+// every pin is released. Both ways: into B's G2 (cached) and straight into
+// B's engines (a refused borrow falls back to the UCX fetch).
+TEST_P(PinnedBlocks, PinsBeyondThePerPeerBoundAreRefusedAndFetchedByUcx) {
   constexpr std::uint32_t kFetches = 48, kPerEngine = 24;
-  Pair w("sm", {}, {}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "300");
+  const bool cached = GetParam();
+  Pair w("sm", {}, {"--cluster-cache-same-host", cached ? "true" : "false"}, "KVB_INJECT_MAPPED_COPY_DELAY_MS", "300");
   ASSERT_TRUE(w.b().ready()) << w.b().log();
   ASSERT_TRUE(w.b().wait_for_log("cluster: worker A joined", 20s)) << w.b().log();
   TestEngine on_a(w.a().socket_path(), kFetches, /*salt=*/2);
@@ -393,8 +408,10 @@ TEST(ClusterMapped, PinsBeyondThePerPeerBoundAreRefusedAndFetchedByUcx) {
   EXPECT_EQ(stat_of(json, "cluster.fetch.served"), kFetches - 32) << json;  // by UCX
   EXPECT_EQ(stat_of(json, "cluster.fetch.pins_expired"), 0) << json;
   const auto json_b = stats_of(on_b[0]->client(), id++);
-  EXPECT_EQ(stat_of(json_b, "cluster.fetch.mapped_blocks"), 32) << json_b;
-  EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), kFetches) << json_b;
+  EXPECT_EQ(stat_of(json_b, cached ? "cluster.fetch.mapped_blocks" : "cluster.fetch.direct_blocks"), 32) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.blocks_in"), cached ? kFetches : kFetches - 32) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.requests"), kFetches) << json_b;
+  EXPECT_EQ(stat_of(json_b, "cluster.fetch.failures"), 0) << json_b;
   EXPECT_EQ(w.b().stop(SIGTERM), 0) << w.b().log();
   EXPECT_EQ(w.a().stop(SIGTERM), 0) << w.a().log();
 }

@@ -27,8 +27,11 @@ using namespace std::chrono_literals;
 class Cluster : public ::testing::TestWithParam<std::string> {};
 
 // Two workers, static peers: B names A. A's client offloads 8 blocks; B's
-// lookup reports them as tier 4, B's onboard brings every byte, and the
-// fetched blocks stay cached on B (a second lookup is local G2).
+// lookup reports them as tier 4, B's onboard brings every byte. Over tcp
+// the fetched blocks stay cached on B (a second lookup is local G2); over
+// sm A's pool is mapped on B, so by default (cluster.cache_same_host false)
+// B's onboard read them in place and keeps no second copy on the host (a
+// second lookup is tier 4 again).
 TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
   const std::string tls = GetParam();
   DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
@@ -55,6 +58,9 @@ TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
 
   // B learns A's blocks through index events (debug line per batch applied).
   ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
+  if (tls == "sm") {
+    ASSERT_TRUE(b.wait_for_log("mapped read-only", 20s)) << b.log();  // same host: A's pool mapped
+  }
 
   TestEngine on_b(b.socket_path(), 64, /*salt=*/42);
   ASSERT_TRUE(on_b.attach()) << b.log();
@@ -91,17 +97,21 @@ TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
     EXPECT_TRUE(on_b.same(blk, 20 + blk)) << "block " << blk;
   }
 
-  // Fetched blocks stay cached: the same prefix is now local.
+  // tcp: fetched blocks stay cached, the same prefix is now local; sm:
+  // read in place, still A's.
+  const bool same_host = tls == "sm";
   auto again = on_b.client().call_body<proto::LookupReply>(RequestId{23}, proto::LookupRequest{false, hashes});
   ASSERT_TRUE(again);
   EXPECT_EQ(again->prefix_blocks, 8U);
-  ASSERT_FALSE(again->tiers.empty());
-  EXPECT_EQ(again->tiers[0].tier, proto::WireTier::g2);
-  EXPECT_EQ(again->tiers[0].blocks, 8U);
+  std::map<proto::WireTier, std::uint32_t> where;
+  for (const auto& t : again->tiers) where[t.tier] += t.blocks;
+  EXPECT_EQ(where[proto::WireTier::g2], same_host ? 0U : 8U);
+  EXPECT_EQ(where[proto::WireTier::g4], same_host ? 8U : 0U);
 
   const auto json = stats_of(on_b.client(), 24);
-  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
-  EXPECT_EQ(stat_of(json, "g2.registered"), 8) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), same_host ? 0 : 8) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.direct_blocks"), same_host ? 8 : 0) << json;
+  EXPECT_EQ(stat_of(json, "g2.registered"), same_host ? 0 : 8) << json;
   const auto json_a = stats_of(on_a.client(), 11);
   EXPECT_EQ(stat_of(json_a, "cluster.fetch.blocks_out"), 8) << json_a;
   EXPECT_EQ(stat_of(json_a, "leased_blocks"), 0) << json_a;
@@ -185,9 +195,11 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   ASSERT_TRUE(b.ready()) << b.log();
   const std::string b_addr = bootstrap_of(b);
   const std::uint16_t metrics_port = free_port();
+  // C keeps what it fetches, same host or not (the default reads a
+  // same-host holder's blocks in place).
   DaemonProcess c(KVBLOCKD_PATH, worker_args("C", tls,
                                              {"--cluster-peers", a_addr, "--cluster-peers", b_addr, "--metrics-port",
-                                              std::to_string(metrics_port)}));
+                                              std::to_string(metrics_port), "--cluster-cache-same-host", "true"}));
   ASSERT_TRUE(c.ready()) << c.log();
   for (const auto* w : {"A", "B"}) {
     ASSERT_TRUE(c.wait_for_log(std::string("cluster: worker ") + w + " joined", 20s)) << c.log();
@@ -320,7 +332,8 @@ TEST_P(Cluster, APrefixThatAlternatesBetweenWorkersIsMatchedAndOnboardedWhole) {
 
   ASSERT_TRUE(onboard_blocks(on_b, 21, 0, 10, 3000)) << b.log();  // byte-exact
   const auto json = stats_of(on_b.client(), 22);
-  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 6) << json;  // B's own four were not fetched
+  // B's own four were not fetched (A's six: into B's G2 over tcp, read in place over sm).
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in") + stat_of(json, "cluster.fetch.direct_blocks"), 6) << json;
   EXPECT_EQ(member_stat(json, "A", "fetch_errors"), 0) << json;
 }
 

@@ -75,8 +75,10 @@ Status ClusterNode::start() {
   index_sync_ = std::make_unique<IndexSync>(
       io_, *am_, members_, index_, [this] { return collect_index(); },
       std::chrono::milliseconds(settings_.index_flush_ms));
-  fetch_ = std::make_unique<FetchService>(io_, *am_, members_, index_, pools_, protocol_, settings_.cache_fetched,
-                                          settings_.fetch_concurrency, map_same_host_);
+  fetch_ = std::make_unique<FetchService>(
+      io_, *am_, members_, index_, pools_, protocol_,
+      FetchService::Caching{.fetched = settings_.cache_fetched, .same_host = settings_.cache_same_host},
+      settings_.fetch_concurrency, map_same_host_);
   for (auto st : {am_->register_sync_handler(kJoinType, [this](IncomingMessage& m) { return on_join(m); }),
                   am_->register_sync_handler(kPoolType, [this](IncomingMessage& m) { return on_pool(m); }),
                   am_->register_sync_handler(kPoolGoneType, [this](IncomingMessage& m) { return on_pool_gone(m); }),
@@ -425,12 +427,12 @@ std::uint32_t ClusterNode::remote_prefix(const LayoutPool& pool, std::span<const
 }
 
 void ClusterNode::fetch(LayoutPool& pool, std::vector<SequenceHash> keys,
-                        std::chrono::steady_clock::time_point deadline, FetchDone done) {
+                        std::chrono::steady_clock::time_point deadline, FetchDone done, bool by_transport) {
   if (!fetch_) {
     asio::post(io_, [done = std::move(done)] { done(fail(Errc::shutting_down, "the cluster is stopping")); });
     return;
   }
-  fetch_->fetch(pool, std::move(keys), deadline, std::move(done));
+  fetch_->fetch(pool, std::move(keys), deadline, std::move(done), by_transport);
 }
 
 bool ClusterNode::can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const {

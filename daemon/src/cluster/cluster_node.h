@@ -52,7 +52,7 @@ class ClusterNode final : public RemoteTier {
   // RemoteTier
   [[nodiscard]] std::uint32_t remote_prefix(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
-             FetchDone done) override;
+             FetchDone done, bool by_transport = false) override;
   [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
   void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
               BorrowDone done) override;

@@ -31,6 +31,10 @@ struct ClusterSettings {
   /// Keep fetched blocks registered in the local G2 tier (a later onboard
   /// of the same prefix is local).
   bool cache_fetched = true;
+  /// With cache_fetched: keep blocks from a same-host worker whose pool is
+  /// mapped here too (a second copy in the same host's memory); false: the
+  /// onboard reads them in place (docs/cluster.md, "Same-host mapped fetch").
+  bool cache_same_host = false;
   /// Same host and a shared-memory transport in `tls`: fetch by mapping the
   /// holder's G2 pool memfd and copying (docs/cluster.md, "Same-host
   /// mapped fetch"); false: always by UCX.

@@ -118,19 +118,20 @@ struct FetchService::Request {
   RemoteTier::FetchDone done;
   std::size_t outstanding = 0;
   std::optional<Error> error;
-  bool unanswered = false;  // a holder may still be writing into `blocks`
+  bool unanswered = false;      // a holder may still be writing into `blocks`
+  std::vector<bool> same_host;  // per key: its holder's pool is mapped here
 };
 
 FetchService::FetchService(asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
                            const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol,
-                           bool cache_fetched, std::size_t serve_concurrency, bool map_same_host)
+                           Caching caching, std::size_t serve_concurrency, bool map_same_host)
     : io_(io),
       am_(am),
       members_(members),
       index_(index),
       pools_(pools),
       protocol_(protocol),
-      cache_fetched_(cache_fetched),
+      caching_(caching),
       serve_concurrency_(serve_concurrency),
       quarantine_timer_(io),
       map_same_host_(map_same_host),
@@ -293,7 +294,7 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
 }
 
 void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock::time_point deadline,
-                         RemoteTier::FetchDone done) {
+                         RemoteTier::FetchDone done, bool by_transport) {
   auto finish_later = [this, &done](Error error) {
     ++stats_.failures;
     asio::post(io_, [done = std::move(done), error = std::move(error)] { done(tl::unexpected(error)); });
@@ -316,9 +317,13 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   request->deadline = deadline;
   request->done = std::move(done);
   request->outstanding = groups->size();
+  request->same_host.assign(request->keys.size(), false);
   for (auto& [holder, items] : *groups) {
     const auto mapped = members_[holder].mapped.find(layout_key);
-    if (map_same_host_ && mapped != members_[holder].mapped.end()) {
+    if (mapped != members_[holder].mapped.end()) {
+      for (std::size_t j : items) request->same_host[j] = true;
+    }
+    if (map_same_host_ && !by_transport && mapped != members_[holder].mapped.end()) {
       asio::co_spawn(io_, ask_mapped(request, holder, std::move(items), mapped->second), asio::detached);
     } else {
       asio::co_spawn(io_, ask(request, holder, std::move(items)), asio::detached);
@@ -501,7 +506,7 @@ struct FetchService::Borrow {
 };
 
 bool FetchService::can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const {
-  if (!map_same_host_ || cache_fetched_ || keys.empty()) return false;
+  if (!map_same_host_ || (caching_.fetched && caching_.same_host) || keys.empty()) return false;
   return pick_holders(block_shape_key(pool.spec), keys, /*mapped_only=*/true).has_value();
 }
 
@@ -676,7 +681,7 @@ void FetchService::finish(Request& request) {
       spdlog::error("cluster: fetched block: {}", st.error().to_string());
       return request.done(tl::unexpected(st.error()));
     }
-    if (cache_fetched_) {
+    if (caching_.fetched && (caching_.same_host || !request.same_host[j])) {
       auto registered = manager.register_block(request.blocks[j], request.keys[j]);
       if (!registered && registered.error().code != Errc::already_exists) {
         return request.done(tl::unexpected(registered.error()));

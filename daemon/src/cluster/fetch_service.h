@@ -83,8 +83,16 @@ struct FetchStats {
 
 class FetchService {
  public:
+  /// Which fetched blocks stay registered here: from other hosts
+  /// (`fetched`), and from same-host holders whose pool is mapped here
+  /// (`fetched` and `same_host`; otherwise read in place when the engine's
+  /// memory allows, see RemoteTier::can_borrow).
+  struct Caching {
+    bool fetched = true;
+    bool same_host = false;
+  };
   FetchService(boost::asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
-               const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol, bool cache_fetched,
+               const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol, Caching caching,
                std::size_t serve_concurrency, bool map_same_host);
   ~FetchService();
   FetchService(const FetchService&) = delete;
@@ -97,7 +105,7 @@ class FetchService {
 
   /// RemoteTier::fetch.
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
-             RemoteTier::FetchDone done);
+             RemoteTier::FetchDone done, bool by_transport = false);
   /// RemoteTier::can_borrow and borrow.
   [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const;
   void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
@@ -151,7 +159,7 @@ class FetchService {
   const RemoteIndex& index_;
   LocalPools& pools_;
   transport::BulkProtocol protocol_;
-  bool cache_fetched_;
+  Caching caching_;
   std::size_t serve_concurrency_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, BlockLeases>> quarantine_;
   boost::asio::steady_timer quarantine_timer_;

@@ -63,6 +63,7 @@ struct DaemonConfig {
   std::string cluster_tls;  // UCX_TLS of the daemon's UCX context; empty: UCX's choice
   std::uint32_t cluster_spin_us = 0;
   bool cluster_cache_fetched = true;
+  bool cluster_cache_same_host = false;
   bool cluster_map_same_host = true;
   std::uint32_t cluster_max_concurrent = 16;
   std::uint32_t cluster_max_queued = 4096;
