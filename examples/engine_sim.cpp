@@ -307,8 +307,8 @@ static int run(int argc, char** argv) {
     // Under the last-level cache memcpy runs from cache, and one small
     // request is its round trip and (the first on a new block shape) the
     // host pool's set-up: a ratio would say nothing.
-    std::printf("  memcpy   not compared: %.2f MiB is under 64 MiB (kvblockd-bench daemon measures the path at 1 GiB)\n",
-                mib);
+    std::printf(
+        "  memcpy   not compared: %.2f MiB is under 64 MiB (kvblockd-bench daemon measures the path at 1 GiB)\n", mib);
   }
   if (!device_kv && !no_baseline && total_bytes >= kCompareFrom) {
     // The same bytes with memcpy, in this run: the offload's destination (a
