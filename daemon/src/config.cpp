@@ -150,9 +150,13 @@ const std::vector<KeyDef>& key_defs() {
                     "connection holding the most is closed (units allowed, e.g. 1GiB)"));
     d.push_back(key("max_session_pins", &DaemonConfig::max_session_pins, UInt{1},
                     "lookup(pin=1) leases one session may hold; a pinning lookup past it is refused out_of_capacity"));
-    d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy,
-                    Choice{std::vector<std::string_view>(eviction_policies().begin(), eviction_policies().end())},
-                    "Which inactive host block goes first: prefix, lru or s3fifo (docs/eviction.md)"));
+    d.push_back(key("eviction_policy", &DaemonConfig::eviction_policy, Choice{[] {
+                      std::vector<std::string_view> names{"auto"};
+                      names.insert(names.end(), eviction_policies().begin(), eviction_policies().end());
+                      return names;
+                    }()},
+                    "Which inactive host block goes first: prefix, lru or s3fifo; auto = lru for a cluster worker "
+                    "(cluster.listen set), prefix alone (docs/eviction.md)"));
     d.push_back(key("prefault", &DaemonConfig::prefault, Bool{},
                     "Populate each new host (G2) pool's pages in the background so the first copies need no faults"));
     d.push_back(key("prefault_engine_regions", &DaemonConfig::prefault_engine_regions, Bool{},

@@ -82,7 +82,7 @@ BlockServiceOptions block_service_options(const DaemonConfig& config, const Copy
   options.max_pool_blocks = config.max_pool_blocks;
   options.disk = std::move(disk);
   options.check_host_blocks = config.integrity_check_host_blocks;
-  options.eviction_policy = config.eviction_policy;
+  options.eviction_policy = config.effective_eviction_policy();
   options.prefault = config.prefault;
   options.prefault_engine_regions = config.prefault_engine_regions;
   if (engines.has_cuda() && config.pin_host_pools) {
@@ -167,8 +167,9 @@ class Daemon {
       begin_shutdown();
     });
     asio::co_spawn(io_, accept_loop(), asio::detached);
-    spdlog::info("kvblockd {} listening on {} (mode {:04o}, copy engine {}, metrics {})", KVB_VERSION, path,
-                 core_.config.socket_mode, admission_.engine_name(),
+    spdlog::info("kvblockd {} listening on {} (mode {:04o}, copy engine {}, eviction {}{}, metrics {})", KVB_VERSION,
+                 path, core_.config.socket_mode, admission_.engine_name(), core_.config.effective_eviction_policy(),
+                 core_.config.eviction_policy == "auto" ? " (auto)" : "",
                  core_.config.metrics_port != 0 ? fmt::format("http://127.0.0.1:{}/metrics", core_.config.metrics_port)
                                                 : std::string("off"));
     return kvb::ok();

@@ -114,6 +114,7 @@ std::string DaemonCore::stats_json() const {
   out["copies_running"] = admission.running();
   out["copies_queued"] = admission.queued();
   out["copy_engine"] = admission.engine_name();
+  out["eviction_policy"] = config.effective_eviction_policy();
   out["layouts"] = blocks.pools().size();
   std::uint64_t layouts_in_use = 0;
   for (const auto& pool : blocks.pools()) layouts_in_use += pool->sessions != 0 ? 1 : 0;

@@ -109,6 +109,8 @@ TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
   EXPECT_EQ(where[proto::WireTier::g4], same_host ? 8U : 0U);
 
   const auto json = stats_of(on_b.client(), 24);
+  // A cluster worker evicts by lru unless told otherwise (eviction_policy auto).
+  EXPECT_NE(json.find("\"eviction_policy\":\"lru\""), std::string::npos) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), same_host ? 0 : 8) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.direct_blocks"), same_host ? 8 : 0) << json;
   EXPECT_EQ(stat_of(json, "g2.registered"), same_host ? 0 : 8) << json;

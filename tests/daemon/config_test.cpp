@@ -101,6 +101,20 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(syntax.error().message.find("f.toml"), std::string::npos);
 }
 
+// eviction_policy "auto" (the default) is lru for a cluster worker and
+// prefix alone; a named policy is kept either way.
+TEST(Config, AutoEvictionIsLruInAClusterAndPrefixAlone) {
+  DaemonConfig c;
+  EXPECT_EQ(c.eviction_policy, "auto");
+  EXPECT_EQ(c.effective_eviction_policy(), "prefix");
+  ASSERT_TRUE(apply_toml(c, "[cluster]\nlisten = \"127.0.0.1:0\"\n", "f.toml"));
+  EXPECT_EQ(c.effective_eviction_policy(), "lru");
+  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"prefix\"\n", "f.toml"));
+  EXPECT_EQ(c.effective_eviction_policy(), "prefix");
+  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"auto\"\n", "f.toml"));
+  EXPECT_EQ(c.effective_eviction_policy(), "lru");
+}
+
 TEST(Config, FlagsOverrideTheFileWhichOverridesDefaults) {
   char path[] = "/tmp/kvb-config-XXXXXX";
   const int fd = ::mkstemp(path);

@@ -37,7 +37,7 @@ struct DaemonConfig {
   std::string tenants_secret_file;                 // the tenant keys' secret; empty: see docs/operations.md
   std::vector<int> devices;                        // CUDA ordinals the daemon serves; empty = every usable GPU
   bool pin_host_pools = true;                      // cudaHostRegister the G2 pools when a GPU is present
-  std::string eviction_policy = "prefix";          // the host pools' policy (docs/eviction.md)
+  std::string eviction_policy = "auto";            // the host pools' policy (docs/eviction.md); see below
   bool prefault = true;                            // populate each new host pool's pages in the background
   bool prefault_engine_regions = true;             // map registered engine regions' resident pages in the background
   // Disk tier (G3), docs/disk.md. An empty disk_path = no disk tier.
@@ -69,6 +69,15 @@ struct DaemonConfig {
   std::uint32_t cluster_max_queued = 4096;
   std::uint32_t cluster_fetch_concurrency = 4;
   std::uint32_t cluster_index_flush_ms = 2;
+
+  /// The host pools' policy by name: eviction_policy, where "auto" is
+  /// lru for a cluster worker (cluster_listen set: each worker sees only its
+  /// part of a prefix tree, and lru hit more as a cluster, docs/cluster.md)
+  /// and prefix alone.
+  [[nodiscard]] std::string effective_eviction_policy() const {
+    if (eviction_policy != "auto") return eviction_policy;
+    return cluster_listen.empty() ? "prefix" : "lru";
+  }
 
   /// invalid_argument naming the bad key and value (every key's range and
   /// form, as the TOML and flag parsers check them), else ok.
