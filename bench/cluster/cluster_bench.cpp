@@ -55,9 +55,11 @@ int run_cluster(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--requests", f.requests, "replay only the first K requests of the trace (0: all)")
       ->capture_default_str();
-  app.add_option("--eviction-policy", f.eviction_policy, "the workers' eviction_policy")
+  app.add_option("--eviction-policy", f.eviction_policy,
+                 "the workers' eviction_policy (auto: the daemon's default, lru in the cluster run, prefix in the "
+                 "others)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"prefix", "lru", "s3fifo"}));
+      ->check(CLI::IsMember({"prefix", "lru", "s3fifo", "auto"}));
   app.add_option("--cache-fetched", f.cache_fetched,
                  "cluster.cache_fetched of the clustered workers (false: a fetched block is not kept twice)")
       ->capture_default_str();
