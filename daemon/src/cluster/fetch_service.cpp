@@ -301,12 +301,8 @@ void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock
   };
   ++stats_.requests;
   const std::uint64_t layout_key = block_shape_key(pool.spec);
-  if (pools_.find(layout_key) == nullptr) {
-    return finish_later(Error{Errc::unavailable, "this worker's pool is not registered with the cluster"});
-  }
-  auto groups = pick_holders(layout_key, keys, /*mapped_only=*/false);
+  auto groups = start_groups(layout_key, keys, deadline, /*mapped_only=*/false);
   if (!groups) return finish_later(groups.error());
-  if (deadline <= Clock::now()) return finish_later(Error{Errc::timeout, "timeout before the remote fetch started"});
   auto blocks = pool.manager->allocate(Tier::g2, static_cast<std::uint32_t>(keys.size()));
   if (!blocks) return finish_later(blocks.error());
   auto request = std::make_shared<Request>();
@@ -351,6 +347,19 @@ Result<std::map<WorkerIndex, std::vector<std::size_t>>> FetchService::pick_holde
     groups[*pick].push_back(j);
     previous = pick;
   }
+  return groups;
+}
+
+Result<std::map<WorkerIndex, std::vector<std::size_t>>> FetchService::start_groups(std::uint64_t layout_key,
+                                                                                   std::span<const SequenceHash> keys,
+                                                                                   Clock::time_point deadline,
+                                                                                   bool mapped_only) const {
+  if (pools_.find(layout_key) == nullptr) {
+    return fail(Errc::unavailable, "this worker's pool is not registered with the cluster");
+  }
+  auto groups = pick_holders(layout_key, keys, mapped_only);
+  if (!groups) return groups;
+  if (deadline <= Clock::now()) return fail(Errc::timeout, "timeout before the remote fetch started");
   return groups;
 }
 
@@ -518,12 +527,8 @@ void FetchService::borrow(LayoutPool& pool, std::vector<SequenceHash> keys, Cloc
   };
   ++stats_.requests;
   const std::uint64_t layout_key = block_shape_key(pool.spec);
-  if (pools_.find(layout_key) == nullptr) {
-    return finish_later(Error{Errc::unavailable, "this worker's pool is not registered with the cluster"});
-  }
-  auto groups = pick_holders(layout_key, keys, /*mapped_only=*/true);
+  auto groups = start_groups(layout_key, keys, deadline, /*mapped_only=*/true);
   if (!groups) return finish_later(groups.error());
-  if (deadline <= Clock::now()) return finish_later(Error{Errc::timeout, "timeout before the remote fetch started"});
   auto borrow = std::make_shared<Borrow>(Borrow{.layout_key = layout_key,
                                                 .layout = pool.manager->pool(Tier::g2).layout(),
                                                 .keys = std::move(keys),

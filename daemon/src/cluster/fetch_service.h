@@ -129,6 +129,11 @@ class FetchService {
   [[nodiscard]] Result<std::map<WorkerIndex, std::vector<std::size_t>>> pick_holders(std::uint64_t layout_key,
                                                                                      std::span<const SequenceHash> keys,
                                                                                      bool mapped_only) const;
+  /// What a fetch and a borrow both start with: this worker's pool of the
+  /// shape registered, the holders (pick_holders), time left.
+  [[nodiscard]] Result<std::map<WorkerIndex, std::vector<std::size_t>>> start_groups(
+      std::uint64_t layout_key, std::span<const SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
+      bool mapped_only) const;
   [[nodiscard]] bool mappable(WorkerIndex holder, std::uint64_t layout_key) const;
   /// Asks `holder` to pin `keys` (kvb.pin) and checks its answer against
   /// `mapping`; the errors of the ask (busy: its pin table for us is full).
