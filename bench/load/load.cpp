@@ -8,10 +8,14 @@
 // (redis-benchmark GET at the same concurrency, same run) with the ratio.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -22,9 +26,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cluster/worker_process.h"
 #include "kvb/client/client.h"
 #include "kvb/common/mix64.h"
+#include "last_level_cache.h"
 #include "load_session.h"
+#include "memcpy_baseline.h"
 #include "redis_baseline.h"
 #include "replay/trace_reader.h"
 #include "subcommands.h"
@@ -57,6 +64,102 @@ const char* mix_name(LoadMix m) {
     case LoadMix::replay: return "replay";
   }
   return "?";
+}
+
+double gbps(std::uint64_t bytes, double seconds) {
+  return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0;
+}
+
+double round3(double v) { return std::round(v * 1000) / 1000; }
+
+/// The GB/s the run moved, cold (every session's first offload or onboard,
+/// aggregate from the window's start to the last of them) and steady (the
+/// window's second half, aggregate), each beside memcpy of the same bytes
+/// measured now.
+std::string report_bytes(nlohmann::ordered_json& j, const LoadConfig& cfg, double elapsed, double steady_s,
+                         std::uint64_t offload_bytes, std::uint64_t onboard_bytes, std::uint64_t steady_offload,
+                         std::uint64_t steady_onboard, std::uint64_t offload_ops, std::uint64_t onboard_ops,
+                         std::uint64_t first_bytes, std::size_t first_count, double first_s,
+                         std::uint64_t engine_bytes) {
+  const double off_all = gbps(offload_bytes, elapsed), on_all = gbps(onboard_bytes, elapsed);
+  const double off_steady = gbps(steady_offload, steady_s), on_steady = gbps(steady_onboard, steady_s);
+  // Paced sessions start spread over an interval: their first requests are
+  // not a wave, and their aggregate would count the gaps.
+  const bool cold_wave = cfg.rate == 0 && first_count > 0;
+  const double cold = cold_wave ? gbps(first_bytes, first_s) : 0;
+  const std::uint64_t moving_ops = offload_ops + onboard_ops;
+  const std::uint64_t request_bytes = moving_ops ? (offload_bytes + onboard_bytes) / moving_ops : 0;
+  const std::uint64_t llc = last_level_cache_bytes();
+  const std::uint64_t working_set =
+      std::min<std::uint64_t>(std::max<std::uint64_t>({engine_bytes, 4 * llc, std::uint64_t{256} << 20}), 4ULL << 30);
+  const unsigned threads =
+      std::max(1U, std::min<unsigned>(cfg.sessions, std::max(1U, std::thread::hardware_concurrency())));
+
+  std::optional<double> cold_memcpy;
+  std::optional<SteadyMemcpy> steady_memcpy;
+  std::string why = "--memcpy-baseline off";
+  if (cfg.memcpy_baseline != "off" && request_bytes > 0) {
+    std::fprintf(stderr, "load: baseline: memcpy of %llu-byte requests, cold and steady (%u threads)\n",
+                 static_cast<unsigned long long>(request_bytes), threads);
+    if (cold_wave) {
+      const std::uint64_t per = std::max<std::uint64_t>(first_bytes / first_count, 1);
+      cold_memcpy = memcpy_cold_gbps(per, std::min<std::uint64_t>(first_count, (4ULL << 30) / per), threads, why);
+    }
+    if (!cold_wave || cold_memcpy) steady_memcpy = memcpy_steady_gbps(request_bytes, working_set, threads, 3, why);
+  }
+  const double steady_sum = off_steady + on_steady;
+  std::string t;
+  t += fmt::format("  bytes: offload {:.3f} GB/s ({} requests), onboard {:.3f} GB/s ({} requests) over the window\n",
+                   off_all, offload_ops, on_all, onboard_ops);
+  t += fmt::format("  steady (second half of the window): offload {:.3f} + onboard {:.3f} = {:.3f} GB/s", off_steady,
+                   on_steady, steady_sum);
+  if (steady_memcpy)
+    t += fmt::format("; memcpy {:.3f} GB/s ({} threads, {} MiB working set): {:.3f}x", steady_memcpy->gbps,
+                     steady_memcpy->threads, steady_memcpy->working_set >> 20,
+                     steady_memcpy->gbps > 0 ? steady_sum / steady_memcpy->gbps : 0);
+  t += "\n";
+  if (cold_wave) {
+    t +=
+        fmt::format("  cold (every session's first offload or onboard, {} of them, {:.1f} ms to the last): {:.3f} GB/s",
+                    first_count, first_s * 1e3, cold);
+    if (cold_memcpy)
+      t += fmt::format("; memcpy of the same requests into untouched memory ({} threads) {:.3f} GB/s: {:.3f}x", threads,
+                       *cold_memcpy, *cold_memcpy > 0 ? cold / *cold_memcpy : 0);
+    t += "\n";
+  } else {
+    t += "  cold: not measured (--rate spreads the sessions' first requests over an interval)\n";
+  }
+  if ((cold_wave && !cold_memcpy) || !steady_memcpy) t += "  memcpy not measured: " + why + "\n";
+  if (engine_bytes < 4 * llc)
+    t += fmt::format(
+        "  note: the engines' regions ({} MiB) are under 4x the last-level cache ({} MiB): their bytes "
+        "may stay in the caches, and requests of {} bytes measure the round trip more than memory\n",
+        engine_bytes >> 20, llc >> 20, request_bytes);
+  j["request_bytes"] = request_bytes;
+  j["engine_bytes"] = engine_bytes;
+  j["offload_ops"] = offload_ops;
+  j["onboard_ops"] = onboard_ops;
+  j["offload_gbps"] = round3(off_all);
+  j["onboard_gbps"] = round3(on_all);
+  j["steady_offload_gbps"] = round3(off_steady);
+  j["steady_onboard_gbps"] = round3(on_steady);
+  if (cold_wave) {
+    j["cold_requests"] = first_count;
+    j["cold_s"] = first_s;
+    j["cold_gbps"] = round3(cold);
+  }
+  if (steady_memcpy) {
+    j["memcpy_steady_gbps"] = round3(steady_memcpy->gbps);
+    j["memcpy_threads"] = steady_memcpy->threads;
+    j["memcpy_working_set"] = steady_memcpy->working_set;
+    j["steady_ratio"] = round3(steady_memcpy->gbps > 0 ? steady_sum / steady_memcpy->gbps : 0);
+  }
+  if (cold_memcpy) {
+    j["memcpy_cold_gbps"] = round3(*cold_memcpy);
+    j["cold_ratio"] = round3(*cold_memcpy > 0 ? cold / *cold_memcpy : 0);
+  }
+  if ((cold_wave && !cold_memcpy) || !steady_memcpy) j["memcpy_note"] = why;
+  return t;
 }
 
 /// One io_context thread and the sessions it drives.
@@ -125,6 +228,9 @@ int run_load(int argc, char** argv) {
   std::string mix = "lookup";
   CLI::App app{"kvblockd-bench load: N concurrent engine sessions against a running kvblockd"};
   app.add_option("--socket", cfg.socket, "kvblockd's Unix socket")->capture_default_str();
+  std::string start_kvblockd;
+  app.add_option("--start-kvblockd", start_kvblockd,
+                 "start this kvblockd binary on a fresh socket for the run (its defaults), instead of --socket");
   app.add_option("--sessions", cfg.sessions, "concurrent sessions (up to 10,000+)")
       ->capture_default_str()
       ->check(CLI::Range(1U, 100000U));
@@ -142,6 +248,14 @@ int run_load(int argc, char** argv) {
   app.add_option("--onboard-blocks", cfg.onboard_blocks, "blocks per onboard request")
       ->capture_default_str()
       ->check(CLI::Range(1U, 4096U));
+  app.add_option("--offload-blocks", cfg.offload_blocks,
+                 "blocks per offload request (fresh hashes, from the region's blocks in turn)")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 4096U));
+  app.add_option("--memcpy-baseline", cfg.memcpy_baseline,
+                 "memcpy of the same bytes, cold and steady, for mixes that move blocks: auto | off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "off"}));
   app.add_option("--connect-window", cfg.connect_window, "sessions setting up at once")
       ->capture_default_str()
       ->check(CLI::Range(1U, 100000U));
@@ -168,6 +282,15 @@ int run_load(int argc, char** argv) {
             : mix == "onboard" ? LoadMix::onboard
             : mix == "mixed"   ? LoadMix::mixed
                                : LoadMix::replay;
+
+  WorkerProcess daemon;  // stopped when the run returns
+  if (!start_kvblockd.empty()) {
+    if (auto st = daemon.start(start_kvblockd, {"--log-level", "info"}); !st) {
+      std::fprintf(stderr, "load: starting %s: %s\n", start_kvblockd.c_str(), st.error().to_string().c_str());
+      return 2;
+    }
+    cfg.socket = daemon.socket_path();
+  }
 
   std::vector<std::vector<std::uint64_t>> trace;
   if (cfg.mix == LoadMix::replay) {
@@ -248,10 +371,18 @@ int run_load(int argc, char** argv) {
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
   std::uint64_t last_ops = 0;
   auto last_tick = t0;
+  // Steady state: the bytes moved in the second half of the window.
+  const auto mid = t0 + (end - t0) / 2;
+  std::optional<std::pair<Clock::time_point, std::uint64_t>> mid_mark;  // (when, offload bytes)
+  std::uint64_t mid_onboard = 0;
   const auto replay_target = static_cast<std::uint64_t>(cfg.passes * static_cast<double>(trace.size()) * cfg.threads);
   while (Clock::now() < end) {
     if (cfg.mix == LoadMix::replay && cfg.passes > 0 && counters.replay_requests.load() >= replay_target) break;
     std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(100), end - Clock::now()));
+    if (!mid_mark && Clock::now() >= mid) {
+      mid_mark.emplace(Clock::now(), counters.offload_bytes.load());
+      mid_onboard = counters.onboard_bytes.load();
+    }
     if (Clock::now() - last_tick >= std::chrono::seconds(1)) {
       const auto now = Clock::now();
       const std::uint64_t ops = counters.ops.load();
@@ -264,7 +395,11 @@ int run_load(int argc, char** argv) {
   }
   counters.measuring.store(false);
   counters.stopping.store(true);
-  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  const auto t_end = Clock::now();
+  const double elapsed = std::chrono::duration<double>(t_end - t0).count();
+  const std::uint64_t offload_bytes = counters.offload_bytes.load(), onboard_bytes = counters.onboard_bytes.load();
+  if (!mid_mark) mid_mark.emplace(t0, 0), mid_onboard = 0;  // ended early (replay passes): the whole window
+  const double steady_s = std::chrono::duration<double>(t_end - mid_mark->first).count();
 
   // ---- drain: wait (bounded) for answers still in flight, then bye.
   const auto drain_until = Clock::now() + std::chrono::seconds(10);
@@ -312,6 +447,31 @@ int run_load(int argc, char** argv) {
     if (!baseline) std::fprintf(stderr, "load: baseline not measured: %s\n", why.c_str());
   }
 
+  // ---- bytes, beside memcpy of the same bytes (same run): mixes that move blocks.
+  const std::uint64_t block_bytes = client::block_bytes(cfg.shape);
+  const std::uint64_t region_bytes =
+      client::KvRegion::region_bytes_for(cfg.shape, client::WireLayoutKind::fully_contiguous,
+                                         std::max({cfg.prefix_blocks, cfg.onboard_blocks, cfg.offload_blocks}) + 1)
+          .value_or(0);
+  nlohmann::ordered_json bytes_json;
+  std::string bytes_table;
+  if (offload_bytes + onboard_bytes > 0) {
+    std::uint64_t first_bytes = 0;
+    std::size_t first_count = 0;
+    Clock::time_point last = t0;
+    for (auto& w : workers)
+      for (const auto& f : w->ctx.first_moves) {
+        first_bytes += f.bytes;
+        ++first_count;
+        last = std::max(last, f.ended);
+      }
+    bytes_json["block_bytes"] = block_bytes;
+    bytes_table = report_bytes(bytes_json, cfg, elapsed, steady_s, offload_bytes, onboard_bytes,
+                               offload_bytes - mid_mark->second, onboard_bytes - mid_onboard,
+                               counters.offload_ops.load(), counters.onboard_ops.load(), first_bytes, first_count,
+                               std::chrono::duration<double>(last - t0).count(), std::uint64_t{ready} * region_bytes);
+  }
+
   std::printf("kvblockd-bench load: %s mix, %u sessions (%u ready), %.1f s, %s\n", mix.c_str(), cfg.sessions, ready,
               elapsed, cfg.rate > 0 ? fmt::format("rate {:.0f}/s", cfg.rate).c_str() : "closed loop");
   std::printf("  %-34s %12s %9s %9s %9s %9s %8s\n", "", "ops/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors");
@@ -351,6 +511,9 @@ int run_load(int argc, char** argv) {
     json["replay_passes"] = passes;
     json["hit_ratio"] = hit;
   }
+  std::printf("%s", bytes_table.c_str());
+  if (bytes_json.is_object())
+    for (auto& [k, v] : bytes_json.items()) json[k] = v;
   if (baseline) {
     json["baseline"] = fmt::format("redis-benchmark GET -c {}", cfg.sessions);
     json["baseline_ops_per_s"] = baseline->ops_per_s;

@@ -22,14 +22,15 @@ struct LoadConfig {
   std::uint32_t threads = 1;           // io_context threads (one io_context each)
   std::uint32_t prefix_blocks = 16;    // blocks of the shared prefix (seeded by session 0)
   std::uint32_t onboard_blocks = 4;    // blocks per onboard op
+  std::uint32_t offload_blocks = 1;    // blocks per offload op (fresh hashes, cycling over the region)
   std::uint32_t connect_window = 256;  // sessions setting up at once
   std::uint64_t tenant_salt = 0x5EED5A17ULL;
   client::BlockShape shape{};  // small by default: the load is about IPC, not bytes
   std::string trace;           // replay: a Mooncake-style JSONL trace (hash_ids)
   double passes = 0;           // replay: stop after this many passes over the trace (per thread); 0 = run --duration
-  std::string redis_baseline = "auto";
-  std::string register_kv = "auto";  // auto: only sessions that move blocks (not lookup-only ones) | always  // auto |
-                                     // off: run redis-benchmark GET at the same concurrency
+  std::string redis_baseline = "auto";   // auto | on | off: redis-benchmark GET at the same concurrency
+  std::string memcpy_baseline = "auto";  // auto | off: memcpy of the same bytes, mixes that move blocks
+  std::string register_kv = "auto";      // auto: only sessions that move blocks (not lookup-only ones) | always
 };
 
 /// Counters a run's sessions add to (relaxed atomics; read by the progress line).
@@ -40,6 +41,10 @@ struct LoadCounters {
   std::atomic<std::uint64_t> replay_blocks{0};      // replay: blocks looked up
   std::atomic<std::uint64_t> replay_hit_blocks{0};  // replay: of those, matched prefix blocks
   std::atomic<std::uint64_t> replay_requests{0};    // replay: trace requests issued
+  std::atomic<std::uint64_t> offload_bytes{0};      // bytes of the measured window's successful offloads
+  std::atomic<std::uint64_t> onboard_bytes{0};      // ... and onboards
+  std::atomic<std::uint64_t> offload_ops{0};
+  std::atomic<std::uint64_t> onboard_ops{0};
   std::atomic<std::uint32_t> ready{0};
   std::atomic<std::uint32_t> setup_done{0};  // ready or failed
   std::atomic<bool> measuring{false};

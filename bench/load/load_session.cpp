@@ -1,7 +1,9 @@
 #include "load_session.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "kvb/common/mix64.h"
 
@@ -38,7 +40,7 @@ void LoadSession::start(std::function<void(bool)> setup_done) {
   setup_done_ = std::move(setup_done);
   const LoadConfig& cfg = *ctx_.config;
   auto region = client::KvRegion::create(cfg.shape, client::WireLayoutKind::fully_contiguous,
-                                         std::max(cfg.prefix_blocks, cfg.onboard_blocks) + 1);
+                                         std::max({cfg.prefix_blocks, cfg.onboard_blocks, cfg.offload_blocks}) + 1);
   if (!region) return setup_failed("kv region", region.error());
   region_.emplace(std::move(*region));
   client::Session::async_connect(io_.get_executor(), cfg.socket, [self = shared_from_this()](auto s) {
@@ -114,14 +116,24 @@ void LoadSession::schedule_next() {
   });
 }
 
-void LoadSession::completed(Clock::time_point sent, const Status& result, const char* op) {
+void LoadSession::completed(Clock::time_point sent, const Status& result, const char* op, Moved moved,
+                            std::uint64_t bytes) {
   outstanding_ = false;
   LoadCounters& c = *ctx_.counters;
   if (c.measuring.load(std::memory_order_relaxed)) {
     if (result) {
-      ctx_.histogram.record(static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent).count()));
+      const auto now = Clock::now();
+      ctx_.histogram.record(
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - sent).count()));
       c.ops.fetch_add(1, std::memory_order_relaxed);
+      if (moved == Moved::offload) {
+        c.offload_bytes.fetch_add(bytes, std::memory_order_relaxed);
+        c.offload_ops.fetch_add(1, std::memory_order_relaxed);
+      } else if (moved == Moved::onboard) {
+        c.onboard_bytes.fetch_add(bytes, std::memory_order_relaxed);
+        c.onboard_ops.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (moved != Moved::none && !std::exchange(moved_, true)) ctx_.first_moves.push_back({bytes, now});
     } else {
       if (c.errors.fetch_add(1, std::memory_order_relaxed) < 5)
         std::fprintf(stderr, "load: session %u: %s failed: %s\n", index_, op, result.error().to_string().c_str());
@@ -156,14 +168,25 @@ void LoadSession::issue() {
       std::vector<client::OnboardItem> items;
       const std::uint32_t n = std::min<std::uint32_t>(cfg.onboard_blocks, static_cast<std::uint32_t>(prefix.size()));
       for (std::uint32_t i = 0; i < n; ++i) items.push_back({prefix[i], BlockId{i}});
-      session_->async_onboard(items, [self, sent](const Status& st) { self->completed(sent, st, "onboard"); });
+      const std::uint64_t bytes = n * client::block_bytes(cfg.shape);
+      session_->async_onboard(items, [self, sent, bytes](const Status& st) {
+        self->completed(sent, st, "onboard", Moved::onboard, bytes);
+      });
       return;
     }
     case LoadMix::offload: {
-      const std::uint64_t hash = mix64((std::uint64_t{index_} << 32) ^ ++counter_ ^ 0x0FF10ADULL);
-      const client::OffloadItem item{BlockId{region_->num_blocks() - 1}, hash};
-      session_->async_offload(std::span(&item, 1),
-                              [self, sent](const Status& st) { self->completed(sent, st, "offload"); });
+      // Fresh hashes from the region's blocks in turn: the source bytes are
+      // the whole region's, not one block's that would stay in the caches.
+      std::vector<client::OffloadItem> items;
+      for (std::uint32_t i = 0; i < cfg.offload_blocks; ++i) {
+        const std::uint64_t k = counter_++;
+        items.push_back({BlockId{static_cast<std::uint32_t>(k % region_->num_blocks())},
+                         mix64((std::uint64_t{index_} << 32) ^ k ^ 0x0FF10ADULL)});
+      }
+      const std::uint64_t bytes = items.size() * client::block_bytes(cfg.shape);
+      session_->async_offload(items, [self, sent, bytes](const Status& st) {
+        self->completed(sent, st, "offload", Moved::offload, bytes);
+      });
       return;
     }
     case LoadMix::replay: {
@@ -187,8 +210,10 @@ void LoadSession::issue() {
         for (std::size_t i = r->prefix_blocks; i < ids.size() && items.size() < cap; ++i)
           items.push_back({BlockId{static_cast<std::uint32_t>(items.size())}, ids[i]});
         if (items.empty()) return self->completed(sent, ok(), "replay");
-        self->session_->async_offload(items,
-                                      [self, sent](const Status& st) { self->completed(sent, st, "replay offload"); });
+        const std::uint64_t bytes = items.size() * client::block_bytes(self->ctx_.config->shape);
+        self->session_->async_offload(items, [self, sent, bytes](const Status& st) {
+          self->completed(sent, st, "replay offload", Moved::offload, bytes);
+        });
       });
       return;
     }

@@ -31,6 +31,13 @@ struct LoadContext {
   const std::vector<std::uint64_t>* prefix = nullptr;
   const std::vector<std::vector<std::uint64_t>>* trace = nullptr;
   LatencyHistogram histogram;  // only touched by this context's thread
+  // Each session's first offload or onboard of the measured window (the
+  // first time kvblockd moves that engine's blocks): bytes and when it ended.
+  struct FirstMove {
+    std::uint64_t bytes = 0;
+    std::chrono::steady_clock::time_point ended;
+  };
+  std::vector<FirstMove> first_moves;
   std::uint64_t first_error_logged = 0;
 };
 
@@ -53,7 +60,9 @@ class LoadSession : public std::enable_shared_from_this<LoadSession> {
   void seed();
   void schedule_next();
   void issue();
-  void completed(Clock::time_point sent, const Status& result, const char* op);
+  enum class Moved : std::uint8_t { none, offload, onboard };
+  void completed(Clock::time_point sent, const Status& result, const char* op, Moved moved = Moved::none,
+                 std::uint64_t bytes = 0);
 
   boost::asio::io_context& io_;
   LoadContext& ctx_;
@@ -67,6 +76,7 @@ class LoadSession : public std::enable_shared_from_this<LoadSession> {
   Clock::duration interval_{};
   std::uint64_t counter_ = 0;
   bool outstanding_ = false;
+  bool moved_ = false;  // a measured offload or onboard ended well: the next ones are not the first
 };
 
 }  // namespace kvb::bench
