@@ -306,6 +306,11 @@ std::uint32_t BlockManager::peek(std::span<const SequenceHash> hashes) const {
   return n;
 }
 
+bool BlockManager::registered(Tier tier, SequenceHash hash) const noexcept {
+  const TierState* ts = impl_->tier(tier);
+  return ts != nullptr && ts->registry.contains(hash);
+}
+
 BlockLease BlockManager::find(Tier tier, SequenceHash hash) {
   TierState* ts = impl_->tier(tier);
   if (ts == nullptr) return {};

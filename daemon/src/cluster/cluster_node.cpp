@@ -18,6 +18,20 @@ using namespace std::chrono_literals;
 
 namespace {
 
+/// The tier byte of an index entry: 2 for G2, 3 for G3 (informational:
+/// a peer fetches either the same way).
+std::uint8_t wire_tier(Tier tier) noexcept { return static_cast<std::uint8_t>(static_cast<unsigned>(tier) + 1); }
+
+/// Calls fn(tier, hash) once for every block the manager holds in G2 or G3
+/// (G2 first; a block in both is reported once, as G2's).
+template <class Fn>
+void for_each_held(const BlockManager& manager, Fn&& fn) {
+  manager.for_each_registered(Tier::g2, [&](SequenceHash hash) { fn(Tier::g2, hash); });
+  manager.for_each_registered(Tier::g3, [&](SequenceHash hash) {
+    if (!manager.registered(Tier::g2, hash)) fn(Tier::g3, hash);
+  });
+}
+
 constexpr auto kReconcileEvery = 500ms;  // connect attempts to wanted peers
 constexpr std::uint64_t kPingEveryTicks = 4;
 constexpr auto kConnectTimeout = 3s;
@@ -180,8 +194,8 @@ void ClusterNode::pool_retiring(LayoutPool& pool) {
   // (BlockService::reclaimable: no lease, no block in transfer).
   std::size_t blocks = 0;
   if (index_sync_) {
-    pool.manager->for_each_registered(Tier::g2, [&](SequenceHash hash) {
-      index_sync_->local_change(IndexEntry{IndexOp::removed, 2, key, hash.value()});
+    for_each_held(*pool.manager, [&](Tier tier, SequenceHash hash) {
+      index_sync_->local_change(IndexEntry{IndexOp::removed, wire_tier(tier), key, hash.value()});
       ++blocks;
     });
   }
@@ -191,11 +205,14 @@ void ClusterNode::pool_retiring(LayoutPool& pool) {
 }
 
 void ClusterNode::registry_changed(const LayoutPool& pool, Tier tier, SequenceHash key, bool stored) {
-  // Only G2 blocks are served to other workers (fetch reads G2; a G3-only
-  // block is not fetchable yet), so only G2 changes are index events.
-  if (!index_sync_ || tier != Tier::g2) return;
-  index_sync_->local_change(IndexEntry{stored ? IndexOp::stored : IndexOp::removed,
-                                       static_cast<std::uint8_t>(static_cast<unsigned>(tier) + 1),
+  // Peers fetch from G2 and from G3 (read into G2 first): a worker holds a
+  // block while either tier has it, so only entering or leaving both is an
+  // index event. (A manager still being built has no G2 blocks yet: its
+  // recovered G3 blocks are events.)
+  if (!index_sync_ || (tier != Tier::g2 && tier != Tier::g3)) return;
+  const Tier other = tier == Tier::g2 ? Tier::g3 : Tier::g2;
+  if (pool.manager && pool.manager->registered(other, key)) return;
+  index_sync_->local_change(IndexEntry{stored ? IndexOp::stored : IndexOp::removed, wire_tier(tier),
                                        block_shape_key(pool.spec), key.value()});
 }
 
@@ -203,8 +220,8 @@ std::vector<IndexEntry> ClusterNode::collect_index() const {
   std::vector<IndexEntry> out;
   for (const auto& pool : blocks_.pools()) {
     const std::uint64_t layout = block_shape_key(pool->spec);
-    pool->manager->for_each_registered(Tier::g2, [&](SequenceHash key) {
-      out.push_back(IndexEntry{IndexOp::stored, 2, layout, key.value()});
+    for_each_held(*pool->manager, [&](Tier tier, SequenceHash key) {
+      out.push_back(IndexEntry{IndexOp::stored, wire_tier(tier), layout, key.value()});
     });
   }
   return out;
@@ -520,6 +537,8 @@ json ClusterNode::stats() const {
                     {"pins_served", f.pins_served},
                     {"pins_expired", f.pins_expired},
                     {"pins_refused", f.pins_refused},
+                    {"pins_on_disk", f.pins_on_disk},
+                    {"disk_blocks_out", f.disk_blocks_out},
                     {"direct_requests", f.direct_requests},
                     {"direct_blocks", f.direct_blocks}};
   }

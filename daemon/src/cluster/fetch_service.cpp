@@ -109,6 +109,25 @@ std::vector<PoolInfo> LocalPools::infos() const {
 }
 
 // One engine onboard's remote blocks: fresh G2 blocks, one request per holder.
+/// BlockManager::promote as an awaitable: per block, its G2 lease or the
+/// read's error. Runs on the manager's thread (the event loop).
+asio::awaitable<std::vector<Result<BlockLease>>> FetchService::promote(BlockManager& manager, BlockLeases g3) {
+  auto leases = std::make_shared<BlockLeases>(std::move(g3));
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::vector<Result<BlockLease>>)>(
+      [this, &manager, leases](auto handler) {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        // `leases` lives until done: promote() reads the blocks they hold.
+        auto started =
+            manager.promote(leases->view(), [h, leases](std::vector<Result<BlockLease>> r) { (*h)(std::move(r)); });
+        if (!started) {
+          std::vector<Result<BlockLease>> failed;
+          for (std::size_t k = 0; k < leases->size(); ++k) failed.emplace_back(tl::unexpected(started.error()));
+          asio::post(io_, [h, failed = std::move(failed)]() mutable { (*h)(std::move(failed)); });
+        }
+      },
+      asio::use_awaitable);
+}
+
 struct FetchService::Request {
   LayoutPool* pool = nullptr;
   std::uint64_t layout_key = 0;
@@ -177,6 +196,12 @@ Result<Bytes> FetchService::pin(IncomingMessage& message) {
   reply.offsets.reserve(request->keys.size());
   for (std::uint64_t key : request->keys) {
     BlockLease lease = manager.find(Tier::g2, SequenceHash{key});
+    if (!lease && manager.registered(Tier::g3, SequenceHash{key})) {
+      // On disk only: a pin maps G2 blocks, so the requester fetches these
+      // by UCX (busy), and serve() reads them into G2 first.
+      ++stats_.pins_on_disk;
+      return fail(Errc::busy, "{:#018x} is on disk here: fetch it", key);
+    }
     if (!lease) {
       ++stats_.not_found;
       return fail(Errc::not_found, "not_found: {:#018x}", key);
@@ -250,26 +275,53 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
                    block_bytes);
   }
   BlockManager& manager = *local->pool->manager;
-  const Pool& g2 = manager.pool(Tier::g2);
+  const auto timeout = std::chrono::milliseconds(std::min(request->timeout_ms, kMaxServeMs));
+  const auto started = Clock::now();
   BlockLeases leases;
-  std::vector<transport::RmaChunk> chunks;
   leases.reserve(request->items.size());
-  chunks.reserve(request->items.size());
-  for (const auto& item : request->items) {
+  std::vector<std::size_t> on_disk;  // items held in G3 only: read into G2 first
+  BlockLeases g3;
+  for (std::size_t i = 0; i < request->items.size(); ++i) {
+    const auto& item = request->items[i];
     if (item.address < to.base || item.address - to.base > to.bytes - block_bytes ||
         (item.address - to.base) % to.stride != 0) {
       co_return fail(Errc::invalid_argument, "fetch: destination {:#x} is not a block of worker {}'s pool",
                      item.address, member.worker);
     }
-    BlockLease lease = manager.find(Tier::g2, SequenceHash{item.key});
-    if (!lease) {
+    leases.push_back(manager.find(Tier::g2, SequenceHash{item.key}));
+    if (leases[i]) continue;
+    BlockLease disk = manager.find(Tier::g3, SequenceHash{item.key});
+    if (!disk) {
       ++stats_.not_found;
       co_return fail(Errc::not_found, "not_found: {:#018x}", item.key);
     }
-    chunks.push_back({g2.block_data(lease.block()), item.address, block_bytes});
-    leases.push_back(std::move(lease));
+    on_disk.push_back(i);
+    g3.push_back(std::move(disk));
   }
-  const auto timeout = std::chrono::milliseconds(std::min(request->timeout_ms, kMaxServeMs));
+  if (!on_disk.empty()) {
+    auto promoted = co_await promote(manager, std::move(g3));
+    if (!*alive) co_return fail(Errc::cancelled, "fetch cancelled: the cluster is stopping");
+    for (std::size_t k = 0; k < on_disk.size(); ++k) {
+      if (!promoted[k]) {
+        // Its read failed (I/O, or a check: then G3 dropped it, and the
+        // index event that it is gone is on its way).
+        ++stats_.not_found;
+        co_return fail(Errc::not_found, "not_found: {:#018x} (its read from disk failed: {})",
+                       request->items[on_disk[k]].key, promoted[k].error().message);
+      }
+      leases[on_disk[k]] = std::move(*promoted[k]);
+    }
+    stats_.disk_blocks_out += on_disk.size();
+  }
+  const Pool& g2 = manager.pool(Tier::g2);
+  std::vector<transport::RmaChunk> chunks;
+  chunks.reserve(request->items.size());
+  for (std::size_t i = 0; i < request->items.size(); ++i)
+    chunks.push_back({g2.block_data(leases[i].block()), request->items[i].address, block_bytes});
+  const auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  if (left <= std::chrono::milliseconds(0))
+    co_return fail(Errc::timeout, "fetch: reading {} blocks from disk took the request's {} ms", on_disk.size(),
+                   timeout.count());
   Status moved = kvb::ok();
   if (protocol_ == transport::BulkProtocol::rma_put) {
     auto ep = am_.endpoint(message.peer);
@@ -280,9 +332,9 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
       if (!unpacked) co_return tl::unexpected(unpacked.error());
       rkey = std::move(*unpacked);
     }
-    moved = co_await transport::put_chunks(**ep, *rkey, chunks, timeout, local->registration.get());
+    moved = co_await transport::put_chunks(**ep, *rkey, chunks, left, local->registration.get());
   } else {
-    moved = co_await am_.write_chunks_am(message.peer, chunks, timeout);
+    moved = co_await am_.write_chunks_am(message.peer, chunks, left);
   }
   if (!*alive) co_return fail(Errc::cancelled, "fetch cancelled: the cluster is stopping");
   if (!moved) co_return tl::unexpected(moved.error());

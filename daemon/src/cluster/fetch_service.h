@@ -77,6 +77,8 @@ struct FetchStats {
   std::uint64_t pins_served = 0;      // peers' pin requests answered
   std::uint64_t pins_expired = 0;     // pins released by their expiry, not by the peer
   std::uint64_t pins_refused = 0;     // pin requests over the per-peer bound (busy: it fetches by UCX)
+  std::uint64_t pins_on_disk = 0;     // pin requests for blocks held on disk only (busy: it fetches by UCX)
+  std::uint64_t disk_blocks_out = 0;  // blocks served from disk (G3 read into G2, then written to the peer)
   std::uint64_t direct_requests = 0;  // onboards (per holder) copied from a mapping straight into the engine
   std::uint64_t direct_blocks = 0;    // blocks copied that way (not in blocks_in: they never enter G2)
 };
@@ -146,6 +148,7 @@ class FetchService {
                                            std::vector<std::size_t> items);
   void borrow_done(Borrow& borrow);
   boost::asio::awaitable<Result<transport::Bytes>> serve(transport::IncomingMessage message);
+  boost::asio::awaitable<std::vector<Result<BlockLease>>> promote(BlockManager& manager, BlockLeases g3);
   boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                    std::vector<std::size_t> items);
   boost::asio::awaitable<void> ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,

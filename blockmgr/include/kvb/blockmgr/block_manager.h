@@ -76,7 +76,8 @@ struct DiskTierConfig {
 using PostToOwner = std::function<void(std::function<void()>)>;
 /// Told, on the owning thread, each time a hash becomes registered in a
 /// tier (`stored`) or stops being registered there (evicted, dropped).
-/// It must not call back into the manager. The cluster's index events
+/// It must not call back into the manager, registered() aside (the
+/// registry is already changed when it runs). The cluster's index events
 /// (docs/cluster.md) come from it.
 using RegistryObserver = std::function<void(Tier tier, SequenceHash hash, bool stored)>;
 
@@ -223,6 +224,10 @@ class BlockManager {
   /// Length of the registered prefix, as lookup() would find it, without
   /// leasing or counting anything.
   [[nodiscard]] std::uint32_t peek(std::span<const SequenceHash> hashes) const;
+
+  /// Whether `tier` has `hash` registered. Reads only: unlike the rest of
+  /// the manager it may be called from the RegistryObserver. O(1).
+  [[nodiscard]] bool registered(Tier tier, SequenceHash hash) const noexcept;
 
   /// Leases the block registered as `hash` in `tier`; an empty lease when
   /// there is none (or no such tier). Counts no hit or miss: for "is this
