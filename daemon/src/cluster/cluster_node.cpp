@@ -539,6 +539,8 @@ json ClusterNode::stats() const {
                     {"pins_refused", f.pins_refused},
                     {"pins_on_disk", f.pins_on_disk},
                     {"disk_blocks_out", f.disk_blocks_out},
+                    {"sums_checked", f.sums_checked},
+                    {"sum_mismatches", f.sum_mismatches},
                     {"direct_requests", f.direct_requests},
                     {"direct_blocks", f.direct_blocks}};
   }

@@ -105,6 +105,31 @@ Result<Bytes> encode(const PinRequest& message) {
   return std::move(w).finish();
 }
 
+namespace {
+
+void write_sums(WireWriter& w, const std::vector<BlockSum>& sums, const char* what) {
+  w.count(sums.size(), what);
+  for (const auto& s : sums) {
+    w.u8(s.known ? 1 : 0);
+    w.u64(s.sum);
+  }
+}
+
+std::vector<BlockSum> read_sums(WireReader& r, const char* what) {
+  std::vector<BlockSum> sums;
+  const auto n = r.count(what, 9);
+  sums.reserve(n);
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    BlockSum s;
+    s.known = r.u8("sum.known") != 0;
+    s.sum = r.u64("sum.value");
+    sums.push_back(s);
+  }
+  return sums;
+}
+
+}  // namespace
+
 Result<Bytes> encode(const PinReply& message) {
   WireWriter w;
   w.u64(message.pin_id);
@@ -112,7 +137,22 @@ Result<Bytes> encode(const PinReply& message) {
   w.u64(message.map_ino);
   w.count(message.offsets.size(), "pin.offsets");
   for (auto offset : message.offsets) w.u64(offset);
+  write_sums(w, message.sums, "pin.sums");
   return std::move(w).finish();
+}
+
+Result<Bytes> encode(const FetchReply& message) {
+  WireWriter w;
+  write_sums(w, message.sums, "fetch.sums");
+  return std::move(w).finish();
+}
+
+template <>
+Result<FetchReply> decode<FetchReply>(std::span<const std::byte> payload) {
+  WireReader r(payload);
+  FetchReply m;
+  m.sums = read_sums(r, "fetch.sums");
+  return finish(r, std::move(m));
 }
 
 Result<Bytes> encode(const PinRelease& message) {
@@ -143,6 +183,7 @@ Result<PinReply> decode<PinReply>(std::span<const std::byte> payload) {
   const auto n = r.count("pin.offsets", 8);
   m.offsets.reserve(n);
   for (std::uint32_t i = 0; i < n && r.ok(); ++i) m.offsets.push_back(r.u64("pin.offset"));
+  m.sums = read_sums(r, "pin.sums");
   return finish(r, std::move(m));
 }
 

@@ -102,11 +102,25 @@ struct PinRequest {
   std::vector<std::uint64_t> keys;
 };
 
+/// A block's XXH3-64 as its holder took it when the block entered its G2
+/// (integrity.check_host_blocks), or not known.
+struct BlockSum {
+  bool known = false;
+  std::uint64_t sum = 0;
+};
+
+/// kvb.fetch's answer: empty when the holder keeps no sums; else one per
+/// item, in request order, for the requester to check the bytes it got.
+struct FetchReply {
+  std::vector<BlockSum> sums;
+};
+
 struct PinReply {
   std::uint64_t pin_id = 0;
   std::uint32_t ttl_ms = 0;            // the leases are kept at least this long after the request arrived
   std::uint64_t map_ino = 0;           // the pool file the offsets are in
   std::vector<std::uint64_t> offsets;  // of each key's block in the pool file, in request order
+  std::vector<BlockSum> sums;          // empty, or one per key (as FetchReply)
 };
 
 struct PinRelease {
@@ -121,6 +135,7 @@ struct PinRelease {
 [[nodiscard]] Result<Bytes> encode(const JoinMessage& message);
 [[nodiscard]] Result<Bytes> encode(const IndexBatch& message);
 [[nodiscard]] Result<Bytes> encode(const FetchRequest& message);
+[[nodiscard]] Result<Bytes> encode(const FetchReply& message);
 
 template <class M>
 [[nodiscard]] Result<M> decode(std::span<const std::byte> payload);

@@ -6,9 +6,12 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+
+#include "kvb/storage/slot_format.h"
 
 namespace kvb::daemon::cluster {
 
@@ -207,6 +210,7 @@ Result<Bytes> FetchService::pin(IncomingMessage& message) {
       return fail(Errc::not_found, "not_found: {:#018x}", key);
     }
     reply.offsets.push_back(reinterpret_cast<std::uint64_t>(g2.block_data(lease.block())) - file_base);
+    if (!local->pool->host_sums.empty()) reply.sums.push_back(sum_of(*local->pool, lease, key, false));
     leases.push_back(std::move(lease));
   }
   reply.pin_id = next_pin_++;
@@ -318,6 +322,18 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   chunks.reserve(request->items.size());
   for (std::size_t i = 0; i < request->items.size(); ++i)
     chunks.push_back({g2.block_data(leases[i].block()), request->items[i].address, block_bytes});
+  // With integrity.check_host_blocks, the sums taken when the blocks entered
+  // G2 go back with the answer: the requester checks what it got.
+  FetchReply answer;
+  if (!local->pool->host_sums.empty()) {
+    answer.sums.reserve(request->items.size());
+    std::size_t next_disk = 0;
+    for (std::size_t i = 0; i < request->items.size(); ++i) {
+      const bool promoted = next_disk < on_disk.size() && on_disk[next_disk] == i;
+      if (promoted) ++next_disk;
+      answer.sums.push_back(sum_of(*local->pool, leases[i], request->items[i].key, promoted));
+    }
+  }
   const auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
   if (left <= std::chrono::milliseconds(0))
     co_return fail(Errc::timeout, "fetch: reading {} blocks from disk took the request's {} ms", on_disk.size(),
@@ -342,7 +358,47 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   stats_.blocks_out += chunks.size();
   ++member.metrics.fetches_served;
   member.metrics.bytes_out += chunks.size() * block_bytes;
-  co_return Bytes{};
+  if (answer.sums.empty()) co_return Bytes{};
+  co_return encode(answer);
+}
+
+BlockSum FetchService::sum_of(const LayoutPool& pool, const BlockLease& lease, std::uint64_t key, bool fresh) {
+  const LayoutPool::HostSum& entry = pool.host_sums[lease.block().value()];
+  if (entry.set && entry.hash.value() == key) return BlockSum{true, entry.sum};
+  if (!fresh) return BlockSum{};
+  // Read from disk just now and checked there against its own sums.
+  const Pool& g2 = pool.manager->pool(Tier::g2);
+  return BlockSum{true, storage::payload_checksum({g2.block_data(lease.block()), g2.layout().block_bytes()})};
+}
+
+Status FetchService::check_sums(Request& request, WorkerIndex holder, std::span<const std::size_t> items,
+                                std::span<const BlockSum> sums) {
+  Member& member = members_[holder];
+  if (sums.empty()) return kvb::ok();  // the holder keeps none
+  if (sums.size() != items.size()) {
+    ++member.metrics.fetch_errors;
+    return fail(Errc::protocol_error, "worker {} sent {} checksums for {} blocks", member.worker, sums.size(),
+                items.size());
+  }
+  const Pool& g2 = request.pool->manager->pool(Tier::g2);
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    if (!sums[k].known) continue;
+    const std::size_t j = items[k];
+    const std::uint64_t got =
+        storage::payload_checksum({g2.block_data(request.blocks[j].block()), g2.layout().block_bytes()});
+    if (got != sums[k].sum) {
+      ++stats_.sum_mismatches;
+      ++member.metrics.fetch_errors;
+      spdlog::warn(
+          "cluster: block {:#018x} fetched from {} does not match the checksum {} took when it stored it: "
+          "dropped",
+          request.keys[j].value(), member.worker, member.worker);
+      return fail(Errc::not_found, "not_found: {:#018x} (its bytes from {} do not match their checksum)",
+                  request.keys[j].value(), member.worker);
+    }
+    ++stats_.sums_checked;
+  }
+  return kvb::ok();
 }
 
 void FetchService::fetch(LayoutPool& pool, std::vector<SequenceHash> keys, Clock::time_point deadline,
@@ -477,7 +533,8 @@ asio::awaitable<Result<FetchService::Pinned>> FetchService::pin_at(WorkerIndex h
     ++member.metrics.fetch_errors;
     co_return tl::unexpected(valid.error());
   }
-  co_return Pinned{peer, pinned->pin_id, std::move(pinned->offsets), sent + std::chrono::milliseconds(pinned->ttl_ms)};
+  co_return Pinned{peer, pinned->pin_id, std::move(pinned->offsets), sent + std::chrono::milliseconds(pinned->ttl_ms),
+                   std::move(pinned->sums)};
 }
 
 void FetchService::unpin_at(PeerId peer, std::uint64_t pin_id) {
@@ -519,8 +576,8 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
   batch->left = items.size();
   batch->io = &io_;
   batch->mapping = mapping;
-  batch->done = [this, alive, request, holder, n = items.size(), block_bytes, valid_until = pinned->valid_until,
-                 peer = pinned->peer, id = pinned->pin_id]() {
+  batch->done = [this, alive, request, holder, items, sums = std::move(pinned->sums), n = items.size(), block_bytes,
+                 valid_until = pinned->valid_until, peer = pinned->peer, id = pinned->pin_id]() {
     if (!*alive) return;
     // The leases were held until at least valid_until: every byte copied
     // before it is the block as it was pinned.
@@ -533,6 +590,9 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
                                         "timeout: the pin of {} blocks on {} expired before the copy "
                                         "ended",
                                         n, m.worker));
+    }
+    if (auto checked = check_sums(*request, holder, items, sums); !checked) {
+      return holder_done(*request, tl::unexpected(checked.error()));
     }
     m.metrics.bytes_in += n * block_bytes;
     ++stats_.mapped_requests;
@@ -624,13 +684,38 @@ asio::awaitable<void> FetchService::borrow_from(std::shared_ptr<Borrow> borrow, 
                                  layout->region_bytes(), MemoryKind::host}}},
           {},
           {}};
-      for (std::size_t k = 0; k < items.size(); ++k) {
+      if (!pinned->sums.empty() && pinned->sums.size() != items.size()) {
+        borrow->error =
+            Error{Errc::protocol_error, fmt::format("worker {} sent {} checksums for {} blocks",
+                                                    members_[holder].worker, pinned->sums.size(), items.size())};
+      }
+      for (std::size_t k = 0; k < items.size() && !borrow->error; ++k) {
         const std::uint64_t at = pinned->offsets[k] - info.map_offset;
         if (pinned->offsets[k] < info.map_offset || at % info.stride != 0 || at / info.stride >= blocks) {
           borrow->error = Error{Errc::protocol_error, fmt::format("worker {} pinned a block at {:#x}, not a block of "
                                                                   "its pool",
                                                                   members_[holder].worker, pinned->offsets[k])};
           break;
+        }
+        // The holder keeps sums: the pinned bytes (leased: they stay as
+        // they are until the copy into the engine ends) must match them.
+        if (!pinned->sums.empty() && pinned->sums[k].known) {
+          const std::uint64_t got =
+              storage::payload_checksum({mapping->base() + pinned->offsets[k], static_cast<std::size_t>(block_bytes)});
+          if (got != pinned->sums[k].sum) {
+            ++stats_.sum_mismatches;
+            ++members_[holder].metrics.fetch_errors;
+            spdlog::warn(
+                "cluster: block {:#018x} mapped from {} does not match the checksum {} took when it stored "
+                "it: not read",
+                borrow->keys[items[k]].value(), members_[holder].worker, members_[holder].worker);
+            borrow->error =
+                Error{Errc::not_found, fmt::format("not_found: {:#018x} (its bytes on {} do not match "
+                                                   "their checksum)",
+                                                   borrow->keys[items[k]].value(), members_[holder].worker)};
+            break;
+          }
+          ++stats_.sums_checked;
         }
         source.items.push_back(items[k]);
         source.blocks.push_back(BlockId{static_cast<std::uint32_t>(at / info.stride)});
@@ -706,7 +791,21 @@ asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, Worker
       reply = co_await am_.send_request_receiving_writes(peer, kFetchType, std::move(*payload),
                                                          std::chrono::milliseconds(message.timeout_ms));
       if (!*alive) co_return;
-      if (reply) {
+      Status checked = kvb::ok();
+      if (reply && !reply->empty()) {
+        // Every byte is in (the holder answers only then): check them. A
+        // failed check is the holder's answer: nothing writes into them now.
+        auto answer = decode<FetchReply>(*reply);
+        if (answer) {
+          checked = check_sums(*request, holder, items, answer->sums);
+        } else {
+          ++member.metrics.fetch_errors;
+          checked = tl::unexpected(answer.error());
+        }
+      }
+      if (!checked) {
+        reply = tl::unexpected(checked.error());
+      } else if (reply) {
         member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
       } else {
         const Errc code = reply.error().code;

@@ -79,6 +79,8 @@ struct FetchStats {
   std::uint64_t pins_refused = 0;     // pin requests over the per-peer bound (busy: it fetches by UCX)
   std::uint64_t pins_on_disk = 0;     // pin requests for blocks held on disk only (busy: it fetches by UCX)
   std::uint64_t disk_blocks_out = 0;  // blocks served from disk (G3 read into G2, then written to the peer)
+  std::uint64_t sums_checked = 0;     // fetched blocks checked against their holder's sum (it keeps them)
+  std::uint64_t sum_mismatches = 0;   // ... that did not match: dropped, the onboard ended not_found
   std::uint64_t direct_requests = 0;  // onboards (per holder) copied from a mapping straight into the engine
   std::uint64_t direct_blocks = 0;    // blocks copied that way (not in blocks_in: they never enter G2)
 };
@@ -124,6 +126,7 @@ class FetchService {
     std::uint64_t pin_id = 0;
     std::vector<std::uint64_t> offsets;
     std::chrono::steady_clock::time_point valid_until;
+    std::vector<BlockSum> sums;  // the holder's, when it keeps them (else empty)
   };
   /// Holders for `keys` (by index), staying with the previous block's
   /// holder while it has the next one; `mapped_only`: only holders whose
@@ -149,6 +152,14 @@ class FetchService {
   void borrow_done(Borrow& borrow);
   boost::asio::awaitable<Result<transport::Bytes>> serve(transport::IncomingMessage message);
   boost::asio::awaitable<std::vector<Result<BlockLease>>> promote(BlockManager& manager, BlockLeases g3);
+  /// The sum the holder took of a leased G2 block stored as `key`; unknown
+  /// when it took none, unless `fresh` (just read from disk and checked
+  /// there): then summed now.
+  [[nodiscard]] static BlockSum sum_of(const LayoutPool& pool, const BlockLease& lease, std::uint64_t key, bool fresh);
+  /// Checks the fetched blocks `items` of `request` against the holder's
+  /// sums (none: nothing to check); not_found naming the first that differs.
+  [[nodiscard]] Status check_sums(Request& request, WorkerIndex holder, std::span<const std::size_t> items,
+                                  std::span<const BlockSum> sums);
   boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                    std::vector<std::size_t> items);
   boost::asio::awaitable<void> ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,

@@ -1,0 +1,152 @@
+// Workers as one cache never pass on a corrupt block (docs/cluster.md,
+// "Integrity"): with integrity.check_host_blocks a holder sends, with every
+// fetched or pinned block, the XXH3-64 it took when the block entered its
+// G2, and the requester checks the bytes it got (or, reading in place,
+// the pinned bytes) against it. Real kvblockd processes over UCX_TLS=tcp
+// and sm; the holder's pool memory is corrupted through its memfd (as
+// root: /proc/<pid>/fd), as a stray write or a bad DIMM would.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "cluster_support.h"
+
+namespace kvb::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Flips one byte in every 4 KiB of worker `pid`'s host pool memfd(s);
+// the pages flipped, or -1 when no pool could be opened (not root, ...).
+long long corrupt_host_pools(pid_t pid) {
+  long long pages = -1;
+  const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(fds, ec)) {
+    const auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (ec || target.string().find("memfd:kvblockd-g2") == std::string::npos) continue;
+    const int fd = ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) {
+        auto* bytes = static_cast<unsigned char*>(p);
+        if (pages < 0) pages = 0;
+        for (off_t at = 0; at < st.st_size; at += 4096, ++pages) bytes[at + 100] ^= 0xFF;
+        ::munmap(p, static_cast<std::size_t>(st.st_size));
+      }
+    }
+    ::close(fd);
+  }
+  return pages;
+}
+
+// Offloads engine blocks [first, first + 8) of `engine` as hashes base + block.
+void offload8(TestEngine& engine, std::uint32_t first, std::uint64_t base) {
+  proto::OffloadRequest offload;
+  for (std::uint32_t blk = first; blk < first + 8; ++blk) {
+    engine.fill(blk, blk + 1);
+    offload.items.push_back({BlockId{blk}, base + blk});
+  }
+  const RequestId id{engine.next_id()};
+  auto accepted = engine.client().call(id, offload);
+  ASSERT_TRUE(accepted && accepted->accepted);
+  auto stored = engine.client().notification_of(id);
+  ASSERT_TRUE(stored);
+  ASSERT_EQ(stored->code, Errc::ok) << stored->text;
+}
+
+// Onboards hashes base + first .. + 8 into engine blocks 32.. of `engine`;
+// the notification.
+std::optional<proto::Notification> onboard8(TestEngine& engine, std::uint32_t first, std::uint64_t base) {
+  proto::OnboardRequest onboard;
+  for (std::uint32_t k = 0; k < 8; ++k) {
+    engine.zero(32 + k);
+    onboard.items.push_back({base + first + k, BlockId{32 + k}});
+  }
+  const RequestId id{engine.next_id()};
+  auto accepted = engine.client().call(id, onboard);
+  if (!accepted || !accepted->accepted) return std::nullopt;
+  auto done = engine.client().notification_of(id, 20s);
+  if (!done) return std::nullopt;
+  return *done;
+}
+
+class ClusterIntegrity : public ::testing::TestWithParam<std::string> {};
+
+// A keeps sums. B's onboard of 8 of A's blocks checks all 8 and is
+// byte-exact. Then A's pool memory is corrupted: B's onboard of 8 more of
+// A's blocks ends err(not_found ... do not match their checksum) and writes
+// nothing it cannot vouch for as ok; without the check it would end ok
+// with the flipped bytes in the engine.
+TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
+  if (::geteuid() != 0) GTEST_SKIP() << "corrupting another process's memfd needs root";
+  const std::string tls = GetParam();
+  DaemonProcess a(
+      KVBLOCKD_PATH,
+      worker_args("A", tls, {"--integrity-check-host-blocks", "true", "--host-pool-bytes", std::to_string(1U << 20)}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  const std::string a_addr = bootstrap_of(a);
+  ASSERT_FALSE(a_addr.empty()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
+  ASSERT_TRUE(on_a.attach()) << a.log();
+  offload8(on_a, 0, 7000);
+  offload8(on_a, 8, 7000);
+  ASSERT_TRUE(b.wait_for_log("A holds 16 blocks", 20s)) << b.log();
+  if (tls == "sm") {
+    ASSERT_TRUE(b.wait_for_log("mapped read-only", 20s)) << b.log();
+  }
+
+  TestEngine on_b(b.socket_path(), 48, /*salt=*/42);
+  ASSERT_TRUE(on_b.attach()) << b.log();
+  auto good = onboard8(on_b, 0, 7000);
+  ASSERT_TRUE(good) << b.log();
+  ASSERT_EQ(good->code, Errc::ok) << good->text << "\n" << b.log();
+  for (std::uint32_t k = 0; k < 8; ++k) {
+    on_b.fill(k, k + 1);
+    EXPECT_TRUE(on_b.same(k, 32 + k)) << "block " << k;
+  }
+  auto json = stats_of(on_b.client(), 100);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.sums_checked"), 8) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.sum_mismatches"), 0) << json;
+
+  ASSERT_GT(corrupt_host_pools(a.pid()), 0) << "no host pool memfd found in A's fds";
+  auto bad = onboard8(on_b, 8, 7000);
+  ASSERT_TRUE(bad) << b.log();
+  EXPECT_EQ(bad->code, Errc::not_found) << bad->text;
+  EXPECT_NE(bad->text.find("do not match their checksum"), std::string::npos) << bad->text;
+  json = stats_of(on_b.client(), 101);
+  EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
+  // Nothing of the failed fetch was kept on B.
+  std::vector<std::uint64_t> second;
+  for (std::uint32_t k = 8; k < 16; ++k) second.push_back(7000 + k);
+  auto lookup =
+      on_b.client().call_body<proto::LookupReply>(RequestId{on_b.next_id()}, proto::LookupRequest{false, second});
+  ASSERT_TRUE(lookup);
+  for (const auto& t : lookup->tiers) {
+    if (t.tier == proto::WireTier::g2) {
+      EXPECT_EQ(t.blocks, 0U) << "a block B could not vouch for is in its G2";
+    }
+  }
+  EXPECT_EQ(stat_of(stats_of(on_a.client(), 102), "leased_blocks"), 0);
+
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls, ClusterIntegrity, ::testing::Values("tcp", "sm"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
+}  // namespace kvb::test
