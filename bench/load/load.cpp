@@ -79,8 +79,8 @@ double round3(double v) { return std::round(v * 1000) / 1000; }
 std::string report_bytes(nlohmann::ordered_json& j, const LoadConfig& cfg, double elapsed, double steady_s,
                          std::uint64_t offload_bytes, std::uint64_t onboard_bytes, std::uint64_t steady_offload,
                          std::uint64_t steady_onboard, std::uint64_t offload_ops, std::uint64_t onboard_ops,
-                         std::uint64_t first_bytes, std::size_t first_count, double first_s,
-                         std::uint64_t engine_bytes) {
+                         std::uint64_t first_bytes, std::size_t first_count, double first_s, std::uint64_t engine_bytes,
+                         std::uint64_t prefix_bytes) {
   const double off_all = gbps(offload_bytes, elapsed), on_all = gbps(onboard_bytes, elapsed);
   const double off_steady = gbps(steady_offload, steady_s), on_steady = gbps(steady_onboard, steady_s);
   // Paced sessions start spread over an interval: their first requests are
@@ -123,13 +123,18 @@ std::string report_bytes(nlohmann::ordered_json& j, const LoadConfig& cfg, doubl
         fmt::format("  cold (every session's first offload or onboard, {} of them, {:.1f} ms to the last): {:.3f} GB/s",
                     first_count, first_s * 1e3, cold);
     if (cold_memcpy)
-      t += fmt::format("; memcpy of the same requests into untouched memory ({} threads) {:.3f} GB/s: {:.3f}x", threads,
+      t += fmt::format("; memcpy of the same requests ({} threads, touched buffers) {:.3f} GB/s: {:.3f}x", threads,
                        *cold_memcpy, *cold_memcpy > 0 ? cold / *cold_memcpy : 0);
     t += "\n";
   } else {
     t += "  cold: not measured (--rate spreads the sessions' first requests over an interval)\n";
   }
   if ((cold_wave && !cold_memcpy) || !steady_memcpy) t += "  memcpy not measured: " + why + "\n";
+  if (onboard_ops > 0 && prefix_bytes < 4 * llc)
+    t += fmt::format(
+        "  note: onboards read the shared prefix's {} MiB, under 4x the last-level cache ({} MiB): their "
+        "sources may stay in the caches (--prefix-blocks)\n",
+        prefix_bytes >> 20, llc >> 20);
   if (engine_bytes < 4 * llc)
     t += fmt::format(
         "  note: the engines' regions ({} MiB) are under 4x the last-level cache ({} MiB): their bytes "
@@ -137,6 +142,7 @@ std::string report_bytes(nlohmann::ordered_json& j, const LoadConfig& cfg, doubl
         engine_bytes >> 20, llc >> 20, request_bytes);
   j["request_bytes"] = request_bytes;
   j["engine_bytes"] = engine_bytes;
+  j["prefix_bytes"] = prefix_bytes;
   j["offload_ops"] = offload_ops;
   j["onboard_ops"] = onboard_ops;
   j["offload_gbps"] = round3(off_all);
@@ -160,6 +166,48 @@ std::string report_bytes(nlohmann::ordered_json& j, const LoadConfig& cfg, doubl
   }
   if ((cold_wave && !cold_memcpy) || !steady_memcpy) j["memcpy_note"] = why;
   return t;
+}
+
+/// Waits (bounded) until the daemon's host pools and engine regions are
+/// populated, as `stats.g2_prefault` tells (or prefault is off); the
+/// seconds waited, or -1 with `why`.
+double wait_prefault(const LoadConfig& cfg, std::chrono::seconds limit, std::string& why) {
+  auto c = client::Client::connect(cfg.socket);
+  if (!c) {
+    why = c.error().to_string();
+    return -1;
+  }
+  client::HelloParams hello;
+  hello.client_name = "kvblockd-bench-load-prefault";
+  hello.tenant_salt = cfg.tenant_salt;
+  hello.shape = cfg.shape;
+  if (auto h = (*c)->hello(hello); !h) {
+    why = h.error().to_string();
+    return -1;
+  }
+  const auto start = Clock::now();
+  for (;;) {
+    auto text = (*c)->stats();
+    if (!text) {
+      why = text.error().to_string();
+      return -1;
+    }
+    const auto stats = nlohmann::json::parse(*text, nullptr, false);
+    if (stats.is_discarded() || !stats.contains("g2_prefault")) {
+      why = "stats without g2_prefault";
+      return -1;
+    }
+    const auto& p = stats["g2_prefault"];
+    const bool pools = !p.value("enabled", false) || p.value("populated_bytes", 0ULL) >= p.value("pool_bytes", 1ULL);
+    const bool engines = p.value("engine_done_bytes", 0ULL) >= p.value("engine_bytes", 0ULL);
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (pools && engines) return waited;
+    if (Clock::now() - start > limit) {
+      why = "not finished in " + std::to_string(limit.count()) + " s: " + p.dump();
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 /// One io_context thread and the sessions it drives.
@@ -229,8 +277,13 @@ int run_load(int argc, char** argv) {
   CLI::App app{"kvblockd-bench load: N concurrent engine sessions against a running kvblockd"};
   app.add_option("--socket", cfg.socket, "kvblockd's Unix socket")->capture_default_str();
   std::string start_kvblockd;
+  std::vector<std::string> kvblockd_args;
   app.add_option("--start-kvblockd", start_kvblockd,
                  "start this kvblockd binary on a fresh socket for the run (its defaults), instead of --socket");
+  app.add_option("--kvblockd-arg", kvblockd_args,
+                 "with --start-kvblockd: one more argument for it (repeat the flag), e.g. --kvblockd-arg "
+                 "--host-pool-bytes --kvblockd-arg 2GiB")
+      ->allow_extra_args(false);
   app.add_option("--sessions", cfg.sessions, "concurrent sessions (up to 10,000+)")
       ->capture_default_str()
       ->check(CLI::Range(1U, 100000U));
@@ -256,6 +309,9 @@ int run_load(int argc, char** argv) {
                  "memcpy of the same bytes, cold and steady, for mixes that move blocks: auto | off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "off"}));
+  app.add_option("--wait-prefault", cfg.wait_prefault,
+                 "mixes that move blocks: wait for the daemon's pool and engine-region prefaults before measuring")
+      ->capture_default_str();
   app.add_option("--connect-window", cfg.connect_window, "sessions setting up at once")
       ->capture_default_str()
       ->check(CLI::Range(1U, 100000U));
@@ -285,7 +341,9 @@ int run_load(int argc, char** argv) {
 
   WorkerProcess daemon;  // stopped when the run returns
   if (!start_kvblockd.empty()) {
-    if (auto st = daemon.start(start_kvblockd, {"--log-level", "info"}); !st) {
+    std::vector<std::string> args{"--log-level", "info"};
+    args.insert(args.end(), kvblockd_args.begin(), kvblockd_args.end());
+    if (auto st = daemon.start(start_kvblockd, args); !st) {
       std::fprintf(stderr, "load: starting %s: %s\n", start_kvblockd.c_str(), st.error().to_string().c_str());
       return 2;
     }
@@ -358,6 +416,20 @@ int run_load(int argc, char** argv) {
   std::fprintf(stderr, "load: %u/%u sessions ready in %.2f s (%llu setup errors); %s mix for %.1f s\n", ready,
                cfg.sessions, setup_s, static_cast<unsigned long long>(counters.setup_errors.load()), mix.c_str(),
                cfg.duration_s);
+
+  // ---- the prefaults (host pools, engine regions) end first: the first
+  // requests measured are "the first after start, pool prefault finished".
+  const bool moves_blocks = cfg.mix != LoadMix::lookup;
+  double waited = -1;
+  if (moves_blocks && cfg.wait_prefault) {
+    std::string why;
+    waited = wait_prefault(cfg, std::chrono::seconds(120), why);
+    if (waited < 0) {
+      std::fprintf(stderr, "load: prefault not awaited: %s\n", why.c_str());
+    } else {
+      std::fprintf(stderr, "load: host pool and engine region prefaults done (waited %.2f s)\n", waited);
+    }
+  }
 
   // ---- measure
   counters.measuring.store(true);
@@ -450,8 +522,7 @@ int run_load(int argc, char** argv) {
   // ---- bytes, beside memcpy of the same bytes (same run): mixes that move blocks.
   const std::uint64_t block_bytes = client::block_bytes(cfg.shape);
   const std::uint64_t region_bytes =
-      client::KvRegion::region_bytes_for(cfg.shape, client::WireLayoutKind::fully_contiguous,
-                                         std::max({cfg.prefix_blocks, cfg.onboard_blocks, cfg.offload_blocks}) + 1)
+      client::KvRegion::region_bytes_for(cfg.shape, client::WireLayoutKind::fully_contiguous, region_blocks(cfg))
           .value_or(0);
   nlohmann::ordered_json bytes_json;
   std::string bytes_table;
@@ -466,10 +537,12 @@ int run_load(int argc, char** argv) {
         last = std::max(last, f.ended);
       }
     bytes_json["block_bytes"] = block_bytes;
-    bytes_table = report_bytes(bytes_json, cfg, elapsed, steady_s, offload_bytes, onboard_bytes,
-                               offload_bytes - mid_mark->second, onboard_bytes - mid_onboard,
-                               counters.offload_ops.load(), counters.onboard_ops.load(), first_bytes, first_count,
-                               std::chrono::duration<double>(last - t0).count(), std::uint64_t{ready} * region_bytes);
+    bytes_json["prefault_waited_s"] = waited;  // -1: not awaited
+    bytes_table =
+        report_bytes(bytes_json, cfg, elapsed, steady_s, offload_bytes, onboard_bytes, offload_bytes - mid_mark->second,
+                     onboard_bytes - mid_onboard, counters.offload_ops.load(), counters.onboard_ops.load(), first_bytes,
+                     first_count, std::chrono::duration<double>(last - t0).count(), std::uint64_t{ready} * region_bytes,
+                     std::uint64_t{cfg.prefix_blocks} * block_bytes);
   }
 
   std::printf("kvblockd-bench load: %s mix, %u sessions (%u ready), %.1f s, %s\n", mix.c_str(), cfg.sessions, ready,

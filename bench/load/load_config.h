@@ -29,6 +29,7 @@ struct LoadConfig {
   std::string trace;           // replay: a Mooncake-style JSONL trace (hash_ids)
   double passes = 0;           // replay: stop after this many passes over the trace (per thread); 0 = run --duration
   std::string redis_baseline = "auto";   // auto | on | off: redis-benchmark GET at the same concurrency
+  bool wait_prefault = true;             // mixes that move blocks: measure once the daemon's prefaults are done
   std::string memcpy_baseline = "auto";  // auto | off: memcpy of the same bytes, mixes that move blocks
   std::string register_kv = "auto";      // auto: only sessions that move blocks (not lookup-only ones) | always
 };

@@ -39,10 +39,21 @@ void LoadSession::setup_failed(const char* step, const Error& e) {
 void LoadSession::start(std::function<void(bool)> setup_done) {
   setup_done_ = std::move(setup_done);
   const LoadConfig& cfg = *ctx_.config;
-  auto region = client::KvRegion::create(cfg.shape, client::WireLayoutKind::fully_contiguous,
-                                         std::max({cfg.prefix_blocks, cfg.onboard_blocks, cfg.offload_blocks}) + 1);
+  auto region = client::KvRegion::create(cfg.shape, client::WireLayoutKind::fully_contiguous, region_blocks(cfg));
   if (!region) return setup_failed("kv region", region.error());
   region_.emplace(std::move(*region));
+  if (cfg.mix != LoadMix::lookup) {
+    // An engine offloads KV it wrote and onboards into a cache it allocated
+    // (and zeroed): its region's pages exist before kvblockd reads or
+    // writes them. Untouched memfd pages would be allocated by kvblockd's
+    // first copies instead (kvblockd-bench daemon measures that case).
+    for (std::uint32_t b = 0; b < region_->num_blocks(); ++b)
+      for (std::uint32_t l = 0; l < region_->shape().num_layers; ++l)
+        for (std::uint32_t o = 0; o < region_->shape().outer_dim; ++o) {
+          auto chunk = region_->chunk(b, l, o);
+          std::memset(chunk.data(), static_cast<int>((index_ + b) & 0xFF), chunk.size());
+        }
+  }
   client::Session::async_connect(io_.get_executor(), cfg.socket, [self = shared_from_this()](auto s) {
     if (!s) return self->setup_failed("connect", s.error());
     self->session_ = std::move(*s);
@@ -62,7 +73,7 @@ void LoadSession::start(std::function<void(bool)> setup_done) {
       }
       self->session_->async_register_kv(*self->region_, [self](Status st) {
         if (!st) return self->setup_failed("register_kv", st.error());
-        if (self->index_ == 0 && self->ctx_.config->mix != LoadMix::replay) return self->seed();
+        if (self->index_ == 0 && self->ctx_.config->mix != LoadMix::replay) return self->seed(0);
         auto done = std::move(self->setup_done_);
         done(true);
       });
@@ -71,22 +82,32 @@ void LoadSession::start(std::function<void(bool)> setup_done) {
   });
 }
 
-// Session 0 writes and offloads the shared prefix that lookups and onboards hit.
-void LoadSession::seed() {
+std::uint32_t region_blocks(const LoadConfig& cfg) {
+  return std::max({std::min(cfg.prefix_blocks, kMaxPrefixRegionBlocks), cfg.onboard_blocks, cfg.offload_blocks}) + 1;
+}
+
+// Session 0 writes and offloads the shared prefix that lookups and onboards
+// hit, as many blocks at a time as its region holds.
+void LoadSession::seed(std::uint32_t first) {
   const auto& prefix = *ctx_.prefix;
+  if (first >= prefix.size()) {
+    auto done = std::move(setup_done_);
+    return done(true);
+  }
   std::vector<client::OffloadItem> items;
-  for (std::uint32_t b = 0; b < prefix.size(); ++b) {
+  const auto n = std::min<std::uint32_t>(region_->num_blocks(), static_cast<std::uint32_t>(prefix.size()) - first);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint32_t b = first + i;
     for (std::uint32_t l = 0; l < region_->shape().num_layers; ++l)
       for (std::uint32_t o = 0; o < region_->shape().outer_dim; ++o) {
-        auto chunk = region_->chunk(b, l, o);
+        auto chunk = region_->chunk(i, l, o);
         std::memset(chunk.data(), static_cast<int>((b * 31 + l * 7 + o) & 0xFF), chunk.size());
       }
-    items.push_back({BlockId{b}, prefix[b]});
+    items.push_back({BlockId{i}, prefix[b]});
   }
-  session_->async_offload(items, [self = shared_from_this()](Status st) {
+  session_->async_offload(items, [self = shared_from_this(), next = first + n](Status st) {
     if (!st) return self->setup_failed("seeding the shared prefix (offload)", st.error());
-    auto done = std::move(self->setup_done_);
-    done(true);
+    self->seed(next);
   });
 }
 
@@ -165,9 +186,14 @@ void LoadSession::issue() {
       });
       return;
     case LoadMix::onboard: {
+      // Blocks of the prefix in turn, each session from its own place: the
+      // sources are the whole prefix's, not a few blocks that stay in the
+      // caches (give it more than the last-level cache: --prefix-blocks).
       std::vector<client::OnboardItem> items;
-      const std::uint32_t n = std::min<std::uint32_t>(cfg.onboard_blocks, static_cast<std::uint32_t>(prefix.size()));
-      for (std::uint32_t i = 0; i < n; ++i) items.push_back({prefix[i], BlockId{i}});
+      const auto p = static_cast<std::uint32_t>(prefix.size());
+      const std::uint32_t n = std::min<std::uint32_t>(cfg.onboard_blocks, p);
+      const std::uint64_t first = (std::uint64_t{index_} * 7919 + onboards_++ * n) % (p - n + 1);
+      for (std::uint32_t i = 0; i < n; ++i) items.push_back({prefix[first + i], BlockId{i}});
       const std::uint64_t bytes = n * client::block_bytes(cfg.shape);
       session_->async_onboard(items, [self, sent, bytes](const Status& st) {
         self->completed(sent, st, "onboard", Moved::onboard, bytes);

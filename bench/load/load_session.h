@@ -41,6 +41,12 @@ struct LoadContext {
   std::uint64_t first_error_logged = 0;
 };
 
+/// Blocks of each session's KV region: its onboards' and offloads' blocks,
+/// and the shared prefix up to kMaxPrefixRegionBlocks (session 0 seeds a
+/// longer prefix that many blocks at a time), plus one.
+inline constexpr std::uint32_t kMaxPrefixRegionBlocks = 64;
+[[nodiscard]] std::uint32_t region_blocks(const LoadConfig& cfg);
+
 class LoadSession : public std::enable_shared_from_this<LoadSession> {
  public:
   using Clock = std::chrono::steady_clock;
@@ -57,7 +63,7 @@ class LoadSession : public std::enable_shared_from_this<LoadSession> {
 
  private:
   void setup_failed(const char* step, const Error& e);
-  void seed();
+  void seed(std::uint32_t first);
   void schedule_next();
   void issue();
   enum class Moved : std::uint8_t { none, offload, onboard };
@@ -75,6 +81,7 @@ class LoadSession : public std::enable_shared_from_this<LoadSession> {
   Clock::time_point next_send_{};
   Clock::duration interval_{};
   std::uint64_t counter_ = 0;
+  std::uint64_t onboards_ = 0;
   bool outstanding_ = false;
   bool moved_ = false;  // a measured offload or onboard ended well: the next ones are not the first
 };

@@ -1,9 +1,9 @@
 // Same-run memcpy baselines of `kvblockd-bench load` for the mixes that move
 // blocks: what the memory does with the bytes kvblockd moved.
 //
-//   cold:   the first requests' bytes copied into memory nobody touched yet
-//           (a fresh memfd mapping, as an engine's region is before kvblockd
-//           first writes it), from a touched source; T threads, aggregate.
+//   cold:   the first requests' bytes, T threads, aggregate, between touched
+//           buffers as large as the requests together (what those bytes
+//           cost once the engine's and the pool's pages exist).
 //   steady: request-sized copies by T threads cycling over touched buffers of
 //           a working set several times the last-level cache, aggregate GB/s.
 #pragma once
@@ -15,9 +15,8 @@
 namespace kvb::bench {
 
 /// Aggregate GB/s of `threads` threads copying `requests` pieces of `bytes`
-/// each (split between them) from a touched source into one fresh memfd
-/// mapping, whose pages fault in during the copies; nullopt (and `why`) when
-/// memory could not be had.
+/// each (split between them) between touched buffers of requests x bytes;
+/// nullopt (and `why`) when memory could not be had.
 [[nodiscard]] std::optional<double> memcpy_cold_gbps(std::uint64_t bytes, std::uint64_t requests, unsigned threads,
                                                      std::string& why);
 
