@@ -530,13 +530,22 @@ int run_load(int argc, char** argv) {
     std::uint64_t first_bytes = 0;
     std::size_t first_count = 0;
     Clock::time_point last = t0;
+    std::vector<double> ends_ms;
     for (auto& w : workers)
       for (const auto& f : w->ctx.first_moves) {
         first_bytes += f.bytes;
         ++first_count;
         last = std::max(last, f.ended);
+        ends_ms.push_back(std::chrono::duration<double, std::milli>(f.ended - t0).count());
       }
     bytes_json["block_bytes"] = block_bytes;
+    if (!ends_ms.empty()) {
+      // When the first requests ended: a wave that ends late because a few
+      // sessions' first requests waited shows as a median far below the max.
+      std::sort(ends_ms.begin(), ends_ms.end());
+      bytes_json["cold_end_ms"] = {
+          {"min", ends_ms.front()}, {"median", ends_ms[ends_ms.size() / 2]}, {"max", ends_ms.back()}};
+    }
     bytes_json["prefault_waited_s"] = waited;  // -1: not awaited
     bytes_table =
         report_bytes(bytes_json, cfg, elapsed, steady_s, offload_bytes, onboard_bytes, offload_bytes - mid_mark->second,
