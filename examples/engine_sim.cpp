@@ -11,6 +11,7 @@
 // offload / --only onboard run one half: with the same --salt (the hashes
 // and bytes derive from it), an offload through one kvblockd of a cluster
 // is onboarded and checked through another (make run's cluster act).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -110,6 +111,7 @@ static int run(int argc, char** argv) {
   std::uint32_t layerwise = 0;
   bool hold = false;
   bool no_baseline = false;
+  std::uint32_t steady = 0;
   app.add_option("--socket", socket, "kvblockd's Unix socket")->capture_default_str();
   app.add_option("--blocks", blocks, "blocks to offload and onboard")
       ->capture_default_str()
@@ -129,6 +131,11 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--hold", hold, "stop after the offload and wait to be killed");
   app.add_flag("--no-baseline", no_baseline, "skip the memcpy of the same bytes printed beside the offload / onboard");
+  app.add_option("--steady", steady,
+                 "after the first offload / onboard, this many more rounds of the same bytes under fresh hashes, "
+                 "each checked; their median beside memcpy between touched buffers (memfd host memory)")
+      ->capture_default_str()
+      ->check(CLI::Range(0U, 1000U));
   app.add_option("--salt", salt, "tenant salt (0: one from the clock)")->capture_default_str();
   bool print_hashes = false;
   app.add_flag("--print-hashes", print_hashes,
@@ -290,6 +297,40 @@ static int run(int argc, char** argv) {
 
   auto released = c.release();
   if (!released) return fail("release", released.error());
+
+  // Steady state: more rounds of the same engine blocks under fresh hashes
+  // (an offload of hashes already stored copies nothing), the destination
+  // blocks zeroed before each onboard so that the check means something.
+  std::vector<double> steady_offload_ms, steady_onboard_ms;
+  for (std::uint32_t round = 1; round <= steady && !device_kv && do_offload && layerwise == 0; ++round) {
+    const auto fresh = chained_hashes(salt ^ (0x9E3779B97F4A7C15ULL * round), blocks);
+    for (std::uint32_t b = 0; b < blocks; ++b) offload[b] = {kvb::BlockId{b}, fresh[b]};
+    t0 = Clock::now();
+    if (auto st = c.offload(offload); !st) return fail("offload (steady)", st.error());
+    steady_offload_ms.push_back(ms_since(t0));
+    for (std::uint32_t b = 0; b < blocks; ++b) {
+      onboard[b] = {fresh[b], kvb::BlockId{blocks + b}};
+      for (std::uint32_t l = 0; l < shape.num_layers; ++l)
+        for (std::uint32_t o = 0; o < shape.outer_dim; ++o) {
+          auto chunk = region->chunk(blocks + b, l, o);
+          std::memset(chunk.data(), 0, chunk.size());
+        }
+    }
+    t0 = Clock::now();
+    if (auto st = c.onboard(onboard); !st) return fail("onboard (steady)", st.error());
+    steady_onboard_ms.push_back(ms_since(t0));
+    for (std::uint32_t b = 0; b < blocks; ++b)
+      for (std::uint32_t l = 0; l < shape.num_layers; ++l)
+        for (std::uint32_t o = 0; o < shape.outer_dim; ++o) {
+          fill_chunk(expect, hashes[b], l, o);  // the engine blocks still hold round 0's bytes
+          if (std::memcmp(region->chunk(blocks + b, l, o).data(), expect.data(), expect.size()) != 0) {
+            if (bad_chunks == 0)
+              std::fprintf(stderr, "engine_sim: steady round %u: block %u layer %u outer %u differs\n", round, b, l, o);
+            ++bad_chunks;
+          }
+        }
+    if (auto r = c.release(); !r) return fail("release (steady)", r.error());
+  }
   (void)c.bye();
 
   std::printf("engine_sim: session %llu on kvblockd %s, layout %s, %u blocks of %llu bytes (%.2f MiB), %s\n",
@@ -320,6 +361,23 @@ static int run(int argc, char** argv) {
                   touched);
       if (do_offload) std::printf("  offload / memcpy touched   %.2fx\n", mib / (offload_ms / 1000.0) / touched);
       if (layerwise == 0) std::printf("  onboard / memcpy untouched %.2fx\n", mib / (onboard_ms / 1000.0) / fresh);
+    }
+  }
+  if (!steady_offload_ms.empty()) {
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const double off = mib / (median(steady_offload_ms) / 1000.0), on = mib / (median(steady_onboard_ms) / 1000.0);
+    std::printf("  steady   %zu rounds: offload %.0f MiB/s, onboard %.0f MiB/s (medians), verify %s\n",
+                steady_offload_ms.size(), off, on, bad_chunks == 0 ? "byte-exact" : "MISMATCH");
+    if (!no_baseline && total_bytes >= kCompareFrom) {
+      const auto [fresh, touched] = memcpy_baseline(total_bytes);
+      if (touched > 0)
+        std::printf("  steady / memcpy touched (%.0f MiB/s, this run): offload %.2fx, onboard %.2fx\n", touched,
+                    off / touched, on / touched);
+    } else if (!no_baseline) {
+      std::printf("  steady   memcpy not compared: %.2f MiB is under 64 MiB\n", mib);
     }
   }
   return bad_chunks == 0 ? 0 : 1;

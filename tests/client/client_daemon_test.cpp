@@ -514,4 +514,17 @@ TEST_F(ClientDaemonTest, EngineSimVerifiesItsBlocks) {
   EXPECT_NE(out->out.find("byte-exact"), std::string::npos) << out->out;
 }
 
+// --steady: more rounds under fresh hashes, each onboard into zeroed blocks
+// and checked, and the median of them (64 MiB: beside memcpy).
+TEST_F(ClientDaemonTest, EngineSimSteadyRoundsAreCheckedAndComparedWithMemcpy) {
+  auto out = kvb::test::run_program({ENGINE_SIM_BIN, "--socket", daemon_.socket_path(), "--layout", "fully_contiguous",
+                                     "--blocks", "64", "--layers", "16", "--inner-dim", "1024", "--steady", "2"},
+                                    60s);
+  ASSERT_TRUE(out) << "engine_sim timed out";
+  EXPECT_TRUE(WIFEXITED(out->status) && WEXITSTATUS(out->status) == 0) << out->out << "\n" << daemon_.log();
+  EXPECT_NE(out->out.find("steady   2 rounds: offload "), std::string::npos) << out->out;
+  EXPECT_NE(out->out.find("(medians), verify byte-exact"), std::string::npos) << out->out;
+  EXPECT_NE(out->out.find("steady / memcpy touched ("), std::string::npos) << out->out;
+}
+
 }  // namespace
