@@ -10,6 +10,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "kvb/storage/slot_format.h"
 
@@ -113,22 +116,32 @@ std::vector<PoolInfo> LocalPools::infos() const {
 
 // One engine onboard's remote blocks: fresh G2 blocks, one request per holder.
 /// BlockManager::promote as an awaitable: per block, its G2 lease or the
-/// read's error. Runs on the manager's thread (the event loop).
+/// read's error. Runs on the manager's thread (the event loop). The wait is
+/// a timer cancelled by promote's done (which never runs inside promote()):
+/// no object with a destructor lives in the co_await expression itself
+/// (GCC 12 destroys such temporaries twice: docs/transport.md, "Fixed").
 asio::awaitable<std::vector<Result<BlockLease>>> FetchService::promote(BlockManager& manager, BlockLeases g3) {
-  auto leases = std::make_shared<BlockLeases>(std::move(g3));
-  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::vector<Result<BlockLease>>)>(
-      [this, &manager, leases](auto handler) {
-        auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        // `leases` lives until done: promote() reads the blocks they hold.
-        auto started =
-            manager.promote(leases->view(), [h, leases](std::vector<Result<BlockLease>> r) { (*h)(std::move(r)); });
-        if (!started) {
-          std::vector<Result<BlockLease>> failed;
-          for (std::size_t k = 0; k < leases->size(); ++k) failed.emplace_back(tl::unexpected(started.error()));
-          asio::post(io_, [h, failed = std::move(failed)]() mutable { (*h)(std::move(failed)); });
-        }
-      },
-      asio::use_awaitable);
+  struct Wait {
+    explicit Wait(asio::io_context& io) : timer(io, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer timer;
+    std::optional<std::vector<Result<BlockLease>>> out;
+  };
+  auto wait = std::make_shared<Wait>(io_);
+  // `g3` stays in this frame until done ran: promote() reads the blocks it leases.
+  auto started = manager.promote(g3.view(), [wait](std::vector<Result<BlockLease>> r) {
+    wait->out = std::move(r);
+    wait->timer.cancel();
+  });
+  if (!started) {
+    std::vector<Result<BlockLease>> failed;
+    for (std::size_t k = 0; k < g3.size(); ++k) failed.emplace_back(tl::unexpected(started.error()));
+    co_return failed;
+  }
+  while (!wait->out) {
+    boost::system::error_code ec;
+    co_await wait->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return std::move(*wait->out);
 }
 
 struct FetchService::Request {
