@@ -39,19 +39,6 @@ class TempDir {
   std::string path_;
 };
 
-// Polls `client`'s stats until `path` reaches `want` (bounded); the last value.
-long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& path, long long want,
-                    std::chrono::seconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  long long v = -1;
-  while (std::chrono::steady_clock::now() < until) {
-    v = stat_of(stats_of(client, ++id), path);
-    if (v == want) return v;
-    std::this_thread::sleep_for(20ms);
-  }
-  return v;
-}
-
 class ClusterDisk : public ::testing::TestWithParam<std::string> {};
 
 // A's client offloads 48 blocks into a host pool of 16 with a disk tier:
@@ -76,28 +63,18 @@ TEST_P(ClusterDisk, ABlockOnlyOnAWorkersDiskIsFetchedByAnother) {
   TestEngine on_a(a.socket_path(), kBlocks, /*salt=*/42);
   ASSERT_TRUE(on_a.attach()) << a.log();
   for (std::uint32_t first = 0; first < kBlocks; first += 8) {
-    proto::OffloadRequest offload;
-    for (std::uint32_t blk = first; blk < first + 8; ++blk) {
-      on_a.fill(blk, blk + 1);
-      offload.items.push_back({BlockId{blk}, 7000 + blk});
-    }
-    const RequestId id{on_a.next_id()};
-    auto accepted = on_a.client().call(id, offload);
-    ASSERT_TRUE(accepted && accepted->accepted) << a.log();
-    auto stored = on_a.client().notification_of(id);
-    ASSERT_TRUE(stored);
-    ASSERT_EQ(stored->code, Errc::ok) << stored->text;
+    ASSERT_TRUE(offload_blocks(on_a, on_a.next_id(), first, 8, 7000)) << a.log();
   }
   std::uint64_t id_a = 1'000'000, id_b = 2'000'000;
   // Every G2 victim written back: 32 on disk only, 16 in G2.
-  ASSERT_EQ(wait_stat(on_a.client(), id_a, "g3.registered", kBlocks - kG2Blocks), kBlocks - kG2Blocks)
+  ASSERT_EQ(wait_stat(on_a.client(), id_a, "g3.registered", kBlocks - kG2Blocks, 20s), kBlocks - kG2Blocks)
       << stats_of(on_a.client(), ++id_a);
   EXPECT_EQ(stat_of(stats_of(on_a.client(), ++id_a), "g2.registered"), kG2Blocks);
 
   TestEngine on_b(b.socket_path(), 64, /*salt=*/42);
   ASSERT_TRUE(on_b.attach()) << b.log();
   // B's index holds all 48: a block on A's disk is A's as much as one in its G2.
-  ASSERT_EQ(wait_stat(on_b.client(), id_b, "cluster.index_blocks", kBlocks), kBlocks)
+  ASSERT_EQ(wait_stat(on_b.client(), id_b, "cluster.index_blocks", kBlocks, 20s), kBlocks)
       << stats_of(on_b.client(), ++id_b);
   std::vector<std::uint64_t> hashes;
   for (std::uint32_t blk = 0; blk < kBlocks; ++blk) hashes.push_back(7000 + blk);
@@ -106,22 +83,8 @@ TEST_P(ClusterDisk, ABlockOnlyOnAWorkersDiskIsFetchedByAnother) {
   ASSERT_TRUE(lookup) << lookup.error().to_string();
   EXPECT_EQ(lookup->prefix_blocks, kBlocks);
 
-  // The first 16 are on A's disk only.
-  proto::OnboardRequest onboard;
-  for (std::uint32_t blk = 0; blk < 16; ++blk) {
-    on_b.zero(20 + blk);
-    onboard.items.push_back({7000 + blk, BlockId{20 + blk}});
-  }
-  const RequestId onboard_id{on_b.next_id()};
-  auto accepted = on_b.client().call(onboard_id, onboard);
-  ASSERT_TRUE(accepted && accepted->accepted) << b.log();
-  auto onboarded = on_b.client().notification_of(onboard_id, 20s);
-  ASSERT_TRUE(onboarded) << b.log();
-  ASSERT_EQ(onboarded->code, Errc::ok) << onboarded->text << "\n" << a.log();
-  for (std::uint32_t blk = 0; blk < 16; ++blk) {
-    on_b.fill(blk, blk + 1);  // the expected bytes, made on B's side
-    EXPECT_TRUE(on_b.same(blk, 20 + blk)) << "block " << blk;
-  }
+  // The first 16 are on A's disk only: byte-exact into B's engine blocks 8..23.
+  ASSERT_TRUE(onboard_blocks(on_b, on_b.next_id(), 0, 16, 7000)) << a.log();
 
   const auto json_a = stats_of(on_a.client(), ++id_a);
   EXPECT_EQ(stat_of(json_a, "cluster.fetch.disk_blocks_out"), 16) << json_a;
@@ -132,7 +95,7 @@ TEST_P(ClusterDisk, ABlockOnlyOnAWorkersDiskIsFetchedByAnother) {
   EXPECT_EQ(stat_of(json_a, "leased_blocks"), 0) << json_a;
   // Reading them back into A's G2 moved other blocks to disk, not out of
   // the cluster: B still sees all 48 once the write-backs have ended.
-  EXPECT_EQ(wait_stat(on_b.client(), id_b, "cluster.index_blocks", kBlocks), kBlocks)
+  EXPECT_EQ(wait_stat(on_b.client(), id_b, "cluster.index_blocks", kBlocks, 20s), kBlocks)
       << stats_of(on_b.client(), ++id_b);
 
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();

@@ -48,37 +48,6 @@ long long corrupt_host_pools(pid_t pid) {
   return pages;
 }
 
-// Offloads engine blocks [first, first + 8) of `engine` as hashes base + block.
-void offload8(TestEngine& engine, std::uint32_t first, std::uint64_t base) {
-  proto::OffloadRequest offload;
-  for (std::uint32_t blk = first; blk < first + 8; ++blk) {
-    engine.fill(blk, blk + 1);
-    offload.items.push_back({BlockId{blk}, base + blk});
-  }
-  const RequestId id{engine.next_id()};
-  auto accepted = engine.client().call(id, offload);
-  ASSERT_TRUE(accepted && accepted->accepted);
-  auto stored = engine.client().notification_of(id);
-  ASSERT_TRUE(stored);
-  ASSERT_EQ(stored->code, Errc::ok) << stored->text;
-}
-
-// Onboards hashes base + first .. + 8 into engine blocks 32.. of `engine`;
-// the notification.
-std::optional<proto::Notification> onboard8(TestEngine& engine, std::uint32_t first, std::uint64_t base) {
-  proto::OnboardRequest onboard;
-  for (std::uint32_t k = 0; k < 8; ++k) {
-    engine.zero(32 + k);
-    onboard.items.push_back({base + first + k, BlockId{32 + k}});
-  }
-  const RequestId id{engine.next_id()};
-  auto accepted = engine.client().call(id, onboard);
-  if (!accepted || !accepted->accepted) return std::nullopt;
-  auto done = engine.client().notification_of(id, 20s);
-  if (!done) return std::nullopt;
-  return *done;
-}
-
 class ClusterIntegrity : public ::testing::TestWithParam<std::string> {};
 
 // A keeps sums. B's onboard of 8 of A's blocks checks all 8 and is
@@ -101,8 +70,7 @@ TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
 
   TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
   ASSERT_TRUE(on_a.attach()) << a.log();
-  offload8(on_a, 0, 7000);
-  offload8(on_a, 8, 7000);
+  ASSERT_TRUE(offload_blocks(on_a, on_a.next_id(), 0, 16, 7000)) << a.log();
   ASSERT_TRUE(b.wait_for_log("A holds 16 blocks", 20s)) << b.log();
   if (tls == "sm") {
     ASSERT_TRUE(b.wait_for_log("mapped read-only", 20s)) << b.log();
@@ -110,22 +78,16 @@ TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
 
   TestEngine on_b(b.socket_path(), 48, /*salt=*/42);
   ASSERT_TRUE(on_b.attach()) << b.log();
-  auto good = onboard8(on_b, 0, 7000);
-  ASSERT_TRUE(good) << b.log();
-  ASSERT_EQ(good->code, Errc::ok) << good->text << "\n" << b.log();
-  for (std::uint32_t k = 0; k < 8; ++k) {
-    on_b.fill(k, k + 1);
-    EXPECT_TRUE(on_b.same(k, 32 + k)) << "block " << k;
-  }
+  ASSERT_TRUE(onboard_blocks(on_b, on_b.next_id(), 0, 8, 7000)) << b.log();
   auto json = stats_of(on_b.client(), 100);
   EXPECT_EQ(stat_of(json, "cluster.fetch.sums_checked"), 8) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.sum_mismatches"), 0) << json;
 
   ASSERT_GT(corrupt_host_pools(a.pid()), 0) << "no host pool memfd found in A's fds";
-  auto bad = onboard8(on_b, 8, 7000);
-  ASSERT_TRUE(bad) << b.log();
-  EXPECT_EQ(bad->code, Errc::not_found) << bad->text;
-  EXPECT_NE(bad->text.find("do not match their checksum"), std::string::npos) << bad->text;
+  const auto bad = onboard_blocks(on_b, on_b.next_id(), 8, 8, 7000);
+  ASSERT_FALSE(bad) << "an onboard of corrupt blocks ended ok";
+  EXPECT_NE(std::string(bad.message()).find(":err(not_found"), std::string::npos) << bad.message();
+  EXPECT_NE(std::string(bad.message()).find("do not match their checksum"), std::string::npos) << bad.message();
   json = stats_of(on_b.client(), 101);
   EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
   // Nothing of the failed fetch was kept on B.

@@ -26,17 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// Polls `field` of `client`'s stats until it equals `want` (at most ~10 s).
-long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& field, long long want) {
-  long long got = -1;
-  for (int i = 0; i < 200; ++i) {
-    got = stat_of(stats_of(client, id++), field);
-    if (got == want) break;
-    std::this_thread::sleep_for(50ms);
-  }
-  return got;
-}
-
 /// Two workers joined over `tls`, B naming A, with extra arguments each;
 /// `b_env` set in B's environment (a fault injection) while it starts.
 struct Pair {

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "support/daemon_process.h"
@@ -22,6 +24,19 @@ namespace kvb::test {
 inline std::string stats_of(RawClient& client, std::uint64_t id) {
   auto stats = client.call_body<proto::StatsReply>(RequestId{id}, proto::StatsRequest{});
   return stats ? stats->json : std::string();
+}
+
+/// Polls `field` of `client`'s stats (ids from `id` on) until it equals
+/// `want` or `limit` passed; the last value read.
+inline long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& field, long long want,
+                           std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  long long got = -1;
+  for (;;) {
+    got = stat_of(stats_of(client, id++), field);
+    if (got == want || std::chrono::steady_clock::now() >= until) return got;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 /// The bootstrap address a worker logged ("cluster: worker W of cluster 'C' on HOST:PORT").

@@ -114,7 +114,6 @@ std::vector<PoolInfo> LocalPools::infos() const {
   return out;
 }
 
-// One engine onboard's remote blocks: fresh G2 blocks, one request per holder.
 /// BlockManager::promote as an awaitable: per block, its G2 lease or the
 /// read's error. Runs on the manager's thread (the event loop). The wait is
 /// a timer cancelled by promote's done (which never runs inside promote()):
@@ -144,6 +143,7 @@ asio::awaitable<std::vector<Result<BlockLease>>> FetchService::promote(BlockMana
   co_return std::move(*wait->out);
 }
 
+// One engine onboard's remote blocks: fresh G2 blocks, one request per holder.
 struct FetchService::Request {
   LayoutPool* pool = nullptr;
   std::uint64_t layout_key = 0;
@@ -297,6 +297,7 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   BlockLeases leases;
   leases.reserve(request->items.size());
   std::vector<std::size_t> on_disk;  // items held in G3 only: read into G2 first
+  std::vector<bool> from_disk(request->items.size());
   BlockLeases g3;
   for (std::size_t i = 0; i < request->items.size(); ++i) {
     const auto& item = request->items[i];
@@ -313,6 +314,7 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
       co_return fail(Errc::not_found, "not_found: {:#018x}", item.key);
     }
     on_disk.push_back(i);
+    from_disk[i] = true;
     g3.push_back(std::move(disk));
   }
   if (!on_disk.empty()) {
@@ -340,12 +342,8 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   FetchReply answer;
   if (!local->pool->host_sums.empty()) {
     answer.sums.reserve(request->items.size());
-    std::size_t next_disk = 0;
-    for (std::size_t i = 0; i < request->items.size(); ++i) {
-      const bool promoted = next_disk < on_disk.size() && on_disk[next_disk] == i;
-      if (promoted) ++next_disk;
-      answer.sums.push_back(sum_of(*local->pool, leases[i], request->items[i].key, promoted));
-    }
+    for (std::size_t i = 0; i < request->items.size(); ++i)
+      answer.sums.push_back(sum_of(*local->pool, leases[i], request->items[i].key, from_disk[i]));
   }
   const auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
   if (left <= std::chrono::milliseconds(0))
@@ -395,22 +393,27 @@ Status FetchService::check_sums(Request& request, WorkerIndex holder, std::span<
   }
   const Pool& g2 = request.pool->manager->pool(Tier::g2);
   for (std::size_t k = 0; k < items.size(); ++k) {
-    if (!sums[k].known) continue;
     const std::size_t j = items[k];
-    const std::uint64_t got =
-        storage::payload_checksum({g2.block_data(request.blocks[j].block()), g2.layout().block_bytes()});
-    if (got != sums[k].sum) {
-      ++stats_.sum_mismatches;
-      ++member.metrics.fetch_errors;
-      spdlog::warn(
-          "cluster: block {:#018x} fetched from {} does not match the checksum {} took when it stored it: "
-          "dropped",
-          request.keys[j].value(), member.worker, member.worker);
-      return fail(Errc::not_found, "not_found: {:#018x} (its bytes from {} do not match their checksum)",
-                  request.keys[j].value(), member.worker);
-    }
-    ++stats_.sums_checked;
+    auto checked = check_sum(holder, request.keys[j],
+                             {g2.block_data(request.blocks[j].block()), g2.layout().block_bytes()}, sums[k]);
+    if (!checked) return checked;
   }
+  return kvb::ok();
+}
+
+Status FetchService::check_sum(WorkerIndex holder, SequenceHash key, std::span<const std::byte> bytes,
+                               const BlockSum& sum) {
+  if (!sum.known) return kvb::ok();
+  Member& member = members_[holder];
+  if (storage::payload_checksum(bytes) != sum.sum) {
+    ++stats_.sum_mismatches;
+    ++member.metrics.fetch_errors;
+    spdlog::warn("cluster: block {:#018x} from {} does not match the checksum {} took when it stored it: not used",
+                 key.value(), member.worker, member.worker);
+    return fail(Errc::not_found, "not_found: {:#018x} (its bytes from {} do not match their checksum)", key.value(),
+                member.worker);
+  }
+  ++stats_.sums_checked;
   return kvb::ok();
 }
 
@@ -712,23 +715,14 @@ asio::awaitable<void> FetchService::borrow_from(std::shared_ptr<Borrow> borrow, 
         }
         // The holder keeps sums: the pinned bytes (leased: they stay as
         // they are until the copy into the engine ends) must match them.
-        if (!pinned->sums.empty() && pinned->sums[k].known) {
-          const std::uint64_t got =
-              storage::payload_checksum({mapping->base() + pinned->offsets[k], static_cast<std::size_t>(block_bytes)});
-          if (got != pinned->sums[k].sum) {
-            ++stats_.sum_mismatches;
-            ++members_[holder].metrics.fetch_errors;
-            spdlog::warn(
-                "cluster: block {:#018x} mapped from {} does not match the checksum {} took when it stored "
-                "it: not read",
-                borrow->keys[items[k]].value(), members_[holder].worker, members_[holder].worker);
-            borrow->error =
-                Error{Errc::not_found, fmt::format("not_found: {:#018x} (its bytes on {} do not match "
-                                                   "their checksum)",
-                                                   borrow->keys[items[k]].value(), members_[holder].worker)};
+        if (!pinned->sums.empty()) {
+          auto checked =
+              check_sum(holder, borrow->keys[items[k]],
+                        {mapping->base() + pinned->offsets[k], static_cast<std::size_t>(block_bytes)}, pinned->sums[k]);
+          if (!checked) {
+            borrow->error = checked.error();
             break;
           }
-          ++stats_.sums_checked;
         }
         source.items.push_back(items[k]);
         source.blocks.push_back(BlockId{static_cast<std::uint32_t>(at / info.stride)});

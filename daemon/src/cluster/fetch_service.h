@@ -160,6 +160,10 @@ class FetchService {
   /// sums (none: nothing to check); not_found naming the first that differs.
   [[nodiscard]] Status check_sums(Request& request, WorkerIndex holder, std::span<const std::size_t> items,
                                   std::span<const BlockSum> sums);
+  /// One block's bytes against its holder's sum (unknown: ok), wherever
+  /// they are read: G2 after a fetch or mapped copy, or the mapping itself.
+  [[nodiscard]] Status check_sum(WorkerIndex holder, SequenceHash key, std::span<const std::byte> bytes,
+                                 const BlockSum& sum);
   boost::asio::awaitable<void> ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                    std::vector<std::size_t> items);
   boost::asio::awaitable<void> ask_mapped(std::shared_ptr<Request> request, WorkerIndex holder,
