@@ -87,6 +87,10 @@ int run_cluster(int argc, char** argv) {
   app.add_flag("--full", full, "the issue's sizes: 512 blocks of 2 MiB (1 GiB) per onboard pass, 3 repetitions");
   app.add_option("--spin-us", f.spin_us, "cluster.spin_us of the onboard workers and --spin-us of the transport bench")
       ->capture_default_str();
+  app.add_option("--worker-arg", f.worker_args,
+                 "one more kvblockd argument for both onboard workers (repeat it: --worker-arg --cluster-connect "
+                 "--worker-arg address)")
+      ->allow_extra_args(false);
   app.add_option("--repeat", f.repeat, "repetitions of the onboard phase (figures are medians)")
       ->capture_default_str()
       ->check(CLI::Range(1, 99));
@@ -196,6 +200,8 @@ int run_cluster(int argc, char** argv) {
                      {"transport_gbps_runs", r->transport_gbps},
                      {"local_onboard_gbps", median(r->local_gbps)},
                      {"local_onboard_gbps_runs", r->local_gbps},
+                     {"fetch_gbps", median(r->fetch_gbps)},
+                     {"fetch_gbps_runs", r->fetch_gbps},
                      {"ratio", ratio},
                      {"fetched_blocks", r->fetched_blocks},
                      {"target_met", ratio >= 0.85}});
@@ -210,8 +216,13 @@ int run_cluster(int argc, char** argv) {
     table += fmt::format("  {:<5} {:<18} {:>14} {:>16} {:>7} {:>14}\n", "tls", "bulk", "onboard GB/s", "transport GB/s",
                          "ratio", "local on A");
     table += rows;
-    json["onboard"] = {{"blocks", f.onboard_blocks}, {"block_bytes", 2097152}, {"batch", f.onboard_batch},
-                       {"spin_us", f.spin_us},       {"repeat", f.repeat},     {"runs", jon}};
+    json["onboard"] = {{"blocks", f.onboard_blocks},
+                       {"block_bytes", 2097152},
+                       {"batch", f.onboard_batch},
+                       {"spin_us", f.spin_us},
+                       {"repeat", f.repeat},
+                       {"worker_args", f.worker_args},
+                       {"runs", jon}};
   }
 
   if (wants("index")) {

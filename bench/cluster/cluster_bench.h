@@ -31,9 +31,10 @@ struct Flags {
   std::vector<std::string> phases{"hit", "onboard", "index"};
   // onboard
   std::vector<std::string> onboard_tls{"sm", "tcp"};
-  std::uint32_t onboard_blocks = 64;  // --full: 512 (1 GiB)
-  std::uint32_t onboard_batch = 32;   // blocks per onboard (64 MiB: the transport bench's batch at 2 MiB)
-  int spin_us = 50;                   // both the daemons' cluster.spin_us and the transport bench's --spin-us
+  std::uint32_t onboard_blocks = 64;     // --full: 512 (1 GiB)
+  std::uint32_t onboard_batch = 32;      // blocks per onboard (64 MiB: the transport bench's batch at 2 MiB)
+  int spin_us = 50;                      // both the daemons' cluster.spin_us and the transport bench's --spin-us
+  std::vector<std::string> worker_args;  // more kvblockd arguments for both onboard workers
   int repeat = 1;
   // index
   double index_seconds = 3;
@@ -69,6 +70,7 @@ struct OnboardResult {
   std::vector<double> gbps;            // remote onboard, one per repetition
   std::vector<double> transport_gbps;  // kvblockd-bench transport, one per repetition
   std::vector<double> local_gbps;      // the same onboards on A from its own G2 (no fetch), one per repetition
+  std::vector<double> fetch_gbps;      // B's fetches alone (bytes_in over fetch_us, request to answer); 0: none
   std::uint64_t fetched_blocks = 0;    // B's blocks_in + direct_blocks over the timed onboards (last repetition)
   std::uint64_t errors = 0;
 };

@@ -58,6 +58,18 @@ long long stat_at(client::Client& c, std::initializer_list<const char*> path) {
   return j.is_number() ? j.get<long long>() : -1;
 }
 
+/// A number of member `worker` in `stats.cluster.members` (-1: none).
+long long member_stat_at(client::Client& c, const std::string& worker, const char* key) {
+  auto text = c.stats();
+  if (!text) return -1;
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("cluster") || !j["cluster"].contains("members")) return -1;
+  for (const auto& m : j["cluster"]["members"]) {
+    if (m.value("worker", "") == worker && m.contains(key) && m[key].is_number()) return m[key].get<long long>();
+  }
+  return -1;
+}
+
 /// Runs `kvblockd-bench transport` as a child and returns its "gbps".
 Result<double> transport_gbps(const Flags& f, const std::string& tls) {
   // The same K distinct 2 MiB blocks: a working set of K blocks, its
@@ -126,20 +138,22 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   const std::uint32_t k = f.onboard_blocks, batch = std::min(f.onboard_batch, f.onboard_blocks);
   std::fprintf(stderr, "cluster: remote onboard over %s: %u blocks of 2 MiB, onboards of %u\n", tls.c_str(), k, batch);
   auto args = [&](const char* name, std::uint64_t pool_blocks) {
-    return std::vector<std::string>{"--cluster-listen",
-                                    "127.0.0.1:0",
-                                    "--cluster-worker",
-                                    name,
-                                    "--cluster-tls",
-                                    tls,
-                                    "--cluster-spin-us",
-                                    std::to_string(f.spin_us),
-                                    "--cluster-cache-fetched",
-                                    "false",
-                                    "--host-pool-bytes",
-                                    std::to_string(pool_blocks * kBlockBytes),
-                                    "--log-level",
-                                    "info"};
+    auto a = std::vector<std::string>{"--cluster-listen",
+                                      "127.0.0.1:0",
+                                      "--cluster-worker",
+                                      name,
+                                      "--cluster-tls",
+                                      tls,
+                                      "--cluster-spin-us",
+                                      std::to_string(f.spin_us),
+                                      "--cluster-cache-fetched",
+                                      "false",
+                                      "--host-pool-bytes",
+                                      std::to_string(pool_blocks * kBlockBytes),
+                                      "--log-level",
+                                      "info"};
+    a.insert(a.end(), f.worker_args.begin(), f.worker_args.end());
+    return a;
   };
   WorkerProcess a, b;
   if (auto st = a.start(f.kvblockd, args("A", k)); !st)
@@ -217,9 +231,16 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   if (stat_at(*on_b->client, {"cluster", "fetch", "direct_blocks"}) > 0) out.protocol = "mapped, direct";
   for (int rep = 0; rep < f.repeat; ++rep) {
     const long long before = taken();
+    const long long bytes_before = member_stat_at(*on_b->client, "A", "bytes_in"),
+                    us_before = member_stat_at(*on_b->client, "A", "fetch_us");
     const auto t0 = Clock::now();
     if (auto st = onboard_all(*on_b, k); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    {
+      const long long bytes = member_stat_at(*on_b->client, "A", "bytes_in") - bytes_before,
+                      us = member_stat_at(*on_b->client, "A", "fetch_us") - us_before;
+      out.fetch_gbps.push_back(bytes > 0 && us > 0 ? static_cast<double>(bytes) / (static_cast<double>(us) * 1e3) : 0);
+    }
     // The same onboards on A, from its own G2: what the copy into the engine costs without the fetch.
     const auto t1 = Clock::now();
     if (auto st = onboard_all(*on_a, k); !st) return fail(st.error().code, "onboard on A: {}", st.error().message);
@@ -236,8 +257,9 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     std::fprintf(
         stderr,
         "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx); local onboard on "
-        "A %.3f GB/s\n",
-        rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back());
+        "A %.3f GB/s; B's fetches alone %.3f GB/s\n",
+        rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back(),
+        out.fetch_gbps.back());
   }
   (void)on_a->client->bye();
   (void)on_b->client->bye();

@@ -22,7 +22,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,6 +73,7 @@ struct Flags {
   bool baseline = true;  // memcpy, TCP stream, ucx_perftest
   bool perftest = true;
   bool pin = true;
+  bool connect_by_address = false;  // tcp: the client opens its endpoint by worker address, not IP:PORT
   int repeat = 1;
   bool err_baseline = true;
   std::string role = "client";
@@ -386,10 +386,12 @@ Result<Figures> measure_once(const Flags& f) {
   std::optional<Result<Figures>> result;
   {
     ActiveMessageManager client(worker);
-    // sm: UCX 1.13's sockaddr connect needs a network transport; use the address.
-    Status st = f.tls == "sm" ? client.connect_address(PeerId{1}, unhex(address_line.substr(8)))
-                              : client.connect(PeerId{1}, "127.0.0.1",
-                                               static_cast<std::uint16_t>(std::stoul(port_line.substr(5))));
+    // sm: UCX 1.13's sockaddr connect needs a network transport; use the
+    // address (and over tcp when told: docs/transport.md, "Connections").
+    Status st =
+        (f.tls == "sm" || f.connect_by_address)
+            ? client.connect_address(PeerId{1}, unhex(address_line.substr(8)))
+            : client.connect(PeerId{1}, "127.0.0.1", static_cast<std::uint16_t>(std::stoul(port_line.substr(5))));
     if (!st) return fail(st.error().code, "connect: {}", st.error().message);
     // io.run() until the measurement ends or a 300 s watchdog fires (no
     // run_one_for loop: it reads the clock around every handler).
@@ -706,6 +708,8 @@ int run_transport(int argc, char** argv) {
   app.add_flag("!--no-perftest", f.perftest, "skip ucx_perftest (single buffer) only");
   app.add_flag("!--no-err-baseline", f.err_baseline, "skip the perftest -e (peer error handling) bandwidth runs");
   app.add_flag("!--no-pin", f.pin, "do not pin server/client to cores 0/1");
+  app.add_flag("--connect-by-address", f.connect_by_address,
+               "tcp: open the client's endpoint by worker address (as before 2026-12-03 kvblockd did), not IP:PORT");
   app.add_option("--role", f.role)->group("");  // hidden: server
   try {
     app.parse(argc, argv);

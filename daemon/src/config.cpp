@@ -212,6 +212,10 @@ const std::vector<KeyDef>& key_defs() {
                     "reads them in place, one copy and no second copy in this host's memory"));
     d.push_back(key("cluster.map_same_host", &DaemonConfig::cluster_map_same_host, Bool{},
                     "Same host, shared-memory transport: fetch by mapping the holder's pool and copying"));
+    d.push_back(key("cluster.connect", &DaemonConfig::cluster_connect, Choice{{"auto", "address"}},
+                    "How to open UCX endpoints to peers: auto = by IP:PORT (a UCX listener beside cluster.listen) "
+                    "when the transports reach it over the network and not by shared memory (another host, or "
+                    "network transports only), else by worker address; address = always by worker address"));
     d.push_back(key("cluster.max_concurrent", &DaemonConfig::cluster_max_concurrent, UInt{1},
                     "Active-message handlers running at once, all message types"));
     d.push_back(key("cluster.max_queued", &DaemonConfig::cluster_max_queued, UInt{1},

@@ -122,6 +122,54 @@ TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
   EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
 }
 
+// How endpoints open (docs/cluster.md, "Connections"). Over tcp a worker
+// listens for UCX endpoints beside its bootstrap listener and peers open
+// theirs by IP:PORT (by worker address, UCX 1.13 gives a tcp endpoint with
+// peer error handling no zero-copy lanes); over sm there is no listener and
+// every endpoint opens by address. B is told `cluster.connect address`:
+// its endpoint to A opens by address whatever the transport. C connects by
+// default, and its onboard of A's blocks is byte-exact either way.
+TEST_P(Cluster, EndpointsOpenByIpPortOverTcpAndByWorkerAddressOverSmOrWhenTold) {
+  const std::string tls = GetParam();
+  const bool by_port = tls == "tcp";
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  const std::string a_addr = bootstrap_of(a);
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr, "--cluster-connect", "address"}));
+  DaemonProcess c(KVBLOCKD_PATH,
+                  worker_args("C", tls, {"--cluster-peers", a_addr, "--cluster-map-same-host", "false"}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(c.ready()) << c.log();
+  for (auto* w : {&b, &c}) ASSERT_TRUE(w->wait_for_log("cluster: worker A joined", 20s)) << w->log();
+  ASSERT_TRUE(a.wait_for_log("cluster: worker B joined", 20s)) << a.log();
+  ASSERT_TRUE(a.wait_for_log("cluster: worker C joined", 20s)) << a.log();
+  EXPECT_NE(a.log().find(by_port ? "endpoints by IP:PORT, UCX listener on port" : "endpoints by worker address"),
+            std::string::npos)
+      << a.log();
+
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/3);
+  TestEngine on_c(c.socket_path(), 16, /*salt=*/3);
+  ASSERT_TRUE(on_a.attach() && on_c.attach());
+  const auto json_a = stats_of(on_a.client(), 1);
+  EXPECT_EQ(stat_of(json_a, "cluster.ucx_listen_port") > 0, by_port) << json_a;
+  EXPECT_EQ(member_text(json_a, "B", "endpoint"), "address") << json_a;
+  EXPECT_EQ(member_text(json_a, "C", "endpoint"), by_port ? "ip_port" : "address") << json_a;
+  const auto json_c = stats_of(on_c.client(), 2);
+  EXPECT_EQ(member_text(json_c, "A", "endpoint"), by_port ? "ip_port" : "address") << json_c;
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/3);
+  ASSERT_TRUE(on_b.attach());
+  const auto json_b = stats_of(on_b.client(), 3);
+  EXPECT_EQ(member_text(json_b, "A", "endpoint"), "address") << json_b;
+
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 800));
+  ASSERT_TRUE(c.wait_for_log("A holds 4 blocks", 20s)) << c.log();
+  ASSERT_TRUE(onboard_blocks(on_c, 20, 0, 4, 800)) << c.log();  // byte-exact
+  const auto after = stats_of(on_c.client(), 30);
+  EXPECT_EQ(stat_of(after, "cluster.fetch.blocks_in"), 4) << after;
+  EXPECT_GT(member_stat(after, "A", "fetch_us"), 0) << after;
+  for (auto* w : {&c, &b, &a}) EXPECT_EQ(w->stop(SIGTERM), 0) << w->log();
+}
+
 // A holds the blocks and is stopped (SIGSTOP) so B's fetch waits on it;
 // then A is killed. B's onboard ends err(peer lost: A) well before its
 // deadline, A's blocks leave B's index, and B keeps serving.

@@ -60,6 +60,7 @@ Result<std::uint16_t> PeerDirectory::listen(const std::string& host, std::uint16
     const PeerId peer{next_accepted_peer_++};
     try {
       adopt(std::make_shared<Endpoint>(worker_, request, peer, error_handler()));
+      sockaddr_.insert(peer);
     } catch (const TransportError& e) {
       spdlog::error("transport: accepting peer {} failed: {}", peer, e.what());
     }
@@ -74,6 +75,7 @@ Status PeerDirectory::connect(PeerId peer, const std::string& host, std::uint16_
   auto ep = Endpoint::connect(worker_, host, port, peer, error_handler());
   if (!ep) return tl::unexpected(ep.error());
   adopt(std::shared_ptr<Endpoint>(std::move(*ep)));
+  sockaddr_.insert(peer);
   return ok();
 }
 
@@ -228,6 +230,7 @@ void PeerDirectory::lost(PeerId peer, const Error& error) {
     waiting->second->set();
     hello_pending_.erase(waiting);
   }
+  sockaddr_.erase(peer);
   peers_.erase(it);  // in-flight operations keep their shared_ptr
   if (on_lost_) on_lost_(peer, error);
 }

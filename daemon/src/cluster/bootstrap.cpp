@@ -86,10 +86,9 @@ Status BootstrapListener::bind(const HostPort& at) {
 
 void BootstrapListener::serve(PeerIdentity identity) {
   identity.bootstrap = bound_.to_string();
-  line_ = json{{"cluster", identity.cluster},
-               {"worker", identity.worker},
-               {"bootstrap", identity.bootstrap},
-               {"ucx_address", to_hex(identity.ucx_address)}}
+  line_ = json{{"cluster", identity.cluster},     {"worker", identity.worker},
+               {"bootstrap", identity.bootstrap}, {"ucx_address", to_hex(identity.ucx_address)},
+               {"ucx_port", identity.ucx_port},   {"boot_id", identity.boot_id}}
               .dump() +
           "\n";
   asio::co_spawn(io_, accept_loop(), asio::detached);
@@ -114,6 +113,37 @@ asio::awaitable<void> BootstrapListener::accept_loop() {
   }
 }
 
+/// A bootstrap answer's line as an identity. A field of the wrong type is
+/// a protocol error, never an exception (the answer comes from anywhere).
+Result<PeerIdentity> parse_identity(const std::string& line, const HostPort& at) {
+  const json answer = json::parse(line, nullptr, false);
+  if (answer.is_discarded() || !answer.is_object()) {
+    return fail(Errc::protocol_error, "bootstrap {}: the answer is not a JSON object", at.to_string());
+  }
+  PeerIdentity id;
+  std::int64_t port = 0;  // absent (an older worker): connected by address
+  try {
+    id.cluster = answer.value("cluster", std::string());
+    id.worker = answer.value("worker", std::string());
+    id.bootstrap = answer.value("bootstrap", std::string());
+    auto address = from_hex(answer.value("ucx_address", std::string()));
+    if (!address || address->empty() || id.worker.empty()) {
+      return fail(Errc::protocol_error, "bootstrap {}: the answer names no worker or UCX address", at.to_string());
+    }
+    id.ucx_address = std::move(*address);
+    if (answer.contains("ucx_port") && !answer["ucx_port"].is_number_integer()) {
+      return fail(Errc::protocol_error, "bootstrap {}: ucx_port is not an integer", at.to_string());
+    }
+    port = answer.value("ucx_port", std::int64_t{0});
+    id.boot_id = answer.value("boot_id", std::string());
+  } catch (const json::exception& e) {
+    return fail(Errc::protocol_error, "bootstrap {}: {}", at.to_string(), e.what());
+  }
+  if (port < 0 || port > 65535) return fail(Errc::protocol_error, "bootstrap {}: ucx_port {}", at.to_string(), port);
+  id.ucx_port = static_cast<std::uint16_t>(port);
+  return id;
+}
+
 asio::awaitable<Result<PeerIdentity>> read_identity(asio::any_io_executor executor, const HostPort& at,
                                                     std::chrono::milliseconds timeout) {
   boost::beast::tcp_stream stream(executor);
@@ -134,20 +164,7 @@ asio::awaitable<Result<PeerIdentity>> read_identity(asio::any_io_executor execut
     if (ec) co_return fail(Errc::unavailable, "bootstrap {}: {}", at.to_string(), ec.message());
     if (line.size() > kMaxLine) co_return fail(Errc::protocol_error, "bootstrap {}: answer too long", at.to_string());
   }
-  const json answer = json::parse(line.substr(0, line.find('\n')), nullptr, false);
-  if (answer.is_discarded() || !answer.is_object()) {
-    co_return fail(Errc::protocol_error, "bootstrap {}: the answer is not a JSON object", at.to_string());
-  }
-  PeerIdentity id;
-  id.cluster = answer.value("cluster", std::string());
-  id.worker = answer.value("worker", std::string());
-  id.bootstrap = answer.value("bootstrap", std::string());
-  auto address = from_hex(answer.value("ucx_address", std::string()));
-  if (!address || address->empty() || id.worker.empty()) {
-    co_return fail(Errc::protocol_error, "bootstrap {}: the answer names no worker or UCX address", at.to_string());
-  }
-  id.ucx_address = std::move(*address);
-  co_return id;
+  co_return parse_identity(line.substr(0, line.find('\n')), at);
 }
 
 }  // namespace kvb::daemon::cluster

@@ -24,6 +24,8 @@ struct PeerIdentity {
   std::string worker;
   std::string bootstrap;  // HOST:PORT it listens on
   std::vector<std::byte> ucx_address;
+  std::uint16_t ucx_port = 0;  // its UCX listener on the bootstrap's host (0: none; connect by address)
+  std::string boot_id;         // its host's boot id (same host as ours: shared memory may reach it)
 };
 
 /// "HOST:PORT" -> host, port (port 0 allowed when `allow_any_port`).
@@ -54,6 +56,10 @@ class BootstrapListener {
   HostPort bound_;
   std::string line_;  // the answer
 };
+
+/// A bootstrap answer (one JSON line) as the identity of the worker at `at`;
+/// protocol_error for anything else (a field of the wrong type included).
+[[nodiscard]] Result<PeerIdentity> parse_identity(const std::string& line, const HostPort& at);
 
 /// Reads a peer's identity from its bootstrap listener. Errors: unavailable
 /// (nothing answers), protocol_error (not an identity line), timeout.

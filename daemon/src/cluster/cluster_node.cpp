@@ -111,7 +111,18 @@ Status ClusterNode::start() {
 
   if (auto st = bootstrap_.bind(*listen); !st) return st;
   worker_ = settings_.worker.empty() ? fmt::format("{}:{}", host_name(), bootstrap_.bound().port) : settings_.worker;
-  bootstrap_.serve(PeerIdentity{settings_.name, worker_, {}, ucx_worker_->address()});
+  // Network transports only: a UCX listener beside the bootstrap one, so
+  // peers open their endpoints by IP:PORT (over tcp, an endpoint opened by
+  // worker address gets no zero-copy lanes: docs/transport.md).
+  if (!settings_.connect_by_address && tls_listens_by_ip_port(settings_.tls)) {
+    if (auto port = am_->listen(listen->host, 0); port) {
+      ucx_port_ = *port;
+    } else {
+      spdlog::warn("cluster: no UCX listener on {} ({}): peers connect by worker address", listen->host,
+                   port.error().message);
+    }
+  }
+  bootstrap_.serve(PeerIdentity{settings_.name, worker_, {}, ucx_worker_->address(), ucx_port_, host_boot_id()});
   for (const auto& peer : settings_.peers) {
     auto hp = HostPort::parse(peer, false);
     if (!hp) return fail(Errc::invalid_argument, "cluster.peers: {}", hp.error().message);
@@ -139,10 +150,12 @@ Status ClusterNode::start() {
                                   [this](const std::set<std::string>& workers) { etcd_listed(workers); }});
     etcd_->start();
   }
-  spdlog::info("cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}{}, {} static peers{})", worker_,
-               settings_.name, bootstrap_.bound().to_string(), settings_.tls.empty() ? "default" : settings_.tls,
-               transport::to_string(protocol_), map_same_host_ ? "; mapped (same host) where a peer's pool maps" : "",
-               settings_.peers.size(), etcd_ ? fmt::format(", etcd {}", settings_.etcd) : std::string());
+  spdlog::info(
+      "cluster: worker {} of cluster '{}' on {} (UCX_TLS {}, bulk by {}{}, {} static peers{}; endpoints by {})",
+      worker_, settings_.name, bootstrap_.bound().to_string(), settings_.tls.empty() ? "default" : settings_.tls,
+      transport::to_string(protocol_), map_same_host_ ? "; mapped (same host) where a peer's pool maps" : "",
+      settings_.peers.size(), etcd_ ? fmt::format(", etcd {}", settings_.etcd) : std::string(),
+      ucx_port_ != 0 ? fmt::format("IP:PORT, UCX listener on port {}", ucx_port_) : std::string("worker address"));
   reconcile();
   return kvb::ok();
 }
@@ -392,10 +405,28 @@ asio::awaitable<void> ClusterNode::connect_to(std::string address) {
   }
   if (identity->worker == worker_) co_return;  // ourselves
   const PeerId peer{next_peer_++};
-  if (auto st = am_->connect_address(peer, identity->ucx_address); !st) {
-    spdlog::warn("cluster: connecting to worker {}: {}", identity->worker, st.error().message);
-    co_return;
+  // By IP:PORT where both sides can (the peer announced a UCX listener) and
+  // shared memory does not reach it; by worker address otherwise, or when
+  // that fails.
+  bool by_port = false;
+  if (!settings_.connect_by_address &&
+      opens_by_ip_port(settings_.tls, identity->ucx_port != 0,
+                       !identity->boot_id.empty() && identity->boot_id == host_boot_id())) {
+    auto st = am_->connect(peer, at->host, identity->ucx_port);
+    by_port = st.has_value();
+    if (!st) {
+      spdlog::warn("cluster: connecting to worker {} at {}:{}: {}; by worker address instead", identity->worker,
+                   at->host, identity->ucx_port, st.error().message);
+    }
   }
+  if (!by_port) {
+    if (auto st = am_->connect_address(peer, identity->ucx_address); !st) {
+      spdlog::warn("cluster: connecting to worker {}: {}", identity->worker, st.error().message);
+      co_return;
+    }
+  }
+  spdlog::debug("cluster: endpoint to worker {} opened by {}", identity->worker,
+                by_port ? fmt::format("{}:{}", at->host, identity->ucx_port) : std::string("worker address"));
   auto payload = encode(join_message());
   Result<Bytes> reply = fail(Errc::internal, "join not sent");
   if (auto hello = co_await am_->wait_hello_answered(peer, kConnectTimeout); !hello) {
@@ -492,11 +523,16 @@ json ClusterNode::stats() const {
                        {"fetches_requested", p.fetches_requested},
                        {"fetches_served", p.fetches_served},
                        {"fetch_errors", p.fetch_errors},
+                       {"fetch_us", p.fetch_us},
+                       {"serve_us", p.serve_us},
                        {"index_events_in", p.index_events_in},
                        {"index_events_out", p.index_events_out},
                        {"resyncs", p.resyncs},
                        {"losses", p.losses},
                        {"rtt_us", p.rtt_us},
+                       {"endpoint", !m.send_peer                          ? "none"
+                                    : am_->peer_by_sockaddr(*m.send_peer) ? "ip_port"
+                                                                          : "address"},
                        {"bulk", m.mapped.empty() ? std::string(transport::to_string(protocol_))
                                                  : std::string("mapped (same host)")}});
   }
@@ -505,6 +541,7 @@ json ClusterNode::stats() const {
            {"listen", bootstrap_.bound().to_string()},
            {"tls", settings_.tls.empty() ? "default" : settings_.tls},
            {"bulk_protocol", transport::to_string(protocol_)},
+           {"ucx_listen_port", ucx_port_},
            {"map_same_host", map_same_host_},
            {"membership", etcd_ ? "etcd" : "static"},
            {"members", members},
@@ -602,6 +639,10 @@ std::string ClusterNode::prometheus() const {
          [](WorkerIndex, const Member& m) { return m.metrics.fetches_served; });
   metric("fetch_errors_total", "counter", "Fetches from the worker that failed.",
          [](WorkerIndex, const Member& m) { return m.metrics.fetch_errors; });
+  metric("fetch_seconds_total", "counter", "Time fetches from the worker that ended ok took, request to answer.",
+         [](WorkerIndex, const Member& m) { return static_cast<double>(m.metrics.fetch_us) / 1e6; });
+  metric("serve_seconds_total", "counter", "Time the worker's fetches answered ok took here, request to answer.",
+         [](WorkerIndex, const Member& m) { return static_cast<double>(m.metrics.serve_us) / 1e6; });
   metric("rtt_seconds", "gauge", "Last ping round trip to the worker.",
          [](WorkerIndex, const Member& m) { return m.metrics.rtt_us / 1e6; });
   metric("index_blocks", "gauge", "Blocks the worker holds, as this worker's index knows.",

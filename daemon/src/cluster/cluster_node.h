@@ -96,6 +96,7 @@ class ClusterNode final : public RemoteTier {
   std::unique_ptr<transport::ActiveMessageManager> am_;
   transport::BulkProtocol protocol_ = transport::BulkProtocol::am_rendezvous;
   bool map_same_host_ = false;  // cluster.map_same_host and a shared-memory transport
+  std::uint16_t ucx_port_ = 0;  // our UCX listener (0: none; peers connect by address)
   BootstrapListener bootstrap_;
   std::unique_ptr<EtcdMembership> etcd_;
   Members members_;

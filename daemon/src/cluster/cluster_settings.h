@@ -39,6 +39,10 @@ struct ClusterSettings {
   /// holder's G2 pool memfd and copying (docs/cluster.md, "Same-host
   /// mapped fetch"); false: always by UCX.
   bool map_same_host = true;
+  /// Always open UCX endpoints by worker address; false: by IP:PORT (a UCX
+  /// listener beside `listen`) where opens_by_ip_port() says so
+  /// (docs/cluster.md, "Connections").
+  bool connect_by_address = false;
   /// Active-message handlers running at once, all types, and queued beyond.
   std::uint32_t max_concurrent = 16;
   std::uint32_t max_queued = 4096;

@@ -369,6 +369,8 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   stats_.blocks_out += chunks.size();
   ++member.metrics.fetches_served;
   member.metrics.bytes_out += chunks.size() * block_bytes;
+  member.metrics.serve_us +=
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count());
   if (answer.sums.empty()) co_return Bytes{};
   co_return encode(answer);
 }
@@ -795,6 +797,7 @@ asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, Worker
     } else {
       const PeerId peer = *member.send_peer;
       spdlog::debug("cluster: fetch of {} blocks from {} sent", items.size(), member.worker);
+      const auto sent = Clock::now();
       reply = co_await am_.send_request_receiving_writes(peer, kFetchType, std::move(*payload),
                                                          std::chrono::milliseconds(message.timeout_ms));
       if (!*alive) co_return;
@@ -814,6 +817,8 @@ asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, Worker
         reply = tl::unexpected(checked.error());
       } else if (reply) {
         member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
+        member.metrics.fetch_us += static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
       } else {
         const Errc code = reply.error().code;
         // No answer: the holder may still write into the blocks. A peer

@@ -28,6 +28,8 @@ struct PeerMetrics {
   std::uint64_t fetches_requested = 0;  // fetch requests we sent it
   std::uint64_t fetches_served = 0;     // its fetch requests we answered ok
   std::uint64_t fetch_errors = 0;       // our fetches from it that failed
+  std::uint64_t fetch_us = 0;           // our fetches from it that ended ok: request sent to answer, summed
+  std::uint64_t serve_us = 0;           // its fetches we answered ok: request in to answer out, summed
   std::uint64_t index_events_in = 0;
   std::uint64_t index_events_out = 0;
   std::uint64_t resyncs = 0;  // snapshots we asked it for after a gap

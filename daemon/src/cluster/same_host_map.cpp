@@ -52,6 +52,24 @@ bool tls_shares_memory(std::string_view tls) noexcept {
   return false;
 }
 
+bool tls_listens_by_ip_port(std::string_view tls) noexcept {
+  if (tls.empty()) return true;
+  static constexpr std::string_view kNetwork[] = {"tcp",     "rc", "rc_v", "rc_x", "rc_verbs", "rc_mlx5", "dc", "dc_x",
+                                                  "dc_mlx5", "ud", "ud_v", "ud_x", "ud_verbs", "ud_mlx5", "ib"};
+  while (!tls.empty()) {
+    const auto comma = tls.find(',');
+    const auto name = tls.substr(0, comma);
+    if (std::find(std::begin(kNetwork), std::end(kNetwork), name) != std::end(kNetwork)) return true;
+    tls = comma == std::string_view::npos ? std::string_view{} : tls.substr(comma + 1);
+  }
+  return false;
+}
+
+bool opens_by_ip_port(std::string_view tls, bool peer_listens, bool same_host) noexcept {
+  if (!peer_listens || !tls_listens_by_ip_port(tls)) return false;
+  return !(same_host && (tls.empty() || tls_shares_memory(tls)));
+}
+
 const std::string& host_boot_id() {
   static const std::string id = [] {
     std::ifstream in("/proc/sys/kernel/random/boot_id");

@@ -43,6 +43,19 @@ class PeerPoolMapping {
 /// (sm, shm, posix, sysv, cma, knem, xpmem): only then are peers tried for
 /// a same-host mapping (tcp-only clusters stay on UCX).
 [[nodiscard]] bool tls_shares_memory(std::string_view tls) noexcept;
+/// Whether UCX_TLS `tls` reaches peers over the network (a network transport
+/// is listed, or UCX chooses: empty): then a worker also listens for UCX
+/// endpoints opened by IP:PORT (UCX's sockaddr connection manager).
+[[nodiscard]] bool tls_listens_by_ip_port(std::string_view tls) noexcept;
+/// Whether to open the endpoint to a peer by IP:PORT rather than by worker
+/// address: the peer listens (`peer_listens`) and it is not a peer on this
+/// host that shared memory reaches (`tls` empty or listing a shared-memory
+/// transport: an endpoint opened by IP:PORT gets network lanes only). Over
+/// tcp an endpoint opened by address with peer error handling gets no
+/// zero-copy lanes: AM rendezvous data then arrives in fragments the
+/// receiver copies into place (docs/transport.md, "Connecting by address
+/// or by IP:PORT").
+[[nodiscard]] bool opens_by_ip_port(std::string_view tls, bool peer_listens, bool same_host) noexcept;
 
 /// This host's boot id (/proc/sys/kernel/random/boot_id), "" if unreadable.
 [[nodiscard]] const std::string& host_boot_id();

@@ -65,6 +65,7 @@ struct DaemonConfig {
   bool cluster_cache_fetched = true;
   bool cluster_cache_same_host = false;
   bool cluster_map_same_host = true;
+  std::string cluster_connect = "auto";  // auto: by IP:PORT where the transports allow; address: by worker address
   std::uint32_t cluster_max_concurrent = 16;
   std::uint32_t cluster_max_queued = 4096;
   std::uint32_t cluster_fetch_concurrency = 4;

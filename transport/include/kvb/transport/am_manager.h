@@ -74,6 +74,9 @@ class ActiveMessageManager : private AmHandlerHost {
   [[nodiscard]] Status connect_address(PeerId peer, std::span<const std::byte> worker_address) {
     return peers_.connect_address(peer, worker_address);
   }
+  /// Whether `peer`'s endpoint was opened by IP:PORT (connect() or our
+  /// listener) rather than by worker address.
+  [[nodiscard]] bool peer_by_sockaddr(PeerId peer) const { return peers_.by_sockaddr(peer); }
   /// Completes once `peer` (connected by address) answered our hello, so it
   /// knows who sends our messages (see PeerDirectory::wait_hello_answered).
   asio::awaitable<Status> wait_hello_answered(PeerId peer, std::chrono::milliseconds timeout) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -80,6 +81,9 @@ class PeerDirectory {
     return PeerId{0};
   }
   [[nodiscard]] bool contains(PeerId peer) const { return peers_.contains(peer); }
+  /// Whether `peer`'s endpoint was opened by IP:PORT (connect(), or
+  /// accepted by our listener) rather than by worker address.
+  [[nodiscard]] bool by_sockaddr(PeerId peer) const { return sockaddr_.contains(peer); }
   /// Every peer in the directory, in id order.
   [[nodiscard]] std::vector<PeerId> peers() const;
   [[nodiscard]] std::uint32_t token() const noexcept { return token_; }
@@ -104,6 +108,7 @@ class PeerDirectory {
   // Peers connected by address whose hello is not answered yet.
   std::map<PeerId, std::shared_ptr<AsyncEvent>> hello_pending_;
   std::uint32_t next_accepted_peer_ = 1'000'000;
+  std::set<PeerId> sockaddr_;  // live peers opened by IP:PORT
 };
 
 }  // namespace kvb::transport
