@@ -283,10 +283,14 @@ class BlockService {
   void set_observer(Observer observer) { observer_ = std::move(observer); }
   /// Blocks other workers hold (nullptr: this daemon runs alone). lookup
   /// reports them as G4 after the local prefix; onboard fetches the hashes
-  /// it does not hold from them, within `fetch_timeout`.
-  void set_remote(RemoteTier* remote, std::chrono::milliseconds fetch_timeout = std::chrono::milliseconds(30000)) {
+  /// it does not hold from them, within `fetch_timeout`, in parts of about
+  /// `fetch_part_bytes` (0: all at once), each part copied into the engine
+  /// while the next one is fetched.
+  void set_remote(RemoteTier* remote, std::chrono::milliseconds fetch_timeout = std::chrono::milliseconds(30000),
+                  std::uint64_t fetch_part_bytes = 0) {
     remote_ = remote;
     fetch_timeout_ = fetch_timeout;
+    fetch_part_bytes_ = fetch_part_bytes;
   }
 
   /// Every layout's pool, for stats and metrics.
@@ -364,6 +368,15 @@ class BlockService {
   /// An onboard some of whose blocks other workers hold, waiting for them.
   struct RemoteOnboard;
   void fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, bool by_transport = false);
+  /// Fetches the missing items [first, first + part) and, unless it is the
+  /// last part, starts the next part's fetch and copies this one into the
+  /// engine meanwhile (its leases end when that copy ends).
+  void fetch_part(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, std::size_t first);
+  void copy_part(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op, std::size_t first, std::size_t last);
+  /// Every part fetched (or one failed) and no part's copy in flight: the
+  /// rest (the last part, local and disk items) is copied, or the error
+  /// ends the onboard.
+  void parts_settled(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op);
   void borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
   /// An onboard whose blocks are all local (fetched ones included) or
   /// borrowed (`held` has an empty lease where `borrowed` has the block):
@@ -408,6 +421,7 @@ class BlockService {
   Observer observer_;
   RemoteTier* remote_ = nullptr;
   std::chrono::milliseconds fetch_timeout_{30000};
+  std::uint64_t fetch_part_bytes_ = 0;
 };
 
 }  // namespace kvb::daemon

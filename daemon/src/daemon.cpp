@@ -192,6 +192,7 @@ class Daemon {
                                  .cache_same_host = c.cluster_cache_same_host,
                                  .map_same_host = c.cluster_map_same_host,
                                  .connect_by_address = c.cluster_connect == "address",
+                                 .fetch_part_bytes = c.cluster_fetch_part_bytes,
                                  .max_concurrent = c.cluster_max_concurrent,
                                  .max_queued = c.cluster_max_queued,
                                  .fetch_concurrency = c.cluster_fetch_concurrency,

@@ -170,6 +170,46 @@ TEST_P(Cluster, EndpointsOpenByIpPortOverTcpAndByWorkerAddressOverSmOrWhenTold) 
   for (auto* w : {&c, &b, &a}) EXPECT_EQ(w->stop(SIGTERM), 0) << w->log();
 }
 
+// An onboard fetches its remote blocks in parts (cluster.fetch_part_bytes:
+// here one block per part) and copies each part into the engine while the
+// next one travels. Every byte arrives; each part is its own fetch. An
+// onboard whose last part fails (a hash nobody holds) ends err(not_found)
+// only after the earlier parts' copies ended, with no lease left behind.
+TEST_P(Cluster, AnOnboardFetchesInPartsEachCopiedWhileTheNextTravels) {
+  const std::string tls = GetParam();
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls,
+                                             {"--cluster-peers", bootstrap_of(a), "--cluster-map-same-host", "false",
+                                              "--cluster-cache-fetched", "false", "--cluster-fetch-part-bytes", "1"}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/9);
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/9);
+  ASSERT_TRUE(on_a.attach() && on_b.attach());
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, 8, 6000));
+  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
+
+  ASSERT_TRUE(onboard_blocks(on_b, 20, 0, 8, 6000)) << b.log();  // byte-exact
+  auto json = stats_of(on_b.client(), 21);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.requests"), 8) << json;  // one fetch per part
+  EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 6; ++blk) onboard.items.push_back({6000 + blk, BlockId{8 + blk}});
+  onboard.items.push_back({424242, BlockId{14}});  // nobody holds it: the last part fails
+  ASSERT_TRUE(on_b.client().call(RequestId{22}, onboard));
+  auto ended = on_b.client().notification_of(RequestId{22}, 20s);
+  ASSERT_TRUE(ended) << b.log();
+  EXPECT_EQ(ended->code, Errc::not_found) << ended->text;
+  json = stats_of(on_b.client(), 23);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.requests"), 8 + 7) << json;
+  EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
 // A holds the blocks and is stopped (SIGSTOP) so B's fetch waits on it;
 // then A is killed. B's onboard ends err(peer lost: A) well before its
 // deadline, A's blocks leave B's index, and B keeps serving.

@@ -107,7 +107,7 @@ Status ClusterNode::start() {
                              .pool_retiring = [this](LayoutPool& pool) { pool_retiring(pool); },
                              .registry_changed = [this](const LayoutPool& pool, Tier tier, SequenceHash key,
                                                         bool stored) { registry_changed(pool, tier, key, stored); }});
-  blocks_.set_remote(this, std::chrono::milliseconds(settings_.fetch_timeout_ms));
+  blocks_.set_remote(this, std::chrono::milliseconds(settings_.fetch_timeout_ms), settings_.fetch_part_bytes);
 
   if (auto st = bootstrap_.bind(*listen); !st) return st;
   worker_ = settings_.worker.empty() ? fmt::format("{}:{}", host_name(), bootstrap_.bound().port) : settings_.worker;

@@ -43,6 +43,10 @@ struct ClusterSettings {
   /// listener beside `listen`) where opens_by_ip_port() says so
   /// (docs/cluster.md, "Connections").
   bool connect_by_address = false;
+  /// An onboard fetches its remote blocks in parts of about this many bytes
+  /// and copies each into the engine while the next one travels (0: the
+  /// whole fetch, then the copy).
+  std::uint64_t fetch_part_bytes = 32ULL << 20;
   /// Active-message handlers running at once, all types, and queued beyond.
   std::uint32_t max_concurrent = 16;
   std::uint32_t max_queued = 4096;
