@@ -202,6 +202,8 @@ int run_cluster(int argc, char** argv) {
                      {"local_onboard_gbps_runs", r->local_gbps},
                      {"fetch_gbps", median(r->fetch_gbps)},
                      {"fetch_gbps_runs", r->fetch_gbps},
+                     {"serve_gbps", median(r->serve_gbps)},
+                     {"serve_gbps_runs", r->serve_gbps},
                      {"ratio", ratio},
                      {"fetched_blocks", r->fetched_blocks},
                      {"target_met", ratio >= 0.85}});

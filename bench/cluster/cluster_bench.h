@@ -71,6 +71,7 @@ struct OnboardResult {
   std::vector<double> transport_gbps;  // kvblockd-bench transport, one per repetition
   std::vector<double> local_gbps;      // the same onboards on A from its own G2 (no fetch), one per repetition
   std::vector<double> fetch_gbps;      // B's fetches alone (bytes_in over fetch_us, request to answer); 0: none
+  std::vector<double> serve_gbps;      // A's serving of them (the same bytes over A's serve_us); 0: none
   std::uint64_t fetched_blocks = 0;    // B's blocks_in + direct_blocks over the timed onboards (last repetition)
   std::uint64_t errors = 0;
 };

@@ -232,7 +232,8 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   for (int rep = 0; rep < f.repeat; ++rep) {
     const long long before = taken();
     const long long bytes_before = member_stat_at(*on_b->client, "A", "bytes_in"),
-                    us_before = member_stat_at(*on_b->client, "A", "fetch_us");
+                    us_before = member_stat_at(*on_b->client, "A", "fetch_us"),
+                    served_us_before = member_stat_at(*on_a->client, "B", "serve_us");
     const auto t0 = Clock::now();
     if (auto st = onboard_all(*on_b, k); !st) return fail(st.error().code, "onboard on B: {}", st.error().message);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -240,6 +241,9 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
       const long long bytes = member_stat_at(*on_b->client, "A", "bytes_in") - bytes_before,
                       us = member_stat_at(*on_b->client, "A", "fetch_us") - us_before;
       out.fetch_gbps.push_back(bytes > 0 && us > 0 ? static_cast<double>(bytes) / (static_cast<double>(us) * 1e3) : 0);
+      const long long served_us = member_stat_at(*on_a->client, "B", "serve_us") - served_us_before;
+      out.serve_gbps.push_back(
+          bytes > 0 && served_us > 0 ? static_cast<double>(bytes) / (static_cast<double>(served_us) * 1e3) : 0);
     }
     // The same onboards on A, from its own G2: what the copy into the engine costs without the fetch.
     const auto t1 = Clock::now();
@@ -257,9 +261,9 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
     std::fprintf(
         stderr,
         "cluster:   run %d over %s: remote onboard %.3f GB/s, transport bench %.3f GB/s (%.2fx); local onboard on "
-        "A %.3f GB/s; B's fetches alone %.3f GB/s\n",
+        "A %.3f GB/s; B's fetches alone %.3f GB/s (A's serving of them %.3f GB/s)\n",
         rep + 1, tls.c_str(), out.gbps.back(), *t, *t > 0 ? out.gbps.back() / *t : 0, out.local_gbps.back(),
-        out.fetch_gbps.back());
+        out.fetch_gbps.back(), out.serve_gbps.back());
   }
   (void)on_a->client->bye();
   (void)on_b->client->bye();
