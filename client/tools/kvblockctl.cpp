@@ -87,13 +87,19 @@ int print_cluster(const std::string& json) {
                   text(*etcd, "unreachable_ms").c_str(), text(*etcd, "last_error").c_str());
     }
   }
-  std::printf("%-20s %-22s %-7s %12s %14s %14s %9s %9s %7s %10s\n", "WORKER", "BOOTSTRAP", "STATE", "INDEX_BLOCKS",
-              "BYTES_IN", "BYTES_OUT", "FETCHES", "SERVED", "ERRORS", "RTT_US");
+  std::printf("%-20s %-22s %-7s %-8s %12s %14s %14s %9s %9s %7s %10s %10s\n", "WORKER", "BOOTSTRAP", "STATE",
+              "ENDPOINT", "INDEX_BLOCKS", "BYTES_IN", "BYTES_OUT", "FETCHES", "SERVED", "ERRORS", "RTT_US",
+              "FETCH_GBPS");
   for (const auto& m : c.value("members", nlohmann::json::array())) {
-    std::printf("%-20s %-22s %-7s %12s %14s %14s %9s %9s %7s %10s\n", text(m, "worker").c_str(),
-                text(m, "bootstrap").c_str(), text(m, "state").c_str(), text(m, "index_blocks").c_str(),
-                text(m, "bytes_in").c_str(), text(m, "bytes_out").c_str(), text(m, "fetches_requested").c_str(),
-                text(m, "fetches_served").c_str(), text(m, "fetch_errors").c_str(), text(m, "rtt_us").c_str());
+    // The fetch rate from it: bytes fetched over the time those fetches took.
+    const double us = m.value("fetch_us", 0.0);
+    char gbps[32] = "-";
+    if (us > 0) std::snprintf(gbps, sizeof gbps, "%.3f", m.value("bytes_in", 0.0) / (us * 1e3));
+    std::printf("%-20s %-22s %-7s %-8s %12s %14s %14s %9s %9s %7s %10s %10s\n", text(m, "worker").c_str(),
+                text(m, "bootstrap").c_str(), text(m, "state").c_str(), text(m, "endpoint").c_str(),
+                text(m, "index_blocks").c_str(), text(m, "bytes_in").c_str(), text(m, "bytes_out").c_str(),
+                text(m, "fetches_requested").c_str(), text(m, "fetches_served").c_str(),
+                text(m, "fetch_errors").c_str(), text(m, "rtt_us").c_str(), gbps);
   }
   return 0;
 }

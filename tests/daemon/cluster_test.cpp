@@ -369,6 +369,7 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
     EXPECT_NE(metrics.find("kvblockd_cluster_peer_fetches_total" + of + "1\n"), std::string::npos) << metrics;
     EXPECT_NE(metrics.find("kvblockd_cluster_peer_index_blocks" + of + "4\n"), std::string::npos) << metrics;
     EXPECT_NE(metrics.find("kvblockd_cluster_peer_up" + of + "1\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("kvblockd_cluster_peer_fetch_seconds_total" + of), std::string::npos) << metrics;
   }
   const std::vector<std::string> shape = kvblockctl_shape_args();
   std::vector<std::string> argv{KVBLOCKCTL_PATH, "--socket", c.socket_path(), "--salt", "5",    "locate", "3000",
@@ -382,8 +383,8 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0);
   EXPECT_NE(table->out.find("worker C of cluster 'kvblockd'"), std::string::npos) << table->out;
   for (const std::string w : {"A", "B"}) {
-    const std::regex row("\\n" + w + " +\\S+ +joined +4 +" + std::to_string(member_stat(json, w, "bytes_in")) +
-                         " +0 +1 +0 +0 ");
+    const std::regex row("\\n" + w + " +\\S+ +joined +" + (tls == "tcp" ? "ip_port" : "address") + " +4 +" +
+                         std::to_string(member_stat(json, w, "bytes_in")) + " +0 +1 +0 +0 +\\S+ +[0-9.]+\\n");
     EXPECT_TRUE(std::regex_search(table->out, row)) << table->out;
   }
 }

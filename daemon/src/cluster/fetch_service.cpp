@@ -344,6 +344,7 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
   std::vector<std::uint64_t> keys;
   keys.reserve(items.size());
   for (std::size_t j : items) keys.push_back(request->keys[j].value());
+  const auto asked = Clock::now();
   auto pinned = co_await pin_at(holder, request->layout_key, std::move(keys), request->deadline, *mapping, block_bytes);
   if (!*alive) co_return;
   if (!pinned && pinned.error().code == Errc::busy) {
@@ -363,7 +364,7 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
   batch->io = &io_;
   batch->mapping = mapping;
   batch->done = [this, alive, request, holder, items, sums = std::move(pinned->sums), n = items.size(), block_bytes,
-                 valid_until = pinned->valid_until, peer = pinned->peer, id = pinned->pin_id]() {
+                 valid_until = pinned->valid_until, peer = pinned->peer, id = pinned->pin_id, asked]() {
     if (!*alive) return;
     // The leases were held until at least valid_until: every byte copied
     // before it is the block as it was pinned.
@@ -381,6 +382,8 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
       return holder_done(*request, tl::unexpected(checked.error()));
     }
     m.metrics.bytes_in += n * block_bytes;
+    m.metrics.fetch_us +=
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - asked).count());
     ++stats_.mapped_requests;
     stats_.mapped_blocks += n;
     holder_done(*request, Bytes{});

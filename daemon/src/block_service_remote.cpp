@@ -1,0 +1,126 @@
+// The BlockService's remote onboards (docs/cluster.md, "The states of a
+// fetch"): blocks other workers hold are fetched in parts, each part copied
+// into the engine while the next travels, or borrowed in place from a
+// same-host holder; then the local and disk items are copied as usual.
+#include <algorithm>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "block_service.h"
+#include "block_service_remote.h"
+#include "remote_tier.h"
+
+namespace kvb::daemon {
+
+void BlockService::fetch_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, bool by_transport) {
+  const std::uint64_t block_bytes = pool.manager->pool(Tier::g2).layout().block_bytes();
+  const std::size_t n = op->missing.size();
+  op->part_blocks = fetch_part_bytes_ == 0
+                        ? n
+                        : std::clamp<std::size_t>(fetch_part_bytes_ / std::max<std::uint64_t>(block_bytes, 1), 1,
+                                                  std::max<std::size_t>(n, 1));
+  op->deadline = std::chrono::steady_clock::now() + fetch_timeout_;
+  op->by_transport = by_transport;
+  fetch_part(pool, std::move(op), 0);
+}
+
+void BlockService::fetch_part(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op, std::size_t first) {
+  const std::size_t last = std::min(first + op->part_blocks, op->missing.size());
+  std::vector<SequenceHash> keys(op->missing_keys.begin() + static_cast<std::ptrdiff_t>(first),
+                                 op->missing_keys.begin() + static_cast<std::ptrdiff_t>(last));
+  const bool by_transport = op->by_transport;
+  const auto deadline = op->deadline;
+  remote_->fetch(
+      pool, std::move(keys), deadline,
+      [this, &pool, op = std::move(op), first, last](Result<BlockLeases> fetched) {
+        if (!fetched || op->control->cancelled || op->error) {  // op->error: an earlier part's copy failed
+          if (!fetched && !op->error) op->error = fetched.error();
+          if (!op->error) op->error = Error{Errc::cancelled, "onboard cancelled"};
+          if (fetched) fetched->release();
+          op->fetches_ended = true;
+          return parts_settled(pool, op);
+        }
+        for (std::size_t k = first; k < last; ++k) {
+          BlockLease& lease = (*fetched)[k - first];
+          op->pairs[op->missing[k]].src = lease.block();
+          if (integrity_.enabled) sum_host_block(pool, lease);  // summed as it enters G2
+          (*op->held)[op->missing[k]] = std::move(lease);
+        }
+        if (last == op->missing.size()) {
+          op->fetches_ended = true;
+          return parts_settled(pool, op);
+        }
+        // The next part travels while this one is copied into the engine.
+        fetch_part(pool, op, last);
+        copy_part(pool, op, first, last);
+      },
+      by_transport);
+}
+
+void BlockService::copy_part(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op, std::size_t first,
+                             std::size_t last) {
+  std::vector<BlockPair> pairs;
+  pairs.reserve(last - first);
+  for (std::size_t k = first; k < last; ++k) pairs.push_back(op->pairs[op->missing[k]]);
+  auto plan = TransferPlan::build(pool.manager->pool(Tier::g2).space(), op->kv->space(), pairs);
+  if (!plan) {
+    if (!op->error) op->error = plan.error();
+    return;  // its leases stay held: the end releases them
+  }
+  const std::uint64_t bytes = plan->total_bytes();
+  ++op->copies_running;
+  submit(std::move(*plan), op->kv->device, [this, &pool, op, first, last, bytes](const Status& status) {
+    --op->copies_running;
+    if (!status) {
+      if (!op->error)
+        op->error = Error{status.error().code, fmt::format("onboard copy failed: {}", status.error().message)};
+    } else {
+      moved_.onboard += bytes;
+      // In the engine now: copy_to_engine skips items without a lease.
+      for (std::size_t k = first; k < last; ++k) (*op->held)[op->missing[k]] = BlockLease{};
+    }
+    parts_settled(pool, op);
+  });
+}
+
+void BlockService::parts_settled(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op) {
+  if (!op->fetches_ended || op->copies_running > 0) return;
+  if (!op->error && op->control->cancelled) op->error = Error{Errc::cancelled, "onboard cancelled"};
+  if (op->error) {
+    op->held->release();
+    return op->done(tl::unexpected(std::move(*op->error)));
+  }
+  read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs), std::move(op->items),
+                      std::move(op->on_disk), std::move(op->progress), std::move(op->control), std::move(op->done));
+}
+
+void BlockService::borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {
+  auto keys = op->missing_keys;
+  remote_->borrow(pool, std::move(keys), std::chrono::steady_clock::now() + fetch_timeout_,
+                  [this, &pool, op = std::move(op)](Result<std::unique_ptr<BorrowedBlocks>> borrowed) mutable {
+                    // A holder with no pin left for us: fetched by UCX instead.
+                    if (!borrowed && borrowed.error().code == Errc::busy)
+                      return fetch_then_copy(pool, std::move(op), true);
+                    if (!borrowed) {
+                      op->held->release();
+                      return op->done(tl::unexpected(borrowed.error()));
+                    }
+                    if (op->control->cancelled) {
+                      op->held->release();
+                      return op->done(fail(Errc::cancelled, "onboard cancelled"));  // the pins end with *borrowed
+                    }
+                    auto sources = std::make_shared<Borrowed>();
+                    for (const auto& source : (*borrowed)->sources) {
+                      auto& pairs = sources->pairs.emplace_back();
+                      for (std::size_t k = 0; k < source.items.size(); ++k)
+                        pairs.push_back(BlockPair{source.blocks[k], op->pairs[op->missing[source.items[k]]].dst});
+                    }
+                    sources->blocks = std::move(*borrowed);
+                    read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs),
+                                        std::move(op->items), std::move(op->on_disk), std::move(op->progress),
+                                        std::move(op->control), std::move(op->done), std::move(sources));
+                  });
+}
+
+}  // namespace kvb::daemon
