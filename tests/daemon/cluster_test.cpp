@@ -170,6 +170,29 @@ TEST_P(Cluster, EndpointsOpenByIpPortOverTcpAndByWorkerAddressOverSmOrWhenTold) 
   for (auto* w : {&c, &b, &a}) EXPECT_EQ(w->stop(SIGTERM), 0) << w->log();
 }
 
+// A peer whose announced UCX port does not answer (here a fault injection:
+// A announces port 1, where nothing listens) is joined by worker address at
+// the next attempt, and its blocks are onboarded from it as usual.
+TEST(ClusterConnect, APeerWhoseUcxPortDoesNotAnswerIsJoinedByWorkerAddress) {
+  ::setenv("KVB_INJECT_UCX_PORT", "1", 1);
+  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", "tcp", {}));
+  ::unsetenv("KVB_INJECT_UCX_PORT");
+  ASSERT_TRUE(a.ready()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", "tcp", {"--cluster-peers", bootstrap_of(a)}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("the next attempt opens it by worker address", 20s)) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/4);
+  TestEngine on_b(b.socket_path(), 16, /*salt=*/4);
+  ASSERT_TRUE(on_a.attach() && on_b.attach());
+  EXPECT_EQ(member_text(stats_of(on_b.client(), 1), "A", "endpoint"), "address");
+  ASSERT_TRUE(offload_blocks(on_a, 10, 0, 4, 900));
+  ASSERT_TRUE(b.wait_for_log("A holds 4 blocks", 20s)) << b.log();
+  ASSERT_TRUE(onboard_blocks(on_b, 20, 0, 4, 900)) << b.log();
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
 // An onboard fetches its remote blocks in parts (cluster.fetch_part_bytes:
 // here one block per part) and copies each part into the engine while the
 // next one travels. Every byte arrives; each part is its own fetch. An

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
@@ -117,6 +119,10 @@ Status ClusterNode::start() {
   if (!settings_.connect_by_address && tls_listens_by_ip_port(settings_.tls)) {
     if (auto port = am_->listen(listen->host, 0); port) {
       ucx_port_ = *port;
+      // Fault injection (tests): announce a port nobody listens on.
+      if (const char* injected = std::getenv("KVB_INJECT_UCX_PORT"); injected != nullptr) {
+        ucx_port_ = static_cast<std::uint16_t>(std::strtoul(injected, nullptr, 10));
+      }
     } else {
       spdlog::warn("cluster: no UCX listener on {} ({}): peers connect by worker address", listen->host,
                    port.error().message);
@@ -409,7 +415,7 @@ asio::awaitable<void> ClusterNode::connect_to(std::string address) {
   // shared memory does not reach it; by worker address otherwise, or when
   // that fails.
   bool by_port = false;
-  if (!settings_.connect_by_address &&
+  if (!settings_.connect_by_address && !address_only_.contains(address) &&
       opens_by_ip_port(settings_.tls, identity->ucx_port != 0,
                        !identity->boot_id.empty() && identity->boot_id == host_boot_id())) {
     auto st = am_->connect(peer, at->host, identity->ucx_port);
@@ -439,7 +445,11 @@ asio::awaitable<void> ClusterNode::connect_to(std::string address) {
   if (!*alive || stopping_) co_return;
   auto join = reply ? decode<JoinMessage>(*reply) : Result<JoinMessage>(tl::unexpected(reply.error()));
   if (!join) {
-    spdlog::warn("cluster: joining worker {} at {}: {}", identity->worker, address, join.error().message);
+    spdlog::warn("cluster: joining worker {} at {}: {}{}", identity->worker, address, join.error().message,
+                 by_port ? fmt::format(" (endpoint by {}:{}; the next attempt opens it by worker address)", at->host,
+                                       identity->ucx_port)
+                         : std::string());
+    if (by_port) address_only_.insert(address);
     am_->disconnect(peer, "its join failed");
     co_return;
   }

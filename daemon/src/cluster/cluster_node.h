@@ -109,6 +109,9 @@ class ClusterNode final : public RemoteTier {
   std::map<std::string, std::string> wanted_;  // address -> worker ("" until known)
   std::set<std::string> connecting_;
   std::set<std::string> static_peers_;  // cluster.peers: wanted for good
+  // Bootstrap addresses whose endpoint opened by IP:PORT did not join: by
+  // worker address from then on.
+  std::set<std::string> address_only_;
   std::uint32_t next_peer_ = 1;
   boost::asio::steady_timer reconcile_timer_;
   std::uint64_t ticks_ = 0;
