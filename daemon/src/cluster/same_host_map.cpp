@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -34,6 +35,16 @@ struct Fd {
   Fd& operator=(const Fd&) = delete;
 };
 
+/// Whether the comma-separated UCX_TLS list `tls` names one of `names`.
+bool lists_any(std::string_view tls, std::span<const std::string_view> names) noexcept {
+  while (!tls.empty()) {
+    const auto comma = tls.find(',');
+    if (std::find(names.begin(), names.end(), tls.substr(0, comma)) != names.end()) return true;
+    tls = comma == std::string_view::npos ? std::string_view{} : tls.substr(comma + 1);
+  }
+  return false;
+}
+
 }  // namespace
 
 PeerPoolMapping::~PeerPoolMapping() {
@@ -43,26 +54,13 @@ PeerPoolMapping::~PeerPoolMapping() {
 
 bool tls_shares_memory(std::string_view tls) noexcept {
   static constexpr std::string_view kShared[] = {"sm", "shm", "posix", "sysv", "cma", "knem", "xpmem"};
-  while (!tls.empty()) {
-    const auto comma = tls.find(',');
-    const auto name = tls.substr(0, comma);
-    if (std::find(std::begin(kShared), std::end(kShared), name) != std::end(kShared)) return true;
-    tls = comma == std::string_view::npos ? std::string_view{} : tls.substr(comma + 1);
-  }
-  return false;
+  return lists_any(tls, kShared);
 }
 
 bool tls_listens_by_ip_port(std::string_view tls) noexcept {
-  if (tls.empty()) return true;
   static constexpr std::string_view kNetwork[] = {"tcp",     "rc", "rc_v", "rc_x", "rc_verbs", "rc_mlx5", "dc", "dc_x",
                                                   "dc_mlx5", "ud", "ud_v", "ud_x", "ud_verbs", "ud_mlx5", "ib"};
-  while (!tls.empty()) {
-    const auto comma = tls.find(',');
-    const auto name = tls.substr(0, comma);
-    if (std::find(std::begin(kNetwork), std::end(kNetwork), name) != std::end(kNetwork)) return true;
-    tls = comma == std::string_view::npos ? std::string_view{} : tls.substr(comma + 1);
-  }
-  return false;
+  return tls.empty() || lists_any(tls, kNetwork);
 }
 
 bool opens_by_ip_port(std::string_view tls, bool peer_listens, bool same_host) noexcept {
