@@ -187,6 +187,11 @@ class CapturedLog {
   CapturedLog() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64)), old_(spdlog::default_logger()) {
     auto logger = std::make_shared<spdlog::logger>("captured", sink_);
     logger->set_level(spdlog::level::trace);
+    // Kept for the process's life: the service's background threads (engine
+    // prefault) outlive this object and may be logging through the default
+    // logger's raw pointer while it is swapped back (ASan: heap-use-after-free).
+    static auto* kept = new std::vector<std::shared_ptr<spdlog::logger>>();  // NOLINT(cppcoreguidelines-owning-memory)
+    kept->push_back(logger);
     spdlog::set_default_logger(logger);
   }
   ~CapturedLog() { spdlog::set_default_logger(old_); }
