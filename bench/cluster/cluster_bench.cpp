@@ -56,8 +56,8 @@ int run_cluster(int argc, char** argv) {
   app.add_option("--requests", f.requests, "replay only the first K requests of the trace (0: all)")
       ->capture_default_str();
   app.add_option("--eviction-policy", f.eviction_policy,
-                 "the workers' eviction_policy (auto: the daemon's default, lru in the cluster run, prefix in the "
-                 "others)")
+                 "the workers' eviction_policy (auto: the daemon's default, prefix; in the cluster run it counts "
+                 "idleness in each worker's share of the traffic)")
       ->capture_default_str()
       ->check(CLI::IsMember({"prefix", "lru", "s3fifo", "auto"}));
   app.add_option("--cache-fetched", f.cache_fetched,

@@ -259,6 +259,9 @@ BlockManager::~BlockManager() {
 bool BlockManager::has_tier(Tier tier) const noexcept { return impl_->tier(tier) != nullptr; }
 const Pool& BlockManager::pool(Tier tier) const noexcept { return *impl_->tier(tier)->pool; }
 const EvictionPolicy& BlockManager::policy(Tier tier) const noexcept { return *impl_->tier(tier)->policy; }
+void BlockManager::set_traffic_share(Tier tier, double share) noexcept {
+  if (TierState* ts = impl_->tier(tier)) ts->policy->set_traffic_share(share);
+}
 
 void BlockManager::release(Tier tier, BlockId block) noexcept { impl_->release(*impl_->tier(tier), block); }
 

@@ -33,6 +33,12 @@
 // uses first" at such paces and fell far below LRU (docs/eviction.md).
 // kUseBonus = 20,000 uses is about 4 minutes of the shared conversation
 // trace (82 uses/s), and measured as good on it at 1 to 30 M tokens.
+// A tier that sees only a share of its cache's traffic (a worker of a
+// cluster whose requests are spread over N workers: its blocks' uses come
+// from all of them, but only about 1/N of the cluster's uses are of its
+// blocks) counts time 1/N as fast: set_traffic_share scales the bonus by
+// the share, so that it stays the same stretch of the traffic
+// (docs/eviction.md, "In a cluster").
 //
 // The bonus is a step per class of uses (floor(2 log2 uses)), so the
 // blocks of one class leave in release order: one FIFO per class (leaves
@@ -49,6 +55,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -64,6 +71,7 @@ constexpr std::uint32_t kHistoryPerBlock = 4;  // evicted hashes remembered (abo
 constexpr std::uint32_t kClasses = 16;         // floor(2 log2 uses), the last for uses >= 182
 constexpr std::uint32_t kDeadEnds = kClasses;  // the queue of dead ends (all used once: one class)
 constexpr std::uint8_t kMaxUses = 255;
+constexpr double kMinShare = 1.0 / 4096;  // set_traffic_share's floor (a cluster of more workers counts as this)
 
 enum class Where : std::uint8_t { none, active, queued, parked };
 
@@ -146,6 +154,12 @@ class PrefixPolicy final : public EvictionPolicy {
       : clock_(&clock), tree_(capacity), history_(std::uint64_t{capacity} * kHistoryPerBlock), since_(capacity, 0) {}
 
   std::string_view name() const noexcept override { return "prefix"; }
+
+  void set_traffic_share(double share) noexcept override {
+    share = std::clamp(share, kMinShare, 1.0);
+    use_bonus_ = std::max<std::int64_t>(1, std::llround(static_cast<double>(kUseBonus) * share));
+  }
+  std::optional<std::uint64_t> use_credit() const noexcept override { return static_cast<std::uint64_t>(use_bonus_); }
 
   void prefetch(SequenceHash hash) const noexcept override { history_.prefetch(hash); }
 
@@ -231,10 +245,10 @@ class PrefixPolicy final : public EvictionPolicy {
   }
 
  private:
-  // kUseBonus * (log2(uses) - 1), in half steps; dead ends before everything.
-  [[nodiscard]] static std::int64_t bonus(std::uint32_t queue) noexcept {
+  // use_bonus_ * (log2(uses) - 1), in half steps; dead ends before everything.
+  [[nodiscard]] std::int64_t bonus(std::uint32_t queue) const noexcept {
     if (queue == kDeadEnds) return std::numeric_limits<std::int64_t>::min() / 2;
-    return kUseBonus * (static_cast<std::int64_t>(queue) - 2) / 2;
+    return use_bonus_ * (static_cast<std::int64_t>(queue) - 2) / 2;
   }
 
   void enqueue(std::uint32_t b, bool front) {
@@ -304,9 +318,10 @@ class PrefixPolicy final : public EvictionPolicy {
   Fifo parked_;                            // inactive blocks whose turn came while they had children
   std::uint32_t nonempty_ = 0;             // bit q: queues_[q] is not empty
   std::uint32_t held_ = 0;
-  UseHistory history_;                // evicted hash -> its uses
-  std::uint64_t now_ = 0;             // uses seen (registrations + hits): the order of evictions reads this clock
-  std::vector<std::uint64_t> since_;  // clock time of the last release (diagnostics only)
+  UseHistory history_;                  // evicted hash -> its uses
+  std::uint64_t now_ = 0;               // uses seen (registrations + hits): the order of evictions reads this clock
+  std::int64_t use_bonus_ = kUseBonus;  // kUseBonus x this tier's share of its cache's traffic (set_traffic_share)
+  std::vector<std::uint64_t> since_;    // clock time of the last release (diagnostics only)
 };
 
 }  // namespace

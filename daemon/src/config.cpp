@@ -155,8 +155,8 @@ const std::vector<KeyDef>& key_defs() {
                       names.insert(names.end(), eviction_policies().begin(), eviction_policies().end());
                       return names;
                     }()},
-                    "Which inactive host block goes first: prefix, lru or s3fifo; auto = lru for a cluster worker "
-                    "(cluster.listen set), prefix alone (docs/eviction.md)"));
+                    "Which inactive host block goes first: prefix, lru or s3fifo; auto = prefix (a cluster "
+                    "worker's counts idleness in its share of the cluster's traffic; docs/eviction.md)"));
     d.push_back(key("prefault", &DaemonConfig::prefault, Bool{},
                     "Populate each new host (G2) pool's pages in the background so the first copies need no faults"));
     d.push_back(key("prefault_engine_regions", &DaemonConfig::prefault_engine_regions, Bool{},

@@ -195,6 +195,43 @@ TEST(PrefixPolicy, UsesBuyIdleTime) {
   }
 }
 
+TEST(PrefixPolicy, ATierThatSeesAQuarterOfTheTrafficCountsTheBonusInAQuarterOfTheUses) {
+  // A worker of a 4-worker cluster: its tier counts only about a quarter of
+  // the cluster's uses, so the same idleness of the traffic is a quarter of
+  // the uses here. At share 1/4 the block used 4 times outlives the one
+  // used twice by kUseBonus / 4 uses: released 3,750 uses before it, it
+  // stays; 6,250 before it (which share 1 would still keep), it goes. A
+  // share set later (members come and go) applies to the blocks already
+  // held.
+  for (const bool later : {false, true}) {
+    for (const auto& [gap, first] : {std::pair{kUseBonus * 3 / 16, 701ULL}, std::pair{kUseBonus * 5 / 16, 700ULL}}) {
+      Tier t(64);
+      if (!later) t.policy->set_traffic_share(0.25);
+      t.add(0, 700);
+      t.release(0);
+      for (int i = 0; i < 3; ++i) t.hit(0);  // 4 uses
+      t.pass(gap);
+      t.add(1, 701);
+      t.release(1);
+      t.hit(1);  // 2 uses
+      if (later) t.policy->set_traffic_share(0.25);
+      EXPECT_EQ(t.evict(), first) << "gap " << gap << " uses, share set " << (later ? "after" : "before");
+    }
+  }
+  // Back to a tier of its own: 6,250 uses of idleness are within the bonus.
+  Tier t(64);
+  t.policy->set_traffic_share(0.25);
+  t.policy->set_traffic_share(1.0);
+  t.add(0, 700);
+  t.release(0);
+  for (int i = 0; i < 3; ++i) t.hit(0);
+  t.pass(kUseBonus * 5 / 16);
+  t.add(1, 701);
+  t.release(1);
+  t.hit(1);
+  EXPECT_EQ(t.evict(), 701ULL);
+}
+
 TEST(PrefixPolicy, AParentThatArrivesAfterItsChildAdoptsIt) {
   // Write-back order: the child (used twice) arrives before its parent.
   Tier t;

@@ -109,8 +109,12 @@ TEST_P(Cluster, ABlockOffloadedOnOneWorkerIsOnboardedByteExactOnAnother) {
   EXPECT_EQ(where[proto::WireTier::g4], same_host ? 8U : 0U);
 
   const auto json = stats_of(on_b.client(), 24);
-  // A cluster worker evicts by lru unless told otherwise (eviction_policy auto).
-  EXPECT_NE(json.find("\"eviction_policy\":\"lru\""), std::string::npos) << json;
+  // A cluster worker evicts by prefix unless told otherwise (eviction_policy
+  // auto), counting idleness in its half of the two workers' traffic.
+  EXPECT_NE(json.find("\"eviction_policy\":\"prefix\""), std::string::npos) << json;
+  EXPECT_EQ(stat_of(json, "cluster.traffic_shared_by"), 2) << json;
+  EXPECT_EQ(stat_of(json, "eviction_use_credit"), 10'000) << json;  // 20,000 alone
+  EXPECT_EQ(stat_of(stats_of(on_a.client(), 13), "eviction_use_credit"), 10'000);
   EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), same_host ? 0 : 8) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.direct_blocks"), same_host ? 8 : 0) << json;
   EXPECT_EQ(stat_of(json, "g2.registered"), same_host ? 0 : 8) << json;
@@ -260,6 +264,8 @@ TEST_P(Cluster, AWorkerKilledMidFetchEndsTheOnboardWithPeerLostAndTheOtherKeepsS
 
   TestEngine on_b(b.socket_path(), 16, /*salt=*/7);
   ASSERT_TRUE(on_b.attach());
+  // Two workers share the traffic: B's host pools count idleness at 1/2 of it.
+  EXPECT_EQ(stat_of(stats_of(on_b.client(), 90), "cluster.traffic_shared_by"), 2) << b.log();
   a.signal(SIGSTOP);  // A gets the fetch but cannot answer it
   proto::OnboardRequest onboard;
   for (std::uint32_t blk = 0; blk < 4; ++blk) onboard.items.push_back({500 + blk, BlockId{blk}});
@@ -289,8 +295,10 @@ TEST_P(Cluster, AWorkerKilledMidFetchEndsTheOnboardWithPeerLostAndTheOtherKeepsS
   EXPECT_EQ(local_done->text, "4:ok");
   const auto json = stats_of(on_b.client(), 5);
   EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
-  EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;         // nothing of the failed fetch was registered
-  EXPECT_EQ(stat_of(json, "cluster.index_blocks"), 0) << json;  // A's entries left B's index
+  EXPECT_EQ(stat_of(json, "g2.registered"), 1) << json;              // nothing of the failed fetch was registered
+  EXPECT_EQ(stat_of(json, "cluster.index_blocks"), 0) << json;       // A's entries left B's index
+  EXPECT_EQ(stat_of(json, "cluster.traffic_shared_by"), 1) << json;  // B alone takes all of it now
+  EXPECT_EQ(stat_of(json, "eviction_use_credit"), 20'000) << json;
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
 }
 
@@ -379,6 +387,7 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
     EXPECT_EQ(member_stat(json, w, "bytes_in"), 4 * block_bytes) << w << json;
   }
   EXPECT_EQ(stat_of(json, "cluster.fetch.blocks_in"), 8) << json;
+  EXPECT_EQ(stat_of(json, "cluster.traffic_shared_by"), 3) << json;  // C, A and B
   EXPECT_EQ(member_stat(stats_of(on_a.client(), 23), "C", "fetches_served"), 1);
   EXPECT_EQ(member_stat(stats_of(on_b.client(), 23), "C", "fetches_served"), 1);
 

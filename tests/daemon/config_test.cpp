@@ -101,18 +101,19 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_NE(syntax.error().message.find("f.toml"), std::string::npos);
 }
 
-// eviction_policy "auto" (the default) is lru for a cluster worker and
-// prefix alone; a named policy is kept either way.
-TEST(Config, AutoEvictionIsLruInAClusterAndPrefixAlone) {
+// eviction_policy "auto" (the default) is prefix, alone and in a cluster
+// (it was lru for a cluster worker before its prefix policy counted
+// idleness in the worker's share of the traffic); a named policy is kept.
+TEST(Config, AutoEvictionIsPrefixAloneAndInAClusterAndANamedPolicyIsKept) {
   DaemonConfig c;
   EXPECT_EQ(c.eviction_policy, "auto");
   EXPECT_EQ(c.effective_eviction_policy(), "prefix");
   ASSERT_TRUE(apply_toml(c, "[cluster]\nlisten = \"127.0.0.1:0\"\n", "f.toml"));
-  EXPECT_EQ(c.effective_eviction_policy(), "lru");
-  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"prefix\"\n", "f.toml"));
   EXPECT_EQ(c.effective_eviction_policy(), "prefix");
-  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"auto\"\n", "f.toml"));
+  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"lru\"\n", "f.toml"));
   EXPECT_EQ(c.effective_eviction_policy(), "lru");
+  ASSERT_TRUE(apply_toml(c, "eviction_policy = \"auto\"\n", "f.toml"));
+  EXPECT_EQ(c.effective_eviction_policy(), "prefix");
 }
 
 TEST(Config, FlagsOverrideTheFileWhichOverridesDefaults) {

@@ -184,6 +184,7 @@ void ClusterNode::stop(std::function<void()> done) {
 }
 
 void ClusterNode::pool_created(LayoutPool& pool) {
+  pool.manager->set_traffic_share(Tier::g2, 1.0 / static_cast<double>(sharing_workers_));
   auto entry = pools_.add(*context_, *am_, pool);
   if (!entry) {
     spdlog::error("cluster: pool of {} could not be registered with UCX: {}", pool.spec.block_bytes(),
@@ -267,6 +268,7 @@ WorkerIndex ClusterNode::admit(const JoinMessage& join, PeerId peer, bool ours) 
     m.joined = true;
     m.joined_at = std::chrono::steady_clock::now();
     spdlog::info("cluster: worker {} joined (bootstrap {}, {} pools)", m.worker, m.bootstrap, m.pools.size());
+    share_traffic();
   }
   return i;
 }
@@ -337,6 +339,19 @@ void ClusterNode::peer_lost(PeerId peer, const Error& error) {
   if (fetch_) fetch_->drop_pins(i);
   spdlog::warn("cluster: worker {} lost ({}); {} of its blocks left the index", members_[i].worker, error.message,
                dropped);
+  share_traffic();
+}
+
+void ClusterNode::share_traffic() {
+  std::size_t workers = 1;
+  for (WorkerIndex i = 0; i < members_.size(); ++i) workers += members_[i].joined ? 1 : 0;
+  if (workers == sharing_workers_) return;
+  sharing_workers_ = workers;
+  for (const auto& pool : blocks_.pools()) {
+    if (pool->manager) pool->manager->set_traffic_share(Tier::g2, 1.0 / static_cast<double>(workers));
+  }
+  spdlog::info("cluster: {} worker(s) share the traffic: host pools count idleness at 1/{} of it (eviction)", workers,
+               workers);
 }
 
 void ClusterNode::member_left(const std::string& worker, const std::string& why) {
@@ -553,6 +568,7 @@ json ClusterNode::stats() const {
            {"bulk_protocol", transport::to_string(protocol_)},
            {"ucx_listen_port", ucx_port_},
            {"map_same_host", map_same_host_},
+           {"traffic_shared_by", sharing_workers_},
            {"membership", etcd_ ? "etcd" : "static"},
            {"members", members},
            {"index_blocks", index_.size()}};

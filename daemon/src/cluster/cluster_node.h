@@ -81,6 +81,10 @@ class ClusterNode final : public RemoteTier {
   /// logs once why not); the pool's previous mapping is dropped.
   void map_pool(Member& m, const PoolInfo& info);
   void peer_lost(PeerId peer, const Error& error);
+  /// The host pools' eviction counts idleness in their own uses: about 1/N
+  /// of the cluster's with N workers joined (this one included). Tells
+  /// their policies when N changed (EvictionPolicy::set_traffic_share).
+  void share_traffic();
   void member_left(const std::string& worker, const std::string& why);
   void etcd_listed(const std::set<std::string>& workers);
   void reconcile();
@@ -95,8 +99,9 @@ class ClusterNode final : public RemoteTier {
   std::unique_ptr<transport::Worker> ucx_worker_;
   std::unique_ptr<transport::ActiveMessageManager> am_;
   transport::BulkProtocol protocol_ = transport::BulkProtocol::am_rendezvous;
-  bool map_same_host_ = false;  // cluster.map_same_host and a shared-memory transport
-  std::uint16_t ucx_port_ = 0;  // our UCX listener (0: none; peers connect by address)
+  bool map_same_host_ = false;       // cluster.map_same_host and a shared-memory transport
+  std::uint16_t ucx_port_ = 0;       // our UCX listener (0: none; peers connect by address)
+  std::size_t sharing_workers_ = 1;  // workers the traffic is shared by, as last told to the pools
   BootstrapListener bootstrap_;
   std::unique_ptr<EtcdMembership> etcd_;
   Members members_;

@@ -213,6 +213,9 @@ class BlockManager {
   [[nodiscard]] const Pool& pool(Tier tier) const noexcept;
   /// The tier's eviction policy. Precondition: has_tier(tier).
   [[nodiscard]] const EvictionPolicy& policy(Tier tier) const noexcept;
+  /// EvictionPolicy::set_traffic_share for the tier's policy; no-op for a
+  /// tier that is not configured.
+  void set_traffic_share(Tier tier, double share) noexcept;
 
   /// The longest registered prefix of `hashes`: hash i matches when it is
   /// registered in G1, else in G2, else in G3; the match stops at the first miss. Leases

@@ -93,6 +93,18 @@ class EvictionPolicy {
   /// not used once more. Its next on_inactive is not a new use either.
   /// Default: on_reactivated (policies that count no uses).
   virtual void on_leased_again(BlockId block) { on_reactivated(block); }
+  /// The share of its cache's traffic (uses) this tier sees, in (0, 1]: 1
+  /// for a tier of its own (the default); about 1/N for a worker of a
+  /// cluster of N whose requests are spread over the workers (each block is
+  /// used from every worker, but only about 1/N of the cluster's uses are of
+  /// this tier's blocks). A policy that measures idleness in the tier's own
+  /// uses ("prefix") scales its frequency credit by it; the others ignore
+  /// it. May change at any time (members come and go).
+  virtual void set_traffic_share(double /*share*/) noexcept {}
+  /// The idleness (in the tier's uses) one doubling of a block's uses buys,
+  /// for a policy that has such a credit ("prefix": 20,000 x the traffic
+  /// share); nullopt for the others. For stats and tests.
+  [[nodiscard]] virtual std::optional<std::uint64_t> use_credit() const noexcept { return std::nullopt; }
   /// A leased block (announced by on_registered, not held) left the tier
   /// without evict(): its bytes failed a check. Forget it as evict() would.
   virtual void on_dropped(BlockId /*block*/) {}

@@ -73,12 +73,11 @@ struct DaemonConfig {
   std::uint32_t cluster_index_flush_ms = 2;
 
   /// The host pools' policy by name: eviction_policy, where "auto" is
-  /// lru for a cluster worker (cluster_listen set: each worker sees only its
-  /// part of a prefix tree, and lru hit more as a cluster, docs/cluster.md)
-  /// and prefix alone.
+  /// prefix, alone and in a cluster (a cluster worker's prefix policy counts
+  /// idleness in its share of the cluster's traffic, docs/eviction.md; auto
+  /// was lru for a cluster worker before, when prefix hit less there).
   [[nodiscard]] std::string effective_eviction_policy() const {
-    if (eviction_policy != "auto") return eviction_policy;
-    return cluster_listen.empty() ? "prefix" : "lru";
+    return eviction_policy == "auto" ? "prefix" : eviction_policy;
   }
 
   /// invalid_argument naming the bad key and value (every key's range and
