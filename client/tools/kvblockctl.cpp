@@ -77,6 +77,15 @@ int print_cluster(const std::string& json) {
   std::printf("worker %s of cluster '%s' on %s (UCX_TLS %s, bulk by %s, membership %s), %s blocks in its index\n",
               text(c, "worker").c_str(), text(c, "name").c_str(), text(c, "listen").c_str(), text(c, "tls").c_str(),
               text(c, "bulk_protocol").c_str(), text(c, "membership").c_str(), text(c, "index_blocks").c_str());
+  if (c.contains("traffic_shared_by")) {
+    // prefix counts idleness in the host pools' own uses: 1/N of the traffic.
+    const auto credit = stats.find("eviction_use_credit");
+    const bool has_credit = credit != stats.end() && credit->is_number();
+    std::printf("eviction %s%s%s, traffic shared by %s worker(s)\n", text(stats, "eviction_policy").c_str(),
+                has_credit ? ": credit of " : "",
+                has_credit ? (credit->dump() + " uses per doubling of uses").c_str() : "",
+                text(c, "traffic_shared_by").c_str());
+  }
   if (const auto etcd = c.find("etcd"); etcd != c.end() && etcd->is_object()) {
     if (etcd->value("state", std::string()) == "reachable") {
       std::printf("etcd %s: reachable (%s outages so far)\n", text(*etcd, "endpoint").c_str(),

@@ -414,6 +414,10 @@ TEST_P(Cluster, AnOnboardOnAThirdWorkerFetchesFromEveryHolder) {
   auto table = run_program({KVBLOCKCTL_PATH, "--socket", c.socket_path(), "cluster"}, 20s);
   ASSERT_TRUE(table && WIFEXITED(table->status) && WEXITSTATUS(table->status) == 0);
   EXPECT_NE(table->out.find("worker C of cluster 'kvblockd'"), std::string::npos) << table->out;
+  EXPECT_NE(
+      table->out.find("\neviction prefix: credit of 6667 uses per doubling of uses, traffic shared by 3 worker(s)\n"),
+      std::string::npos)
+      << table->out;
   for (const std::string w : {"A", "B"}) {
     const std::regex row("\\n" + w + " +\\S+ +joined +" + (tls == "tcp" ? "ip_port" : "address") + " +4 +" +
                          std::to_string(member_stat(json, w, "bytes_in")) + " +0 +1 +0 +0 +\\S+ +[0-9.]+\\n");
