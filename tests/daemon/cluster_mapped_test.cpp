@@ -59,6 +59,9 @@ TEST(ClusterMapped, AnSmFetchOnOneHostCopiesFromTheHoldersMappedPoolAndReleasesT
 
   EXPECT_EQ(log_lines_with(w.b(), "cluster: worker A's pool"), 1U) << w.b().log();
   EXPECT_GE(log_lines_with(w.b(), "bulk by mapped (same host)"), 1U) << w.b().log();
+  // The log reaches the test through a pipe a thread drains: wait for the
+  // line before counting it (the onboard's answer may come first).
+  ASSERT_TRUE(w.b().wait_for_log("fetch of 8 blocks from A sent (mapped)", 20s)) << w.b().log();
   EXPECT_EQ(log_lines_with(w.b(), "fetch of 8 blocks from A sent (mapped)"), 1U) << w.b().log();
   std::uint64_t id = 10;
   const auto json_b = stats_of(on_b.client(), id++);
@@ -103,6 +106,9 @@ TEST_P(StraightIntoTheEngine, TheOnboardCopiesFromTheHoldersMappingWithNoG2Copy)
   // 12 blocks into engine blocks 8-19: 8 read from A's mapping, 4 from B's G2.
   ASSERT_TRUE(onboard_blocks(on_b, 3, 0, 12, 4000)) << w.b().log();
 
+  // The log reaches the test through a pipe a thread drains: wait for the
+  // line before counting it (the onboard's answer may come first).
+  ASSERT_TRUE(w.b().wait_for_log("fetch of 8 blocks from A sent (mapped)", 20s)) << w.b().log();
   EXPECT_EQ(log_lines_with(w.b(), "fetch of 8 blocks from A sent (mapped)"), 1U) << w.b().log();
   const auto json_b = stats_of(on_b.client(), id++);
   EXPECT_EQ(stat_of(json_b, "cluster.fetch.direct_requests"), 1) << json_b;
