@@ -80,11 +80,11 @@ int print_cluster(const std::string& json) {
   if (c.contains("traffic_shared_by")) {
     // prefix counts idleness in the host pools' own uses: 1/N of the traffic.
     const auto credit = stats.find("eviction_use_credit");
-    const bool has_credit = credit != stats.end() && credit->is_number();
-    std::printf("eviction %s%s%s, traffic shared by %s worker(s)\n", text(stats, "eviction_policy").c_str(),
-                has_credit ? ": credit of " : "",
-                has_credit ? (credit->dump() + " uses per doubling of uses").c_str() : "",
-                text(c, "traffic_shared_by").c_str());
+    const std::string of_credit = credit != stats.end() && credit->is_number()
+                                      ? ": credit of " + credit->dump() + " uses per doubling of uses"
+                                      : std::string();
+    std::printf("eviction %s%s, traffic shared by %s worker(s)\n", text(stats, "eviction_policy").c_str(),
+                of_credit.c_str(), text(c, "traffic_shared_by").c_str());
   }
   if (const auto etcd = c.find("etcd"); etcd != c.end() && etcd->is_object()) {
     if (etcd->value("state", std::string()) == "reachable") {

@@ -116,11 +116,10 @@ std::string DaemonCore::stats_json() const {
   out["copy_engine"] = admission.engine_name();
   out["eviction_policy"] = config.effective_eviction_policy();
   // prefix: the idleness one doubling of uses buys, in the pools' uses
-  // (20,000 alone; / N for a worker of N sharing a cluster's traffic).
+  // (20,000 alone; / N for a worker of N sharing a cluster's traffic). Every
+  // pool has the same policy and share: the first one's.
   std::optional<std::uint64_t> credit;
-  for (const auto& pool : blocks.pools()) {
-    if (pool->manager && !credit) credit = pool->manager->policy(Tier::g2).use_credit();
-  }
+  if (!blocks.pools().empty()) credit = blocks.pools().front()->manager->policy(Tier::g2).use_credit();
   out["eviction_use_credit"] = credit ? nlohmann::ordered_json(*credit) : nlohmann::ordered_json(nullptr);
   out["layouts"] = blocks.pools().size();
   std::uint64_t layouts_in_use = 0;

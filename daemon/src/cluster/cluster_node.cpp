@@ -184,7 +184,7 @@ void ClusterNode::stop(std::function<void()> done) {
 }
 
 void ClusterNode::pool_created(LayoutPool& pool) {
-  pool.manager->set_traffic_share(Tier::g2, 1.0 / static_cast<double>(sharing_workers_));
+  tell_traffic_share(pool);
   auto entry = pools_.add(*context_, *am_, pool);
   if (!entry) {
     spdlog::error("cluster: pool of {} could not be registered with UCX: {}", pool.spec.block_bytes(),
@@ -347,11 +347,13 @@ void ClusterNode::share_traffic() {
   for (WorkerIndex i = 0; i < members_.size(); ++i) workers += members_[i].joined ? 1 : 0;
   if (workers == sharing_workers_) return;
   sharing_workers_ = workers;
-  for (const auto& pool : blocks_.pools()) {
-    if (pool->manager) pool->manager->set_traffic_share(Tier::g2, 1.0 / static_cast<double>(workers));
-  }
+  for (const auto& pool : blocks_.pools()) tell_traffic_share(*pool);
   spdlog::info("cluster: {} worker(s) share the traffic: host pools count idleness at 1/{} of it (eviction)", workers,
                workers);
+}
+
+void ClusterNode::tell_traffic_share(LayoutPool& pool) const {
+  pool.manager->set_traffic_share(Tier::g2, 1.0 / static_cast<double>(sharing_workers_));
 }
 
 void ClusterNode::member_left(const std::string& worker, const std::string& why) {

@@ -85,6 +85,8 @@ class ClusterNode final : public RemoteTier {
   /// of the cluster's with N workers joined (this one included). Tells
   /// their policies when N changed (EvictionPolicy::set_traffic_share).
   void share_traffic();
+  /// Gives `pool`'s G2 policy the share of the traffic: 1 / sharing_workers_.
+  void tell_traffic_share(LayoutPool& pool) const;
   void member_left(const std::string& worker, const std::string& why);
   void etcd_listed(const std::set<std::string>& workers);
   void reconcile();
