@@ -221,14 +221,17 @@ Result<OnboardResult> run_onboard_phase(const Flags& f, const std::string& tls) 
   // (docs/cluster.md, "Same-host mapped fetch"): its log says so.
   if (b.log().find("bulk by mapped (same host)") != std::string::npos) out.protocol = "mapped (same host)";
 
-  // Blocks B took from A: into its G2 (blocks_in), or read in place by the
-  // copy into B's engine (direct_blocks: not cached, same host; -1 from a
-  // kvblockd without that path counts as 0).
+  // Blocks B took from A: into its G2 (blocks_in), read in place by the
+  // copy into B's engine (direct_blocks: not cached, same host), or
+  // written by A straight into B's engine (into_engine_blocks: not cached;
+  // -1 from a kvblockd without those paths counts as 0).
   auto taken = [&] {
     return stat_at(*on_b->client, {"cluster", "fetch", "blocks_in"}) +
-           std::max(0LL, stat_at(*on_b->client, {"cluster", "fetch", "direct_blocks"}));
+           std::max(0LL, stat_at(*on_b->client, {"cluster", "fetch", "direct_blocks"})) +
+           std::max(0LL, stat_at(*on_b->client, {"cluster", "fetch", "into_engine_blocks"}));
   };
   if (stat_at(*on_b->client, {"cluster", "fetch", "direct_blocks"}) > 0) out.protocol = "mapped, direct";
+  if (stat_at(*on_b->client, {"cluster", "fetch", "into_engine_blocks"}) > 0) out.protocol += ", into the engine";
   for (int rep = 0; rep < f.repeat; ++rep) {
     const long long before = taken();
     const long long bytes_before = member_stat_at(*on_b->client, "A", "bytes_in"),

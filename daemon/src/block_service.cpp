@@ -355,6 +355,8 @@ void BlockService::start_onboard(LayoutPool& pool, std::shared_ptr<EngineKv> kv,
   // Not kept here and on this host: read in place by the copy into the
   // engine (one copy instead of two; host engine memory only).
   if (op->kv->device < 0 && remote_->can_borrow(pool, op->missing_keys)) return borrow_then_copy(pool, std::move(op));
+  // Not kept here: straight into the engine where it can be.
+  if (fetch_into_engine(pool, op)) return;
   fetch_then_copy(pool, std::move(op));
 }
 

@@ -36,6 +36,7 @@
 #include "kvb/common/protocol.h"
 #include "kvb/common/unique_fd.h"
 #include "kvb/kernels/copy_engines.h"
+#include "landing_window.h"
 #include "pool_jobs.h"
 #include "pool_prefault.h"
 #include "remote_tier.h"
@@ -106,6 +107,9 @@ struct EngineKv {
   Layout layout;
   std::vector<std::unique_ptr<MemoryRegion>> regions;  // one per layout region
   int device = -1;                                     // CUDA ordinal of device memory, else -1
+  /// The host region seen again, for fetches straight into it (made at the
+  /// first; destroyed before the regions).
+  std::unique_ptr<LandingWindow> window;
   [[nodiscard]] BlockSpace space() const;
 };
 
@@ -113,6 +117,14 @@ struct EngineKv {
 struct OpControl {
   bool cancelled = false;   // the request ended (answered, timed out, session gone)
   std::uint64_t token = 0;  // the session's token of the request
+  /// Run once when the request ends before its work did, before anything
+  /// is sent to the engine (a fetch straight into the engine's memory
+  /// stops every write into it there).
+  std::function<void()> on_cancel;
+  void cancel() {
+    cancelled = true;
+    if (auto f = std::exchange(on_cancel, nullptr)) f();
+  }
 };
 
 struct LookupResult {
@@ -378,6 +390,12 @@ class BlockService {
   /// ends the onboard.
   void parts_settled(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op);
   void borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op);
+  /// Not kept here: the holders write the missing blocks straight into the
+  /// engine's host memory (RemoteTier::fetch_into, through the engine's
+  /// landing window), then the rest is copied as usual. False (nothing
+  /// started) where that cannot be: device memory, another layout than
+  /// the pool's block shape in whole pages, a detached destination, ...
+  bool fetch_into_engine(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op);
   /// An onboard whose blocks are all local (fetched ones included) or
   /// borrowed (`held` has an empty lease where `borrowed` has the block):
   /// reads the G3-only ones (`on_disk`, indices into items) into G2, then

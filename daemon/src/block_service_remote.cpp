@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <utility>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "block_service.h"
 #include "block_service_remote.h"
@@ -93,6 +96,62 @@ void BlockService::parts_settled(LayoutPool& pool, const std::shared_ptr<RemoteO
   }
   read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs), std::move(op->items),
                       std::move(op->on_disk), std::move(op->progress), std::move(op->control), std::move(op->done));
+}
+
+bool BlockService::fetch_into_engine(LayoutPool& pool, const std::shared_ptr<RemoteOnboard>& op) {
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  EngineKv& kv = *op->kv;
+  const Layout& g2 = pool.manager->pool(Tier::g2).layout();
+  const std::uint64_t block_bytes = g2.block_bytes();
+  // A block of the engine is then the pool's block byte for byte, in whole
+  // pages (a late write is detached by the page).
+  if (op->control->cancelled || kv.device >= 0 || kv.regions.size() != 1 ||
+      kv.layout.kind() != LayoutKind::fully_contiguous || !kv.layout.spec().same_block_shape(g2.spec()) ||
+      block_bytes % page != 0 || kv.layout.geometry().block_stride % page != 0 || !remote_->can_fetch_into(pool)) {
+    return false;
+  }
+  if (!kv.window) {
+    auto window = LandingWindow::create(kv.regions[0]->data(), kv.regions[0]->size());
+    if (!window) {
+      spdlog::debug("onboard: no landing window ({}): fetched through the pool", window.error().message);
+      return false;
+    }
+    kv.window = std::move(*window);
+  }
+  std::vector<std::byte*> destinations;
+  destinations.reserve(op->missing.size());
+  for (std::size_t i : op->missing) {
+    // (An engine block out of range is not usable: the copy path says why.)
+    const std::uint64_t offset = kv.layout.chunk(op->pairs[i].dst, 0, 0).offset;
+    if (op->pairs[i].dst.value() >= kv.layout.num_blocks() || !kv.window->usable(offset, block_bytes)) return false;
+    destinations.push_back(kv.window->at(offset));
+  }
+  auto detach = [kv = op->kv](std::byte* at, std::uint64_t bytes, std::function<bool()> landing) {
+    if (auto st = kv->window->detach(kv->window->offset_of(at), bytes, std::move(landing)); !st) {
+      spdlog::error("onboard: a late write may reach the engine's memory: {}", st.error().to_string());
+    }
+  };
+  const std::uint64_t bytes = block_bytes * op->missing.size();
+  op->control->on_cancel = remote_->fetch_into(
+      pool, op->missing_keys, std::move(destinations), std::chrono::steady_clock::now() + fetch_timeout_,
+      std::move(detach), [this, &pool, op, bytes](const Status& fetched) {
+        op->control->on_cancel = nullptr;  // every write into the engine stopped
+        if (!fetched && fetched.error().code == Errc::unsupported && !op->control->cancelled) {
+          spdlog::debug("onboard: {}; fetched through the pool", fetched.error().message);
+          return fetch_then_copy(pool, op);
+        }
+        if (!fetched || op->control->cancelled) {
+          op->held->release();
+          if (!fetched) return op->done(fetched);
+          return op->done(fail(Errc::cancelled, "onboard cancelled"));
+        }
+        moved_.onboard += bytes;
+        // In the engine now: copy_to_engine skips the missing items (no lease).
+        read_disk_then_copy(pool, std::move(op->kv), std::move(op->held), std::move(op->pairs), std::move(op->items),
+                            std::move(op->on_disk), std::move(op->progress), std::move(op->control),
+                            std::move(op->done));
+      });
+  return true;
 }
 
 void BlockService::borrow_then_copy(LayoutPool& pool, std::shared_ptr<RemoteOnboard> op) {

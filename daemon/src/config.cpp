@@ -212,6 +212,10 @@ const std::vector<KeyDef>& key_defs() {
                     "reads them in place, one copy and no second copy in this host's memory"));
     d.push_back(key("cluster.map_same_host", &DaemonConfig::cluster_map_same_host, Bool{},
                     "Same host, shared-memory transport: fetch by mapping the holder's pool and copying"));
+    d.push_back(key("cluster.fetch_into_engine", &DaemonConfig::cluster_fetch_into_engine, Bool{},
+                    "With cache_fetched false: holders write fetched blocks straight into the engine's host "
+                    "memory (no copy through this worker's pool) where the engine's layout and the transport "
+                    "allow; false: always through the pool"));
     d.push_back(key("cluster.fetch_part_bytes", &DaemonConfig::cluster_fetch_part_bytes, Size{0},
                     "An onboard fetches its remote blocks in parts of about this many bytes, each part copied into "
                     "the engine while the next one travels; 0 = all at once, then the copy"));

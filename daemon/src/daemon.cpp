@@ -193,6 +193,7 @@ class Daemon {
                                  .map_same_host = c.cluster_map_same_host,
                                  .connect_by_address = c.cluster_connect == "address",
                                  .fetch_part_bytes = c.cluster_fetch_part_bytes,
+                                 .fetch_into_engine = c.cluster_fetch_into_engine,
                                  .max_concurrent = c.cluster_max_concurrent,
                                  .max_queued = c.cluster_max_queued,
                                  .fetch_concurrency = c.cluster_fetch_concurrency,

@@ -76,6 +76,29 @@ class RemoteTier {
   /// fetch). A failed borrow holds no pin.
   virtual void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
                       BorrowDone done) = 0;
+  /// Straight into the engine (fetch_into): a destination a holder's write
+  /// may still land in after the fetch stopped waiting. The caller keeps
+  /// writes there out of the engine's memory while `landing()` is true.
+  using Detach = std::function<void(std::byte* at, std::uint64_t bytes, std::function<bool()> landing)>;
+  using IntoDone = std::function<void(Status)>;
+  /// Whether `pool`'s blocks can be fetched straight into engine host
+  /// memory (fetch_into): they are not kept here (cluster.cache_fetched
+  /// false), cluster.fetch_into_engine, and bulk writes land here only
+  /// where this worker exposed (the am_rendezvous protocol).
+  [[nodiscard]] virtual bool can_fetch_into(const LayoutPool& pool) const = 0;
+  /// fetch() without this worker's pool: the holders write each key's block
+  /// (block_bytes, the pool's shape) straight to its destination, which
+  /// takes bulk writes only while the fetch waits for that holder. `done`
+  /// runs once, on the loop: ok once every byte is in (and matched the
+  /// holder's sums), or the error as fetch()'s (unsupported: a holder that
+  /// writes only by rma_put; fetch() instead). Destinations a write may
+  /// still land in when a holder's part ends go to `detach` first. The
+  /// returned abort stops every write now (the same way) and may run
+  /// until `done` ran; `done` still runs.
+  [[nodiscard]] virtual std::function<void()> fetch_into(LayoutPool& pool, std::vector<SequenceHash> keys,
+                                                         std::vector<std::byte*> destinations,
+                                                         std::chrono::steady_clock::time_point deadline, Detach detach,
+                                                         IntoDone done) = 0;
   /// This worker's name in its cluster.
   [[nodiscard]] virtual const std::string& worker_name() const noexcept = 0;
   /// For each joined member (not this worker), the longest prefix of

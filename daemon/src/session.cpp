@@ -485,7 +485,7 @@ void Session::complete(RequestId id, std::uint64_t token, Status result) {
   Pending pending = std::move(it->second);
   pending_.erase(it);
   if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
-  pending.control->cancelled = true;  // a copy still running drops its result
+  pending.control->cancel();  // a copy still running drops its result; nothing lands in the engine after it
   --inflight_;
   const double seconds = std::chrono::duration<double>(Clock::now() - pending.started).count();
   Outcome outcome = Outcome::ok;
@@ -739,7 +739,7 @@ void Session::end() {
   }
   for (auto& [id, pending] : pending_) {
     if (pending.deadline) core_.deadlines.cancel(*pending.deadline);
-    pending.control->cancelled = true;
+    pending.control->cancel();
     core_.metrics.record(proto::to_string(pending.op), Outcome::cancelled,
                          std::chrono::duration<double>(Clock::now() - pending.started).count());
   }

@@ -31,15 +31,20 @@ inline std::vector<std::string> kvblockctl_shape_args(const proto::WireLayout& l
 /// How an engine's memfds are sealed before they are passed.
 enum class Seal { shrink, none };
 
-/// An engine's KV cache in memfds (layer separate, vLLM style): one region
-/// per layer, mapped here. Sealed with F_SEAL_SHRINK unless asked otherwise.
+/// An engine's KV cache in memfds (layer separate, vLLM style: one region
+/// per layer; or fully contiguous: one region, blocks at the layout's
+/// alignment), mapped here. Sealed with F_SEAL_SHRINK unless asked otherwise.
 class EngineMemory {
  public:
-  EngineMemory(proto::WireLayout layout, std::uint32_t num_blocks, Seal seal = Seal::shrink)
-      : layout_(layout), num_blocks_(num_blocks) {
+  EngineMemory(proto::WireLayout layout, std::uint32_t num_blocks, Seal seal = Seal::shrink,
+               LayoutKind kind = LayoutKind::layer_separate_block_outer)
+      : layout_(layout), num_blocks_(num_blocks), kind_(kind) {
     chunk_ = std::uint64_t{layout.page_size} * layout.inner_dim;  // dtype u8
-    region_bytes_ = chunk_ * layout.outer_dim * num_blocks;
-    for (std::uint32_t l = 0; l < layout.num_layers; ++l) {
+    const std::uint64_t block = chunk_ * layout.outer_dim * layout.num_layers;
+    stride_ = (block + layout.alignment - 1) / layout.alignment * layout.alignment;
+    const bool contiguous = kind == LayoutKind::fully_contiguous;
+    region_bytes_ = contiguous ? stride_ * num_blocks : chunk_ * layout.outer_dim * num_blocks;
+    for (std::uint32_t l = 0; l < (contiguous ? 1 : layout.num_layers); ++l) {
       const int fd = ::memfd_create("test-engine-kv", MFD_CLOEXEC | MFD_ALLOW_SEALING);
       if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(region_bytes_)) != 0) return;
       if (seal == Seal::shrink && ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return;
@@ -60,7 +65,7 @@ class EngineMemory {
   proto::RegisterKvRequest register_request() const {
     proto::RegisterKvRequest reg;
     reg.memory = proto::MemoryHandle::memfd;
-    reg.layout_kind = LayoutKind::layer_separate_block_outer;
+    reg.layout_kind = kind_;
     reg.num_blocks = num_blocks_;
     reg.region_bytes = region_bytes_;
     reg.fd_count = static_cast<std::uint32_t>(fds_.size());
@@ -71,6 +76,8 @@ class EngineMemory {
 
   /// Bytes of chunk (block, layer, outer).
   std::byte* chunk(std::uint32_t block, std::uint32_t layer, std::uint32_t outer) {
+    if (kind_ == LayoutKind::fully_contiguous)
+      return bases_[0] + std::uint64_t{block} * stride_ + (std::uint64_t{layer} * layout_.outer_dim + outer) * chunk_;
     return bases_[layer] + (std::uint64_t{block} * layout_.outer_dim + outer) * chunk_;
   }
 
@@ -103,7 +110,9 @@ class EngineMemory {
  private:
   proto::WireLayout layout_;
   std::uint32_t num_blocks_;
+  LayoutKind kind_;
   std::uint64_t chunk_ = 0;
+  std::uint64_t stride_ = 0;  // fully contiguous: bytes from one block to the next
   std::uint64_t region_bytes_ = 0;
   std::vector<int> fds_;
   std::vector<std::byte*> bases_;
@@ -114,8 +123,9 @@ class EngineMemory {
 class TestEngine {
  public:
   TestEngine(const std::string& socket, std::uint32_t num_blocks, std::uint64_t salt = 0,
-             proto::WireLayout layout = small_layout(), Seal seal = Seal::shrink)
-      : client_(socket), memory_(layout, num_blocks, seal), layout_(layout), salt_(salt) {}
+             proto::WireLayout layout = small_layout(), Seal seal = Seal::shrink,
+             LayoutKind kind = LayoutKind::layer_separate_block_outer)
+      : client_(socket), memory_(layout, num_blocks, seal, kind), layout_(layout), salt_(salt) {}
 
   RawClient& client() { return client_; }
   EngineMemory& memory() { return memory_; }

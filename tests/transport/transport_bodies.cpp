@@ -406,6 +406,57 @@ TEST_P(TransportTest, ARequestReceivingWritesTrustsOnlyWrittenMemory) {
   });
 }
 
+// Ranges of caller memory, not registered with UCX, exposed for one
+// exchange: writes land inside them (eager and rendezvous), nowhere else,
+// and not at all once they are withdrawn; nothing is left landing after an
+// ok answer.
+TEST_P(TransportTest, ExposedRangesTakeWritesOnlyInsideThemAndOnlyUntilWithdrawn) {
+  run([&]() -> asio::awaitable<void> {
+    std::vector<std::byte> local(2 << 20, std::byte{0x5A});
+    const auto base = reinterpret_cast<std::uint64_t>(local.data());
+    constexpr std::uint64_t kBig = 256 << 10, kSmall = 4096;
+    auto ranges = client_->expose_ranges({{base + (1 << 20), kSmall}, {base + 4096, kBig}});
+    EXPECT_TRUE(ranges->contains(base + 4096, kBig));
+    EXPECT_FALSE(ranges->contains(base + 4096, kBig + 1));
+    EXPECT_FALSE(ranges->contains(base, 8));
+    for (auto [at, length] : {std::pair{base + 4096, kBig}, std::pair{base + (1 << 20), kSmall}}) {
+      Bytes request = u64s({at, length, length});
+      auto written = co_await client_->send_request_receiving_writes(kPeer, "write_back", std::move(request), 10s);
+      CO_ASSERT_TRUE(written.has_value());
+      EXPECT_EQ(ranges->landing(), 0U);
+      const std::size_t off = at - base;
+      for (std::uint64_t i = 0; i < length; ++i) {
+        if (local[off + i] != pattern_byte(i, length)) {
+          ADD_FAILURE() << "byte " << i << " of " << length << " not written";
+          break;
+        }
+      }
+    }
+    // One byte past a range, or between them: refused, nothing written.
+    for (auto [at, length] : {std::pair{base + 4096 + 4096, kBig}, std::pair{base + (512 << 10), kSmall}}) {
+      Bytes request = u64s({at, length, 3});
+      auto refused = co_await client_->send_request_receiving_writes(kPeer, "write_back", std::move(request), 10s);
+      CO_ASSERT_TRUE(!refused.has_value());
+      EXPECT_TRUE(refused.error().message.starts_with("rejected: 1 bulk write")) << refused.error().message;
+    }
+    EXPECT_EQ(local[(512 << 10)], std::byte{0x5A});
+    EXPECT_EQ(local[4096 + kBig], std::byte{0x5A});
+    // Withdrawn: the same write is refused and the bytes stay as they were.
+    client_->withdraw(*ranges);
+    Bytes again = u64s({base + 4096, kBig, 9});
+    auto refused = co_await client_->send_request_receiving_writes(kPeer, "write_back", std::move(again), 10s);
+    CO_ASSERT_TRUE(!refused.has_value());
+    EXPECT_TRUE(refused.error().message.starts_with("rejected: 1 bulk write")) << refused.error().message;
+    EXPECT_EQ(ranges->landing(), 0U);
+    for (std::uint64_t i = 0; i < kBig; ++i) {
+      if (local[4096 + i] != pattern_byte(i, kBig)) {
+        ADD_FAILURE() << "byte " << i << " changed after the ranges were withdrawn";
+        break;
+      }
+    }
+  });
+}
+
 TEST_P(TransportTest, SyncHandlersAnswerFailAndStayWithinTheConcurrencyLimit) {
   run([&]() -> asio::awaitable<void> {
     // Eager and rendezvous payloads alike.

@@ -1,5 +1,6 @@
 #include "kvb/transport/am_bulk_writer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -37,6 +38,19 @@ struct WriteBatch {
 
 }  // namespace
 
+ExposedRanges::ExposedRanges(std::vector<Range> ranges) : ranges_(std::move(ranges)) {
+  std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.address < b.address; });
+}
+
+bool ExposedRanges::contains(std::uint64_t address, std::uint64_t length) const noexcept {
+  // The last range starting at or before `address`.
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), address,
+                             [](std::uint64_t a, const Range& r) { return a < r.address; });
+  if (it == ranges_.begin()) return false;
+  --it;
+  return length <= it->bytes && address - it->address <= it->bytes - length;
+}
+
 BulkWriter::BulkWriter(Worker& worker, const AmOptions& options, std::uint32_t token)
     : worker_(worker), options_(options), token_(token) {}
 
@@ -45,6 +59,14 @@ BulkWriter::~BulkWriter() { *alive_ = false; }
 void BulkWriter::expose(const MemoryRegistration& registration) { exposed_.push_back(&registration); }
 
 void BulkWriter::unexpose(const MemoryRegistration& registration) { std::erase(exposed_, &registration); }
+
+std::shared_ptr<ExposedRanges> BulkWriter::expose_ranges(std::vector<ExposedRanges::Range> ranges) {
+  return ranges_.emplace_back(std::make_shared<ExposedRanges>(std::move(ranges)));
+}
+
+void BulkWriter::withdraw(const ExposedRanges& ranges) {
+  std::erase_if(ranges_, [&ranges](const auto& r) { return r.get() == &ranges; });
+}
 
 std::uint64_t BulkWriter::take_refused(std::uint32_t token) {
   auto it = refused_by_token_.find(token);
@@ -116,9 +138,16 @@ void BulkWriter::land(const void* header, std::size_t header_length, void* data,
   std::memcpy(&wh, header, sizeof(wh));
   const std::uint64_t address = wh.address;
   bool allowed = wh.length == length;
+  std::shared_ptr<ExposedRanges> into;  // the ranges it lands in (not a registration)
   if (allowed) {
     allowed = false;
     for (const auto* reg : exposed_) allowed = allowed || reg->contains(address, length);
+    for (std::size_t i = 0; !allowed && i < ranges_.size(); ++i) {
+      if (ranges_[i]->contains(address, length)) {
+        allowed = true;
+        into = ranges_[i];
+      }
+    }
   }
   if (!allowed) {
     refused(wh.token);
@@ -131,11 +160,24 @@ void BulkWriter::land(const void* header, std::size_t header_length, void* data,
     return;
   }
   // The data lands in place; the completion only frees the request and
-  // counts a failure (no executor round trip per chunk).
+  // counts a failure (no executor round trip per chunk). Into exposed
+  // ranges, it counts as landing there until UCX ended it.
   struct Landing {
+    Landing(std::shared_ptr<bool> a, BulkWriter* s, std::uint32_t t, std::shared_ptr<ExposedRanges> i)
+        : alive(std::move(a)), self(s), token(t), into(std::move(i)) {
+      if (into) ++into->landing_;
+      ++self->landing_writes_;
+    }
+    Landing(const Landing&) = delete;
+    Landing& operator=(const Landing&) = delete;
+    ~Landing() {
+      if (into) --into->landing_;
+      if (*alive) --self->landing_writes_;
+    }
     std::shared_ptr<bool> alive;
     BulkWriter* self;
     std::uint32_t token;
+    std::shared_ptr<ExposedRanges> into;
     static void done(void* request, ucs_status_t status, size_t, void* user_data) {
       std::unique_ptr<Landing> landing(static_cast<Landing*>(user_data));
       ucp_request_free(request);
@@ -145,7 +187,7 @@ void BulkWriter::land(const void* header, std::size_t header_length, void* data,
       }
     }
   };
-  auto* landing = new Landing{alive_, this, wh.token};
+  auto* landing = new Landing(alive_, this, wh.token, std::move(into));
   ucp_request_param_t params{};
   params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   params.datatype = ucp_dt_make_contig(1);

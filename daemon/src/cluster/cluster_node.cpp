@@ -91,10 +91,11 @@ Status ClusterNode::start() {
   index_sync_ = std::make_unique<IndexSync>(
       io_, *am_, members_, index_, [this] { return collect_index(); },
       std::chrono::milliseconds(settings_.index_flush_ms));
-  fetch_ = std::make_unique<FetchService>(
-      io_, *am_, members_, index_, pools_, protocol_,
-      FetchService::Caching{.fetched = settings_.cache_fetched, .same_host = settings_.cache_same_host},
-      settings_.fetch_concurrency, map_same_host_);
+  fetch_ = std::make_unique<FetchService>(io_, *am_, members_, index_, pools_, protocol_,
+                                          FetchService::Caching{.fetched = settings_.cache_fetched,
+                                                                .same_host = settings_.cache_same_host,
+                                                                .into_engine = settings_.fetch_into_engine},
+                                          settings_.fetch_concurrency, map_same_host_);
   for (auto st : {am_->register_sync_handler(kJoinType, [this](IncomingMessage& m) { return on_join(m); }),
                   am_->register_sync_handler(kPoolType, [this](IncomingMessage& m) { return on_pool(m); }),
                   am_->register_sync_handler(kPoolGoneType, [this](IncomingMessage& m) { return on_pool_gone(m); }),
@@ -514,6 +515,20 @@ bool ClusterNode::can_borrow(const LayoutPool& pool, std::span<const SequenceHas
   return fetch_ && fetch_->can_borrow(pool, keys);
 }
 
+bool ClusterNode::can_fetch_into(const LayoutPool& pool) const { return fetch_ && fetch_->can_fetch_into(pool); }
+
+std::function<void()> ClusterNode::fetch_into(LayoutPool& pool, std::vector<SequenceHash> keys,
+                                              std::vector<std::byte*> destinations,
+                                              std::chrono::steady_clock::time_point deadline, Detach detach,
+                                              IntoDone done) {
+  if (!fetch_) {
+    asio::post(io_, [done = std::move(done)] { done(fail(Errc::shutting_down, "the cluster is stopping")); });
+    return [] {};
+  }
+  return fetch_->fetch_into(pool, std::move(keys), std::move(destinations), deadline, std::move(detach),
+                            std::move(done));
+}
+
 void ClusterNode::borrow(LayoutPool& pool, std::vector<SequenceHash> keys,
                          std::chrono::steady_clock::time_point deadline, BorrowDone done) {
   if (!fetch_) {
@@ -607,13 +622,17 @@ json ClusterNode::stats() const {
                     {"sums_checked", f.sums_checked},
                     {"sum_mismatches", f.sum_mismatches},
                     {"direct_requests", f.direct_requests},
-                    {"direct_blocks", f.direct_blocks}};
+                    {"direct_blocks", f.direct_blocks},
+                    {"into_engine_requests", f.into_engine_requests},
+                    {"into_engine_blocks", f.into_engine_blocks},
+                    {"late_writes_detached", f.late_writes_detached}};
   }
   if (am_) {
     const auto s = am_->stats();
-    out["handlers"] = {{"running", s.running}, {"peak_running", s.peak_running},      {"queued", s.queued},
-                       {"handled", s.handled}, {"failures", s.handler_failures},      {"busy", s.busy_refusals},
-                       {"dropped", s.dropped}, {"rejected_writes", s.rejected_writes}};
+    out["handlers"] = {
+        {"running", s.running}, {"peak_running", s.peak_running},       {"queued", s.queued},
+        {"handled", s.handled}, {"failures", s.handler_failures},       {"busy", s.busy_refusals},
+        {"dropped", s.dropped}, {"rejected_writes", s.rejected_writes}, {"landing_writes", s.landing_writes}};
     if (auto t = am_->type_stats(kFetchType)) {
       out["fetch_handlers"] = {{"limit", t->limit},
                                {"running", t->running},

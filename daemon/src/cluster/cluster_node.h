@@ -54,6 +54,11 @@ class ClusterNode final : public RemoteTier {
   void fetch(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
              FetchDone done, bool by_transport = false) override;
   [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const override;
+  [[nodiscard]] bool can_fetch_into(const LayoutPool& pool) const override;
+  [[nodiscard]] std::function<void()> fetch_into(LayoutPool& pool, std::vector<SequenceHash> keys,
+                                                 std::vector<std::byte*> destinations,
+                                                 std::chrono::steady_clock::time_point deadline, Detach detach,
+                                                 IntoDone done) override;
   void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
               BorrowDone done) override;
 

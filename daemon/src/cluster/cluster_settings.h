@@ -47,6 +47,13 @@ struct ClusterSettings {
   /// and copies each into the engine while the next one travels (0: the
   /// whole fetch, then the copy).
   std::uint64_t fetch_part_bytes = 32ULL << 20;
+  /// Blocks not kept here (cache_fetched false): the holders write them
+  /// straight into the engine's host memory, seen through a landing window
+  /// and exposed only while the fetch waits, where the engine's layout
+  /// (blocks of the pool's shape, whole pages) and the bulk protocol
+  /// (am_rendezvous: writes land only where this side exposed) allow
+  /// (docs/cluster.md, "Fetched straight into the engine").
+  bool fetch_into_engine = true;
   /// Active-message handlers running at once, all types, and queued beyond.
   std::uint32_t max_concurrent = 16;
   std::uint32_t max_queued = 4096;

@@ -88,6 +88,7 @@ Result<Bytes> encode(const FetchRequest& message) {
   WireWriter w;
   w.u64(message.layout_key);
   w.u32(message.timeout_ms);
+  w.u8(message.into_exposed ? 1 : 0);
   w.count(message.items.size(), "fetch.items");
   for (const auto& item : message.items) {
     w.u64(item.key);
@@ -263,6 +264,9 @@ Result<FetchRequest> decode<FetchRequest>(std::span<const std::byte> payload) {
   FetchRequest m;
   m.layout_key = r.u64("fetch.layout_key");
   m.timeout_ms = r.u32("fetch.timeout_ms");
+  const std::uint8_t flags = r.u8("fetch.flags");
+  if (r.ok() && flags > 1) return fail(Errc::protocol_error, "fetch.flags {} is not 0 or 1", flags);
+  m.into_exposed = flags == 1;
   const auto n = r.count("fetch.items", 16);
   m.items.reserve(n);
   for (std::uint32_t i = 0; i < n && r.ok(); ++i) {

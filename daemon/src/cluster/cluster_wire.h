@@ -26,7 +26,7 @@ inline constexpr const char* kPingType = "kvb.ping";           // request: empty
 inline constexpr const char* kPinType = "kvb.pin";             // request: PinRequest -> PinReply (same host)
 inline constexpr const char* kUnpinType = "kvb.unpin";         // fire-and-forget: PinRelease
 
-inline constexpr std::uint16_t kClusterWireVersion = 2;
+inline constexpr std::uint16_t kClusterWireVersion = 3;
 
 /// A worker's G2 pool of one block shape, as its peers write into it.
 struct PoolInfo {
@@ -86,9 +86,13 @@ struct IndexBatch {
 struct FetchRequest {
   std::uint64_t layout_key = 0;
   std::uint32_t timeout_ms = 0;  // the holder gives up writing after this
+  /// The addresses are memory the requester exposed for this fetch (an
+  /// engine's, fetched straight into it), not blocks of its pool: written
+  /// by AM rendezvous only (the requester refuses writes elsewhere).
+  bool into_exposed = false;
   struct Item {
     std::uint64_t key = 0;
-    std::uint64_t address = 0;  // in the requester's pool of layout_key
+    std::uint64_t address = 0;  // in the requester's pool of layout_key (or exposed: into_exposed)
   };
   std::vector<Item> items;
 };

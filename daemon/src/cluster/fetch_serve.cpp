@@ -168,6 +168,12 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
     co_return fail(Errc::invalid_argument, "worker {}'s blocks are {} bytes, ours {}", member.worker, to.block_bytes,
                    block_bytes);
   }
+  // Into memory the requester exposed for this fetch (its engine's): only
+  // an AM write can land there, and the requester checks where it lands.
+  if (request->into_exposed && protocol_ != transport::BulkProtocol::am_rendezvous) {
+    co_return fail(Errc::unsupported, "fetch into exposed memory: this worker writes by {}, not am_rendezvous",
+                   transport::to_string(protocol_));
+  }
   BlockManager& manager = *local->pool->manager;
   const auto timeout = std::chrono::milliseconds(std::min(request->timeout_ms, kMaxServeMs));
   const auto started = Clock::now();
@@ -178,8 +184,8 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
   BlockLeases g3;
   for (std::size_t i = 0; i < request->items.size(); ++i) {
     const auto& item = request->items[i];
-    if (item.address < to.base || item.address - to.base > to.bytes - block_bytes ||
-        (item.address - to.base) % to.stride != 0) {
+    if (!request->into_exposed && (item.address < to.base || item.address - to.base > to.bytes - block_bytes ||
+                                   (item.address - to.base) % to.stride != 0)) {
       co_return fail(Errc::invalid_argument, "fetch: destination {:#x} is not a block of worker {}'s pool",
                      item.address, member.worker);
     }
@@ -222,7 +228,16 @@ asio::awaitable<Result<Bytes>> FetchService::serve(IncomingMessage message) {
     for (std::size_t i = 0; i < request->items.size(); ++i)
       answer.sums.push_back(sum_of(*local->pool, leases[i], request->items[i].key, from_disk[i]));
   }
-  const auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  if (inject_serve_delay_.count() > 0) {
+    // Fault injection (tests): a holder that writes late (its clock stood
+    // still meanwhile: it writes after the requester stopped waiting).
+    asio::steady_timer delay(io_, inject_serve_delay_);
+    boost::system::error_code ec;
+    co_await delay.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!*alive) co_return fail(Errc::cancelled, "fetch cancelled: the cluster is stopping");
+  }
+  const auto left =
+      timeout + inject_serve_delay_ - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
   if (left <= std::chrono::milliseconds(0))
     co_return fail(Errc::timeout, "fetch: reading {} blocks from disk took the request's {} ms", on_disk.size(),
                    timeout.count());

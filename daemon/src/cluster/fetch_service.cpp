@@ -135,7 +135,8 @@ FetchService::FetchService(asio::io_context& io, transport::ActiveMessageManager
       serve_concurrency_(serve_concurrency),
       quarantine_timer_(io),
       map_same_host_(map_same_host),
-      inject_copy_delay_(env_ms("KVB_INJECT_MAPPED_COPY_DELAY_MS")) {}
+      inject_copy_delay_(env_ms("KVB_INJECT_MAPPED_COPY_DELAY_MS")),
+      inject_serve_delay_(env_ms("KVB_INJECT_SERVE_DELAY_MS")) {}
 
 FetchService::~FetchService() {
   *alive_ = false;

@@ -68,21 +68,24 @@ struct FetchStats {
   std::uint64_t requests = 0;   // fetches started (engine onboards that needed remote blocks)
   std::uint64_t blocks_in = 0;  // blocks fetched
   std::uint64_t failures = 0;
-  std::uint64_t served = 0;           // peer requests answered ok
-  std::uint64_t blocks_out = 0;       // blocks written to peers
-  std::uint64_t not_found = 0;        // peer requests for blocks evicted meanwhile
-  std::uint64_t quarantined = 0;      // blocks held back: no answer, or the holder was dropped alive
-  std::uint64_t mapped_requests = 0;  // fetches (per holder) copied from a same-host mapping
-  std::uint64_t mapped_blocks = 0;    // blocks copied that way
-  std::uint64_t pins_served = 0;      // peers' pin requests answered
-  std::uint64_t pins_expired = 0;     // pins released by their expiry, not by the peer
-  std::uint64_t pins_refused = 0;     // pin requests over the per-peer bound (busy: it fetches by UCX)
-  std::uint64_t pins_on_disk = 0;     // pin requests for blocks held on disk only (busy: it fetches by UCX)
-  std::uint64_t disk_blocks_out = 0;  // blocks served from disk (G3 read into G2, then written to the peer)
-  std::uint64_t sums_checked = 0;     // fetched blocks checked against their holder's sum (it keeps them)
-  std::uint64_t sum_mismatches = 0;   // ... that did not match: dropped, the onboard ended not_found
-  std::uint64_t direct_requests = 0;  // onboards (per holder) copied from a mapping straight into the engine
-  std::uint64_t direct_blocks = 0;    // blocks copied that way (not in blocks_in: they never enter G2)
+  std::uint64_t served = 0;                // peer requests answered ok
+  std::uint64_t blocks_out = 0;            // blocks written to peers
+  std::uint64_t not_found = 0;             // peer requests for blocks evicted meanwhile
+  std::uint64_t quarantined = 0;           // blocks held back: no answer, or the holder was dropped alive
+  std::uint64_t mapped_requests = 0;       // fetches (per holder) copied from a same-host mapping
+  std::uint64_t mapped_blocks = 0;         // blocks copied that way
+  std::uint64_t pins_served = 0;           // peers' pin requests answered
+  std::uint64_t pins_expired = 0;          // pins released by their expiry, not by the peer
+  std::uint64_t pins_refused = 0;          // pin requests over the per-peer bound (busy: it fetches by UCX)
+  std::uint64_t pins_on_disk = 0;          // pin requests for blocks held on disk only (busy: it fetches by UCX)
+  std::uint64_t disk_blocks_out = 0;       // blocks served from disk (G3 read into G2, then written to the peer)
+  std::uint64_t sums_checked = 0;          // fetched blocks checked against their holder's sum (it keeps them)
+  std::uint64_t sum_mismatches = 0;        // ... that did not match: dropped, the onboard ended not_found
+  std::uint64_t direct_requests = 0;       // onboards (per holder) copied from a mapping straight into the engine
+  std::uint64_t direct_blocks = 0;         // blocks copied that way (not in blocks_in: they never enter G2)
+  std::uint64_t into_engine_requests = 0;  // fetches (per holder) written straight into an engine's memory
+  std::uint64_t into_engine_blocks = 0;    // blocks fetched that way (not in blocks_in: they never enter G2)
+  std::uint64_t late_writes_detached = 0;  // engine blocks detached from their landing window: a write may land late
 };
 
 class FetchService {
@@ -94,6 +97,7 @@ class FetchService {
   struct Caching {
     bool fetched = true;
     bool same_host = false;
+    bool into_engine = true;  // not `fetched`: straight into the engine's memory where it can be (fetch_into)
   };
   FetchService(boost::asio::io_context& io, transport::ActiveMessageManager& am, Members& members,
                const RemoteIndex& index, LocalPools& pools, transport::BulkProtocol protocol, Caching caching,
@@ -114,11 +118,18 @@ class FetchService {
   [[nodiscard]] bool can_borrow(const LayoutPool& pool, std::span<const SequenceHash> keys) const;
   void borrow(LayoutPool& pool, std::vector<SequenceHash> keys, std::chrono::steady_clock::time_point deadline,
               RemoteTier::BorrowDone done);
+  /// RemoteTier::can_fetch_into and fetch_into.
+  [[nodiscard]] bool can_fetch_into(const LayoutPool& pool) const;
+  [[nodiscard]] std::function<void()> fetch_into(LayoutPool& pool, std::vector<SequenceHash> keys,
+                                                 std::vector<std::byte*> destinations,
+                                                 std::chrono::steady_clock::time_point deadline,
+                                                 RemoteTier::Detach detach, RemoteTier::IntoDone done);
   [[nodiscard]] const FetchStats& stats() const noexcept { return stats_; }
 
  private:
   struct Request;
   struct Borrow;
+  struct Into;
   /// Blocks a same-host holder pinned for us: where each lies in its pool
   /// file, and until when the pin holds them (counted from before the ask).
   struct Pinned {
@@ -171,6 +182,12 @@ class FetchService {
                                           std::shared_ptr<const PeerPoolMapping> mapping);
   Result<transport::Bytes> pin(transport::IncomingMessage& message);
   Result<transport::Bytes> unpin(transport::IncomingMessage& message);
+  boost::asio::awaitable<void> ask_into(std::shared_ptr<Into> into, WorkerIndex holder, std::vector<std::size_t> items,
+                                        std::shared_ptr<transport::ExposedRanges> exposure);
+  /// Stops writes into `exposure` (every one of `into`'s when null): it is
+  /// withdrawn, and what may still land in it is detached. Returns whether
+  /// something was.
+  bool settle(Into& into, const transport::ExposedRanges* exposure);
   /// One holder's part of `request` ended (error or not).
   void holder_done(Request& request, Result<transport::Bytes> reply);
   void finish(Request& request);
@@ -187,7 +204,8 @@ class FetchService {
   std::deque<std::pair<std::chrono::steady_clock::time_point, BlockLeases>> quarantine_;
   boost::asio::steady_timer quarantine_timer_;
   bool map_same_host_;
-  std::chrono::milliseconds inject_copy_delay_{0};  // KVB_INJECT_MAPPED_COPY_DELAY_MS (tests)
+  std::chrono::milliseconds inject_copy_delay_{0};   // KVB_INJECT_MAPPED_COPY_DELAY_MS (tests)
+  std::chrono::milliseconds inject_serve_delay_{0};  // KVB_INJECT_SERVE_DELAY_MS (tests): before a serve writes
   struct Pin {
     BlockLeases leases;
     std::shared_ptr<boost::asio::steady_timer> expiry;

@@ -65,6 +65,7 @@ struct DaemonConfig {
   bool cluster_cache_fetched = true;
   bool cluster_cache_same_host = false;
   bool cluster_map_same_host = true;
+  bool cluster_fetch_into_engine = true;                 // not cached: holders write straight into engine host memory
   std::uint64_t cluster_fetch_part_bytes = 32ULL << 20;  // remote onboards fetch in parts this size (0: at once)
   std::string cluster_connect = "auto";  // auto: by IP:PORT where the transports allow; address: by worker address
   std::uint32_t cluster_max_concurrent = 16;

@@ -38,6 +38,12 @@ class BulkWriter {
   /// it before it is destroyed).
   void expose(const MemoryRegistration& registration);
   void unexpose(const MemoryRegistration& registration);
+  /// Allows peers to write into `ranges` of caller memory (not registered)
+  /// until withdraw(); see ExposedRanges.
+  [[nodiscard]] std::shared_ptr<ExposedRanges> expose_ranges(std::vector<ExposedRanges::Range> ranges);
+  /// No write lands in `ranges` from now on; receives already started go
+  /// on until UCX ends them (ranges.landing()).
+  void withdraw(const ExposedRanges& ranges);
 
   /// Sends each chunk to the peer's exposed memory; completes when UCX
   /// finished every chunk (see ActiveMessageManager::write_chunks_am).
@@ -54,6 +60,8 @@ class BulkWriter {
   [[nodiscard]] std::uint64_t take_refused(std::uint32_t token);
   /// Every refused write so far, all senders (monotonic).
   [[nodiscard]] std::uint64_t rejected_writes() const noexcept { return rejected_writes_; }
+  /// Rendezvous writes being received into place now (started, not ended).
+  [[nodiscard]] std::uint64_t landing_writes() const noexcept { return landing_writes_; }
 
  private:
   void refused(std::uint32_t token);
@@ -63,9 +71,11 @@ class BulkWriter {
   std::uint32_t token_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::vector<const MemoryRegistration*> exposed_;
+  std::vector<std::shared_ptr<ExposedRanges>> ranges_;
   // Bulk writes refused since the sender's last after-writes notification.
   std::unordered_map<std::uint32_t, std::uint64_t> refused_by_token_;
   std::uint64_t rejected_writes_ = 0;
+  std::uint64_t landing_writes_ = 0;
 };
 
 }  // namespace kvb::transport

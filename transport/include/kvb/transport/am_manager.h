@@ -119,6 +119,13 @@ class ActiveMessageManager : private AmHandlerHost {
   /// Allows peers to write into `registration` with bulk AM writes.
   void expose(const MemoryRegistration& registration) { bulk_.expose(registration); }
   void unexpose(const MemoryRegistration& registration) { bulk_.unexpose(registration); }
+  /// Allows peers to write into `ranges` of caller memory (not registered
+  /// with UCX) until withdraw(); see ExposedRanges (a write still landing
+  /// after withdraw() is counted there).
+  [[nodiscard]] std::shared_ptr<ExposedRanges> expose_ranges(std::vector<ExposedRanges::Range> ranges) {
+    return bulk_.expose_ranges(std::move(ranges));
+  }
+  void withdraw(const ExposedRanges& ranges) { bulk_.withdraw(ranges); }
   /// Sends each chunk as an active message into the peer's exposed memory
   /// (eager up to options().bulk_eager_max, else rendezvous). Completes when
   /// UCX finished every chunk; a message sent to the peer afterwards is
@@ -129,6 +136,7 @@ class ActiveMessageManager : private AmHandlerHost {
   [[nodiscard]] AmStats stats() const noexcept {
     AmStats s = handlers_.stats();
     s.rejected_writes = bulk_.rejected_writes();
+    s.landing_writes = bulk_.landing_writes();
     return s;
   }
   /// One message type's limit and counters; not_found for an unknown type.

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -77,6 +78,7 @@ struct AmStats {
   std::uint64_t busy_refusals = 0;             // requests answered err(busy: ...)
   std::uint64_t dropped = 0;                   // fire-and-forget refused with the queue full
   std::uint64_t rejected_writes = 0;           // bulk writes outside every exposed region
+  std::uint64_t landing_writes = 0;            // rendezvous bulk writes being received now
 };
 
 /// One message type's share (ActiveMessageManager::type_stats).
@@ -90,6 +92,31 @@ struct AmTypeStats {
 
 /// One bulk chunk: local bytes -> remote address (in the peer's registered
 /// memory, rkey from the peer's MemoryRegistration).
+/// Caller memory peers may write into with bulk AM writes for one exchange,
+/// not registered with UCX (ActiveMessageManager::expose_ranges): byte
+/// ranges, until withdrawn. Counts the rendezvous receives still landing in
+/// it: after withdraw nothing new lands, but a receive UCX had already
+/// started goes on writing until UCX ends it (landing() > 0 meanwhile).
+/// Executor thread only, like the manager.
+class ExposedRanges {
+ public:
+  struct Range {
+    std::uint64_t address = 0;
+    std::uint64_t bytes = 0;
+  };
+  explicit ExposedRanges(std::vector<Range> ranges);
+  [[nodiscard]] bool contains(std::uint64_t address, std::uint64_t length) const noexcept;
+  /// Rendezvous receives started into these ranges and not ended yet.
+  [[nodiscard]] std::size_t landing() const noexcept { return landing_; }
+  /// Sorted by address.
+  [[nodiscard]] const std::vector<Range>& ranges() const noexcept { return ranges_; }
+
+ private:
+  friend class BulkWriter;
+  std::vector<Range> ranges_;
+  std::size_t landing_ = 0;
+};
+
 struct RmaChunk {
   std::byte* local = nullptr;
   std::uint64_t remote_address = 0;
