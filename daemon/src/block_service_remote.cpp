@@ -120,10 +120,19 @@ bool BlockService::fetch_into_engine(LayoutPool& pool, const std::shared_ptr<Rem
   }
   std::vector<std::byte*> destinations;
   destinations.reserve(op->missing.size());
+  // Each destination written by this fetch alone while it waits (not by
+  // another fetch in flight, nor twice by this one).
+  auto release = [kv = op->kv, block_bytes](std::span<std::byte* const> claimed) {
+    for (std::byte* at : claimed) kv->window->release(kv->window->offset_of(at), block_bytes);
+  };
   for (std::size_t i : op->missing) {
     // (An engine block out of range is not usable: the copy path says why.)
     const std::uint64_t offset = kv.layout.chunk(op->pairs[i].dst, 0, 0).offset;
-    if (op->pairs[i].dst.value() >= kv.layout.num_blocks() || !kv.window->usable(offset, block_bytes)) return false;
+    if (op->pairs[i].dst.value() >= kv.layout.num_blocks() || !kv.window->usable(offset, block_bytes) ||
+        !kv.window->claim(offset, block_bytes)) {
+      release(destinations);
+      return false;
+    }
     destinations.push_back(kv.window->at(offset));
   }
   auto detach = [kv = op->kv](std::byte* at, std::uint64_t bytes, std::function<bool()> landing) {
@@ -131,11 +140,13 @@ bool BlockService::fetch_into_engine(LayoutPool& pool, const std::shared_ptr<Rem
       spdlog::error("onboard: a late write may reach the engine's memory: {}", st.error().to_string());
     }
   };
+  auto claimed = destinations;
   const std::uint64_t bytes = block_bytes * op->missing.size();
   op->control->on_cancel = remote_->fetch_into(
       pool, op->missing_keys, std::move(destinations), std::chrono::steady_clock::now() + fetch_timeout_,
-      std::move(detach), [this, &pool, op, bytes](const Status& fetched) {
+      std::move(detach), [this, &pool, op, bytes, release, claimed = std::move(claimed)](const Status& fetched) {
         op->control->on_cancel = nullptr;  // every write into the engine stopped
+        release(claimed);
         if (!fetched && fetched.error().code == Errc::unsupported && !op->control->cancelled) {
           spdlog::debug("onboard: {}; fetched through the pool", fetched.error().message);
           return fetch_then_copy(pool, op);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include <spdlog/spdlog.h>
 
@@ -82,6 +83,18 @@ Status LandingWindow::detach(std::uint64_t offset, std::uint64_t bytes, std::fun
   detached_.push_back({offset, bytes, std::move(landing)});
   ++detached_count_;
   return kvb::ok();
+}
+
+bool LandingWindow::claim(std::uint64_t offset, std::uint64_t bytes) {
+  auto next = claimed_.lower_bound(offset);
+  if (next != claimed_.end() && next->first < offset + bytes) return false;
+  if (next != claimed_.begin() && std::prev(next)->first + std::prev(next)->second > offset) return false;
+  claimed_.emplace_hint(next, offset, bytes);
+  return true;
+}
+
+void LandingWindow::release(std::uint64_t offset, std::uint64_t bytes) {
+  if (auto it = claimed_.find(offset); it != claimed_.end() && it->second == bytes) claimed_.erase(it);
 }
 
 void LandingWindow::reattach() {

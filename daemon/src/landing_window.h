@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -43,6 +44,12 @@ class LandingWindow {
   /// Detaches [offset, offset + bytes) (page aligned): from now on writes
   /// there land in anonymous memory, until `landing` says nothing does.
   [[nodiscard]] Status detach(std::uint64_t offset, std::uint64_t bytes, std::function<bool()> landing);
+  /// Marks [offset, offset + bytes) as written by one fetch until
+  /// release(): false (nothing marked) when a fetch in flight already
+  /// writes there, so that no fetch's range is detached under another's
+  /// writes (an engine that onboards into one block twice at once).
+  [[nodiscard]] bool claim(std::uint64_t offset, std::uint64_t bytes);
+  void release(std::uint64_t offset, std::uint64_t bytes);
   /// Ranges detached so far (monotonic).
   [[nodiscard]] std::uint64_t detached() const noexcept { return detached_count_; }
 
@@ -61,6 +68,7 @@ class LandingWindow {
   std::byte* window_;
   std::uint64_t bytes_;
   std::vector<Detached> detached_;
+  std::map<std::uint64_t, std::uint64_t> claimed_;  // offset -> bytes, of fetches in flight
   std::uint64_t detached_count_ = 0;
 };
 

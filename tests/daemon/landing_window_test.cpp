@@ -89,6 +89,25 @@ TEST(LandingWindow, OutOfRangeUnalignedAndPartialPagesAreRefused) {
   EXPECT_EQ(w.detached(), 0U);
 }
 
+// A range is written by one fetch at a time: a second claim of any of its
+// bytes is refused until the first is released.
+TEST(LandingWindow, ARangeIsClaimedByOneFetchAtATime) {
+  SharedRegion region(8 * kPage);
+  ASSERT_NE(region.base(), nullptr);
+  auto window = LandingWindow::create(region.base(), 8 * kPage);
+  ASSERT_TRUE(window.has_value());
+  LandingWindow& w = **window;
+  EXPECT_TRUE(w.claim(2 * kPage, 2 * kPage));
+  EXPECT_FALSE(w.claim(2 * kPage, 2 * kPage));  // the same
+  EXPECT_FALSE(w.claim(3 * kPage, 2 * kPage));  // overlaps its end
+  EXPECT_FALSE(w.claim(kPage, 2 * kPage));      // overlaps its start
+  EXPECT_TRUE(w.claim(4 * kPage, kPage));       // right after it
+  EXPECT_TRUE(w.claim(kPage, kPage));           // right before it
+  w.release(2 * kPage, 2 * kPage);
+  EXPECT_TRUE(w.claim(3 * kPage, kPage));
+  EXPECT_FALSE(w.claim(4 * kPage, kPage));
+}
+
 // A range something may still land in when the window goes stays mapped
 // (anonymous): the late write neither faults nor reaches the region.
 TEST(LandingWindow, ARangeStillLandingOutlivesTheWindowDetached) {
