@@ -66,6 +66,13 @@ int run_cluster(int argc, char** argv) {
   app.add_option("--hit-tls", f.hit_tls, "UCX_TLS of the hit-ratio and index phases")
       ->capture_default_str()
       ->check(CLI::IsMember({"tcp", "sm"}));
+  app.add_option("--route", f.route,
+                 "hit phase: which worker gets a request: round-robin (request i on worker i % N), or locate (a "
+                 "KV-aware router like SGLang's: the worker whose prefix of the request is longest, by `locate`, "
+                 "when it covers at least half of the request; round robin otherwise); each run prints the "
+                 "workers' shares of the requests")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"round-robin", "locate"}));
   app.add_option("--pace-ms", f.pace_ms,
                  "hit phase, cluster run: one request per this many ms at most (0: back to back); at 2 x "
                  "cluster.index_flush_ms or more each request sees the index events of the ones before it")
@@ -133,9 +140,13 @@ int run_cluster(int argc, char** argv) {
       const double gap = runs[1].ratio() - runs[2].ratio();
       const bool ok = gap >= -0.01;
       table += fmt::format(
-          "hit ratio: {} requests of {}, round robin (request i on worker i % {}), 4 KiB blocks of 512 trace tokens,\n"
+          "hit ratio: {} requests of {}, {} ({} workers), 4 KiB blocks of 512 trace tokens,\n"
           "  eviction policy {}, cluster over UCX_TLS {}, cluster.cache_fetched {}\n",
-          hit->requests, f.trace, f.workers, f.eviction_policy, f.hit_tls, f.cache_fetched);
+          hit->requests, f.trace,
+          f.route == "locate"
+              ? "routed by locate (the longest prefix when it covers half the request, else round robin)"
+              : "round robin (request i on worker i % N)",
+          f.workers, f.eviction_policy, f.hit_tls, f.cache_fetched);
       table += fmt::format("  {:<34} {:>8} {:>12} {:>9} {:>11} {:>8} {:>7} {:>7}\n", "run", "workers", "blocks each",
                            "hit ratio", "from others", "retries", "errors", "s");
       nlohmann::ordered_json jruns = nlohmann::ordered_json::array();
@@ -155,6 +166,7 @@ int run_cluster(int argc, char** argv) {
                          {"remote_hits", r.remote_hits},
                          {"retries", r.retries},
                          {"errors", r.errors},
+                         {"routed", r.routed},
                          {"seconds", r.seconds}});
       }
       table +=
@@ -165,10 +177,11 @@ int run_cluster(int argc, char** argv) {
           "  target: {} workers of {} tokens reach one worker of {} tokens (within 0.01): gap {:+.4f}: {}\n", f.workers,
           f.tokens_per_worker, f.tokens_per_worker * f.workers, gap, met(ok));
       json["hit"] = {{"requests", hit->requests},
-                     {"assignment", "round_robin"},
+                     {"assignment", f.route == "locate" ? "locate" : "round_robin"},
                      {"eviction_policy", f.eviction_policy},
                      {"tls", f.hit_tls},
                      {"cache_fetched", f.cache_fetched},
+                     {"route", f.route},
                      {"tokens_per_worker", f.tokens_per_worker},
                      {"runs", jruns},
                      {"unbounded_hit_ratio", hit->unbounded},

@@ -27,6 +27,8 @@ struct Flags {
   std::string eviction_policy = "prefix";
   bool cache_fetched = false;
   std::string hit_tls = "tcp";
+  std::string route =
+      "round-robin";   // hit phase: round-robin, or locate (each request to the worker with its longest prefix)
   double pace_ms = 0;  // hit phase: at least this long from one request's start to the next's (0: back to back)
   std::vector<std::string> phases{"hit", "onboard", "index"};
   // onboard
@@ -54,6 +56,7 @@ struct HitRun {
   std::uint64_t remote_hits = 0;  // of the hits, tier 4 (fetched from another worker)
   std::uint64_t retries = 0;      // onboards that failed (a block gone since the lookup) and were looked up again
   std::uint64_t errors = 0;
+  std::vector<std::uint64_t> routed;  // requests sent to each worker
   double seconds = 0;
   [[nodiscard]] double ratio() const { return blocks ? static_cast<double>(hits) / static_cast<double>(blocks) : 0; }
 };

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 
@@ -63,6 +65,47 @@ Result<std::vector<std::unique_ptr<WorkerProcess>>> start_workers(const Flags& f
   return procs;
 }
 
+/// A KV-aware router's pick for request `i`, as SGLang's router does it
+/// (its cache threshold, 0.5 by default): the worker whose prefix of
+/// `hashes` is longest (`locate`: one call answers for a cluster, each
+/// worker answers for itself otherwise), round robin among the longest,
+/// when that prefix covers at least half of the request; round robin
+/// otherwise (the trace's requests all begin with one shared block: by the
+/// longest prefix alone, every request would go to its first holder).
+std::size_t locate_route(std::vector<BenchEngine>& engines, const std::vector<std::uint64_t>& hashes, std::size_t i,
+                         bool cluster, std::uint64_t& errors) {
+  const std::size_t rr = i % engines.size();
+  std::vector<std::uint32_t> prefix(engines.size(), 0);
+  auto index_of = [&](const std::string& worker) -> std::optional<std::size_t> {
+    // Workers are named w0, w1, ... (alone: "").
+    if (worker.size() < 2 || worker[0] != 'w') return std::nullopt;
+    const auto k = static_cast<std::size_t>(std::strtoul(worker.c_str() + 1, nullptr, 10));
+    return k < engines.size() ? std::optional<std::size_t>(k) : std::nullopt;
+  };
+  for (std::size_t e = 0; e < engines.size(); ++e) {
+    if (cluster && e != rr) continue;  // one call answers for every worker
+    auto found = engines[e].client->locate(hashes);
+    if (!found) {
+      if (errors++ < 5) std::fprintf(stderr, "cluster: locate: %s\n", found.error().to_string().c_str());
+      return rr;
+    }
+    if (!cluster) {
+      if (!found->empty()) prefix[e] = found->front().prefix_blocks;
+      continue;
+    }
+    for (const auto& wp : *found) {
+      if (auto k = index_of(wp.worker)) prefix[*k] = std::max(prefix[*k], wp.prefix_blocks);
+    }
+  }
+  const std::uint32_t best = *std::max_element(prefix.begin(), prefix.end());
+  if (2 * std::uint64_t{best} < hashes.size() || prefix[rr] == best) return rr;
+  for (std::size_t k = 1; k <= engines.size(); ++k) {
+    const std::size_t e = (rr + k) % engines.size();
+    if (prefix[e] == best) return e;
+  }
+  return rr;
+}
+
 Result<HitRun> run_one(const Flags& f, const std::vector<std::vector<std::uint64_t>>& requests, HitRun run) {
   std::fprintf(stderr, "cluster: hit ratio, %s: %u worker(s) of %llu blocks%s\n", run.name.c_str(), run.workers,
                static_cast<unsigned long long>(run.blocks_per_worker), run.cluster ? " as one cluster" : "");
@@ -82,10 +125,14 @@ Result<HitRun> run_one(const Flags& f, const std::vector<std::vector<std::uint64
   std::vector<client::OnboardItem> onboard;
   std::vector<client::OffloadItem> offload;
   const auto pace = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(f.pace_ms));
+  run.routed.assign(engines.size(), 0);
   for (std::size_t i = 0; i < requests.size(); ++i) {
     if (run.cluster && pace.count() > 0) std::this_thread::sleep_until(t0 + pace * static_cast<std::int64_t>(i));
     const auto& hashes = requests[i];
-    client::Client& c = *engines[i % engines.size()].client;
+    const std::size_t w =
+        f.route == "locate" ? locate_route(engines, hashes, i, run.cluster, run.errors) : i % engines.size();
+    ++run.routed[w];
+    client::Client& c = *engines[w].client;
     std::uint32_t matched = 0, remote = 0;
     bool served = false;
     for (int attempt = 0; attempt < 3 && !served; ++attempt) {
@@ -138,6 +185,13 @@ Result<HitRun> run_one(const Flags& f, const std::vector<std::vector<std::uint64
                run.name.c_str(), run.ratio(), static_cast<unsigned long long>(run.hits),
                static_cast<unsigned long long>(run.blocks), static_cast<unsigned long long>(run.remote_hits),
                run.seconds);
+  if (run.routed.size() > 1) {
+    std::string shares;
+    for (std::size_t w = 0; w < run.routed.size(); ++w)
+      shares += fmt::format("{}{:.3f}", w ? " " : "", static_cast<double>(run.routed[w]) / requests.size());
+    std::fprintf(stderr, "cluster:   %s: requests per worker (%s): %s\n", run.name.c_str(), f.route.c_str(),
+                 shares.c_str());
+  }
   for (auto& e : engines) (void)e.client->bye();
   engines.clear();
   for (auto& p : *procs) p->stop();
