@@ -160,7 +160,7 @@ TEST(IntoEngineStopped, AHolderStoppedMidWriteNeverChangesTheEngineAfterItsAnswe
   constexpr std::uint64_t kBlockBytes = 1 << 20;
   DaemonProcess a(KVBLOCKD_PATH, worker_args("A", "tcp", {"--host-pool-bytes", "512MiB"}));
   ASSERT_TRUE(a.ready()) << a.log();
-  DaemonProcess b(KVBLOCKD_PATH, b_args("tcp", a, {"--request-timeout-ms", "1500", "--host-pool-bytes", "64MiB"}));
+  DaemonProcess b(KVBLOCKD_PATH, b_args("tcp", a, {"--request-timeout-ms", "4000", "--host-pool-bytes", "64MiB"}));
   ASSERT_TRUE(b.ready()) << b.log();
   ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
   TestEngine on_a(a.socket_path(), kBlocks, /*salt=*/7, big);
