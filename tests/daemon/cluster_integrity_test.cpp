@@ -107,6 +107,47 @@ TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
   EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
 }
 
+// The same when A writes straight into B's engine (B keeps no fetched
+// block, its engine is one fully contiguous region, nothing mapped): B
+// checks the sums on the engine's bytes, and the onboard of corrupt blocks
+// ends err(not_found ...), never ok.
+TEST_P(ClusterIntegrity, ACorruptBlockWrittenStraightIntoTheEngineEndsItsOnboardNotFound) {
+  if (::geteuid() != 0) GTEST_SKIP() << "corrupting another process's memfd needs root";
+  const std::string tls = GetParam();
+  DaemonProcess a(
+      KVBLOCKD_PATH,
+      worker_args("A", tls, {"--integrity-check-host-blocks", "true", "--host-pool-bytes", std::to_string(1U << 20)}));
+  ASSERT_TRUE(a.ready()) << a.log();
+  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls,
+                                             {"--cluster-peers", bootstrap_of(a), "--cluster-cache-fetched", "false",
+                                              "--cluster-map-same-host", "false"}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
+  ASSERT_TRUE(on_a.attach()) << a.log();
+  ASSERT_TRUE(offload_blocks(on_a, on_a.next_id(), 0, 16, 7000)) << a.log();
+  ASSERT_TRUE(b.wait_for_log("A holds 16 blocks", 20s)) << b.log();
+
+  TestEngine flat(b.socket_path(), 48, /*salt=*/42, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
+  ASSERT_TRUE(flat.attach()) << b.log();
+  ASSERT_TRUE(onboard_blocks(flat, flat.next_id(), 0, 8, 7000)) << b.log();
+  auto json = stats_of(flat.client(), 100);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 8) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.sums_checked"), 8) << json;
+
+  ASSERT_GT(corrupt_host_pools(a.pid()), 0) << "no host pool memfd found in A's fds";
+  const auto bad = onboard_blocks(flat, flat.next_id(), 8, 8, 7000);
+  ASSERT_FALSE(bad) << "an onboard of corrupt blocks ended ok";
+  EXPECT_NE(std::string(bad.message()).find(":err(not_found"), std::string::npos) << bad.message();
+  EXPECT_NE(std::string(bad.message()).find("do not match their checksum"), std::string::npos) << bad.message();
+  json = stats_of(flat.client(), 101);
+  EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
+  EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 8) << json;  // the failed fetch counts none
+  EXPECT_EQ(stat_of(json, "g2.registered"), 0) << json;
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+}
+
 INSTANTIATE_TEST_SUITE_P(Tls, ClusterIntegrity, ::testing::Values("tcp", "sm"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
