@@ -10,6 +10,7 @@
 // engine got its error, its memory never changes again, whatever A writes
 // when it resumes; a later onboard of the same blocks is byte-exact.
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -140,6 +141,48 @@ TEST_P(IntoEngine, AHolderThatWritesAfterTheOnboardTimedOutWritesNothingIntoTheE
   const auto json = stats_of(flat.client(), id++);
   EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 0) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.late_writes_detached"), 0) << json;  // nothing was landing when it ended
+  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
+  EXPECT_EQ(a->stop(SIGTERM), 0) << a->log();
+}
+
+// The engine's session ends (its socket shut) while B's fetch into its
+// memory waits for A, which writes 1.5 s later, long before the request's
+// own deadline (10 s): the session's end withdrew the engine's blocks at
+// once, A's writes are refused, and the memory (still the engine's: it may
+// be reused right away) stays as the engine left it.
+TEST_P(IntoEngine, AnEngineWhoseSessionEndsGetsNoWriteFromAFetchStillWaiting) {
+  const std::string tls = GetParam();
+  auto a = start_with_env("KVB_INJECT_SERVE_DELAY_MS", "1500", worker_args("A", tls, {}));
+  ASSERT_TRUE(a->ready()) << a->log();
+  DaemonProcess b(KVBLOCKD_PATH, b_args(tls, *a, {"--request-timeout-ms", "10000"}));
+  ASSERT_TRUE(b.ready()) << b.log();
+  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
+  TestEngine on_a(a->socket_path(), 32, /*salt=*/8);
+  ASSERT_TRUE(on_a.attach()) << a->log();
+  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 6300));
+  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
+
+  TestEngine gone(b.socket_path(), 32, /*salt=*/8, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
+  ASSERT_TRUE(gone.attach()) << b.log();
+  proto::OnboardRequest onboard;
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    gone.fill(8 + blk, 78);
+    onboard.items.push_back({6300 + blk, BlockId{8 + blk}});
+  }
+  ASSERT_TRUE(gone.client().send(RequestId{2}, onboard)) << b.log();
+  ASSERT_TRUE(b.wait_for_log("fetch of 8 blocks from A sent (into the engine)", 10s)) << b.log();
+  ASSERT_EQ(::shutdown(gone.client().fd(), SHUT_RDWR), 0);
+
+  TestEngine watcher(b.socket_path(), 8, /*salt=*/8);
+  ASSERT_TRUE(watcher.hello()) << b.log();
+  std::uint64_t id = 10;
+  EXPECT_GE(wait_stat_at_least(watcher.client(), id, "cluster.handlers.rejected_writes", 8), 8) << b.log();
+  for (std::uint32_t blk = 0; blk < 8; ++blk) {
+    gone.fill(blk, 78);
+    EXPECT_TRUE(gone.same(blk, 8 + blk)) << "engine block " << 8 + blk << " was written after its session ended";
+  }
+  const auto json = stats_of(watcher.client(), id++);
+  EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 0) << json;
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
   EXPECT_EQ(a->stop(SIGTERM), 0) << a->log();
 }
