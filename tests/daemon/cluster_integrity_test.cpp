@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -48,6 +49,44 @@ long long corrupt_host_pools(pid_t pid) {
   return pages;
 }
 
+/// A (integrity.check_host_blocks, a 1 MiB pool) and B (`b_more`) joined
+/// over `tls`; A's engine has offloaded 16 blocks (hashes 7000-7015) and
+/// B's index knows them.
+struct SumsOnA {
+  std::unique_ptr<DaemonProcess> a, b;
+  std::unique_ptr<TestEngine> on_a;
+
+  ::testing::AssertionResult start(const std::string& tls, std::vector<std::string> b_more) {
+    a = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("A", tls,
+                                                                   {"--integrity-check-host-blocks", "true",
+                                                                    "--host-pool-bytes", std::to_string(1U << 20)}));
+    if (!a->ready()) return ::testing::AssertionFailure() << "A: " << a->log();
+    const std::string a_addr = bootstrap_of(*a);
+    if (a_addr.empty()) return ::testing::AssertionFailure() << "A's address: " << a->log();
+    b_more.insert(b_more.begin(), {"--cluster-peers", a_addr});
+    b = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("B", tls, std::move(b_more)));
+    if (!b->ready() || !b->wait_for_log("cluster: worker A joined", 20s))
+      return ::testing::AssertionFailure() << "B: " << b->log();
+    on_a = std::make_unique<TestEngine>(a->socket_path(), 16, /*salt=*/42);
+    if (!on_a->attach()) return ::testing::AssertionFailure() << "engine on A: " << a->log();
+    if (auto offloaded = offload_blocks(*on_a, on_a->next_id(), 0, 16, 7000); !offloaded) return offloaded;
+    if (!b->wait_for_log("A holds 16 blocks", 20s))
+      return ::testing::AssertionFailure() << "B did not learn A's blocks: " << b->log();
+    return ::testing::AssertionSuccess();
+  }
+};
+
+/// After A's pool was corrupted: `engine`'s onboard of blocks 8-15 ends
+/// err(not_found ... do not match their checksum), counted on B.
+void expect_corrupt_onboard_refused(TestEngine& engine, std::uint64_t stats_id) {
+  const auto bad = onboard_blocks(engine, engine.next_id(), 8, 8, 7000);
+  ASSERT_FALSE(bad) << "an onboard of corrupt blocks ended ok";
+  EXPECT_NE(std::string(bad.message()).find(":err(not_found"), std::string::npos) << bad.message();
+  EXPECT_NE(std::string(bad.message()).find("do not match their checksum"), std::string::npos) << bad.message();
+  const auto json = stats_of(engine.client(), stats_id);
+  EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
+}
+
 class ClusterIntegrity : public ::testing::TestWithParam<std::string> {};
 
 // A keeps sums. B's onboard of 8 of A's blocks checks all 8 and is
@@ -58,20 +97,11 @@ class ClusterIntegrity : public ::testing::TestWithParam<std::string> {};
 TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
   if (::geteuid() != 0) GTEST_SKIP() << "corrupting another process's memfd needs root";
   const std::string tls = GetParam();
-  DaemonProcess a(
-      KVBLOCKD_PATH,
-      worker_args("A", tls, {"--integrity-check-host-blocks", "true", "--host-pool-bytes", std::to_string(1U << 20)}));
-  ASSERT_TRUE(a.ready()) << a.log();
-  const std::string a_addr = bootstrap_of(a);
-  ASSERT_FALSE(a_addr.empty()) << a.log();
-  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls, {"--cluster-peers", a_addr}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-
-  TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
-  ASSERT_TRUE(on_a.attach()) << a.log();
-  ASSERT_TRUE(offload_blocks(on_a, on_a.next_id(), 0, 16, 7000)) << a.log();
-  ASSERT_TRUE(b.wait_for_log("A holds 16 blocks", 20s)) << b.log();
+  SumsOnA w;
+  ASSERT_TRUE(w.start(tls, {}));
+  DaemonProcess& a = *w.a;
+  DaemonProcess& b = *w.b;
+  TestEngine& on_a = *w.on_a;
   if (tls == "sm") {
     ASSERT_TRUE(b.wait_for_log("mapped read-only", 20s)) << b.log();
   }
@@ -84,12 +114,7 @@ TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
   EXPECT_EQ(stat_of(json, "cluster.fetch.sum_mismatches"), 0) << json;
 
   ASSERT_GT(corrupt_host_pools(a.pid()), 0) << "no host pool memfd found in A's fds";
-  const auto bad = onboard_blocks(on_b, on_b.next_id(), 8, 8, 7000);
-  ASSERT_FALSE(bad) << "an onboard of corrupt blocks ended ok";
-  EXPECT_NE(std::string(bad.message()).find(":err(not_found"), std::string::npos) << bad.message();
-  EXPECT_NE(std::string(bad.message()).find("do not match their checksum"), std::string::npos) << bad.message();
-  json = stats_of(on_b.client(), 101);
-  EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
+  ASSERT_NO_FATAL_FAILURE(expect_corrupt_onboard_refused(on_b, 101));
   // Nothing of the failed fetch was kept on B.
   std::vector<std::uint64_t> second;
   for (std::uint32_t k = 8; k < 16; ++k) second.push_back(7000 + k);
@@ -113,20 +138,10 @@ TEST_P(ClusterIntegrity, ABlockCorruptOnItsHolderIsNeverOnboardedElsewhere) {
 // ends err(not_found ...), never ok.
 TEST_P(ClusterIntegrity, ACorruptBlockWrittenStraightIntoTheEngineEndsItsOnboardNotFound) {
   if (::geteuid() != 0) GTEST_SKIP() << "corrupting another process's memfd needs root";
-  const std::string tls = GetParam();
-  DaemonProcess a(
-      KVBLOCKD_PATH,
-      worker_args("A", tls, {"--integrity-check-host-blocks", "true", "--host-pool-bytes", std::to_string(1U << 20)}));
-  ASSERT_TRUE(a.ready()) << a.log();
-  DaemonProcess b(KVBLOCKD_PATH, worker_args("B", tls,
-                                             {"--cluster-peers", bootstrap_of(a), "--cluster-cache-fetched", "false",
-                                              "--cluster-map-same-host", "false"}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  TestEngine on_a(a.socket_path(), 16, /*salt=*/42);
-  ASSERT_TRUE(on_a.attach()) << a.log();
-  ASSERT_TRUE(offload_blocks(on_a, on_a.next_id(), 0, 16, 7000)) << a.log();
-  ASSERT_TRUE(b.wait_for_log("A holds 16 blocks", 20s)) << b.log();
+  SumsOnA w;
+  ASSERT_TRUE(w.start(GetParam(), {"--cluster-cache-fetched", "false", "--cluster-map-same-host", "false"}));
+  DaemonProcess& a = *w.a;
+  DaemonProcess& b = *w.b;
 
   TestEngine flat(b.socket_path(), 48, /*salt=*/42, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
   ASSERT_TRUE(flat.attach()) << b.log();
@@ -136,12 +151,8 @@ TEST_P(ClusterIntegrity, ACorruptBlockWrittenStraightIntoTheEngineEndsItsOnboard
   EXPECT_EQ(stat_of(json, "cluster.fetch.sums_checked"), 8) << json;
 
   ASSERT_GT(corrupt_host_pools(a.pid()), 0) << "no host pool memfd found in A's fds";
-  const auto bad = onboard_blocks(flat, flat.next_id(), 8, 8, 7000);
-  ASSERT_FALSE(bad) << "an onboard of corrupt blocks ended ok";
-  EXPECT_NE(std::string(bad.message()).find(":err(not_found"), std::string::npos) << bad.message();
-  EXPECT_NE(std::string(bad.message()).find("do not match their checksum"), std::string::npos) << bad.message();
-  json = stats_of(flat.client(), 101);
-  EXPECT_GE(stat_of(json, "cluster.fetch.sum_mismatches"), 1) << json;
+  ASSERT_NO_FATAL_FAILURE(expect_corrupt_onboard_refused(flat, 101));
+  json = stats_of(flat.client(), 102);
   EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 8) << json;  // the failed fetch counts none
   EXPECT_EQ(stat_of(json, "g2.registered"), 0) << json;
   EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();

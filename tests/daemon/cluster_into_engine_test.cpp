@@ -12,12 +12,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "cluster_support.h"
@@ -27,50 +28,49 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// Polls `field` of `client`'s stats until it is at least `want` (bounded);
-/// the last value read.
-long long wait_stat_at_least(RawClient& client, std::uint64_t& id, const std::string& field, long long want,
-                             std::chrono::milliseconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  long long got = -1;
-  for (;;) {
-    got = stat_of(stats_of(client, id++), field);
-    if (got >= want || std::chrono::steady_clock::now() >= until) return got;
-    std::this_thread::sleep_for(20ms);
+/// Workers A and B joined over `tls`: B keeps no fetched block and
+/// fetches by UCX even on one host (nothing mapped); A's engine (`layout`,
+/// layer separate) has offloaded `blocks` blocks under hashes base + i,
+/// and B's index knows them.
+struct Holder {
+  std::unique_ptr<DaemonProcess> a, b;
+  std::unique_ptr<TestEngine> on_a;
+
+  /// `serve_delay_ms`: A writes that long after each fetch arrived
+  /// (KVB_INJECT_SERVE_DELAY_MS, a fault injection).
+  ::testing::AssertionResult start(const std::string& tls, std::vector<std::string> a_more,
+                                   std::vector<std::string> b_more, std::uint64_t base, std::uint64_t salt,
+                                   const char* serve_delay_ms = nullptr, proto::WireLayout layout = small_layout(),
+                                   std::uint32_t blocks = 8) {
+    if (serve_delay_ms != nullptr) ::setenv("KVB_INJECT_SERVE_DELAY_MS", serve_delay_ms, 1);
+    a = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("A", tls, std::move(a_more)));
+    ::unsetenv("KVB_INJECT_SERVE_DELAY_MS");
+    if (!a->ready()) return ::testing::AssertionFailure() << "A: " << a->log();
+    std::vector<std::string> args{"--cluster-peers", bootstrap_of(*a),          "--cluster-cache-fetched",
+                                  "false",           "--cluster-map-same-host", "false"};
+    args.insert(args.end(), b_more.begin(), b_more.end());
+    b = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, worker_args("B", tls, std::move(args)));
+    if (!b->ready() || !b->wait_for_log("cluster: worker A joined", 20s))
+      return ::testing::AssertionFailure() << "B: " << b->log();
+    on_a = std::make_unique<TestEngine>(a->socket_path(), std::max<std::uint32_t>(blocks, 32), salt, layout);
+    if (!on_a->attach()) return ::testing::AssertionFailure() << "engine on A: " << a->log();
+    if (auto offloaded = offload_blocks(*on_a, 1, 0, blocks, base); !offloaded) return offloaded;
+    if (!b->wait_for_log(fmt::format("A holds {} blocks", blocks), 20s))
+      return ::testing::AssertionFailure() << "B did not learn A's blocks: " << b->log();
+    return ::testing::AssertionSuccess();
   }
-}
-
-/// Arguments of a worker B that keeps no fetched block and fetches by UCX
-/// even on one host (nothing mapped), naming A.
-std::vector<std::string> b_args(const std::string& tls, const DaemonProcess& a, std::vector<std::string> more = {}) {
-  std::vector<std::string> args{"--cluster-peers", bootstrap_of(a),           "--cluster-cache-fetched",
-                                "false",           "--cluster-map-same-host", "false"};
-  args.insert(args.end(), more.begin(), more.end());
-  return worker_args("B", tls, std::move(args));
-}
-
-/// Starts a daemon with `name`=`value` in its environment (a fault injection).
-std::unique_ptr<DaemonProcess> start_with_env(const char* name, const char* value, std::vector<std::string> args) {
-  ::setenv(name, value, 1);
-  auto daemon = std::make_unique<DaemonProcess>(KVBLOCKD_PATH, std::move(args));
-  ::unsetenv(name);
-  return daemon;
-}
+  void stop() {
+    EXPECT_EQ(b->stop(SIGTERM), 0) << b->log();
+    EXPECT_EQ(a->stop(SIGTERM), 0) << a->log();
+  }
+};
 
 class IntoEngine : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(IntoEngine, AHolderWritesStraightIntoAFullyContiguousEngineAndNothingEntersThePool) {
-  const std::string tls = GetParam();
-  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", tls, {}));
-  ASSERT_TRUE(a.ready()) << a.log();
-  DaemonProcess b(KVBLOCKD_PATH, b_args(tls, a));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  TestEngine on_a(a.socket_path(), 32, /*salt=*/5);
-  ASSERT_TRUE(on_a.attach()) << a.log();
-  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 6000));
-  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
-
+  Holder w;
+  ASSERT_TRUE(w.start(GetParam(), {}, {}, 6000, /*salt=*/5));
+  DaemonProcess& b = *w.b;
   TestEngine flat(b.socket_path(), 32, /*salt=*/5, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
   ASSERT_TRUE(flat.attach()) << b.log();
   ASSERT_TRUE(onboard_blocks(flat, 2, 0, 8, 6000)) << b.log();
@@ -85,7 +85,7 @@ TEST_P(IntoEngine, AHolderWritesStraightIntoAFullyContiguousEngineAndNothingEnte
   EXPECT_EQ(stat_of(json, "leased_blocks"), 0) << json;
   const long long bytes = member_stat(json, "A", "bytes_in");
   EXPECT_EQ(bytes, 8 * 8192) << json;  // 4 layers x (K,V) x 16 tokens x 64 u8
-  EXPECT_EQ(member_stat(stats_of(on_a.client(), id++), "B", "bytes_out"), bytes);
+  EXPECT_EQ(member_stat(stats_of(w.on_a->client(), id++), "B", "bytes_out"), bytes);
 
   // A layer-separate engine's block is not the pool's block byte for byte:
   // fetched into B's pool, copied, not kept.
@@ -100,25 +100,16 @@ TEST_P(IntoEngine, AHolderWritesStraightIntoAFullyContiguousEngineAndNothingEnte
   // The flat engine again, into the same engine blocks: straight in again.
   ASSERT_TRUE(onboard_blocks(flat, 4, 0, 8, 6000)) << b.log();
   EXPECT_EQ(stat_of(stats_of(flat.client(), id++), "cluster.fetch.into_engine_blocks"), 16);
-  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
-  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+  w.stop();
 }
 
 // A writes only after B's onboard ended with err(timeout): B withdrew the
 // engine's blocks from bulk writes before it answered, so A's writes are
 // refused and the engine's bytes stay as the engine left them.
 TEST_P(IntoEngine, AHolderThatWritesAfterTheOnboardTimedOutWritesNothingIntoTheEngine) {
-  const std::string tls = GetParam();
-  auto a = start_with_env("KVB_INJECT_SERVE_DELAY_MS", "1500", worker_args("A", tls, {}));
-  ASSERT_TRUE(a->ready()) << a->log();
-  DaemonProcess b(KVBLOCKD_PATH, b_args(tls, *a, {"--request-timeout-ms", "400"}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  TestEngine on_a(a->socket_path(), 32, /*salt=*/6);
-  ASSERT_TRUE(on_a.attach()) << a->log();
-  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 6100));
-  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
-
+  Holder w;
+  ASSERT_TRUE(w.start(GetParam(), {}, {"--request-timeout-ms", "400"}, 6100, /*salt=*/6, "1500"));
+  DaemonProcess& b = *w.b;
   TestEngine flat(b.socket_path(), 32, /*salt=*/6, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
   ASSERT_TRUE(flat.attach()) << b.log();
   proto::OnboardRequest onboard;
@@ -141,8 +132,7 @@ TEST_P(IntoEngine, AHolderThatWritesAfterTheOnboardTimedOutWritesNothingIntoTheE
   const auto json = stats_of(flat.client(), id++);
   EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 0) << json;
   EXPECT_EQ(stat_of(json, "cluster.fetch.late_writes_detached"), 0) << json;  // nothing was landing when it ended
-  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
-  EXPECT_EQ(a->stop(SIGTERM), 0) << a->log();
+  w.stop();
 }
 
 // The engine's session ends (its socket shut) while B's fetch into its
@@ -151,17 +141,9 @@ TEST_P(IntoEngine, AHolderThatWritesAfterTheOnboardTimedOutWritesNothingIntoTheE
 // once, A's writes are refused, and the memory (still the engine's: it may
 // be reused right away) stays as the engine left it.
 TEST_P(IntoEngine, AnEngineWhoseSessionEndsGetsNoWriteFromAFetchStillWaiting) {
-  const std::string tls = GetParam();
-  auto a = start_with_env("KVB_INJECT_SERVE_DELAY_MS", "1500", worker_args("A", tls, {}));
-  ASSERT_TRUE(a->ready()) << a->log();
-  DaemonProcess b(KVBLOCKD_PATH, b_args(tls, *a, {"--request-timeout-ms", "10000"}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  TestEngine on_a(a->socket_path(), 32, /*salt=*/8);
-  ASSERT_TRUE(on_a.attach()) << a->log();
-  ASSERT_TRUE(offload_blocks(on_a, 1, 0, 8, 6300));
-  ASSERT_TRUE(b.wait_for_log("A holds 8 blocks", 20s)) << b.log();
-
+  Holder w;
+  ASSERT_TRUE(w.start(GetParam(), {}, {"--request-timeout-ms", "10000"}, 6300, /*salt=*/8, "1500"));
+  DaemonProcess& b = *w.b;
   TestEngine gone(b.socket_path(), 32, /*salt=*/8, small_layout(), Seal::shrink, LayoutKind::fully_contiguous);
   ASSERT_TRUE(gone.attach()) << b.log();
   proto::OnboardRequest onboard;
@@ -183,8 +165,7 @@ TEST_P(IntoEngine, AnEngineWhoseSessionEndsGetsNoWriteFromAFetchStillWaiting) {
   }
   const auto json = stats_of(watcher.client(), id++);
   EXPECT_EQ(stat_of(json, "cluster.fetch.into_engine_blocks"), 0) << json;
-  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
-  EXPECT_EQ(a->stop(SIGTERM), 0) << a->log();
+  w.stop();
 }
 
 INSTANTIATE_TEST_SUITE_P(Tls, IntoEngine, ::testing::Values("tcp", "sm"), [](const auto& info) { return info.param; });
@@ -201,15 +182,13 @@ TEST(IntoEngineStopped, AHolderStoppedMidWriteNeverChangesTheEngineAfterItsAnswe
   const proto::WireLayout big{8, 2, 64, 1024, 0, 256};  // 1 MiB blocks (u8)
   constexpr std::uint32_t kBlocks = 192;
   constexpr std::uint64_t kBlockBytes = 1 << 20;
-  DaemonProcess a(KVBLOCKD_PATH, worker_args("A", "tcp", {"--host-pool-bytes", "512MiB"}));
-  ASSERT_TRUE(a.ready()) << a.log();
-  DaemonProcess b(KVBLOCKD_PATH, b_args("tcp", a, {"--request-timeout-ms", "4000", "--host-pool-bytes", "64MiB"}));
-  ASSERT_TRUE(b.ready()) << b.log();
-  ASSERT_TRUE(b.wait_for_log("cluster: worker A joined", 20s)) << b.log();
-  TestEngine on_a(a.socket_path(), kBlocks, /*salt=*/7, big);
-  ASSERT_TRUE(on_a.attach()) << a.log();
-  ASSERT_TRUE(offload_blocks(on_a, 1, 0, kBlocks, 6200));
-  ASSERT_TRUE(b.wait_for_log("A holds 192 blocks", 20s)) << b.log();
+  Holder w;
+  ASSERT_TRUE(w.start("tcp", {"--host-pool-bytes", "512MiB"},
+                      {"--request-timeout-ms", "4000", "--host-pool-bytes", "64MiB"}, 6200, /*salt=*/7, nullptr, big,
+                      kBlocks));
+  DaemonProcess& a = *w.a;
+  DaemonProcess& b = *w.b;
+  TestEngine& on_a = *w.on_a;
 
   TestEngine flat(b.socket_path(), kBlocks + 8, /*salt=*/7, big, Seal::shrink, LayoutKind::fully_contiguous);
   ASSERT_TRUE(flat.attach()) << b.log();
@@ -244,7 +223,9 @@ TEST(IntoEngineStopped, AHolderStoppedMidWriteNeverChangesTheEngineAfterItsAnswe
   if (landing > 0 && ended->text != "2:ok") {
     EXPECT_GT(detached, 0) << json;
   }
-  std::this_thread::sleep_for(200ms);  // anything still travelling on loopback lands meanwhile
+  // A's serve ended, so B has had every write it will get: nothing is
+  // being received any more (a write not started by now is refused).
+  EXPECT_EQ(wait_stat(flat.client(), id, "cluster.handlers.landing_writes", 0, 30s), 0);
   EXPECT_EQ(std::memcmp(seen.data(), flat.chunk(8, 0, 0), seen.size()), 0)
       << "the engine's memory changed after B answered " << ended->text;
 
@@ -264,8 +245,7 @@ TEST(IntoEngineStopped, AHolderStoppedMidWriteNeverChangesTheEngineAfterItsAnswe
     }
     EXPECT_TRUE(exact) << "block " << blk << " differs after the second onboard";
   }
-  EXPECT_EQ(b.stop(SIGTERM), 0) << b.log();
-  EXPECT_EQ(a.stop(SIGTERM), 0) << a.log();
+  w.stop();
 }
 
 }  // namespace

@@ -26,17 +26,33 @@ inline std::string stats_of(RawClient& client, std::uint64_t id) {
   return stats ? stats->json : std::string();
 }
 
-/// Polls `field` of `client`'s stats (ids from `id` on) until it equals
-/// `want` or `limit` passed; the last value read.
-inline long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& field, long long want,
-                           std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+/// Polls `field` of `client`'s stats (ids from `id` on) until `done(value)`
+/// or `limit` passed; the last value read. (Stats come only by request:
+/// there is no event to wait on.)
+template <class Done>
+long long wait_stat_until(RawClient& client, std::uint64_t& id, const std::string& field, Done done,
+                          std::chrono::milliseconds limit) {
   const auto until = std::chrono::steady_clock::now() + limit;
   long long got = -1;
   for (;;) {
     got = stat_of(stats_of(client, id++), field);
-    if (got == want || std::chrono::steady_clock::now() >= until) return got;
+    if (done(got) || std::chrono::steady_clock::now() >= until) return got;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+/// wait_stat_until the value equals `want`.
+inline long long wait_stat(RawClient& client, std::uint64_t& id, const std::string& field, long long want,
+                           std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  return wait_stat_until(
+      client, id, field, [want](long long v) { return v == want; }, limit);
+}
+
+/// wait_stat_until the value is at least `want`.
+inline long long wait_stat_at_least(RawClient& client, std::uint64_t& id, const std::string& field, long long want,
+                                    std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  return wait_stat_until(
+      client, id, field, [want](long long v) { return v >= want; }, limit);
 }
 
 /// The bootstrap address a worker logged ("cluster: worker W of cluster 'C' on HOST:PORT").

@@ -104,62 +104,39 @@ asio::awaitable<void> FetchService::ask_into(std::shared_ptr<Into> into, WorkerI
                                              std::vector<std::size_t> items,
                                              std::shared_ptr<transport::ExposedRanges> exposure) {
   auto alive = alive_;
-  Member& member = members_[holder];
   FetchRequest message;
   message.layout_key = into->layout_key;
   message.into_exposed = true;
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(into->deadline - Clock::now());
-  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
   for (std::size_t j : items)
     message.items.push_back({into->keys[j].value(), reinterpret_cast<std::uint64_t>(into->destinations[j])});
-  Result<Bytes> reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
+  Result<Bytes> reply = fail(Errc::peer_lost, "peer lost: {}", members_[holder].worker);
   const auto sent = Clock::now();
-  if (member.send_peer) {
-    ++member.metrics.fetches_requested;
-    auto payload = encode(message);
-    if (!payload) {
-      reply = tl::unexpected(payload.error());
-    } else {
-      const PeerId peer = *member.send_peer;
-      spdlog::debug("cluster: fetch of {} blocks from {} sent (into the engine)", items.size(), member.worker);
-      reply = co_await am_.send_request_receiving_writes(peer, kFetchType, std::move(*payload),
-                                                         std::chrono::milliseconds(message.timeout_ms));
-      if (!*alive) co_return;
-    }
+  if (members_[holder].send_peer) {
+    reply = co_await send_fetch(holder, std::move(message), into->deadline, " (into the engine)");
+    if (!*alive) co_return;
   }
+  Member& member = members_[holder];
   // This holder's part ended: nothing lands from now on (already so when
   // the request was aborted).
   if (settle(*into, exposure.get()) && reply) {
     reply = fail(Errc::internal, "worker {} answered ok while its writes were still landing", member.worker);
   }
-  if (reply && !reply->empty()) {
-    // Every byte is in: check them against the holder's sums.
-    auto answer = decode<FetchReply>(*reply);
-    if (!answer) {
-      reply = tl::unexpected(answer.error());
-    } else if (!answer->sums.empty() && answer->sums.size() != items.size()) {
-      reply = fail(Errc::protocol_error, "worker {} sent {} checksums for {} blocks", member.worker,
-                   answer->sums.size(), items.size());
-    } else {
-      for (std::size_t k = 0; k < answer->sums.size() && reply; ++k) {
-        const std::size_t j = items[k];
-        auto checked = check_sum(holder, into->keys[j], {into->destinations[j], into->block_bytes}, answer->sums[k]);
-        if (!checked) reply = tl::unexpected(checked.error());
-      }
-    }
-  }
-  Member& m = members_[holder];
-  if (reply) {
-    m.metrics.bytes_in += items.size() * into->block_bytes;
-    m.metrics.fetch_us +=
+  const BytesOf in_engine = [&into](std::size_t j) -> std::span<const std::byte> {
+    return {into->destinations[j], into->block_bytes};
+  };
+  if (auto checked = check_reply(holder, reply, into->keys, items, in_engine); !checked) {
+    reply = tl::unexpected(checked.error());
+  } else if (reply) {
+    member.metrics.bytes_in += items.size() * into->block_bytes;
+    member.metrics.fetch_us +=
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
     ++stats_.into_engine_requests;
     stats_.into_engine_blocks += items.size();
   } else {
-    ++m.metrics.fetch_errors;
-    if (reply.error().code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", m.worker);
-    if (!into->error) into->error = reply.error();
+    ++member.metrics.fetch_errors;
+    if (reply.error().code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
   }
+  if (!reply && !into->error) into->error = reply.error();
   if (--into->outstanding > 0) co_return;
   if (into->error) {
     ++stats_.failures;

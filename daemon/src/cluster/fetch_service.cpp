@@ -153,8 +153,9 @@ Status FetchService::register_handler() {
       transport::AmTypeLimits{.max_concurrent = serve_concurrency_});
 }
 
-Status FetchService::check_sums(Request& request, WorkerIndex holder, std::span<const std::size_t> items,
-                                std::span<const BlockSum> sums) {
+Status FetchService::check_sums(WorkerIndex holder, std::span<const SequenceHash> keys,
+                                std::span<const std::size_t> items, std::span<const BlockSum> sums,
+                                const BytesOf& bytes_of) {
   Member& member = members_[holder];
   if (sums.empty()) return kvb::ok();  // the holder keeps none
   if (sums.size() != items.size()) {
@@ -162,14 +163,42 @@ Status FetchService::check_sums(Request& request, WorkerIndex holder, std::span<
     return fail(Errc::protocol_error, "worker {} sent {} checksums for {} blocks", member.worker, sums.size(),
                 items.size());
   }
-  const Pool& g2 = request.pool->manager->pool(Tier::g2);
   for (std::size_t k = 0; k < items.size(); ++k) {
-    const std::size_t j = items[k];
-    auto checked = check_sum(holder, request.keys[j],
-                             {g2.block_data(request.blocks[j].block()), g2.layout().block_bytes()}, sums[k]);
+    auto checked = check_sum(holder, keys[items[k]], bytes_of(items[k]), sums[k]);
     if (!checked) return checked;
   }
   return kvb::ok();
+}
+
+Status FetchService::check_reply(WorkerIndex holder, const Result<Bytes>& reply, std::span<const SequenceHash> keys,
+                                 std::span<const std::size_t> items, const BytesOf& bytes_of) {
+  if (!reply || reply->empty()) return kvb::ok();
+  auto answer = decode<FetchReply>(*reply);
+  if (!answer) {
+    ++members_[holder].metrics.fetch_errors;
+    return tl::unexpected(answer.error());
+  }
+  return check_sums(holder, keys, items, answer->sums, bytes_of);
+}
+
+FetchService::BytesOf FetchService::g2_bytes(const Request& request) {
+  return [&request](std::size_t j) -> std::span<const std::byte> {
+    const Pool& g2 = request.pool->manager->pool(Tier::g2);
+    return {g2.block_data(request.blocks[j].block()), g2.layout().block_bytes()};
+  };
+}
+
+asio::awaitable<Result<Bytes>> FetchService::send_fetch(WorkerIndex holder, FetchRequest message,
+                                                        Clock::time_point deadline, const char* how) {
+  Member& member = members_[holder];
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
+  ++member.metrics.fetches_requested;
+  auto payload = encode(message);
+  if (!payload) co_return tl::unexpected(payload.error());
+  spdlog::debug("cluster: fetch of {} blocks from {} sent{}", message.items.size(), member.worker, how);
+  co_return co_await am_.send_request_receiving_writes(*member.send_peer, kFetchType, std::move(*payload),
+                                                       std::chrono::milliseconds(message.timeout_ms));
 }
 
 Status FetchService::check_sum(WorkerIndex holder, SequenceHash key, std::span<const std::byte> bytes,
@@ -379,7 +408,7 @@ asio::awaitable<void> FetchService::ask_mapped(std::shared_ptr<Request> request,
                                         "ended",
                                         n, m.worker));
     }
-    if (auto checked = check_sums(*request, holder, items, sums); !checked) {
+    if (auto checked = check_sums(holder, request->keys, items, sums, g2_bytes(*request)); !checked) {
       return holder_done(*request, tl::unexpected(checked.error()));
     }
     m.metrics.bytes_in += n * block_bytes;
@@ -550,57 +579,36 @@ void FetchService::holder_done(Request& request, Result<Bytes> reply) {
 asio::awaitable<void> FetchService::ask(std::shared_ptr<Request> request, WorkerIndex holder,
                                         std::vector<std::size_t> items) {
   auto alive = alive_;
-  Member& member = members_[holder];
+  if (!members_[holder].send_peer) {
+    holder_done(*request, fail(Errc::peer_lost, "peer lost: {}", members_[holder].worker));
+    co_return;
+  }
   const Pool& g2 = request->pool->manager->pool(Tier::g2);
   FetchRequest message;
   message.layout_key = request->layout_key;
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request->deadline - Clock::now());
-  message.timeout_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
   for (std::size_t j : items) {
     message.items.push_back(
         {request->keys[j].value(), reinterpret_cast<std::uint64_t>(g2.block_data(request->blocks[j].block()))});
   }
-  Result<Bytes> reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
-  if (member.send_peer) {
-    ++member.metrics.fetches_requested;
-    auto payload = encode(message);
-    if (!payload) {
-      reply = tl::unexpected(payload.error());
-    } else {
-      const PeerId peer = *member.send_peer;
-      spdlog::debug("cluster: fetch of {} blocks from {} sent", items.size(), member.worker);
-      const auto sent = Clock::now();
-      reply = co_await am_.send_request_receiving_writes(peer, kFetchType, std::move(*payload),
-                                                         std::chrono::milliseconds(message.timeout_ms));
-      if (!*alive) co_return;
-      Status checked = kvb::ok();
-      if (reply && !reply->empty()) {
-        // Every byte is in (the holder answers only then): check them. A
-        // failed check is the holder's answer: nothing writes into them now.
-        auto answer = decode<FetchReply>(*reply);
-        if (answer) {
-          checked = check_sums(*request, holder, items, answer->sums);
-        } else {
-          ++member.metrics.fetch_errors;
-          checked = tl::unexpected(answer.error());
-        }
-      }
-      if (!checked) {
-        reply = tl::unexpected(checked.error());
-      } else if (reply) {
-        member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
-        member.metrics.fetch_us += static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
-      } else {
-        const Errc code = reply.error().code;
-        // No answer: the holder may still write into the blocks. A peer
-        // that died can no longer write; one the membership dropped while
-        // its process may run (a lapsed etcd lease) still could.
-        if (code == Errc::timeout || code == Errc::cancelled || member.dropped_alive) request->unanswered = true;
-        if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
-        ++member.metrics.fetch_errors;
-      }
-    }
+  const auto sent = Clock::now();
+  Result<Bytes> reply = co_await send_fetch(holder, std::move(message), request->deadline, "");
+  if (!*alive) co_return;
+  Member& member = members_[holder];
+  // A failed check is the holder's answer: nothing writes into them now.
+  if (auto checked = check_reply(holder, reply, request->keys, items, g2_bytes(*request)); !checked) {
+    reply = tl::unexpected(checked.error());
+  } else if (reply) {
+    member.metrics.bytes_in += items.size() * g2.layout().block_bytes();
+    member.metrics.fetch_us +=
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count());
+  } else {
+    const Errc code = reply.error().code;
+    // No answer: the holder may still write into the blocks. A peer
+    // that died can no longer write; one the membership dropped while
+    // its process may run (a lapsed etcd lease) still could.
+    if (code == Errc::timeout || code == Errc::cancelled || member.dropped_alive) request->unanswered = true;
+    if (code == Errc::peer_lost) reply = fail(Errc::peer_lost, "peer lost: {}", member.worker);
+    ++member.metrics.fetch_errors;
   }
   holder_done(*request, std::move(reply));
 }

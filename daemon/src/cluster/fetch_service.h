@@ -167,10 +167,27 @@ class FetchService {
   /// when it took none, unless `fresh` (just read from disk and checked
   /// there): then summed now.
   [[nodiscard]] static BlockSum sum_of(const LayoutPool& pool, const BlockLease& lease, std::uint64_t key, bool fresh);
-  /// Checks the fetched blocks `items` of `request` against the holder's
-  /// sums (none: nothing to check); not_found naming the first that differs.
-  [[nodiscard]] Status check_sums(Request& request, WorkerIndex holder, std::span<const std::size_t> items,
-                                  std::span<const BlockSum> sums);
+  /// Where fetched block `j` (an index into its request's keys) lies now.
+  using BytesOf = std::function<std::span<const std::byte>(std::size_t j)>;
+  /// Checks the fetched blocks `items` (indices into `keys`) against the
+  /// holder's sums (none: nothing to check), each read at bytes_of(j);
+  /// not_found naming the first that differs.
+  [[nodiscard]] Status check_sums(WorkerIndex holder, std::span<const SequenceHash> keys,
+                                  std::span<const std::size_t> items, std::span<const BlockSum> sums,
+                                  const BytesOf& bytes_of);
+  /// check_sums with the sums of a kvb.fetch's ok answer (every byte is
+  /// in: the holder answers only then); ok for an error or empty answer.
+  [[nodiscard]] Status check_reply(WorkerIndex holder, const Result<transport::Bytes>& reply,
+                                   std::span<const SequenceHash> keys, std::span<const std::size_t> items,
+                                   const BytesOf& bytes_of);
+  /// G2 blocks of `request`, for check_sums.
+  [[nodiscard]] static BytesOf g2_bytes(const Request& request);
+  /// Sends `message` to `holder` (which has an endpoint) as a kvb.fetch
+  /// receiving writes, its timeout_ms the time left to `deadline`; the
+  /// answer. `how` ends the debug line that says it was sent.
+  boost::asio::awaitable<Result<transport::Bytes>> send_fetch(WorkerIndex holder, FetchRequest message,
+                                                              std::chrono::steady_clock::time_point deadline,
+                                                              const char* how);
   /// One block's bytes against its holder's sum (unknown: ok), wherever
   /// they are read: G2 after a fetch or mapped copy, or the mapping itself.
   [[nodiscard]] Status check_sum(WorkerIndex holder, SequenceHash key, std::span<const std::byte> bytes,
